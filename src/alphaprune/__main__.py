@@ -1,0 +1,5 @@
+import sys
+
+from alphaprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The Python API behind every CLI command: ``train``, ``evaluate``, ``prune``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits
+from alphaprune.errors import UserError
+from alphaprune.modelfile import ModelFile, load_checkpoint, save_model
+from alphaprune.models import create_model
+from alphaprune.report.size import count_flops, count_params
+from alphaprune.rundir import prepare_run_dir, read_config, write_config
+from alphaprune.train.callbacks import BestWeights, MetricsCSV
+from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.module import ClassifierModule, OptimConfig
+
+__all__ = ["DataConfig", "TrainConfig", "load_data", "train", "evaluate", "evaluate_model"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is split."""
+
+    data: str = "digits"
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    seed: int = 0
+    subset: int | None = None
+    cache_dir: str | None = None
+    batch_size: int = 128
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``alphaprune train``."""
+
+    model: str = "vgg16"
+    width: float = 1.0
+    widths: list[int] | None = None
+    epochs: int = 30
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    channels_last: bool = True
+
+
+def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
+    """Load the dataset (cached) and carve its seeded, stratified splits."""
+    ds = load_dataset(cfg.data, cfg.cache_dir)
+    if len(ds.y) == 0:
+        raise UserError(f"dataset {cfg.data} is empty: add images")
+    return ds, make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+
+
+def split_meta(cfg: DataConfig) -> dict:
+    """What a model file records to re-carve the same splits later."""
+    return {"data": cfg.data, "seed": cfg.seed, "val_frac": cfg.val_frac,
+            "test_frac": cfg.test_frac, "subset": cfg.subset}
+
+
+def loaders(ds: Dataset, splits: Splits, mean, std, batch_size: int, seed: int,
+            channels_last: bool = False) -> tuple[BatchLoader, BatchLoader]:
+    """Training (shuffled, augmented) and validation loaders over the in-memory arrays."""
+    if len(splits.train) == 0 or len(splits.val) == 0:
+        raise UserError("the train or val split is empty: use more data or other --val-frac")
+    tr = BatchLoader(ds.x[splits.train], ds.y[splits.train], mean, std, batch_size, train=True,
+                     seed=seed, channels_last=channels_last)
+    va = BatchLoader(ds.x[splits.val], ds.y[splits.val], mean, std, max(batch_size, 256),
+                     channels_last=channels_last)
+    return tr, va
+
+
+def _config_from_dict(d: dict) -> TrainConfig:
+    d = dict(d)
+    d["optim"] = OptimConfig(**d["optim"])
+    d["data"] = DataConfig(**d["data"])
+    return TrainConfig(**d)
+
+
+def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train a registry model from scratch; keep the epoch with the best validation loss.
+
+    Writes ``out/config.yaml``, ``out/metrics.csv`` (one row per epoch), checkpoints for
+    ``resume`` and, when done, ``out/model.pt`` and ``out/summary.json``.
+
+    Returns:
+        The summary dict (also written to ``summary.json``).
+    """
+    out, ckpt = prepare_run_dir(out, "model.pt", force=force, resume=resume)
+    if resume:
+        cfg = _config_from_dict(read_config(out)["train"])
+    if cfg.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    ds, splits = load_data(cfg.data)
+    mean, std = ds.mean_std()
+    model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                         width=cfg.width, widths=cfg.widths)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if not resume:
+        write_config(out, {"command": "train", "train": asdict(cfg)})
+    torch.manual_seed(cfg.data.seed)
+    tr, va = loaders(ds, splits, mean, std, cfg.data.batch_size, cfg.data.seed, cfg.channels_last)
+    module = ClassifierModule(model, cfg.optim)
+    best = BestWeights()
+    trainer = make_trainer(out, cfg.epochs, [MetricsCSV(out / "metrics.csv"), best], progress)
+    t0 = time.perf_counter()
+    fit(trainer, module, tr, va, ckpt)
+    model = module.model.to(memory_format=torch.contiguous_format)
+    meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
+            "best_epoch": best.best_epoch}
+    save_model(out / "model.pt", model, cfg.model, mean, std, ds.classes, meta)
+    summary = {"model": cfg.model, "params": count_params(model),
+               "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best.best_epoch,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    for split in ("val", "test"):
+        r = evaluate_model(model, ds, splits.get(split), mean, std)
+        summary[f"{split}_acc"], summary[f"{split}_loss"] = r["accuracy"], r["loss"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.inference_mode()
+def evaluate_model(model, ds: Dataset, idx: np.ndarray, mean, std, batch_size: int = 512) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` on ``ds`` restricted to ``idx``."""
+    model.eval()
+    loader = BatchLoader(ds.x[idx], ds.y[idx], mean, std, batch_size)
+    loss, correct = 0.0, 0
+    for x, y in loader:
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    n = len(idx)
+    return {"loss": loss / n if n else math.nan, "accuracy": correct / n if n else math.nan,
+            "n_samples": int(n)}
+
+
+def _check_compatible(mf: ModelFile, ds: Dataset, path) -> None:
+    in_ch = mf.kwargs.get("in_channels")
+    if in_ch != ds.in_channels or mf.kwargs.get("num_classes") != ds.num_classes:
+        raise UserError(
+            f"model {path} expects {in_ch} input channels and {mf.kwargs.get('num_classes')} "
+            f"classes but the data has {ds.in_channels} and {ds.num_classes}: pass the data it "
+            "was trained on")
+
+
+def evaluate(model_path: str | Path, data: str | None = None, split: str = "test",
+             model_name: str | None = None, data_cfg: DataConfig | None = None) -> dict:
+    """Loss and accuracy of a model file on one split, plus its size and FLOPs.
+
+    The split is carved exactly as when the model was trained (seed and fractions recorded
+    in the model file) whenever ``data`` is the same dataset; otherwise ``data_cfg``'s.
+    """
+    cfg = data_cfg or DataConfig()
+    probe = load_checkpoint(model_path, model_name)
+    recorded = probe.meta.get("split", {})
+    if data is None:
+        data = recorded.get("data")
+        if data is None:
+            raise UserError("no --data given and the model file records none: pass --data")
+    if data_cfg is None and recorded.get("data") == data:
+        cfg = DataConfig(**{**asdict(cfg), **recorded})
+    cfg.data = data
+    ds, splits = load_data(cfg)
+    mean, std = ds.mean_std()
+    mf = load_checkpoint(model_path, model_name, mean, std, ds.classes)
+    _check_compatible(mf, ds, model_path)
+    r = evaluate_model(mf.model, ds, splits.get(split), mf.mean or mean, mf.std or std)
+    r.update({"split": split, "model": mf.arch, "params": count_params(mf.model),
+              "flops": count_flops(mf.model, tuple(ds.x.shape[1:])), "data": data})
+    return r

@@ -1,0 +1,67 @@
+"""An in-memory batch iterator that Lightning accepts as a dataloader."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alphaprune.data.augment import augment_batch, normalize
+
+__all__ = ["BatchLoader"]
+
+
+class _EpochSampler:
+    """Lightning calls ``set_epoch`` on ``loader.sampler`` each epoch; resume-safe shuffles."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class BatchLoader:
+    """Yields normalised ``(x, y)`` batches from uint8 tensors held in memory.
+
+    Shuffling and augmentation are seeded by ``(seed, epoch)`` so a resumed run sees the same
+    batches as an uninterrupted one.
+
+    Args:
+        x: uint8 images (N, C, H, W); y: labels (N,).
+        mean, std: per-channel normalisation constants in [0, 1] units.
+        batch_size: samples per batch.
+        train: shuffle, augment and drop the last partial batch.
+        augment: crop+flip when training (off for non-image data such as tests' toys).
+        channels_last: hand batches to the model in channels-last memory format.
+    """
+
+    def __init__(self, x: np.ndarray | torch.Tensor, y, mean, std, batch_size: int = 128,
+                 train: bool = False, augment: bool = True, seed: int = 0,
+                 channels_last: bool = False, pad: int = 4):
+        self.x = torch.as_tensor(x)
+        self.y = torch.as_tensor(y, dtype=torch.long)
+        self.mean, self.std = mean, std
+        self.batch_size, self.train, self.augment = batch_size, train, augment
+        self.seed, self.channels_last, self.pad = seed, channels_last, pad
+        self.sampler = _EpochSampler()
+        self.batch_sampler = None  # Lightning inspects it
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        if self.train and n >= self.batch_size:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100003 + self.sampler.epoch)
+        n = len(self.y)
+        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            xb = self.x[idx]
+            if self.train and self.augment:
+                xb = augment_batch(xb, pad=self.pad, gen=gen)
+            xb = normalize(xb, self.mean, self.std)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx]

@@ -1,0 +1,190 @@
+"""Dataset sources, decoded once into uint8 NCHW arrays and cached.
+
+``load_dataset(spec)`` accepts:
+
+* ``"digits"``: scikit-learn's bundled 8x8 digits (no download), upsampled to 32x32 so the
+  CIFAR-style VGG applies unchanged (1 channel).
+* a directory in the ImageFolder layout (``root/<class>/<image>``).
+* an official CIFAR-10/100 python-pickle directory (``data_batch_*``/``test_batch`` or
+  ``train``/``test``); all batches are pooled and the splits are carved by seed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alphaprune.data.cache import cache_key, load_cached, save_cached
+from alphaprune.errors import UserError
+
+__all__ = ["Dataset", "load_dataset", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory.
+
+    Attributes:
+        x: uint8 array, shape (N, C, H, W).
+        y: int64 labels, shape (N,).
+        classes: class names, index = label.
+        name: where it came from (path or ``"digits"``).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    name: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x.shape[1])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units (the normalisation constants)."""
+        mean, std = [], []
+        for c in range(self.x.shape[1]):  # one channel at a time keeps memory small
+            xc = self.x[:, c].astype(np.float32) / 255.0
+            mean.append(float(xc.mean(dtype=np.float64)))
+            std.append(max(float(xc.std(dtype=np.float64)), 1e-3))
+        return mean, std
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    img = np.kron(img, np.ones((1, 4, 4), dtype=np.uint8))  # 8x8 -> 32x32, nearest
+    return Dataset(img[:, None], d.target.astype(np.int64),
+                   [str(c) for c in d.target_names], "digits")
+
+
+def _is_cifar_pickle(root: Path) -> bool:
+    return (root / "data_batch_1").is_file() or (
+        (root / "train").is_file() and (root / "meta").is_file())
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as e:  # corrupt or foreign file
+        raise UserError(f"cannot read CIFAR batch {path}: {e}; re-extract the archive") from e
+
+
+def _key(d: dict, name: str):
+    return d.get(name.encode(), d.get(name))
+
+
+def _load_cifar_pickle(root: Path) -> Dataset:
+    if (root / "data_batch_1").is_file():  # CIFAR-10
+        files = sorted(root.glob("data_batch_*")) + [p for p in [root / "test_batch"] if p.is_file()]
+        meta, label_key, names_key = root / "batches.meta", "labels", "label_names"
+    else:  # CIFAR-100
+        files = [p for p in [root / "train", root / "test"] if p.is_file()]
+        meta, label_key, names_key = root / "meta", "fine_labels", "fine_label_names"
+    xs, ys = [], []
+    for f in files:
+        d = _unpickle(f)
+        data, labels = _key(d, "data"), _key(d, label_key)
+        if data is None or labels is None:
+            raise UserError(f"{f} is not a CIFAR python batch (no data/labels); re-extract it")
+        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(labels, dtype=np.int64))
+    y = np.concatenate(ys)
+    n_cls = int(y.max()) + 1
+    classes = [str(i) for i in range(n_cls)]
+    if meta.is_file():
+        names = _key(_unpickle(meta), names_key)
+        if names:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return Dataset(np.concatenate(xs), y, classes, str(root))
+
+
+def _list_imagefolder(root: Path) -> tuple[list[str], list[list[str]]]:
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(
+            f"{root} is neither an ImageFolder directory (one sub-folder per class) nor a "
+            "CIFAR python-pickle directory: point --data at one of those, or use 'digits'")
+    files = []
+    for c in classes:
+        fs = sorted(e.name for e in os.scandir(root / c)
+                    if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not fs:
+            raise UserError(f"class folder {root / c} holds no images: add images or remove it")
+        files.append(fs)
+    return classes, files
+
+
+def _decode(paths: list[str]) -> list[np.ndarray]:
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return out
+
+
+def _load_imagefolder(root: Path, classes: list[str], files: list[list[str]]) -> Dataset:
+    paths = [str(root / c / f) for c, fs in zip(classes, files) for f in fs]
+    labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(files)])
+    try:
+        imgs = _decode(paths)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot decode an image under {root}: {e}; remove or fix it") from e
+    h, w = imgs[0].shape[:2]
+    if any(im.shape[:2] != (h, w) for im in imgs):
+        from PIL import Image
+
+        imgs = [im if im.shape[:2] == (h, w) else
+                np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in imgs]
+    x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
+    return Dataset(x, labels, classes, str(root))
+
+
+def load_dataset(spec: str, cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset by name or path, decoding once and caching the uint8 arrays.
+
+    Args:
+        spec: ``"digits"``, an ImageFolder directory or a CIFAR python-pickle directory.
+        cache_dir: where decoded arrays are cached (default ``$ALPHAPRUNE_CACHE`` or
+            ``~/.cache/alphaprune``).
+
+    Raises:
+        UserError: the path is missing or in no supported layout.
+    """
+    if spec == "digits":
+        return _load_digits()
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise UserError(f"data path {root} does not exist: pass an existing directory or 'digits'")
+    if not root.is_dir():
+        raise UserError(f"data path {root} is a file: pass a directory (ImageFolder or CIFAR "
+                        "python-pickle) or 'digits'")
+    root = root.resolve()
+    if _is_cifar_pickle(root):
+        return _load_cifar_pickle(root)
+    classes, files = _list_imagefolder(root)
+    key = cache_key(root, [root / c / f for c, fs in zip(classes, files) for f in fs])
+    cached = load_cached(key, cache_dir)
+    if cached is not None:
+        x, y, cached_classes = cached
+        return Dataset(x, y, cached_classes, str(root))
+    ds = _load_imagefolder(root, classes, files)
+    save_cached(key, ds.x, ds.y, ds.classes, cache_dir)
+    return ds

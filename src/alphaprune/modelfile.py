@@ -1,0 +1,154 @@
+"""The one model-file format every command writes and reads.
+
+A model file is a plain dict saved with ``torch.save`` and read with
+``torch.load(weights_only=True)``::
+
+    {"format": "alphaprune-model", "version": 1, "arch": "vgg16",
+     "kwargs": {"num_classes": 10, "in_channels": 3, "widths": [...]},
+     "state_dict": {...}, "mean": [...], "std": [...], "classes": [...], "meta": {...}}
+
+``kwargs`` always carries explicit per-layer ``widths`` so pruned models rebuild exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from alphaprune.errors import UserError
+from alphaprune.models import create_model
+
+__all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
+           "infer_vgg_kwargs", "FORMAT"]
+
+FORMAT = "alphaprune-model"
+
+
+@dataclass
+class ModelFile:
+    """A rebuilt model with everything needed to use it."""
+
+    model: nn.Module
+    arch: str
+    kwargs: dict
+    mean: list[float]
+    std: list[float]
+    classes: list[str]
+    meta: dict = field(default_factory=dict)
+
+
+def widths_of(model: nn.Module) -> list[int]:
+    """Per-unit output widths of a registry VGG."""
+    return [int(u.conv.out_channels) for u in model.features]
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
+               classes, meta: dict | None = None) -> None:
+    """Write a model file atomically (temp file + rename).
+
+    The constructor kwargs are read off the model (widths, classes, input channels) so the
+    file always rebuilds the exact module.
+    """
+    kwargs = {"num_classes": int(model.classifier.out_features),
+              "in_channels": int(model.features[0].conv.in_channels),
+              "widths": widths_of(model)}
+    blob = {"format": FORMAT, "version": 1, "arch": arch, "kwargs": kwargs,
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "classes": [str(c) for c in classes], "meta": dict(meta or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _torch_load(path: Path):
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist: check the path")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: pass the model file inside it (e.g. model.pt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a model file ({type(e).__name__}): pass a .pt written "
+                        "by alphaprune or a state_dict saved with torch.save") from e
+
+
+def _build(arch: str, kwargs: dict, state_dict: dict, path) -> nn.Module:
+    model = create_model(arch, **kwargs)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        hint = first[1].strip() if len(first) > 1 else first[0]
+        raise UserError(f"checkpoint {path} does not match model '{arch}' ({hint}): pass the "
+                        "model name and width it was trained with") from e
+    return model
+
+
+def load_model_file(path: str | os.PathLike) -> ModelFile:
+    """Read a model file and rebuild its module (no user code needed).
+
+    Raises:
+        UserError: missing file, or a file that is not an alphaprune model file.
+    """
+    path = Path(path)
+    blob = _torch_load(path)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise UserError(f"{path} is not an alphaprune model file: pass one written by "
+                        "'alphaprune train' or 'prune', or add --model NAME for a raw state_dict")
+    model = _build(blob["arch"], blob["kwargs"], blob["state_dict"], path)
+    return ModelFile(model, blob["arch"], blob["kwargs"], blob["mean"], blob["std"],
+                     blob["classes"], blob.get("meta", {}))
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the module stored in a model file (see :func:`load_model_file`)."""
+    return load_model_file(path).model
+
+
+def infer_vgg_kwargs(state_dict: dict) -> dict:
+    """Widths, input channels and classes of a VGG from its state_dict's shapes."""
+    convs = sorted((k for k in state_dict if k.startswith("features.") and k.endswith(".conv.weight")),
+                   key=lambda k: int(k.split(".")[1]))
+    if not convs or "classifier.weight" not in state_dict:
+        raise UserError("the checkpoint holds no VGG weights (features.*.conv.weight, "
+                        "classifier.weight): pass a checkpoint of a registry VGG")
+    return {"widths": [int(state_dict[k].shape[0]) for k in convs],
+            "in_channels": int(state_dict[convs[0]].shape[1]),
+            "num_classes": int(state_dict["classifier.weight"].shape[0])}
+
+
+def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
+                    mean=None, std=None, classes=None) -> ModelFile:
+    """Load a model file, or a raw state_dict given the registry name of its model.
+
+    A raw state_dict has no normalisation or class names: ``mean``/``std``/``classes`` fill
+    them (callers pass the dataset's).
+    """
+    path = Path(path)
+    blob = _torch_load(path)
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        mf = load_model_file(path)
+        if model_name and model_name != mf.arch:
+            raise UserError(f"{path} holds a '{mf.arch}' model, not '{model_name}': drop --model "
+                            f"or pass --model {mf.arch}")
+        return mf
+    if not model_name:
+        raise UserError(f"{path} is not an alphaprune model file: pass --model NAME to load it "
+                        "as a raw state_dict")
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        blob = blob["state_dict"]  # Lightning-style wrapper
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise UserError(f"{path} is not a state_dict: save one with torch.save(model.state_dict())")
+    blob = {k.removeprefix("model."): v for k, v in blob.items()}
+    create_model(model_name)  # unknown names fail here with the registry's message
+    kwargs = infer_vgg_kwargs(blob)
+    model = _build(model_name, kwargs, blob, path)
+    return ModelFile(model, model_name, kwargs, list(mean or []), list(std or []),
+                     list(classes or []), {"source": str(path)})

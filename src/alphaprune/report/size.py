@@ -1,0 +1,71 @@
+"""Model size, FLOPs and measured latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+__all__ = ["count_params", "count_flops", "measure_latency"]
+
+
+def count_params(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters (BN affine terms included); ``nonzero`` counts only non-zeros."""
+    if nonzero:
+        return int(sum(int((p != 0).sum()) for p in model.parameters()))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of all convs and linears for one input of ``input_shape`` (C, H, W).
+
+    Reported as "FLOPs" in the convention of most pruning papers (1 MAC = 1 FLOP).
+    """
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inp, out):
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += out.numel() // out.shape[0] * k
+
+    def lin_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(lin_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
+                    repeats: int = 10, warmup: int = 2, channels_last: bool = True) -> float:
+    """Median seconds per forward pass of one batch (eval mode, warm-up excluded)."""
+    model.eval()
+    x = torch.randn(batch_size, *input_shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -1,0 +1,65 @@
+"""Run folders: refuse to clobber finished runs, resume interrupted ones, save config."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from alphaprune.errors import UserError
+
+__all__ = ["prepare_run_dir", "write_config", "read_config", "LAST_CKPT", "CONFIG"]
+
+CONFIG = "config.yaml"
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
+_RUN_MARKERS = (CONFIG, "metrics.csv")
+
+
+def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
+                    resume: bool = False) -> tuple[Path, Path | None]:
+    """Check the run folder and return ``(path, checkpoint to resume from or None)``.
+
+    * new or empty folder: used as is;
+    * ``resume``: the folder must hold an unfinished run with a checkpoint;
+    * ``force``: an earlier *run* folder is cleared (a folder that is not a run never is);
+    * otherwise an existing run is refused, finished or not.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: pass a folder path for the run")
+    is_run = out.is_dir() and any((out / m).exists() for m in _RUN_MARKERS)
+    finished = (out / finished_file).exists()
+    if resume:
+        if finished:
+            raise UserError(f"run {out} is already finished ({finished_file} exists): nothing to "
+                            "resume; use --force to start it again")
+        if not (out / LAST_CKPT).exists():
+            raise UserError(f"run {out} has no checkpoint to resume from: start it without --resume")
+        return out, out / LAST_CKPT
+    if out.is_dir() and any(out.iterdir()):
+        if not is_run:
+            raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune run: "
+                            "choose a new folder")
+        if not force:
+            state = "a finished run" if finished else "an unfinished run"
+            raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
+                            "to replace it, or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, None
+
+
+def write_config(out: Path, config: dict) -> None:
+    """Write the resolved settings as YAML."""
+    with open(out / CONFIG, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def read_config(out: Path) -> dict:
+    """Read a run's resolved settings."""
+    p = Path(out) / CONFIG
+    if not p.exists():
+        raise UserError(f"{out} is not a run folder (no {CONFIG}): pass the --out of a run")
+    with open(p) as f:
+        return yaml.safe_load(f) or {}

@@ -1,0 +1,121 @@
+"""Callbacks shared by ``train`` and ``prune``: CSV metrics, best weights, progress."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+__all__ = ["MetricsCSV", "BestWeights", "Progress", "append_csv_row"]
+
+
+def append_csv_row(path: Path, row: dict) -> None:
+    """Append one row, writing the header when the file is new."""
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+class MetricsCSV(pl.Callback):
+    """Writes one row per epoch to ``path`` from ``pl_module.epoch_row()`` or ``epoch_stats``.
+
+    Rows of epochs after the resumed checkpoint are dropped first, so a resumed run's CSV
+    has no duplicated epochs.
+    """
+
+    def __init__(self, path: Path, extra=None):
+        self.path = Path(path)
+        self.extra = extra  # callable(trainer, pl_module) -> dict of leading columns
+        self._t0 = time.perf_counter()
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.path.exists() and trainer.current_epoch > 0:
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f)]
+            keep = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]
+            if len(keep) != len(rows) and keep:
+                self.path.unlink()
+                for r in keep:
+                    append_csv_row(self.path, r)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        row = {"epoch": trainer.current_epoch}
+        if self.extra is not None:
+            row.update(self.extra(trainer, pl_module))
+        row.update(pl_module.epoch_stats)
+        row["seconds"] = round(time.perf_counter() - self._t0, 3)
+        append_csv_row(self.path, row)
+
+
+class BestWeights(pl.Callback):
+    """Keeps the weights of the epoch with the lowest validation loss; restores them at the end."""
+
+    def __init__(self):
+        self.best_loss = math.inf
+        self.best_epoch = -1
+        self.best_state: dict | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        loss = pl_module.epoch_stats.get("val_loss", math.nan)
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, trainer.current_epoch
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.best_state is not None:
+            pl_module.model.load_state_dict(self.best_state)
+
+    def state_dict(self):
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best_loss = state["best_loss"]
+        self.best_epoch = state["best_epoch"]
+        self.best_state = state["best_state"]
+
+
+class Progress(TQDMProgressBar):
+    """Lightning's progress bar plus the module's ``progress_info()`` (phase, α, val, ETA)."""
+
+    def __init__(self):
+        super().__init__(refresh_rate=10, leave=True)
+        self._start = time.perf_counter()
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        info = getattr(pl_module, "progress_info", None)
+        if callable(info):
+            items.update(info())
+        items["elapsed"] = _fmt(time.perf_counter() - self._start)
+        done = trainer.current_epoch
+        if trainer.max_epochs and trainer.max_epochs > 0 and done > 0 and not info:
+            per = (time.perf_counter() - self._start) / max(1, done - self._first_epoch(trainer))
+            items["eta"] = _fmt(per * (trainer.max_epochs - done))
+        return items
+
+    def _first_epoch(self, trainer) -> int:
+        if not hasattr(self, "_epoch0"):
+            self._epoch0 = trainer.current_epoch
+        return self._epoch0
+
+    def on_fit_start(self, trainer, pl_module):
+        self._first_epoch(trainer)
+        super().on_fit_start(trainer, pl_module)
+
+
+def _fmt(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -1,0 +1,114 @@
+"""The LightningModule that trains a classifier, with its own exact epoch statistics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ClassifierModule", "OptimConfig", "RunningStats"]
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum and weight decay, and an LR schedule.
+
+    ``schedule``: ``onecycle`` (per step, peak ``lr``), ``cosine`` (per step, from ``lr`` to 0)
+    or ``constant``.
+    """
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+
+
+class RunningStats:
+    """Sums of loss and correct predictions over an epoch (sample-weighted)."""
+
+    def __init__(self):
+        self.loss = 0.0
+        self.correct = 0
+        self.n = 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        b = y.shape[0]
+        self.loss += float(loss.detach()) * b
+        self.correct += int((logits.detach().argmax(1) == y).sum())
+        self.n += b
+
+    def result(self) -> tuple[float, float]:
+        """(mean loss, accuracy); NaN when empty."""
+        if self.n == 0:
+            return math.nan, math.nan
+        return self.loss / self.n, self.correct / self.n
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training of ``model`` with exact per-epoch train/val statistics.
+
+    After each validation, ``self.epoch_stats`` holds ``train_loss``, ``train_acc``,
+    ``val_loss``, ``val_acc`` and ``lr`` for the epoch (callbacks read it).
+    """
+
+    def __init__(self, model: nn.Module, optim: OptimConfig | None = None):
+        super().__init__()
+        self.model = model
+        self.optim = optim or OptimConfig()
+        self._train = RunningStats()
+        self._val = RunningStats()
+        self.epoch_stats: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
+
+    def on_train_epoch_start(self) -> None:
+        self._train = RunningStats()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self._train.update(loss, logits, y)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = RunningStats()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self._val.update(F.cross_entropy(logits, y), logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        tl, ta = self._train.result()
+        vl, va = self._val.result()
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        self.epoch_stats = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
+                            "lr": lr}
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum,
+                              weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
+        if o.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if o.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=o.lr, total_steps=total, pct_start=0.25, anneal_strategy="linear",
+                div_factor=10.0, final_div_factor=100.0)
+        elif o.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        else:
+            raise ValueError(f"unknown LR schedule {o.schedule!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
