@@ -37,6 +37,15 @@ class DataConfig:
     cache_dir: str | None = None
     batch_size: int = 128
 
+    def validate(self) -> None:
+        """Raise a one-line :class:`UserError` for an out-of-range setting."""
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.subset is not None and self.subset < 1:
+            raise UserError(f"--subset must be >= 1, got {self.subset}")
+
 
 @dataclass
 class TrainConfig:
@@ -53,6 +62,7 @@ class TrainConfig:
 
 def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
     """Load the dataset (cached) and carve its seeded, stratified splits."""
+    cfg.validate()
     ds = load_dataset(cfg.data, cfg.cache_dir)
     if len(ds.y) == 0:
         raise UserError(f"dataset {cfg.data} is empty: add images")
@@ -94,18 +104,22 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     Returns:
         The summary dict (also written to ``summary.json``).
     """
-    out, ckpt = prepare_run_dir(out, "model.pt", force=force, resume=resume)
+    out, ckpt = Path(out), None
     if resume:
+        out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         cfg = _config_from_dict(read_config(out)["train"])
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    cfg.optim.validate()
+    cfg.data.validate()
     ds, splits = load_data(cfg.data)
     mean, std = ds.mean_std()
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
                          width=cfg.width, widths=cfg.widths)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if not resume:
+    if not resume:  # only now that every input checked out may an old run be replaced
+        out, ckpt = prepare_run_dir(out, "model.pt", force=force)
         write_config(out, {"command": "train", "train": asdict(cfg)})
     torch.manual_seed(cfg.data.seed)
     tr, va = loaders(ds, splits, mean, std, cfg.data.batch_size, cfg.data.seed, cfg.channels_last)

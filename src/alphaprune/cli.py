@@ -22,7 +22,7 @@ def _widths(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--widths takes comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--widths takes comma-separated integers, got {text!r}") from None
 
 
 def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -76,6 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    r = sub.add_parser("prune", help="prune a pretrained model by objective selection")
+    r.add_argument("--checkpoint", help="model file (or raw state_dict with --model)")
+    r.add_argument("--model", default=None, help="registry name, for a raw state_dict checkpoint")
+    r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
+    r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
+    r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
+    r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
+    r.add_argument("--mu", type=float, default=None, help="multiplicative: alpha *= mu (0.5)")
+    r.add_argument("--factor", type=float, default=None, help="plateau: alpha *= factor (0.5)")
+    r.add_argument("--cooldown", type=int, default=None, help="plateau: cooldown epochs (0)")
+    r.add_argument("--threshold", type=float, default=0.015, help="alpha at or below becomes 0")
+    r.add_argument("--patience", type=int, default=3, help="epochs without improvement per phase")
+    r.add_argument("--min-delta", type=float, default=0.0)
+    r.add_argument("--max-epochs-per-phase", type=int, default=30)
+    r.add_argument("--final-patience", type=int, default=None, help="alpha=0 phase (2x patience)")
+    r.add_argument("--final-max-epochs", type=int, default=None,
+                   help="alpha=0 phase (2x max-epochs-per-phase)")
+    r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
+    r.add_argument("--max-total-epochs", type=int, default=1000)
+    r.add_argument("--no-train-original", dest="train_original", action="store_false",
+                   help="freeze the original convs and BNs")
+    r.add_argument("--handover", default="blend", help="how branches take over: blend")
+    r.add_argument("--branch-init", default="select", help="select (|BN gamma|) or random")
+    r.add_argument("--importance", default="bn", help="select criterion: bn or l1")
+    r.add_argument("--monitor", default="val_loss", help="val_loss (mixture) or ship_val_loss")
+    r.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    _add_data(r, required=False)
+    _add_optim(r, lr=0.01, schedule="constant")
+    _add_run(r)
+
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
     return p
@@ -108,6 +138,26 @@ def _cmd_train(a) -> int:
     return 0
 
 
+def _cmd_prune(a) -> int:
+    from dataclasses import asdict
+
+    from alphaprune.prune import PruneConfig, prune
+
+    if not a.resume and (a.checkpoint is None or a.data is None):
+        raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
+    keys = ["checkpoint", "model", "prune", "scheduler", "step_size", "decay_rate", "mu", "factor",
+            "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
+            "final_patience", "final_max_epochs", "final_lr", "max_total_epochs",
+            "train_original", "handover", "branch_init", "importance", "monitor", "channels_last"]
+    cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
+                      data=asdict(_data_cfg(a)) if a.data else {})
+    s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
+    print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
+          f"({s['achieved_reduction']:.1%} removed, target {s['target_reduction']:.0%}); "
+          f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
+    return 0
+
+
 def _cmd_evaluate(a) -> int:
     from alphaprune import api
 
@@ -127,7 +177,8 @@ def _cmd_demo(a) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune,
+             "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

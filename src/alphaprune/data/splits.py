@@ -57,7 +57,7 @@ def make_splits(y: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.1,
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(f"split fractions val={val_frac} test={test_frac} must be in [0, 1) "
                         "and sum to less than 1")
-    pool = stratified_subset(y, subset, seed) if subset else np.arange(len(y))
+    pool = stratified_subset(y, subset, seed) if subset is not None else np.arange(len(y))
     rng = np.random.default_rng(seed + 1)
     parts = {"train": [], "val": [], "test": []}
     for c in np.unique(y[pool]):

@@ -7,7 +7,8 @@ them so inputs larger than 32x32 also work (at 32x32 the map is already 1x1).
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,8 @@ class ConvUnit(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
         self.act = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        # ceil_mode: images smaller than 32x32 (e.g. 28x28) still reach 1x1 instead of 0x0
+        self.pool = nn.MaxPool2d(2, ceil_mode=True) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.act(self.bn(self.conv(x))))
@@ -78,7 +80,7 @@ def _make(name: str, num_classes: int = 10, in_channels: int = 3, width: float =
           widths: Sequence[int] | None = None) -> VGG:
     n_units = len(base_widths(name))
     if widths is None:
-        if not width > 0:
+        if not (width > 0 and math.isfinite(width)):
             raise UserError(f"width must be > 0, got {width}: pass e.g. --width 0.25")
         widths = base_widths(name, width)
     else:

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.errors import UserError
+
 __all__ = ["ClassifierModule", "OptimConfig", "RunningStats"]
 
 
@@ -27,6 +29,19 @@ class OptimConfig:
     nesterov: bool = True
     schedule: str = "onecycle"
     label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`UserError` for an out-of-range setting."""
+        checks = [(self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}"),
+                  (self.momentum >= 0, f"--momentum must be >= 0, got {self.momentum}"),
+                  (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+                  (0 <= self.label_smoothing < 1,
+                   f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+                  (self.schedule in ("onecycle", "cosine", "constant"),
+                   f"unknown LR schedule '{self.schedule}': use onecycle, cosine or constant")]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
 
 
 class RunningStats:
@@ -79,6 +94,8 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         self._train.update(loss, logits, y)
+        # the rate this step uses (read before the scheduler steps past it)
+        self._lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -92,7 +109,7 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         tl, ta = self._train.result()
         vl, va = self._val.result()
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        lr = getattr(self, "_lr", math.nan)
         self.epoch_stats = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
                             "lr": lr}
 

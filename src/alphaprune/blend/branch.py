@@ -1,0 +1,61 @@
+"""A conv unit with a narrow parallel branch (DESIGN.md section 2).
+
+    z        = conv(y)                              (shared pre-BN conv output)
+    original = pool(act(BN(z)))                     (n channels)
+    branch   = B(pool(act(BN'(A z))))               (A: 1x1 n->k, B: 1x1 k->n, no bias)
+    y'       = alpha * original + (1 - alpha) * branch        (hand-over mode "blend")
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from alphaprune.models.vgg import ConvUnit
+
+__all__ = ["BranchedUnit", "HANDOVER_MODES"]
+
+HANDOVER_MODES = ("blend",)
+
+
+class BranchedUnit(nn.Module):
+    """Wraps a :class:`ConvUnit` (kept as ``conv``, ``bn``, ``pool``) and adds the branch.
+
+    Args:
+        unit: the original unit; its conv and BN are reused (not copied).
+        k: kept width of the branch.
+    """
+
+    def __init__(self, unit: ConvUnit, k: int):
+        super().__init__()
+        n = unit.conv.out_channels
+        self.conv, self.bn, self.pool = unit.conv, unit.bn, unit.pool
+        self.act = nn.ReLU()
+        self.A = nn.Conv2d(n, k, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(k)
+        self.B = nn.Conv2d(k, n, 1, bias=False)
+
+    @property
+    def width(self) -> int:
+        """Kept width ``k``."""
+        return self.A.out_channels
+
+    def original(self, z: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.bn(z)))
+
+    def narrow(self, z: torch.Tensor) -> torch.Tensor:
+        """The branch before ``B``: the compact unit's output (k channels)."""
+        return self.pool(self.act(self.bn2(self.A(z))))
+
+    def branch(self, z: torch.Tensor) -> torch.Tensor:
+        return self.B(self.narrow(z))
+
+    def forward(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        z = self.conv(x)
+        # At the ends of the schedule only one path matters: skip the other (cheaper, and
+        # exactly the same output).
+        if alpha >= 1.0:
+            return self.original(z)
+        if alpha <= 0.0:
+            return self.branch(z)
+        return alpha * self.original(z) + (1.0 - alpha) * self.branch(z)

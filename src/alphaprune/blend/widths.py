@@ -1,0 +1,69 @@
+"""The parameter-target solver: per-layer widths whose fused model has a given size.
+
+The fused VGG's exact parameter count for widths ``k`` (input channels ``c``, classes ``C``):
+
+    sum_i (9 k_i k_{i-1} + 2 k_i)  +  k_L C + C          (k_0 = c; BN weight and bias count)
+
+Widths come from a uniform keep ratio found by bisection, then single-channel steps on
+the layer that brings the count closest to the target until no step helps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alphaprune.errors import UserError
+
+__all__ = ["vgg_param_count", "solve_widths"]
+
+
+def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
+    """Exact parameter count of a registry VGG with these per-layer widths."""
+    total, prev = 0, in_channels
+    for k in widths:
+        total += 9 * k * prev + 2 * k
+        prev = k
+    return total + prev * num_classes + num_classes
+
+
+def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
+                 prune: float) -> list[int]:
+    """Widths (each between 1 and the base width) keeping ``1 - prune`` of the parameters.
+
+    Raises:
+        UserError: ``prune`` is not strictly between 0 and 1.
+    """
+    if not 0.0 < prune < 1.0:
+        raise UserError(f"--prune must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
+                        "removes 65% of the parameters")
+    base = [int(b) for b in base]
+    target = (1.0 - prune) * vgg_param_count(base, in_channels, num_classes)
+
+    def at(r: float) -> list[int]:
+        return [min(b, max(1, round(r * b))) for b in base]
+
+    def count(ws) -> int:
+        return vgg_param_count(ws, in_channels, num_classes)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if count(at(mid)) < target:
+            lo = mid
+        else:
+            hi = mid
+    ws = min((at(lo), at(hi)), key=lambda w: abs(count(w) - target))
+    # refine: one channel at a time, wherever it brings the count closest to the target
+    while True:
+        err = abs(count(ws) - target)
+        best = None
+        for i in range(len(ws)):
+            for d in (-1, 1):
+                if 1 <= ws[i] + d <= base[i]:
+                    cand = ws[:i] + [ws[i] + d] + ws[i + 1:]
+                    e = abs(count(cand) - target)
+                    if e < err and (best is None or e < best[0]):
+                        best = (e, cand)
+        if best is None:
+            return ws
+        ws = best[1]

@@ -1,0 +1,179 @@
+"""``alphaprune prune``: objective selection from a pretrained model to a fused compact one."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from alphaprune.blend import BlendedVGG, fuse, solve_widths
+from alphaprune.blend.branch import HANDOVER_MODES
+from alphaprune.blend.init import BRANCH_INITS, init_branches
+from alphaprune.errors import UserError
+from alphaprune.modelfile import load_checkpoint, save_model, widths_of
+from alphaprune.report.size import count_flops, count_params
+from alphaprune.rundir import prepare_run_dir, read_config, write_config
+from alphaprune.schedules import make_scheduler
+from alphaprune.train.blend_module import BlendModule
+from alphaprune.train.callbacks import MetricsCSV
+from alphaprune.train.controller import PhaseController
+from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.module import OptimConfig
+
+__all__ = ["PruneConfig", "prune", "fusion_error"]
+
+
+@dataclass
+class PruneConfig:
+    """Settings of ``alphaprune prune`` (all written to the run's ``config.yaml``)."""
+
+    checkpoint: str = ""
+    model: str | None = None          # registry name, only for a raw state_dict checkpoint
+    prune: float = 0.65
+    scheduler: str = "step"
+    step_size: float | None = None
+    decay_rate: float | None = None
+    mu: float | None = None
+    factor: float | None = None
+    cooldown: int | None = None
+    threshold: float = 0.015
+    patience: int = 3
+    min_delta: float = 0.0
+    max_epochs_per_phase: int = 30
+    final_patience: int | None = None
+    final_max_epochs: int | None = None
+    final_lr: float | None = None
+    max_total_epochs: int = 1000
+    train_original: bool = True
+    handover: str = "blend"
+    branch_init: str = "select"
+    importance: str = "bn"
+    monitor: str = "val_loss"
+    channels_last: bool = True
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, schedule="constant"))
+    data: dict = field(default_factory=dict)   # api.DataConfig as a dict
+
+
+def _config_from_dict(d: dict) -> PruneConfig:
+    d = dict(d)
+    d["optim"] = OptimConfig(**d["optim"])
+    return PruneConfig(**d)
+
+
+@torch.no_grad()
+def fusion_error(blended: BlendedVGG, fused: torch.nn.Module, input_shape) -> float:
+    """max |fused - blended at alpha=0| / max |blended| on random input, eval mode."""
+    alpha = float(blended.alpha)
+    blended.eval().set_alpha(0.0)
+    fused.eval()
+    x = torch.randn(8, *input_shape, generator=torch.Generator().manual_seed(0))
+    a, b = blended(x), fused(x)
+    blended.set_alpha(alpha)
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+
+
+def _validate(cfg: PruneConfig) -> None:
+    if not 0.0 < cfg.prune < 1.0:
+        raise UserError(f"--prune must be between 0 and 1 (exclusive), got {cfg.prune}: e.g. "
+                        "0.65 removes 65% of the parameters")
+    if cfg.handover not in HANDOVER_MODES:
+        raise UserError(f"unknown --handover '{cfg.handover}': use one of {', '.join(HANDOVER_MODES)}")
+    if cfg.branch_init not in BRANCH_INITS:
+        raise UserError(f"unknown --branch-init '{cfg.branch_init}': use one of "
+                        f"{', '.join(BRANCH_INITS)}")
+    if cfg.monitor not in ("val_loss", "ship_val_loss"):
+        raise UserError(f"unknown --monitor '{cfg.monitor}': use val_loss or ship_val_loss")
+    cfg.optim.validate()
+    if cfg.final_lr is not None and cfg.final_lr <= 0:
+        raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
+
+
+def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
+
+    Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
+    alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model
+    file) and ``summary.json``.
+
+    Returns:
+        The summary dict.
+    """
+    from alphaprune.api import DataConfig, evaluate_model, load_data, loaders, split_meta
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if resume:
+        out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
+        cfg = _config_from_dict(read_config(out)["prune"])
+    _validate(cfg)
+    scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
+                               mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
+                               patience=cfg.patience, threshold=cfg.threshold)
+    data_cfg = DataConfig(**cfg.data)
+    ds, splits = load_data(data_cfg)
+    ds_mean, ds_std = ds.mean_std()
+    mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes)
+    if mf.kwargs["in_channels"] != ds.in_channels or mf.kwargs["num_classes"] != ds.num_classes:
+        raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
+                        f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
+                        f"{ds.num_classes}: pass the data the model was trained on")
+    if not resume:
+        out, ckpt = prepare_run_dir(out, "pruned.pt", force=force)
+        write_config(out, {"command": "prune", "prune": asdict(cfg)})
+    mean, std = mf.mean or ds_mean, mf.std or ds_std
+    shape = tuple(ds.x.shape[1:])
+    original = mf.model
+    before = {"params": count_params(original), "flops": count_flops(original, shape)}
+    for split in ("val", "test"):
+        before[f"{split}_acc"] = evaluate_model(original, ds, splits.get(split), mean, std)["accuracy"]
+    base_w = widths_of(original)
+    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune)
+
+    torch.manual_seed(data_cfg.seed)
+    blended = BlendedVGG(original, widths, train_original=cfg.train_original)
+    init_branches(blended, cfg.branch_init, cfg.importance)
+    if cfg.channels_last:
+        blended = blended.to(memory_format=torch.channels_last)
+    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed)
+    controller = PhaseController(
+        scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
+        max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,
+        final_max_epochs=cfg.final_max_epochs, lr=cfg.optim.lr, final_lr=cfg.final_lr,
+        num_classes=ds.num_classes, monitor=cfg.monitor)
+    module.controller = controller
+    csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
+    tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)
+    trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller], progress)
+    blended.train()  # evaluating the original left its modules in eval mode
+    fit(trainer, module, tr, va, ckpt)
+    if not controller.done:
+        raise UserError(f"run {out} stopped before the alpha = 0 phase finished "
+                        f"(--max-total-epochs {cfg.max_total_epochs}): resume it with a larger "
+                        "budget, or lower --patience/--max-epochs-per-phase")
+
+    blended = module.model.to(memory_format=torch.contiguous_format)
+    fused = fuse(blended, mf.arch)
+    err = fusion_error(blended, fused, shape)
+    meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
+            "split": split_meta(data_cfg), "prune": cfg.prune}
+    save_model(out / "pruned.pt", fused, mf.arch, mean, std, mf.classes or ds.classes, meta)
+    after = {"params": count_params(fused), "flops": count_flops(fused, shape)}
+    for split in ("val", "test"):
+        after[f"{split}_acc"] = evaluate_model(fused, ds, splits.get(split), mean, std)["accuracy"]
+    summary = {
+        "arch": mf.arch, "target_reduction": cfg.prune,
+        "achieved_reduction": 1.0 - after["params"] / before["params"],
+        "params_before": before["params"], "params_after": after["params"],
+        "flops_before": before["flops"], "flops_after": after["flops"],
+        "test_acc_before": before["test_acc"], "test_acc_after": after["test_acc"],
+        "val_acc_before": before["val_acc"], "val_acc_after": after["val_acc"],
+        "widths_before": base_w, "widths_after": widths, "fusion_rel_error": err,
+        "phases": controller.history, "epochs": sum(p["epochs"] for p in controller.history),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,59 @@
+"""The LightningModule of objective selection: trains the blended network at the current
+alpha and scores, every epoch, both the mixture and the network that will ship (alpha = 0)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
+
+__all__ = ["BlendModule"]
+
+
+class BlendModule(ClassifierModule):
+    """``ClassifierModule`` for a :class:`~alphaprune.blend.BlendedVGG`.
+
+    ``epoch_stats`` gains ``alpha``, ``ship_val_loss`` and ``ship_val_acc`` (all branches,
+    alpha = 0: exactly the fused model's accuracy).
+    """
+
+    def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0):
+        super().__init__(model, optim)
+        self.seed = seed
+        self.controller = None  # set by the caller, for progress_info
+        self._ship = RunningStats()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        # any randomness inside the model is seeded per epoch, so a resumed run repeats it
+        torch.manual_seed(self.seed * 7919 + self.current_epoch)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._ship = RunningStats()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self._val.update(F.cross_entropy(logits, y), logits, y)
+        alpha = float(self.model.alpha)
+        if alpha > 0.0:  # score the all-branch network too
+            self.model.set_alpha(0.0)
+            logits = self(x)
+            self.model.set_alpha(alpha)
+        self._ship.update(F.cross_entropy(logits, y), logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        sl, sa = self._ship.result()
+        self.epoch_stats.update({"alpha": round(float(self.model.alpha), 6), "ship_val_loss": sl,
+                                 "ship_val_acc": sa})
+
+    def progress_info(self) -> dict:
+        info = self.controller.progress_info() if self.controller is not None else {}
+        if self.epoch_stats:
+            info["val_loss"] = f"{self.epoch_stats['val_loss']:.3f}"
+            info["val_acc"] = f"{self.epoch_stats['val_acc']:.3f}"
+            info["ship_acc"] = f"{self.epoch_stats['ship_val_acc']:.3f}"
+        return info

@@ -1,0 +1,185 @@
+"""The phase controller: per-alpha early stopping, best-weight restore, alpha steps.
+
+Its decision logic is the pure :func:`phase_decision`; the Lightning callback
+:class:`PhaseController` applies it and keeps its counters in ``state_dict()`` for resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from alphaprune.errors import UserError
+from alphaprune.schedules.base import AlphaScheduler
+from alphaprune.train.callbacks import append_csv_row
+
+__all__ = ["phase_decision", "PhaseController", "COLLAPSE_FACTOR"]
+
+# A phase whose best validation accuracy is below this many times chance has collapsed.
+COLLAPSE_FACTOR = 1.5
+
+
+def phase_decision(losses: list[float], patience: int, min_delta: float = 0.0,
+                   max_epochs: int = 30) -> tuple[bool, str]:
+    """Whether the phase that produced these validation losses should stop, and why.
+
+    A loss improves when it is below the best so far by more than ``min_delta``; the phase
+    stops after ``patience`` epochs without improvement (``"patience"``), after
+    ``max_epochs`` epochs (``"max_epochs"``), or at a non-finite loss (``"diverged"``).
+    """
+    best, wait = math.inf, 0
+    for loss in losses:
+        if not math.isfinite(loss):
+            return True, "diverged"
+        if loss < best - min_delta:
+            best, wait = loss, 0
+        else:
+            wait += 1
+    if losses and wait >= patience:
+        return True, "patience"
+    if len(losses) >= max_epochs:
+        return True, "max_epochs"
+    return False, ""
+
+
+class PhaseController(pl.Callback):
+    """Drives alpha: trains each phase to early stopping, restores its best weights, steps alpha.
+
+    Reads ``pl_module.epoch_stats`` (``val_loss``, ``val_acc``, ``ship_val_acc``) after each
+    epoch, writes one row per finished phase to ``phases_csv``, and stops the trainer after
+    the alpha = 0 phase.
+
+    Args:
+        scheduler: the alpha-scheduler.
+        patience, min_delta, max_epochs_per_phase: early stopping within a phase (alpha > 0).
+        final_patience, final_max_epochs, final_lr: the same for the alpha = 0 phase, which
+            gets its own budget and learning rate.
+        lr: learning rate of the alpha > 0 phases.
+        num_classes: to detect a collapse to chance accuracy.
+    """
+
+    def __init__(self, scheduler: AlphaScheduler, phases_csv: Path, patience: int = 3,
+                 min_delta: float = 0.0, max_epochs_per_phase: int = 30,
+                 final_patience: int | None = None, final_max_epochs: int | None = None,
+                 lr: float = 0.01, final_lr: float | None = None, num_classes: int = 10,
+                 monitor: str = "val_loss"):
+        if patience < 1:
+            raise UserError(f"--patience must be >= 1, got {patience}")
+        if min_delta < 0:
+            raise UserError(f"--min-delta must be >= 0, got {min_delta}")
+        if max_epochs_per_phase < 1:
+            raise UserError(f"--max-epochs-per-phase must be >= 1, got {max_epochs_per_phase}")
+        self.scheduler = scheduler
+        self.phases_csv = Path(phases_csv)
+        self.patience, self.min_delta, self.max_epochs = patience, min_delta, max_epochs_per_phase
+        self.final_patience = final_patience or 2 * patience
+        self.final_max_epochs = final_max_epochs or 2 * max_epochs_per_phase
+        self.lr, self.final_lr = lr, final_lr if final_lr is not None else lr
+        self.chance = 1.0 / num_classes
+        self.monitor = monitor
+        # state (checkpointed)
+        self.alpha = scheduler.start()
+        self.phase = 0
+        self.losses: list[float] = []
+        self.best: dict = {}
+        self.best_state: dict | None = None
+        self.history: list[dict] = []
+        self.done = False
+
+    # -- helpers -----------------------------------------------------------------------
+    def _limits(self) -> tuple[int, int]:
+        if self.alpha <= 0.0:
+            return self.final_patience, self.final_max_epochs
+        return self.patience, self.max_epochs
+
+    def patience_left(self) -> int:
+        """Epochs without improvement the current phase may still take."""
+        patience, _ = self._limits()
+        best, wait = math.inf, 0
+        for loss in self.losses:
+            if loss < best - self.min_delta:
+                best, wait = loss, 0
+            else:
+                wait += 1
+        return max(0, patience - wait)
+
+    def _apply(self, pl_module) -> None:
+        pl_module.model.set_alpha(self.alpha)
+        lr = self.final_lr if self.alpha <= 0.0 else self.lr
+        trainer = pl_module.trainer
+        for opt in trainer.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr
+
+    # -- hooks -------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module):
+        if not self.done:
+            pl_module.model.set_alpha(self.alpha)
+        if not self.losses:  # fresh phase (a resumed mid-phase run keeps its optimiser lr)
+            self._apply(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.done:
+            trainer.should_stop = True
+            return
+        stats = pl_module.epoch_stats
+        loss = stats[self.monitor]
+        self.losses.append(loss)
+        if not self.best or loss < self.best["loss"]:
+            self.best = {"loss": loss, "val_acc": stats["val_acc"],
+                         "ship_val_acc": stats.get("ship_val_acc", stats["val_acc"]),
+                         "epoch": len(self.losses)}
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+        patience, max_epochs = self._limits()
+        per_epoch = self.scheduler.per_epoch and self.alpha > 0.0
+        if per_epoch:  # the scheduler itself watches for the plateau
+            patience = math.inf
+        stop, reason = phase_decision(self.losses, patience, self.min_delta, max_epochs)
+        if per_epoch and not stop and self.scheduler.step(loss) != self.alpha:
+            stop, reason = True, "plateau"
+        if stop:
+            self._end_phase(trainer, pl_module, reason)
+
+    def _end_phase(self, trainer, pl_module, reason: str) -> None:
+        pl_module.model.load_state_dict(self.best_state)
+        # the trained network (at this alpha) is near chance: the hand-over broke it
+        collapsed = self.best["val_acc"] <= COLLAPSE_FACTOR * self.chance
+        row = {"phase": self.phase, "alpha": round(self.alpha, 6), "epochs": len(self.losses),
+               "best_epoch": self.best["epoch"], "best_val_loss": round(self.best["loss"], 6),
+               "best_val_acc": round(self.best["val_acc"], 6),
+               "best_ship_val_acc": round(self.best["ship_val_acc"], 6),
+               "stop_reason": "collapsed" if collapsed else reason,
+               "detail": reason}
+        self.history.append(row)
+        append_csv_row(self.phases_csv, row)
+        if self.alpha <= 0.0:
+            self.done = True
+            trainer.should_stop = True
+            return
+        if not self.scheduler.per_epoch:
+            self.alpha = self.scheduler.step()
+        elif reason == "plateau":
+            self.alpha = self.scheduler.alpha
+        else:  # max_epochs or divergence before a plateau: reduce anyway
+            self.alpha = self.scheduler.reduce()
+        self.phase += 1
+        self.losses, self.best, self.best_state = [], {}, None
+        self._apply(pl_module)
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "alpha": self.alpha,
+                "phase": self.phase, "losses": list(self.losses), "best": dict(self.best),
+                "best_state": self.best_state, "history": list(self.history), "done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        for k in ("alpha", "phase", "losses", "best", "best_state", "history", "done"):
+            setattr(self, k, state[k])
+
+    def progress_info(self) -> dict:
+        """Phase, alpha, epoch within phase and patience left, for the progress bar."""
+        return {"phase": self.phase, "alpha": f"{self.alpha:.3g}",
+                "ep_in_phase": len(self.losses) + 1, "patience_left": self.patience_left()}

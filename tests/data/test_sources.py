@@ -1,0 +1,286 @@
+"""Dataset sources: digits, ImageFolder, CIFAR-10/100 pickles; the decode cache; bad inputs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import alphaprune.data.sources as sources
+from alphaprune.data import Dataset, load_dataset
+from alphaprune.errors import UserError
+
+from ..conftest import IMAGEFOLDER_CLASSES, class_image, write_imagefolder
+
+
+def _check_layout(ds: Dataset, n: int, c: int, hw: tuple[int, int], n_classes: int) -> None:
+    assert isinstance(ds.x, np.ndarray) and ds.x.dtype == np.uint8
+    assert ds.x.shape == (n, c, *hw)
+    assert ds.y.shape == (n,) and ds.y.dtype == np.int64
+    assert ds.y.min() >= 0 and ds.y.max() < n_classes
+    assert ds.num_classes == len(ds.classes) == n_classes
+    assert ds.in_channels == c
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_digits_is_upsampled_to_32x32_single_channel():
+    ds = load_dataset("digits")
+    _check_layout(ds, 1797, 1, (32, 32), 10)
+    assert ds.classes == [str(i) for i in range(10)]
+    assert ds.name == "digits"
+    assert sorted(np.unique(ds.y).tolist()) == list(range(10))
+    # nearest-neighbour 4x upsampling: every 4x4 block is constant
+    small = ds.x[:, :, ::4, ::4]
+    assert np.array_equal(ds.x, np.repeat(np.repeat(small, 4, axis=2), 4, axis=3))
+    assert ds.x.max() == 255 and ds.x.min() == 0
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def test_imagefolder_loads_pixels_labels_and_classes(imagefolder):
+    ds = load_dataset(str(imagefolder))
+    _check_layout(ds, 36, 3, (32, 32), 3)
+    assert ds.classes == sorted(IMAGEFOLDER_CLASSES)
+    assert np.bincount(ds.y).tolist() == [12, 12, 12]
+    assert ds.y.tolist() == sorted(ds.y.tolist())  # class by class, files sorted
+    # pixels round-trip exactly (PNG is lossless) and are NCHW
+    for label in range(3):
+        for i in (0, 11):
+            expected = class_image(label, i).transpose(2, 0, 1)
+            assert np.array_equal(ds.x[12 * label + i], expected)
+    assert ds.name == str(imagefolder.resolve())
+
+
+def test_imagefolder_skips_hidden_folders_and_non_images(imagefolder):
+    (imagefolder / ".ipynb_checkpoints").mkdir()
+    (imagefolder / "circle" / "notes.txt").write_text("not an image")
+    (imagefolder / "README.md").write_text("loose file at the top")
+    ds = load_dataset(str(imagefolder))
+    assert ds.classes == sorted(IMAGEFOLDER_CLASSES)
+    assert len(ds.y) == 36
+
+
+def test_imagefolder_converts_grey_and_resizes_odd_sizes(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    Image.fromarray(np.full((40, 24), 128, np.uint8)).save(root / "b" / "zz_grey.png")
+    ds = load_dataset(str(root))
+    _check_layout(ds, 5, 3, (32, 32), 2)
+    assert np.all(np.abs(ds.x[-1].astype(int) - 128) <= 1)
+
+
+def test_imagefolder_is_not_a_cifar_dir_because_it_has_a_train_folder(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("meta", "train"), per_class=2)
+    ds = load_dataset(str(root))
+    assert ds.classes == ["meta", "train"]
+
+
+# --------------------------------------------------------------------------- CIFAR pickles
+
+
+def test_cifar10_pickle_pools_all_batches_in_order(cifar10_dir):
+    ds = load_dataset(str(cifar10_dir.path))
+    _check_layout(ds, 36, 3, (32, 32), 10)
+    assert np.array_equal(ds.x, cifar10_dir.x)
+    assert np.array_equal(ds.y, cifar10_dir.y)
+    assert ds.classes == cifar10_dir.classes
+
+
+def test_cifar100_pickle_uses_fine_labels(cifar100_dir):
+    ds = load_dataset(str(cifar100_dir.path))
+    _check_layout(ds, 30, 3, (32, 32), 100)
+    assert np.array_equal(ds.x, cifar100_dir.x)
+    assert np.array_equal(ds.y, cifar100_dir.y)
+    assert ds.classes == cifar100_dir.classes
+
+
+def test_cifar10_without_meta_names_classes_by_index(cifar10_dir):
+    (cifar10_dir.path / "batches.meta").unlink()
+    ds = load_dataset(str(cifar10_dir.path))
+    assert ds.classes == [str(i) for i in range(10)]
+
+
+def test_cifar_pickle_with_str_keys_also_loads(tmp_path):
+    root = tmp_path / "c10"
+    root.mkdir()
+    x = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3072) % 256
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({"data": x.astype(np.uint8), "labels": [1, 0]}, f, protocol=2)
+    ds = load_dataset(str(root))
+    assert ds.x.shape == (2, 3, 32, 32) and ds.y.tolist() == [1, 0]
+    assert np.array_equal(ds.x.reshape(2, -1), x.astype(np.uint8))
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a pickle", pickle.dumps({b"foo": 1}, protocol=2)])
+def test_corrupt_cifar_batch_raises_user_error(cifar10_dir, content):
+    (cifar10_dir.path / "data_batch_3").write_bytes(content)
+    with pytest.raises(UserError, match="data_batch_3"):
+        load_dataset(str(cifar10_dir.path))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _forbid_decode(monkeypatch):
+    def boom(paths):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(sources, "_decode", boom)
+
+
+def _count_decode(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = sources._decode
+
+    def counting(paths):
+        calls.append(len(paths))
+        return real(paths)
+
+    monkeypatch.setattr(sources, "_decode", counting)
+    return calls
+
+
+def test_second_imagefolder_load_hits_the_cache(imagefolder, cache_dir, monkeypatch):
+    calls = _count_decode(monkeypatch)
+    first = load_dataset(str(imagefolder))
+    assert calls == [36]
+    assert len(list(cache_dir.glob("*.npz"))) == 1
+    _forbid_decode(monkeypatch)
+    second = load_dataset(str(imagefolder))
+    assert np.array_equal(first.x, second.x) and second.x.dtype == np.uint8
+    assert np.array_equal(first.y, second.y) and second.y.dtype == np.int64
+    assert second.classes == first.classes and isinstance(second.classes, list)
+    assert second.name == first.name
+
+
+def test_explicit_cache_dir_is_used_instead_of_the_default(imagefolder, cache_dir, tmp_path,
+                                                           monkeypatch):
+    other = tmp_path / "other-cache"
+    load_dataset(str(imagefolder), cache_dir=other)
+    assert len(list(other.glob("*.npz"))) == 1
+    assert not cache_dir.exists() or not list(cache_dir.glob("*.npz"))
+    _forbid_decode(monkeypatch)
+    load_dataset(str(imagefolder), cache_dir=str(other))
+
+
+def test_changed_file_invalidates_the_cache(imagefolder, monkeypatch):
+    load_dataset(str(imagefolder))
+    target = imagefolder / "square" / "img_03.png"
+    new = np.zeros((32, 32, 3), np.uint8)
+    Image.fromarray(new).save(target)
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    calls = _count_decode(monkeypatch)
+    ds = load_dataset(str(imagefolder))
+    assert calls == [36]
+    assert np.array_equal(ds.x[12 + 3], new.transpose(2, 0, 1))
+
+
+def test_touched_file_alone_invalidates_the_cache(imagefolder, monkeypatch):
+    load_dataset(str(imagefolder))
+    target = imagefolder / "circle" / "img_00.png"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 7_000_000_000))
+    calls = _count_decode(monkeypatch)
+    load_dataset(str(imagefolder))
+    assert calls == [36]
+
+
+@pytest.mark.parametrize("change", ["add_file", "remove_file", "add_class"])
+def test_added_or_removed_files_invalidate_the_cache(imagefolder, monkeypatch, change):
+    load_dataset(str(imagefolder))
+    n, n_cls = 36, 3
+    if change == "add_file":
+        Image.fromarray(class_image(0, 99)).save(imagefolder / "circle" / "img_99.png")
+        n += 1
+    elif change == "remove_file":
+        (imagefolder / "stripes" / "img_05.png").unlink()
+        n -= 1
+    else:
+        write_imagefolder(imagefolder, classes=("zebra",), per_class=2)
+        n, n_cls = n + 2, n_cls + 1
+    calls = _count_decode(monkeypatch)
+    ds = load_dataset(str(imagefolder))
+    assert calls == [n]
+    assert len(ds.y) == n and ds.num_classes == n_cls
+
+
+def test_corrupt_cache_file_is_decoded_again(imagefolder, cache_dir, monkeypatch):
+    first = load_dataset(str(imagefolder))
+    (npz,) = cache_dir.glob("*.npz")
+    npz.write_bytes(b"torn write")
+    calls = _count_decode(monkeypatch)
+    again = load_dataset(str(imagefolder))
+    assert calls == [36]
+    assert np.array_equal(first.x, again.x)
+
+
+def test_unwritable_cache_is_not_fatal(imagefolder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    ds = load_dataset(str(imagefolder), cache_dir=blocker / "sub")
+    assert len(ds.y) == 36
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _loose_files(tmp_path):
+    d = tmp_path / "loose"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(class_image(0, i)).save(d / f"{i}.png")
+    return d
+
+
+def _empty_dir(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def _empty_class(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    (root / "c").mkdir()
+    return root
+
+
+def _class_without_images(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    (root / "c").mkdir()
+    (root / "c" / "labels.csv").write_text("a,b\n")
+    return root
+
+
+def _a_file(tmp_path):
+    f = tmp_path / "data.png"
+    Image.fromarray(class_image(0, 0)).save(f)
+    return f
+
+
+def _corrupt_image(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG but not really")
+    return root
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "does-not-exist", "does not exist"),
+    (_a_file, "is a file"),
+    (_loose_files, "neither an ImageFolder"),
+    (_empty_dir, "neither an ImageFolder"),
+    (_empty_class, "holds no images"),
+    (_class_without_images, "holds no images"),
+    (_corrupt_image, "cannot decode"),
+], ids=["missing", "file", "loose-files", "empty-dir", "empty-class", "class-no-images",
+        "corrupt-image"])
+def test_bad_inputs_raise_one_line_user_error(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(UserError, match=message) as e:
+        load_dataset(str(path))
+    assert "\n" not in str(e.value)
