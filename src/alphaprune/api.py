@@ -95,11 +95,12 @@ def _config_from_dict(d: dict) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, callbacks: list | None = None) -> dict:
     """Train a registry model from scratch; keep the epoch with the best validation loss.
 
     Writes ``out/config.yaml``, ``out/metrics.csv`` (one row per epoch), checkpoints for
-    ``resume`` and, when done, ``out/model.pt`` and ``out/summary.json``.
+    ``resume`` and, when done, ``out/model.pt`` and ``out/summary.json``. ``callbacks`` are
+    extra Lightning callbacks.
 
     Returns:
         The summary dict (also written to ``summary.json``).
@@ -125,7 +126,8 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     tr, va = loaders(ds, splits, mean, std, cfg.data.batch_size, cfg.data.seed, cfg.channels_last)
     module = ClassifierModule(model, cfg.optim)
     best = BestWeights()
-    trainer = make_trainer(out, cfg.epochs, [MetricsCSV(out / "metrics.csv"), best], progress)
+    trainer = make_trainer(out, cfg.epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
+                           progress)
     t0 = time.perf_counter()
     fit(trainer, module, tr, va, ckpt)
     model = module.model.to(memory_format=torch.contiguous_format)

@@ -92,12 +92,14 @@ def _validate(cfg: PruneConfig) -> None:
 
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, callbacks: list | None = None) -> dict:
     """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
 
     Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
     alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model
     file) and ``summary.json``.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. custom logging).
 
     Returns:
         The summary dict.
@@ -147,7 +149,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     module.controller = controller
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
     tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)
-    trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller], progress)
+    trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
+                           progress)
     blended.train()  # evaluating the original left its modules in eval mode
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:

@@ -116,6 +116,12 @@ class PhaseController(pl.Callback):
 
     # -- hooks -------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
+        # the phase table is rebuilt from the checkpointed history: a crash between writing a
+        # row and saving the checkpoint cannot duplicate or lose a phase on resume
+        if self.phases_csv.exists():
+            self.phases_csv.unlink()
+        for row in self.history:
+            append_csv_row(self.phases_csv, row)
         if not self.done:
             pl_module.model.set_alpha(self.alpha)
         if not self.losses:  # fresh phase (a resumed mid-phase run keeps its optimiser lr)
