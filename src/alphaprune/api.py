@@ -16,6 +16,7 @@ from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_spl
 from alphaprune.errors import UserError
 from alphaprune.modelfile import ModelFile, load_checkpoint, save_model
 from alphaprune.models import create_model
+from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import prepare_run_dir, read_config, write_config
 from alphaprune.train.callbacks import BestWeights, MetricsCSV
@@ -141,6 +142,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         r = evaluate_model(model, ds, splits.get(split), mean, std)
         summary[f"{split}_acc"], summary[f"{split}_loss"] = r["accuracy"], r["loss"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out)
     return summary
 
 

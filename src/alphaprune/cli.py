@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optim(r, lr=0.01, schedule="constant")
     _add_run(r)
 
+    rp = sub.add_parser("report", help="plots and report page of a run, or compare runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default="comparison", help="folder for a comparison of several runs")
+
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
     return p
@@ -170,6 +174,17 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
+def _cmd_report(a) -> int:
+    from alphaprune.report import write_comparison, write_report
+
+    if len(a.runs) == 1:
+        paths = write_report(a.runs[0])
+    else:
+        paths = write_comparison(a.runs, a.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from alphaprune.demo import run_demo
 
@@ -178,7 +193,7 @@ def _cmd_demo(a) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune,
-             "demo": _cmd_demo}
+             "report": _cmd_report, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

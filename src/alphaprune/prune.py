@@ -14,6 +14,8 @@ from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, init_branches
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint, save_model, widths_of
+from alphaprune.report.page import measure_models, write_report
+from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import prepare_run_dir, read_config, write_config
 from alphaprune.schedules import make_scheduler
@@ -176,7 +178,14 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         "val_acc_before": before["val_acc"], "val_acc_after": after["val_acc"],
         "widths_before": base_w, "widths_after": widths, "fusion_rel_error": err,
         "phases": controller.history, "epochs": sum(p["epochs"] for p in controller.history),
+        "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
+        "file_bytes_after": (out / "pruned.pt").stat().st_size,
+        # a fresh copy of the original: the blended model trained the loaded one in place
+        "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model).model,
+                                   "after": fused}, shape),
         "seconds": round(time.perf_counter() - t0, 2),
+        "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out)
     return summary

@@ -33,16 +33,19 @@ class BatchLoader:
         train: shuffle, augment and drop the last partial batch.
         augment: crop+flip when training (off for non-image data such as tests' toys).
         channels_last: hand batches to the model in channels-last memory format.
+        pad: crop padding in pixels (default: image side / 8, i.e. 4 on 32x32).
     """
 
     def __init__(self, x: np.ndarray | torch.Tensor, y, mean, std, batch_size: int = 128,
                  train: bool = False, augment: bool = True, seed: int = 0,
-                 channels_last: bool = False, pad: int = 4):
+                 channels_last: bool = False, pad: int | None = None):
         self.x = torch.as_tensor(x)
         self.y = torch.as_tensor(y, dtype=torch.long)
         self.mean, self.std = mean, std
         self.batch_size, self.train, self.augment = batch_size, train, augment
-        self.seed, self.channels_last, self.pad = seed, channels_last, pad
+        # 4 pixels on CIFAR's 32x32; scaled for other sizes (2 on 16x16 digits)
+        self.pad = pad if pad is not None else max(1, self.x.shape[-1] // 8)
+        self.seed, self.channels_last = seed, channels_last
         self.sampler = _EpochSampler()
         self.batch_sampler = None  # Lightning inspects it
 

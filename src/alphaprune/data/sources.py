@@ -2,8 +2,8 @@
 
 ``load_dataset(spec)`` accepts:
 
-* ``"digits"``: scikit-learn's bundled 8x8 digits (no download), upsampled to 32x32 so the
-  CIFAR-style VGG applies unchanged (1 channel).
+* ``"digits"``: scikit-learn's bundled 8x8 digits (no download), upsampled to 16x16 so the
+  CIFAR-style VGG applies (its pools round up below 32x32; 1 channel).
 * a directory in the ImageFolder layout (``root/<class>/<image>``).
 * an official CIFAR-10/100 python-pickle directory (``data_batch_*``/``test_batch`` or
   ``train``/``test``); all batches are pooled and the splits are carved by seed.
@@ -65,7 +65,7 @@ def _load_digits() -> Dataset:
 
     d = load_digits()
     img = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    img = np.kron(img, np.ones((1, 4, 4), dtype=np.uint8))  # 8x8 -> 32x32, nearest
+    img = np.kron(img, np.ones((1, 2, 2), dtype=np.uint8))  # 8x8 -> 16x16, nearest
     return Dataset(img[:, None], d.target.astype(np.int64),
                    [str(c) for c in d.target_names], "digits")
 

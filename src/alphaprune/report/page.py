@@ -1,0 +1,154 @@
+"""Report pages of a run (``report.md``, self-contained ``report.html``) and comparisons."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from alphaprune.errors import UserError
+from alphaprune.report.plots import plot_comparison, plot_run
+from alphaprune.report.runs import Run, read_run
+from alphaprune.report.size import measure_latency
+
+__all__ = ["write_report", "write_comparison", "measure_models", "markdown_table"]
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header, rows) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def measure_models(models: dict, input_shape, repeats: int = 10) -> dict:
+    """Median latency (s) at batch 1 and 128 and throughput (img/s) of each model.
+
+    The models are measured in turn within the same call, so their ratios are comparable.
+    """
+    out = {}
+    for name, model in models.items():
+        b1 = measure_latency(model, input_shape, 1, repeats=repeats * 3, warmup=3)
+        b128 = measure_latency(model, input_shape, 128, repeats=repeats, warmup=2)
+        out[name] = {"latency_b1_ms": b1 * 1e3, "latency_b128_ms": b128 * 1e3,
+                     "throughput_img_s": 128 / b128}
+    return out
+
+
+def _fmt(v, spec=",") -> str:
+    if v is None or v == "":
+        return "–"
+    if isinstance(v, float) and spec == ",":
+        return f"{v:,.0f}"
+    return format(v, spec)
+
+
+def _before_after(s: dict) -> list[list]:
+    lat = s.get("latency", {})
+    b, a = lat.get("before", {}), lat.get("after", {})
+    fb, fa = s.get("file_bytes_before"), s.get("file_bytes_after")
+    rows = [["parameters", _fmt(s["params_before"]), _fmt(s["params_after"])],
+            ["FLOPs (MACs, one image)", _fmt(s["flops_before"]), _fmt(s["flops_after"])],
+            ["model file (KiB)", _fmt(fb / 1024 if fb else None, ",.0f"),
+             _fmt(fa / 1024 if fa else None, ",.0f")],
+            ["latency batch 1 (ms, median)", _fmt(b.get("latency_b1_ms"), ".2f"),
+             _fmt(a.get("latency_b1_ms"), ".2f")],
+            ["latency batch 128 (ms, median)", _fmt(b.get("latency_b128_ms"), ".1f"),
+             _fmt(a.get("latency_b128_ms"), ".1f")],
+            ["throughput (images/s, batch 128)", _fmt(b.get("throughput_img_s"), ",.0f"),
+             _fmt(a.get("throughput_img_s"), ",.0f")],
+            ["test accuracy", _fmt(s["test_acc_before"], ".4f"), _fmt(s["test_acc_after"], ".4f")],
+            ["val accuracy", _fmt(s["val_acc_before"], ".4f"), _fmt(s["val_acc_after"], ".4f")]]
+    return rows
+
+
+_PHASE_COLS = ["phase", "alpha", "epochs", "best_val_loss", "best_val_acc", "best_ship_val_acc",
+               "stop_reason"]
+
+
+def _sections(run: Run) -> list[tuple[str, str, list, list]]:
+    """(title, text, header, rows) blocks shared by the Markdown and HTML pages."""
+    s, out = run.summary, []
+    settings = run.config.get(run.command, {})
+    flat = {k: v for k, v in settings.items() if not isinstance(v, dict)}
+    for sub in ("optim", "data"):
+        flat.update({f"{sub}.{k}": v for k, v in (settings.get(sub) or {}).items()})
+    out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
+    if run.phases:
+        rows = [[r.get(c, "") if not isinstance(r.get(c), float) or c in ("alpha",)
+                 else f"{r[c]:.4f}" for c in _PHASE_COLS] for r in run.phases]
+        for r in rows:
+            r[0], r[2] = int(float(r[0])), int(float(r[2]))
+        out.append(("Phases (one per α)", "Best epoch of each phase; its weights were kept.",
+                    _PHASE_COLS, rows))
+    if "params_before" in s:
+        text = (f"{s['achieved_reduction']:.2%} of the parameters removed (target "
+                f"{s['target_reduction']:.0%}); 'after' is the fused compact model.")
+        out.append(("Before / after", text, ["", "before", "after"], _before_after(s)))
+    elif s:
+        out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
+    return out
+
+
+def write_report(run_dir: str | Path) -> dict[str, Path]:
+    """Write the plots, ``report.md`` and ``report.html`` of a run; return their paths."""
+    run = read_run(run_dir)
+    imgs = plot_run(run, run.path)
+    blocks = _sections(run)
+    md = [f"# Run report: {run.name}", ""]
+    for title, text, header, rows in blocks:
+        md += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
+    md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
+    (run.path / "report.md").write_text("\n".join(md) + "\n")
+    body = [f"<h1>Run report: {html.escape(run.name)}</h1>"]
+    for title, text, header, rows in blocks:
+        body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _html_table(header, rows)]
+    body.append("<h2>Plots</h2>")
+    for p in imgs:
+        data = base64.b64encode(p.read_bytes()).decode()
+        body.append(f'<p><img alt="{p.stem}" src="data:image/png;base64,{data}"></p>')
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+             "collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
+    (run.path / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return {"md": run.path / "report.md", "html": run.path / "report.html",
+            **{p.stem: p for p in imgs}}
+
+
+def _final_row(run: Run) -> list:
+    s, last = run.summary, run.metrics[-1]
+    key = "ship_val_acc" if "ship_val_acc" in last else "val_acc"
+    best_val = max(r[key] for r in run.metrics)
+    return [run.name, run.config.get(run.command, {}).get("scheduler", "–"), len(run.metrics),
+            f"{best_val:.4f}", _fmt(s.get("val_acc_after", s.get("val_acc")), ".4f"),
+            _fmt(s.get("test_acc_after", s.get("test_acc")), ".4f"),
+            _fmt(s.get("params_after", s.get("params"))),
+            _fmt(s.get("achieved_reduction"), ".2%") if "achieved_reduction" in s else "–",
+            "yes" if s else "no (unfinished)"]
+
+
+_CMP_HEADER = ["run", "scheduler", "epochs", "best val acc (shipped net)", "final val acc",
+               "final test acc", "params", "removed", "finished"]
+
+
+def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Compare runs: ``compare.png`` (val accuracy per epoch), ``compare.md`` and ``.json``."""
+    runs = [read_run(r) for r in run_dirs]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: pass a folder for the comparison")
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_comparison(runs, out / "compare.png")
+    rows = [_final_row(r) for r in runs]
+    (out / "compare.md").write_text("# Run comparison\n\n" + markdown_table(_CMP_HEADER, rows)
+                                    + "\n\n![validation accuracy](compare.png)\n")
+    (out / "compare.json").write_text(json.dumps([dict(zip(_CMP_HEADER, r)) for r in rows], indent=2))
+    return {"png": png, "md": out / "compare.md", "json": out / "compare.json"}

@@ -1,0 +1,68 @@
+"""Reading run folders: metrics, phases, summary, config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alphaprune.errors import UserError
+
+__all__ = ["Run", "read_run"]
+
+
+def _float(v: str):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file with numeric fields converted to float."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@dataclass
+class Run:
+    """Everything a report needs from one run folder."""
+
+    path: Path
+    metrics: list[dict]
+    phases: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def command(self) -> str:
+        return self.config.get("command", "prune" if self.phases else "train")
+
+
+def read_run(path: str | Path) -> Run:
+    """Load a run folder.
+
+    Raises:
+        UserError: the folder is not a run, or it has no finished epoch yet.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_dir() or not ((path / "config.yaml").exists() or (path / "metrics.csv").exists()):
+        raise UserError(f"{path} is not an alphaprune run folder (no config.yaml or metrics.csv): "
+                        "pass the --out folder of 'train' or 'prune'")
+    metrics = read_csv(path / "metrics.csv")
+    if not metrics:
+        raise UserError(f"run {path} has no finished epoch yet: report it once an epoch has ended")
+    config = {}
+    if (path / "config.yaml").exists():
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    return Run(path, metrics, read_csv(path / "phases.csv"), summary, config)

@@ -1,0 +1,87 @@
+"""The exact parameter count of a VGG and the parameter-target width solver."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.errors import UserError
+from alphaprune.models import create_model, list_models
+from alphaprune.models.vgg import base_widths
+from alphaprune.report.size import count_params
+
+TARGETS = [0.1, 0.35, 0.5, 0.65, 0.9, 0.95]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("width, in_ch, classes", [
+    (1.0, 3, 10), (0.25, 3, 100), (0.0625, 1, 10), (0.1, 3, 7), (0.01, 2, 1),
+])
+def test_param_count_matches_the_built_model(name, width, in_ch, classes):
+    model = create_model(name, width=width, in_channels=in_ch, num_classes=classes)
+    widths = [u.conv.out_channels for u in model.features]
+    assert widths == base_widths(name, width)
+    assert vgg_param_count(widths, in_ch, classes) == count_params(model)
+
+
+@pytest.mark.parametrize("name, widths", [
+    ("vgg11", [3, 5, 7, 9, 11, 13, 15, 17]),
+    ("vgg11", [1] * 8),
+    ("vgg13", [7, 1, 2, 9, 33, 5, 8, 13, 21, 34]),
+    ("vgg16", list(range(1, 14))),
+    ("vgg19", list(range(20, 4, -1))),
+])
+def test_param_count_matches_explicit_widths(name, widths):
+    model = create_model(name, widths=widths, in_channels=3, num_classes=10)
+    assert vgg_param_count(widths, 3, 10) == count_params(model)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("width", [1.0, 0.25])
+@pytest.mark.parametrize("prune", TARGETS)
+def test_solver_hits_the_parameter_target(name, width, prune):
+    base = base_widths(name, width)
+    widths = solve_widths(base, 3, 10, prune)
+    assert len(widths) == len(base)
+    assert all(isinstance(k, int) for k in widths)
+    assert all(1 <= k <= b for k, b in zip(widths, base)), (widths, base)
+    before = vgg_param_count(base, 3, 10)
+    after = vgg_param_count(widths, 3, 10)
+    achieved = 1.0 - after / before
+    assert abs(achieved - prune) <= 0.005, (achieved, prune, widths)
+
+
+@pytest.mark.parametrize("name, width, in_ch, classes, prune", [
+    ("vgg11", 0.0625, 1, 10, 0.5),    # the tiny digits model of the end-to-end tests
+    ("vgg11", 0.0625, 1, 10, 0.65),
+    ("vgg16", 0.125, 3, 100, 0.8),
+])
+def test_solved_widths_build_a_model_of_the_target_size(name, width, in_ch, classes, prune):
+    base = base_widths(name, width)
+    widths = solve_widths(base, in_ch, classes, prune)
+    before = count_params(create_model(name, width=width, in_channels=in_ch, num_classes=classes))
+    after = count_params(create_model(name, widths=widths, in_channels=in_ch, num_classes=classes))
+    assert abs((1 - after / before) - prune) <= 0.005
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg16"])
+@pytest.mark.parametrize("prune", [0.5, 0.75, 0.9])
+def test_solver_keeps_a_roughly_uniform_ratio(name, prune):
+    """Widths come from one uniform keep ratio r (then one-channel adjustments); the
+    parameter count is about quadratic in the widths, so r is about sqrt(1 - prune)."""
+    base = base_widths(name, 1.0)
+    ratios = [k / b for k, b in zip(solve_widths(base, 3, 10, prune), base)]
+    assert all(abs(r - math.sqrt(1 - prune)) <= 0.05 for r in ratios), ratios
+
+
+def test_solver_is_deterministic():
+    base = base_widths("vgg16", 0.25)
+    assert solve_widths(base, 3, 10, 0.65) == solve_widths(base, 3, 10, 0.65)
+
+
+@pytest.mark.parametrize("prune", [0, 0.0, 1, 1.0, -0.1, 1.5, math.nan, math.inf])
+def test_solver_rejects_targets_outside_0_1(prune):
+    with pytest.raises(UserError, match="--prune"):
+        solve_widths(base_widths("vgg11", 0.25), 3, 10, prune)

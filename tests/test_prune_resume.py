@@ -1,0 +1,117 @@
+"""An interrupted ``prune`` resumed with ``resume=True`` repeats the uninterrupted run."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from alphaprune import api
+from alphaprune.errors import UserError
+from alphaprune.prune import PruneConfig, prune
+from alphaprune.train.module import OptimConfig
+
+DATA = api.DataConfig(data="digits", subset=300, batch_size=32)
+
+
+class Crash(pl.Callback):
+    """Raises at the start of training epoch ``at`` (earlier epochs are checkpointed)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            raise RuntimeError(f"simulated crash at epoch {self.at}")
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _cfg(checkpoint: Path) -> PruneConfig:
+    # phase 0 at alpha 0.5: 2 epochs (patience 1: the second epoch ends it either way);
+    # phase 1 at alpha 0: 3 epochs (final patience 2 needs 3 epochs, final max 3). Epochs 0-4.
+    return PruneConfig(checkpoint=str(checkpoint), prune=0.5, scheduler="step", step_size=0.5,
+                       patience=1, max_epochs_per_phase=2, final_max_epochs=3,
+                       optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny trained checkpoint and one uninterrupted prune of it."""
+    base = tmp_path_factory.mktemp("resume")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
+        torch.manual_seed(0)
+        tcfg = api.TrainConfig(model="vgg11", width=0.0625, epochs=2, data=DATA,
+                               optim=OptimConfig(lr=0.05, schedule="onecycle"))
+        api.train(tcfg, base / "train", progress=False)
+        checkpoint = base / "train" / "model.pt"
+        summary = prune(_cfg(checkpoint), base / "ref", progress=False)
+    return checkpoint, base / "ref", summary
+
+
+def test_reference_run_has_the_planned_phases(reference):
+    _, ref, summary = reference
+    phases = _rows(ref / "phases.csv")
+    assert [(float(p["alpha"]), int(p["epochs"])) for p in phases] == [(0.5, 2), (0.0, 3)]
+    assert [int(r["epoch"]) for r in _rows(ref / "metrics.csv")] == [0, 1, 2, 3, 4]
+    assert summary["epochs"] == 5
+
+
+@pytest.mark.parametrize("crash_at", [
+    1,  # inside phase 0
+    2,  # right after phase 0 ended and alpha stepped to 0
+    3,  # inside the alpha = 0 phase
+])
+def test_resume_after_a_crash_repeats_the_uninterrupted_run(reference, tmp_path, crash_at):
+    checkpoint, ref, ref_summary = reference
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(_cfg(checkpoint), out, progress=False, callbacks=[Crash(crash_at)])
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "pruned.pt").exists()
+    assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == list(range(crash_at))
+
+    # a fresh run in the same folder is refused; resume continues it (the config comes from
+    # the run folder, the one passed here is ignored)
+    with pytest.raises(UserError, match="--resume"):
+        prune(_cfg(checkpoint), out, progress=False)
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+
+    got_phases, want_phases = _rows(out / "phases.csv"), _rows(ref / "phases.csv")
+    assert [(p["alpha"], p["epochs"]) for p in got_phases] == \
+        [(p["alpha"], p["epochs"]) for p in want_phases]
+    got, want = _rows(out / "metrics.csv"), _rows(ref / "metrics.csv")
+    epochs = [int(r["epoch"]) for r in got]
+    assert len(set(epochs)) == len(epochs), epochs  # no duplicated epochs
+    assert [(r["epoch"], r["phase"], r["alpha"]) for r in got] == \
+        [(r["epoch"], r["phase"], r["alpha"]) for r in want]
+    # the same batches, the same weights: the same numbers
+    for key in ("val_loss", "train_loss", "ship_val_loss"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in want],
+                                                             abs=1e-6), key
+    assert [float(p["best_val_loss"]) for p in got_phases] == \
+        pytest.approx([float(p["best_val_loss"]) for p in want_phases], abs=1e-6)
+    for key in ("params_after", "widths_after", "test_acc_after", "val_acc_after", "epochs"):
+        assert summary[key] == ref_summary[key], key
+    assert [p["epochs"] for p in summary["phases"]] == [p["epochs"] for p in ref_summary["phases"]]
+
+
+def test_resume_of_a_finished_run_is_refused(reference):
+    _, ref, _ = reference
+    with pytest.raises(UserError, match="finished"):
+        prune(PruneConfig(), ref, resume=True, progress=False)
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("command: prune\n")
+    with pytest.raises(UserError, match="checkpoint"):
+        prune(PruneConfig(), out, resume=True, progress=False)

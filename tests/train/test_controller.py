@@ -1,0 +1,113 @@
+"""The phase controller: the pure stop decision, and the callback's argument checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from alphaprune.errors import UserError
+from alphaprune.schedules import make_scheduler
+from alphaprune.train.controller import PhaseController, phase_decision
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize("losses, patience, min_delta, max_epochs, expected", [
+    # nothing seen yet
+    ([], 1, 0.0, 30, (False, "")),
+    ([], 3, 0.5, 1, (False, "")),
+    # improving every epoch never runs out of patience
+    ([3.0], 1, 0.0, 30, (False, "")),
+    ([3.0, 2.0, 1.0], 1, 0.0, 30, (False, "")),
+    ([3.0, 2.0, 1.0, 0.5, 0.25], 1, 0.0, 30, (False, "")),
+    # flat: equal is not an improvement
+    ([1.0, 1.0], 1, 0.0, 30, (True, "patience")),
+    ([1.0, 1.0], 2, 0.0, 30, (False, "")),
+    ([1.0, 1.0, 1.0], 2, 0.0, 30, (True, "patience")),
+    ([1.0, 1.5, 2.0], 2, 0.0, 30, (True, "patience")),  # getting worse
+    # an improvement resets the wait
+    ([1.0, 1.1, 0.9, 1.0], 2, 0.0, 30, (False, "")),
+    ([1.0, 1.1, 0.9, 1.0, 0.95], 2, 0.0, 30, (True, "patience")),
+    ([1.0, 1.1, 1.2, 0.5], 3, 0.0, 30, (False, "")),
+    # min_delta: an improvement must beat the best by more than min_delta
+    ([1.0, 0.95], 1, 0.1, 30, (True, "patience")),
+    ([1.0, 0.85], 1, 0.1, 30, (False, "")),
+    ([1.0, 0.5], 1, 0.5, 30, (True, "patience")),    # exactly min_delta is not enough
+    ([1.0, 0.49], 1, 0.5, 30, (False, "")),
+    ([1.0, 0.95, 0.92, 0.91], 3, 0.1, 30, (True, "patience")),  # slow creep is no progress
+    ([1.0, 0.95, 0.92, 0.91], 4, 0.1, 30, (False, "")),
+    ([1.0, 0.95, 0.92, 0.85], 3, 0.1, 30, (False, "")),  # 0.85 beats the best by > 0.1
+    # the first finite loss always improves on "no best yet", even with a huge min_delta
+    ([1.0], 1, 1e9, 30, (False, "")),
+    # max_epochs
+    ([3.0, 2.0, 1.0], 5, 0.0, 3, (True, "max_epochs")),
+    ([3.0, 2.0], 5, 0.0, 3, (False, "")),
+    ([1.0], 5, 0.0, 1, (True, "max_epochs")),
+    ([3.0, 2.0, 1.0, 0.5], 5, 0.0, 3, (True, "max_epochs")),
+    # both limits reached at once: patience is named
+    ([1.0, 1.0], 1, 0.0, 2, (True, "patience")),
+    # non-finite losses
+    ([NAN], 3, 0.0, 30, (True, "diverged")),
+    ([1.0, NAN], 3, 0.0, 30, (True, "diverged")),
+    ([1.0, 0.5, INF], 3, 0.0, 30, (True, "diverged")),
+    ([1.0, -INF], 3, 0.0, 30, (True, "diverged")),
+    ([3.0, 2.0, NAN], 1, 0.0, 3, (True, "diverged")),  # before max_epochs
+])
+def test_phase_decision(losses, patience, min_delta, max_epochs, expected):
+    assert phase_decision(list(losses), patience, min_delta, max_epochs) == expected
+
+
+def test_phase_decision_does_not_modify_the_losses():
+    losses = [1.0, 1.0, NAN]
+    phase_decision(losses, 1, 0.0, 2)
+    assert losses[:2] == [1.0, 1.0] and math.isnan(losses[2]) and len(losses) == 3
+
+
+@pytest.mark.parametrize("patience, expected_left", [(1, [1, 1, 0]), (3, [3, 3, 2, 1, 0, 3])])
+def test_patience_left_follows_the_losses(tmp_path, patience, expected_left):
+    c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv",
+                        patience=patience)
+    losses = [2.0, 1.0, 1.0, 1.5, 1.7, 0.1][:len(expected_left)]
+    got = []
+    for i in range(len(expected_left)):
+        c.losses = losses[:i + 1]
+        got.append(c.patience_left())
+    assert got == expected_left
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"patience": 0}, "patience"),
+    ({"patience": -1}, "patience"),
+    ({"min_delta": -0.01}, "min-delta"),
+    ({"max_epochs_per_phase": 0}, "max-epochs-per-phase"),
+    ({"max_epochs_per_phase": -3}, "max-epochs-per-phase"),
+    # the alpha = 0 phase's own budget: 0 or less is as wrong as for the other phases
+    # (None means "twice the per-phase value")
+    ({"final_patience": 0}, "final-patience"),
+    ({"final_patience": -1}, "final-patience"),
+    ({"final_max_epochs": 0}, "final-max-epochs"),
+    ({"final_max_epochs": -2}, "final-max-epochs"),
+])
+def test_phase_controller_rejects_bad_arguments(tmp_path, kwargs, flag):
+    with pytest.raises(UserError, match=flag):
+        PhaseController(make_scheduler("step"), tmp_path / "phases.csv", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, limits", [
+    ({"patience": 2, "max_epochs_per_phase": 5}, ((2, 5), (4, 10))),  # final: twice
+    ({"patience": 1, "max_epochs_per_phase": 2, "final_patience": 3, "final_max_epochs": 7},
+     ((1, 2), (3, 7))),
+])
+def test_phase_controller_limits_of_the_final_phase(tmp_path, kwargs, limits):
+    c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv", **kwargs)
+    assert c.alpha == 0.5 and c.phase == 0 and not c.done
+    assert c._limits() == limits[0]
+    c.alpha = 0.0
+    assert c._limits() == limits[1]
+
+
+@pytest.mark.parametrize("lr, final_lr, expected", [(0.01, None, 0.01), (0.01, 0.003, 0.003)])
+def test_phase_controller_final_lr(tmp_path, lr, final_lr, expected):
+    c = PhaseController(make_scheduler("step"), tmp_path / "phases.csv", lr=lr, final_lr=final_lr)
+    assert (c.lr, c.final_lr) == (lr, expected)
