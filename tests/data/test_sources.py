@@ -28,15 +28,15 @@ def _check_layout(ds: Dataset, n: int, c: int, hw: tuple[int, int], n_classes: i
 # --------------------------------------------------------------------------- digits
 
 
-def test_digits_is_upsampled_to_32x32_single_channel():
+def test_digits_is_upsampled_to_16x16_single_channel():
     ds = load_dataset("digits")
-    _check_layout(ds, 1797, 1, (32, 32), 10)
+    _check_layout(ds, 1797, 1, (16, 16), 10)
     assert ds.classes == [str(i) for i in range(10)]
     assert ds.name == "digits"
     assert sorted(np.unique(ds.y).tolist()) == list(range(10))
-    # nearest-neighbour 4x upsampling: every 4x4 block is constant
-    small = ds.x[:, :, ::4, ::4]
-    assert np.array_equal(ds.x, np.repeat(np.repeat(small, 4, axis=2), 4, axis=3))
+    # nearest-neighbour 2x upsampling: every 2x2 block is constant
+    small = ds.x[:, :, ::2, ::2]
+    assert np.array_equal(ds.x, np.repeat(np.repeat(small, 2, axis=2), 2, axis=3))
     assert ds.x.max() == 255 and ds.x.min() == 0
 
 
