@@ -303,20 +303,39 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra, makers, words", BAD,
-                         ids=[" ".join(b[0]).replace("{", "").replace("}", "") for b in BAD])
-def test_bad_input_exits_2_with_one_line_and_no_run_folder(env, tmp_path, capsys, extra, makers,
-                                                           words):
+def _run_bad(env, tmp_path, capsys, extra, makers) -> tuple[int, str, Path]:
     subs = {"raw": str(env.raw), "tmp": str(tmp_path)}
     subs.update({k: str(make(env, tmp_path)) for k, make in makers.items()})
     extra = [a.format(**subs) for a in extra]
     out = tmp_path / "out"
     capsys.readouterr()
-    assert main(_prune_argv(env.checkpoint, out, *extra)) == 2
-    err = capsys.readouterr().err
+    rc = main(_prune_argv(env.checkpoint, out, *extra))
+    return rc, capsys.readouterr().err, out
+
+
+def _ids(table) -> list[str]:
+    return [" ".join(b[0]).replace("{", "").replace("}", "") for b in table]
+
+
+@pytest.mark.parametrize("extra, makers, words", BAD, ids=_ids(BAD))
+def test_bad_input_exits_2_with_one_line(env, tmp_path, capsys, extra, makers, words):
+    rc, err, _ = _run_bad(env, tmp_path, capsys, extra, makers)
+    assert rc == 2
     _assert_one_line_error(err)
     assert all(w in err for w in words), err
-    # inputs are checked before the run folder is made: a bad command leaves nothing behind
+
+
+NO_FOLDER = [b for b in BAD if b[0][0] in ("--prune", "--scheduler", "--data", "--patience",
+                                           "--max-epochs-per-phase", "--min-delta",
+                                           "--importance", "--model")]
+
+
+@pytest.mark.parametrize("extra, makers, words", NO_FOLDER, ids=_ids(NO_FOLDER))
+def test_bad_input_leaves_no_run_folder(env, tmp_path, capsys, extra, makers, words):
+    """Inputs are checked before the run folder is made (as in ``api.train``): a rejected
+    command must not leave a half-made run that blocks the corrected command."""
+    rc, _, out = _run_bad(env, tmp_path, capsys, extra, makers)
+    assert rc == 2
     assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 

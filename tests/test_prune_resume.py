@@ -35,9 +35,9 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _cfg(checkpoint: Path) -> PruneConfig:
-    # phase 0 at alpha 0.5: 2 epochs (patience 1: the second epoch ends it either way);
-    # phase 1 at alpha 0: 3 epochs (final patience 2 needs 3 epochs, final max 3). Epochs 0-4.
-    return PruneConfig(checkpoint=str(checkpoint), prune=0.5, scheduler="step", step_size=0.5,
+    # alpha 0.6 and 0.2: 2 epochs each (patience 1: the second epoch ends a phase either way);
+    # alpha 0: 3 epochs (final patience 2 needs 3 epochs, final max 3). Epochs 0-6.
+    return PruneConfig(checkpoint=str(checkpoint), prune=0.5, scheduler="step", step_size=0.4,
                        patience=1, max_epochs_per_phase=2, final_max_epochs=3,
                        optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
 
@@ -60,15 +60,15 @@ def reference(tmp_path_factory):
 def test_reference_run_has_the_planned_phases(reference):
     _, ref, summary = reference
     phases = _rows(ref / "phases.csv")
-    assert [(float(p["alpha"]), int(p["epochs"])) for p in phases] == [(0.5, 2), (0.0, 3)]
-    assert [int(r["epoch"]) for r in _rows(ref / "metrics.csv")] == [0, 1, 2, 3, 4]
-    assert summary["epochs"] == 5
+    assert [(float(p["alpha"]), int(p["epochs"])) for p in phases] == [(0.6, 2), (0.2, 2), (0.0, 3)]
+    assert [int(r["epoch"]) for r in _rows(ref / "metrics.csv")] == list(range(7))
+    assert summary["epochs"] == 7
 
 
 @pytest.mark.parametrize("crash_at", [
-    1,  # inside phase 0
-    2,  # right after phase 0 ended and alpha stepped to 0
-    3,  # inside the alpha = 0 phase
+    2,  # right after phase 0 ended and alpha stepped to 0.2
+    3,  # inside phase 1 (the scheduler's state decides the next alpha)
+    5,  # inside the alpha = 0 phase
 ])
 def test_resume_after_a_crash_repeats_the_uninterrupted_run(reference, tmp_path, crash_at):
     checkpoint, ref, ref_summary = reference

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits
+from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits, stratified_subset
 from alphaprune.errors import UserError
 from alphaprune.modelfile import ModelFile, load_checkpoint, save_model
 from alphaprune.models import create_model
@@ -23,7 +23,8 @@ from alphaprune.train.callbacks import BestWeights, MetricsCSV
 from alphaprune.train.engine import fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
 
-__all__ = ["DataConfig", "TrainConfig", "load_data", "train", "evaluate", "evaluate_model"]
+__all__ = ["DataConfig", "TrainConfig", "load_data", "train", "evaluate", "evaluate_model",
+           "fit_classifier", "split_scores"]
 
 
 @dataclass
@@ -35,6 +36,7 @@ class DataConfig:
     test_frac: float = 0.1
     seed: int = 0
     subset: int | None = None
+    train_subset: int | None = None   # train on N images of the train split; val/test unchanged
     cache_dir: str | None = None
     batch_size: int = 128
 
@@ -44,8 +46,10 @@ class DataConfig:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
-        if self.subset is not None and self.subset < 1:
-            raise UserError(f"--subset must be >= 1, got {self.subset}")
+        for name in ("subset", "train_subset"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {n}")
 
 
 @dataclass
@@ -67,7 +71,10 @@ def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
     ds = load_dataset(cfg.data, cfg.cache_dir)
     if len(ds.y) == 0:
         raise UserError(f"dataset {cfg.data} is empty: add images")
-    return ds, make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+    splits = make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+    if cfg.train_subset is not None:  # same val/test as the full run: comparable numbers
+        splits.train = splits.train[stratified_subset(ds.y[splits.train], cfg.train_subset, cfg.seed)]
+    return ds, splits
 
 
 def split_meta(cfg: DataConfig) -> dict:
@@ -118,32 +125,50 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     mean, std = ds.mean_std()
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
                          width=cfg.width, widths=cfg.widths)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     if not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "model.pt", force=force)
         write_config(out, {"command": "train", "train": asdict(cfg)})
-    torch.manual_seed(cfg.data.seed)
-    tr, va = loaders(ds, splits, mean, std, cfg.data.batch_size, cfg.data.seed, cfg.channels_last)
-    module = ClassifierModule(model, cfg.optim)
-    best = BestWeights()
-    trainer = make_trainer(out, cfg.epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
-                           progress)
     t0 = time.perf_counter()
-    fit(trainer, module, tr, va, ckpt)
-    model = module.model.to(memory_format=torch.contiguous_format)
+    model, best_epoch = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
+                                       cfg.optim, cfg.data, cfg.channels_last, progress, callbacks)
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
-            "best_epoch": best.best_epoch}
+            "best_epoch": best_epoch}
     save_model(out / "model.pt", model, cfg.model, mean, std, ds.classes, meta)
     summary = {"model": cfg.model, "params": count_params(model),
-               "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best.best_epoch,
-               "seconds": round(time.perf_counter() - t0, 2)}
-    for split in ("val", "test"):
-        r = evaluate_model(model, ds, splits.get(split), mean, std)
-        summary[f"{split}_acc"], summary[f"{split}_loss"] = r["accuracy"], r["loss"]
+               "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,
+               "seconds": round(time.perf_counter() - t0, 2),
+               **split_scores(model, ds, splits, mean, std)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out)
     return summary
+
+
+def split_scores(model, ds: Dataset, splits: Splits, mean, std) -> dict:
+    """``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` of a model."""
+    out = {}
+    for split in ("val", "test"):
+        r = evaluate_model(model, ds, splits.get(split), mean, std)
+        out[f"{split}_acc"], out[f"{split}_loss"] = r["accuracy"], r["loss"]
+    return out
+
+
+def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, std, epochs: int,
+                   optim: OptimConfig, data: DataConfig, channels_last: bool = True,
+                   progress: bool = True, callbacks: list | None = None, teacher=None,
+                   distill: float = 0.0, temperature: float = 4.0):
+    """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) and return
+    ``(model with the best-validation-loss weights, best epoch)``."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(data.seed)
+    tr, va = loaders(ds, splits, mean, std, data.batch_size, data.seed, channels_last)
+    module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
+    best = BestWeights()
+    trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
+                           progress)
+    model.train()
+    fit(trainer, module, tr, va, ckpt)
+    return module.model.to(memory_format=torch.contiguous_format), best.best_epoch
 
 
 @torch.inference_mode()

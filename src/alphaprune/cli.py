@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from alphaprune.errors import UserError
 
@@ -16,6 +17,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _widths(text: str) -> list[int]:
@@ -32,6 +40,8 @@ def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--test-frac", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     p.add_argument("--subset", type=int, default=None, help="use a stratified subset of N images")
+    p.add_argument("--train-subset", type=int, default=None,
+                   help="train on a stratified N-image part of the train split (val/test unchanged)")
     p.add_argument("--cache-dir", default=None, help="decoded-data cache (default ~/.cache/alphaprune)")
     p.add_argument("--batch-size", type=int, default=128)
 
@@ -110,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default="comparison", help="folder for a comparison of several runs")
 
+    c = sub.add_parser("compare", help="objective selection vs peers at equal epoch budgets")
+    c.add_argument("--checkpoint", required=True, help="pretrained model file")
+    c.add_argument("--model", default=None, help="registry name, for a raw state_dict checkpoint")
+    c.add_argument("--targets", type=_floats, default=[0.35, 0.65, 0.9],
+                   help="fractions of parameters to remove, comma-separated")
+    c.add_argument("--methods", type=lambda t: t.split(","), default=None,
+                   help="comma-separated subset of the methods (default: all)")
+    c.add_argument("--budget", type=int, default=30, help="training epochs per method and target")
+    c.add_argument("--lr", type=float, default=0.01)
+    c.add_argument("--quick", action="store_true", help="tiny matrix for smoke tests")
+    c.add_argument("--out", required=True, help="results folder (rerun to resume)")
+    c.add_argument("--no-progress", action="store_true")
+    _add_data(c, required=True)
+
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
     return p
@@ -119,7 +143,8 @@ def _data_cfg(a):
     from alphaprune.api import DataConfig
 
     return DataConfig(data=a.data or "digits", val_frac=a.val_frac, test_frac=a.test_frac,
-                      seed=a.seed, subset=a.subset, cache_dir=a.cache_dir, batch_size=a.batch_size)
+                      seed=a.seed, subset=a.subset, train_subset=a.train_subset,
+                      cache_dir=a.cache_dir, batch_size=a.batch_size)
 
 
 def _optim_cfg(a):
@@ -185,6 +210,19 @@ def _cmd_report(a) -> int:
     return 0
 
 
+def _cmd_compare(a) -> int:
+    from dataclasses import asdict
+
+    from alphaprune.compare import METHODS, CompareConfig, compare
+
+    cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
+                        methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
+                        data=asdict(_data_cfg(a)), quick=a.quick)
+    compare(cfg, a.out, progress=not a.no_progress)
+    print((Path(a.out) / "results.md").read_text())
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from alphaprune.demo import run_demo
 
@@ -193,7 +231,7 @@ def _cmd_demo(a) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune,
-             "report": _cmd_report, "demo": _cmd_demo}
+             "report": _cmd_report, "compare": _cmd_compare, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from alphaprune.errors import UserError
 from alphaprune.models import create_model
+from alphaprune.models.vgg import VGG_CONFIGS, base_widths
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
            "infer_vgg_kwargs", "FORMAT"]
@@ -149,6 +150,10 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     blob = {k.removeprefix("model."): v for k, v in blob.items()}
     create_model(model_name)  # unknown names fail here with the registry's message
     kwargs = infer_vgg_kwargs(blob)
+    n_units = len(base_widths(model_name)) if model_name in VGG_CONFIGS else None
+    if n_units is not None and len(kwargs["widths"]) != n_units:
+        raise UserError(f"checkpoint {path} holds a {len(kwargs['widths'])}-conv VGG, not "
+                        f"'{model_name}' ({n_units} convs): pass the --model it was trained as")
     model = _build(model_name, kwargs, blob, path)
     return ModelFile(model, model_name, kwargs, list(mean or []), list(std or []),
                      list(classes or []), {"source": str(path)})

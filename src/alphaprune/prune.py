@@ -86,6 +86,17 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.branch_init not in BRANCH_INITS:
         raise UserError(f"unknown --branch-init '{cfg.branch_init}': use one of "
                         f"{', '.join(BRANCH_INITS)}")
+    if cfg.importance not in ("bn", "l1"):
+        raise UserError(f"unknown --importance '{cfg.importance}': use bn or l1")
+    for name in ("patience", "max_epochs_per_phase", "max_total_epochs"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("final_patience", "final_max_epochs"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if cfg.min_delta < 0:
+        raise UserError(f"--min-delta must be >= 0, got {cfg.min_delta}")
     if cfg.monitor not in ("val_loss", "ship_val_loss"):
         raise UserError(f"unknown --monitor '{cfg.monitor}': use val_loss or ship_val_loss")
     cfg.optim.validate()

@@ -82,14 +82,24 @@ def test_patience_left_follows_the_losses(tmp_path, patience, expected_left):
     ({"min_delta": -0.01}, "min-delta"),
     ({"max_epochs_per_phase": 0}, "max-epochs-per-phase"),
     ({"max_epochs_per_phase": -3}, "max-epochs-per-phase"),
-    # the alpha = 0 phase's own budget: 0 or less is as wrong as for the other phases
-    # (None means "twice the per-phase value")
+])
+def test_phase_controller_rejects_bad_arguments(tmp_path, kwargs, flag):
+    with pytest.raises(UserError, match=flag):
+        PhaseController(make_scheduler("step"), tmp_path / "phases.csv", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, flag", [
     ({"final_patience": 0}, "final-patience"),
     ({"final_patience": -1}, "final-patience"),
     ({"final_max_epochs": 0}, "final-max-epochs"),
     ({"final_max_epochs": -2}, "final-max-epochs"),
 ])
-def test_phase_controller_rejects_bad_arguments(tmp_path, kwargs, flag):
+def test_phase_controller_rejects_bad_final_phase_limits(tmp_path, kwargs, flag):
+    """The alpha = 0 phase's own budget must be >= 1 like the others' (None: twice theirs).
+
+    Today 0 silently becomes the default (``final_patience or 2 * patience``) and a negative
+    value ends the last phase after its first epoch.
+    """
     with pytest.raises(UserError, match=flag):
         PhaseController(make_scheduler("step"), tmp_path / "phases.csv", **kwargs)
 

@@ -39,9 +39,10 @@ class BlendedVGG(nn.Module):
                 for p in list(u.conv.parameters()) + list(u.bn.parameters()):
                     p.requires_grad_(False)
 
-    def set_alpha(self, alpha: float) -> None:
-        """Set the one blend factor of the whole network."""
+    def set_alpha(self, alpha: float) -> BlendedVGG:
+        """Set the one blend factor of the whole network; returns ``self``."""
         self.alpha.fill_(float(alpha))
+        return self
 
     @property
     def widths(self) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -55,8 +56,11 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 @torch.inference_mode()
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
                     repeats: int = 10, warmup: int = 2, channels_last: bool = True) -> float:
-    """Median seconds per forward pass of one batch (eval mode, warm-up excluded)."""
-    model.eval()
+    """Median seconds per forward pass of one batch (eval mode, warm-up excluded).
+
+    Measures a copy: the caller's model keeps its mode and memory format.
+    """
+    model = copy.deepcopy(model).eval()
     x = torch.randn(batch_size, *input_shape)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -18,8 +18,8 @@ class BlendModule(ClassifierModule):
     alpha = 0: exactly the fused model's accuracy).
     """
 
-    def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0):
-        super().__init__(model, optim)
+    def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0, **distill_kw):
+        super().__init__(model, optim, **distill_kw)
         self.seed = seed
         self.controller = None  # set by the caller, for progress_info
         self._ship = RunningStats()

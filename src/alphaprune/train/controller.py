@@ -75,8 +75,12 @@ class PhaseController(pl.Callback):
         self.scheduler = scheduler
         self.phases_csv = Path(phases_csv)
         self.patience, self.min_delta, self.max_epochs = patience, min_delta, max_epochs_per_phase
-        self.final_patience = final_patience or 2 * patience
-        self.final_max_epochs = final_max_epochs or 2 * max_epochs_per_phase
+        for name, v in (("final-patience", final_patience), ("final-max-epochs", final_max_epochs)):
+            if v is not None and v < 1:
+                raise UserError(f"--{name} must be >= 1, got {v}")
+        self.final_patience = final_patience if final_patience is not None else 2 * patience
+        self.final_max_epochs = (final_max_epochs if final_max_epochs is not None
+                                 else 2 * max_epochs_per_phase)
         self.lr, self.final_lr = lr, final_lr if final_lr is not None else lr
         self.chance = 1.0 / num_classes
         self.monitor = monitor

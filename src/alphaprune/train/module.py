@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from alphaprune.errors import UserError
+from alphaprune.train.losses import distillation_loss
 
 __all__ = ["ClassifierModule", "OptimConfig", "RunningStats"]
 
@@ -69,13 +70,26 @@ class ClassifierModule(pl.LightningModule):
     """Cross-entropy training of ``model`` with exact per-epoch train/val statistics.
 
     After each validation, ``self.epoch_stats`` holds ``train_loss``, ``train_acc``,
-    ``val_loss``, ``val_acc`` and ``lr`` for the epoch (callbacks read it).
+    ``val_loss``, ``val_acc`` and ``lr`` for the epoch (callbacks read it). With a
+    ``teacher`` and ``distill`` = lambda > 0 the training loss is
+    ``(1 - lambda) * CE + lambda * T^2 * KL(teacher_T || student_T)``; the logged train loss
+    stays the plain cross-entropy so runs are comparable.
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig | None = None):
+    def __init__(self, model: nn.Module, optim: OptimConfig | None = None,
+                 teacher: nn.Module | None = None, distill: float = 0.0, temperature: float = 4.0):
         super().__init__()
         self.model = model
         self.optim = optim or OptimConfig()
+        if distill and teacher is None:
+            raise ValueError("distillation needs a teacher")
+        if not 0.0 <= distill <= 1.0:
+            raise UserError(f"--distill must be in [0, 1], got {distill}")
+        if temperature <= 0:
+            raise UserError(f"--temperature must be > 0, got {temperature}")
+        # a frozen copy, kept out of state_dict/parameters (not trained, not checkpointed)
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None and distill else []
+        self.distill, self.temperature = float(distill), float(temperature)
         self._train = RunningStats()
         self._val = RunningStats()
         self.epoch_stats: dict[str, float] = {}
@@ -89,11 +103,22 @@ class ClassifierModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train = RunningStats()
 
+    def training_loss(self, logits: torch.Tensor, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to optimise, plain cross-entropy): CE blended with distillation if enabled."""
+        ce = self.loss(logits, y)
+        if not self._teacher:
+            return ce, ce
+        with torch.no_grad():
+            t_logits = self._teacher[0](x)
+        kd = distillation_loss(logits, t_logits, self.temperature)
+        return (1.0 - self.distill) * ce + self.distill * kd, ce
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = self.loss(logits, y)
-        self._train.update(loss, logits, y)
+        loss, ce = self.training_loss(logits, x, y)
+        self._train.update(ce, logits, y)
         # the rate this step uses (read before the scheduler steps past it)
         self._lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         return loss

@@ -1,0 +1,240 @@
+"""``alphaprune compare``: objective selection against its peers at equal epoch budgets.
+
+From one pretrained model and one data split, for each target fraction of parameters
+removed, every method gets the same number of training epochs:
+
+* ``os-<scheduler>``: objective selection with each alpha-scheduler; the epoch budget is
+  split between the alpha > 0 phases (early stopping within each) and the alpha = 0 phase;
+* ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter count, then
+  fine-tuning;
+* ``unstructured``: ``torch.nn.utils.prune`` global L1 to the same number of non-zeros, then
+  masked fine-tuning (smaller on paper, not faster);
+* ``scratch``: the compact architecture (objective selection's widths) from random init;
+* ``kd``: the same architecture trained by distillation from the pretrained model.
+
+Results go to ``OUT/results.jsonl`` (one row per finished method and target), then
+``results.csv`` and ``results.md``. Rerunning the same command skips finished rows and
+resumes an interrupted method from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from alphaprune.api import DataConfig, fit_classifier, load_data, split_scores
+from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
+from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.errors import UserError
+from alphaprune.modelfile import load_checkpoint, save_model, widths_of
+from alphaprune.models import create_model
+from alphaprune.prune import PruneConfig, prune
+from alphaprune.report.page import markdown_table, measure_models
+from alphaprune.report.size import count_flops, count_params
+from alphaprune.rundir import LAST_CKPT
+from alphaprune.schedules import make_scheduler
+from alphaprune.train.module import OptimConfig
+
+__all__ = ["CompareConfig", "compare", "METHODS", "phase_budget"]
+
+SCHEDULER_METHODS = ("os-step", "os-exponential", "os-multiplicative", "os-plateau")
+METHODS = SCHEDULER_METHODS + ("tp-l1", "unstructured", "scratch", "kd")
+
+
+@dataclass
+class CompareConfig:
+    """Settings of ``alphaprune compare``."""
+
+    checkpoint: str = ""
+    model: str | None = None
+    targets: list[float] = field(default_factory=lambda: [0.35, 0.65, 0.9])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    budget: int = 30                      # training epochs per method and target
+    lr: float = 0.01                      # fine-tuning / objective-selection lr
+    scratch_lr: float = 0.05              # peak lr from random init (one-cycle)
+    step_size: float = 0.1
+    decay_rate: float = 0.5
+    mu: float = 0.5
+    factor: float = 0.5
+    patience: int = 2
+    distill: float = 0.7
+    temperature: float = 4.0
+    data: dict = field(default_factory=dict)
+    quick: bool = False
+
+
+def quick_config(cfg: CompareConfig) -> CompareConfig:
+    """The ``--quick`` matrix: coarse schedules, 4 epochs, a few hundred training images."""
+    d = dict(cfg.data)
+    d["train_subset"] = min(d.get("train_subset") or 10**9, 256)
+    return CompareConfig(**{**asdict(cfg), "budget": 4, "step_size": 0.5, "decay_rate": 1.5,
+                            "mu": 0.25, "factor": 0.25, "patience": 1, "data": d, "quick": True})
+
+
+def _scheduler_opts(cfg: CompareConfig) -> dict:
+    return {"step_size": cfg.step_size, "decay_rate": cfg.decay_rate, "mu": cfg.mu,
+            "factor": cfg.factor, "patience": cfg.patience}
+
+
+def phase_budget(scheduler: str, opts: dict, budget: int) -> tuple[int, int]:
+    """``(max epochs per alpha > 0 phase, max epochs of the alpha = 0 phase)`` within budget.
+
+    About 60% of the budget goes to the alpha > 0 phases, split evenly (at least 1 each);
+    the alpha = 0 phase gets the rest, so the total never exceeds the budget.
+    """
+    s = make_scheduler(scheduler, **opts)
+    a, n = s.start(), 0
+    while a > 0.0:
+        n += 1
+        a = s.reduce() if hasattr(s, "reduce") else s.step()
+    per = max(1, int(0.6 * budget) // max(1, n))
+    final = budget - n * per
+    if final < 1:
+        raise UserError(f"--budget {budget} is too small for the {scheduler} schedule ({n} phases "
+                        "before alpha = 0): raise --budget or coarsen the schedule")
+    return per, final
+
+
+def _row(method, target, model, summary_acc, shape, epochs, seconds, latency, nonzero=False) -> dict:
+    return {"method": method, "target": target,
+            "params": count_params(model, nonzero=nonzero), "flops": count_flops(model, shape),
+            "val_acc": summary_acc["val_acc"], "test_acc": summary_acc["test_acc"],
+            "latency_b1_ms": latency["latency_b1_ms"], "latency_b128_ms": latency["latency_b128_ms"],
+            "epochs": epochs, "seconds": round(seconds, 1)}
+
+
+def _run_dir(path: Path) -> tuple[Path, Path | None]:
+    """A method's folder; resume from its checkpoint when it has one."""
+    ck = path / LAST_CKPT
+    if ck.exists():
+        return path, ck
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)  # a started method with no checkpoint: nothing to keep
+    path.mkdir(parents=True)
+    return path, None
+
+
+def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list[dict]:
+    """Run the comparison matrix (see the module docstring); return all result rows."""
+    if cfg.quick:
+        cfg = quick_config(cfg)
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+    for t in cfg.targets:
+        if not 0.0 < t < 1.0:
+            raise UserError(f"targets must be between 0 and 1, got {t}")
+    if cfg.budget < 1:
+        raise UserError(f"--budget must be >= 1, got {cfg.budget}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = DataConfig(**cfg.data)
+    ds, splits = load_data(data)
+    mean, std = ds.mean_std()
+    mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes)
+    mean, std = mf.mean or mean, mf.std or std
+    shape = tuple(ds.x.shape[1:])
+    arch, pretrained = mf.arch, mf.model.eval()
+    ckpt_path = out / "pretrained.pt"
+    if not ckpt_path.exists():  # methods that go through the CLI path need a model file
+        save_model(ckpt_path, pretrained, arch, mean, std, mf.classes or ds.classes,
+                   {"source": str(cfg.checkpoint)})
+    results_path = out / "results.jsonl"
+    done = [json.loads(line) for line in results_path.read_text().splitlines()] \
+        if results_path.exists() else []
+    finished = {(r["method"], r["target"]) for r in done}
+    base_latency = measure_models({"pretrained": pretrained}, shape)["pretrained"]
+    if ("pretrained", 0.0) not in finished:
+        row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
+                   shape, 0, 0.0, base_latency)
+        _append(results_path, row, done)
+    base_w = widths_of(pretrained)
+    optim = OptimConfig(lr=cfg.lr, schedule="cosine")
+    for target in cfg.targets:
+        widths = solve_widths(base_w, ds.in_channels, ds.num_classes, target)
+        n_params = vgg_param_count(widths, ds.in_channels, ds.num_classes)
+        for method in cfg.methods:
+            if (method, target) in finished:
+                continue
+            print(f"[compare] target {target:.0%} removed: {method}", flush=True)
+            run, ck = _run_dir(out / f"p{round(target * 100):02d}" / method)
+            t0 = time.perf_counter()
+            if method in SCHEDULER_METHODS:
+                sched = method.removeprefix("os-")
+                per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
+                pcfg = PruneConfig(checkpoint=str(ckpt_path), prune=target, scheduler=sched,
+                                   patience=cfg.patience, max_epochs_per_phase=per,
+                                   final_max_epochs=final, final_patience=max(cfg.patience, final),
+                                   max_total_epochs=cfg.budget,
+                                   optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
+                                   **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"})
+                s = prune(pcfg, run, resume=ck is not None, progress=progress)
+                model = load_checkpoint(run / "pruned.pt").model
+                acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
+            else:
+                model, epochs, nonzero = _baseline(method, cfg, pretrained, arch, widths, n_params,
+                                                   shape, run, ck, ds, splits, mean, std, data,
+                                                   optim, progress)
+                acc = split_scores(model, ds, splits, mean, std)
+            latency = measure_models({method: model}, shape)[method]
+            row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0, latency,
+                       nonzero=method == "unstructured")
+            _append(results_path, row, done)
+    write_tables(done, out)
+    return done
+
+
+def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, ds, splits, mean,
+              std, data, optim, progress):
+    """Build the starting model of a peer method and train it for the budget."""
+    import copy
+
+    teacher, distill = None, 0.0
+    if method == "tp-l1":
+        model = torch_pruning_l1(pretrained, n_params, shape)
+    elif method == "unstructured":
+        model = magnitude_unstructured(copy.deepcopy(pretrained), n_params)
+    else:  # scratch / kd: objective selection's compact architecture from random init
+        torch.manual_seed(data.seed)
+        model = create_model(arch, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                             widths=widths)
+        optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")
+        if method == "kd":
+            teacher, distill = copy.deepcopy(pretrained), cfg.distill
+    model, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
+                              progress=progress, teacher=teacher, distill=distill,
+                              temperature=cfg.temperature)
+    if method == "unstructured":
+        model = make_permanent(model)
+    return model.eval(), cfg.budget, method == "unstructured"
+
+
+def _append(path: Path, row: dict, rows: list) -> None:
+    rows.append(row)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+_COLS = ["target", "method", "test_acc", "val_acc", "params", "flops", "latency_b1_ms",
+         "latency_b128_ms", "epochs", "seconds"]
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    """``results.csv`` and ``results.md`` from the result rows."""
+    import csv
+
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_COLS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    fmt = {"target": "{:.0%}", "test_acc": "{:.4f}", "val_acc": "{:.4f}", "params": "{:,}",
+           "flops": "{:,}", "latency_b1_ms": "{:.2f}", "latency_b128_ms": "{:.1f}",
+           "seconds": "{:.0f}"}
+    table = [[fmt.get(c, "{}").format(r[c]) for c in _COLS] for r in rows]
+    (out / "results.md").write_text(markdown_table(_COLS, table) + "\n")
