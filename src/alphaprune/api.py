@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from alphaprune.modelfile import ModelFile, load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import prepare_run_dir, read_config, write_config
+from alphaprune.rundir import prepare_run_dir, read_config, write_config, write_json
 from alphaprune.train.callbacks import BestWeights, MetricsCSV
 from alphaprune.train.engine import fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
@@ -73,7 +72,8 @@ def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
         raise UserError(f"dataset {cfg.data} is empty: add images")
     splits = make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
     if cfg.train_subset is not None:  # same val/test as the full run: comparable numbers
-        splits.train = splits.train[stratified_subset(ds.y[splits.train], cfg.train_subset, cfg.seed)]
+        n = min(cfg.train_subset, len(splits.train))  # "at most N"
+        splits.train = splits.train[stratified_subset(ds.y[splits.train], n, cfg.seed)]
     return ds, splits
 
 
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
                "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,
                "seconds": round(time.perf_counter() - t0, 2),
                **split_scores(model, ds, splits, mean, std)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     write_report(out)
     return summary
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from alphaprune.modelfile import load_checkpoint, save_model, widths_of
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import prepare_run_dir, read_config, write_config
+from alphaprune.rundir import prepare_run_dir, read_config, write_config, write_json
 from alphaprune.schedules import make_scheduler
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
@@ -197,6 +196,6 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     write_report(out)
     return summary

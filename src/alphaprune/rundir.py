@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import yaml
 
 from alphaprune.errors import UserError
 
-__all__ = ["prepare_run_dir", "write_config", "read_config", "LAST_CKPT", "CONFIG"]
+__all__ = ["prepare_run_dir", "write_config", "read_config", "write_json", "LAST_CKPT", "CONFIG"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
@@ -54,6 +56,13 @@ def write_config(out: Path, config: dict) -> None:
     """Write the resolved settings as YAML."""
     with open(out / CONFIG, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (temp file + rename): an interrupted write leaves no torn file."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def read_config(out: Path) -> dict:

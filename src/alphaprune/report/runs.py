@@ -24,7 +24,9 @@ def read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        # a row cut short by an interrupted write has None fields: drop it
+        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)
+                if None not in row.values() and None not in row]
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.path.resolve().name
 
     @property
     def command(self) -> str:
@@ -61,8 +63,13 @@ def read_run(path: str | Path) -> Run:
     metrics = read_csv(path / "metrics.csv")
     if not metrics:
         raise UserError(f"run {path} has no finished epoch yet: report it once an epoch has ended")
-    config = {}
-    if (path / "config.yaml").exists():
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    config, summary = {}, {}
+    try:
+        if (path / "config.yaml").exists():
+            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if (path / "summary.json").exists():
+            summary = json.loads((path / "summary.json").read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise UserError(f"run {path} has a corrupt config.yaml or summary.json ({type(e).__name__}): "
+                        "restore it or rerun with --force") from e
     return Run(path, metrics, read_csv(path / "phases.csv"), summary, config)

@@ -62,7 +62,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: 
     """
     model = copy.deepcopy(model).eval()
     x = torch.randn(batch_size, *input_shape)
-    if channels_last:
+    if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
         model = model.to(memory_format=torch.channels_last)
     for _ in range(warmup):

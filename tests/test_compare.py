@@ -1,0 +1,87 @@
+"""`alphaprune compare --quick`: every method yields a row at the same parameter budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphaprune.cli import main
+from alphaprune.compare import METHODS, phase_budget
+
+DATA = ["--data", "digits", "--subset", "300", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    base = tmp_path_factory.mktemp("compare")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
+        torch.manual_seed(0)
+        assert main(["train", "--model", "vgg11", "--width", "0.125", *DATA, "--epochs", "2",
+                     "--no-progress", "--out", str(base / "train")]) == 0
+        rc = main(["compare", "--checkpoint", str(base / "train" / "model.pt"), *DATA,
+                   "--quick", "--targets", "0.65", "--out", str(base / "cmp"), "--no-progress"])
+    rows = [json.loads(line) for line in (base / "cmp" / "results.jsonl").read_text().splitlines()]
+    return rc, base / "cmp", rows
+
+
+def test_every_method_has_a_row_at_the_same_budget(results):
+    rc, out, rows = results
+    assert rc == 0
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == set(METHODS) | {"pretrained"}
+    budget = by_method["os-step"]["params"]
+    full = by_method["pretrained"]["params"]
+    assert abs(1 - budget / full - 0.65) < 0.005
+    for m in METHODS:
+        r = by_method[m]
+        assert abs(r["params"] - budget) <= 0.01 * budget, (m, r["params"], budget)
+        assert 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0
+        assert r["latency_b1_ms"] > 0 and r["latency_b128_ms"] > 0
+        assert 1 <= r["epochs"] <= 4  # the quick budget, never more
+    # structured methods are smaller in FLOPs; masked unstructured pruning is not
+    full_flops = by_method["pretrained"]["flops"]
+    assert by_method["tp-l1"]["flops"] < full_flops and by_method["os-step"]["flops"] < full_flops
+    assert by_method["unstructured"]["flops"] == by_method["pretrained"]["flops"]
+
+
+def test_tables_are_written(results):
+    _, out, rows = results
+    md = (out / "results.md").read_text()
+    assert all(m in md for m in METHODS)
+    assert len((out / "results.csv").read_text().strip().splitlines()) == len(rows) + 1
+
+
+def test_rerun_resumes_without_repeating_finished_rows(results, capsys):
+    _, out, rows = results
+    before = (out / "results.jsonl").read_text()
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+               "--targets", "0.65", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert (out / "results.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("scheduler, opts, budget", [
+    ("step", {"step_size": 0.1}, 30), ("step", {"step_size": 0.5}, 4),
+    ("exponential", {"decay_rate": 0.5}, 30), ("multiplicative", {"mu": 0.5}, 20),
+    ("plateau", {"factor": 0.5}, 30)])
+def test_phase_budget_never_exceeds_the_budget(scheduler, opts, budget):
+    from alphaprune.schedules import make_scheduler
+
+    per, final = phase_budget(scheduler, opts, budget)
+    s = make_scheduler(scheduler, **opts)
+    a, n = s.start(), 0
+    while a > 0:
+        n += 1
+        a = s.reduce() if hasattr(s, "reduce") else s.step()
+    assert per >= 1 and final >= 1 and n * per + final <= budget
+
+
+def test_budget_too_small_is_a_one_line_error(results, capsys):
+    _, out, _ = results
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--budget", "3",
+               "--methods", "os-step", "--targets", "0.5", "--out", str(out / "small")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--budget" in err
