@@ -107,10 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-total-epochs", type=int, default=1000)
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
-    r.add_argument("--handover", default="blend", help="how branches take over: blend")
-    r.add_argument("--branch-init", default="select", help="select (|BN gamma|) or random")
-    r.add_argument("--importance", default="bn", help="select criterion: bn or l1")
-    r.add_argument("--monitor", default="val_loss", help="val_loss (mixture) or ship_val_loss")
+    r.add_argument("--handover", default="blend",
+                   help="how branches take over: blend, stochastic or progressive")
+    r.add_argument("--branch-init", default="select",
+                   help="select (most important channels), lstsq (select + least-squares B) or random")
+    r.add_argument("--importance", default="bn", help="channel criterion: bn (|gamma|), l1, act (data)")
+    r.add_argument("--calib-size", type=int, default=512, help="calibration images for lstsq/act")
+    r.add_argument("--monitor", default="auto",
+                   help="early stopping on val_loss (network at alpha), ship_val_loss (all "
+                        "branches) or auto (val_loss for blend, ship_val_loss otherwise)")
+    r.add_argument("--distill", type=float, default=0.0,
+                   help="weight of distillation from the pretrained network (0..1)")
+    r.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
+    r.add_argument("--max-acc-drop", type=float, default=None,
+                   help="undo and halve an alpha step whose accuracy drops more than this")
+    r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")
     r.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     _add_data(r, required=False)
     _add_optim(r, lr=0.01, schedule="constant")
@@ -177,7 +188,8 @@ def _cmd_prune(a) -> int:
     keys = ["checkpoint", "model", "prune", "scheduler", "step_size", "decay_rate", "mu", "factor",
             "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "max_total_epochs",
-            "train_original", "handover", "branch_init", "importance", "monitor", "channels_last"]
+            "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
+            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,7 +11,8 @@ import torch
 
 from alphaprune.blend import BlendedVGG, fuse, solve_widths
 from alphaprune.blend.branch import HANDOVER_MODES
-from alphaprune.blend.init import BRANCH_INITS, init_branches
+from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
+from alphaprune.data import normalize
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint, save_model, widths_of
 from alphaprune.report.page import measure_models, write_report
@@ -52,7 +54,12 @@ class PruneConfig:
     handover: str = "blend"
     branch_init: str = "select"
     importance: str = "bn"
-    monitor: str = "val_loss"
+    calib_size: int = 512             # images of the train split used by lstsq / act init
+    monitor: str = "auto"             # auto: val_loss for blend, ship_val_loss otherwise
+    distill: float = 0.0              # weight of distillation from the pretrained network
+    temperature: float = 4.0
+    max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
+    max_retries: int = 3
     channels_last: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, schedule="constant"))
     data: dict = field(default_factory=dict)   # api.DataConfig as a dict
@@ -85,8 +92,19 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.branch_init not in BRANCH_INITS:
         raise UserError(f"unknown --branch-init '{cfg.branch_init}': use one of "
                         f"{', '.join(BRANCH_INITS)}")
-    if cfg.importance not in ("bn", "l1"):
-        raise UserError(f"unknown --importance '{cfg.importance}': use bn or l1")
+    if cfg.importance not in IMPORTANCE_CRITERIA:
+        raise UserError(f"unknown --importance '{cfg.importance}': use one of "
+                        f"{', '.join(IMPORTANCE_CRITERIA)}")
+    if cfg.calib_size < 1:
+        raise UserError(f"--calib-size must be >= 1, got {cfg.calib_size}")
+    if not 0.0 <= cfg.distill <= 1.0:
+        raise UserError(f"--distill must be in [0, 1], got {cfg.distill}")
+    if cfg.temperature <= 0:
+        raise UserError(f"--temperature must be > 0, got {cfg.temperature}")
+    if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
+        raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
+    if cfg.max_retries < 0:
+        raise UserError(f"--max-retries must be >= 0, got {cfg.max_retries}")
     for name in ("patience", "max_epochs_per_phase", "max_total_epochs"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -96,8 +114,8 @@ def _validate(cfg: PruneConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if cfg.min_delta < 0:
         raise UserError(f"--min-delta must be >= 0, got {cfg.min_delta}")
-    if cfg.monitor not in ("val_loss", "ship_val_loss"):
-        raise UserError(f"unknown --monitor '{cfg.monitor}': use val_loss or ship_val_loss")
+    if cfg.monitor not in ("auto", "val_loss", "ship_val_loss"):
+        raise UserError(f"unknown --monitor '{cfg.monitor}': use auto, val_loss or ship_val_loss")
     cfg.optim.validate()
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
@@ -147,17 +165,29 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     base_w = widths_of(original)
     widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune)
 
+    teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.seed)
-    blended = BlendedVGG(original, widths, train_original=cfg.train_original)
-    init_branches(blended, cfg.branch_init, cfg.importance)
+    blended = BlendedVGG(original, widths, train_original=cfg.train_original, handover=cfg.handover)
+    if not resume:  # a resumed run restores every weight from its checkpoint
+        calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
+        calib = normalize(torch.as_tensor(ds.x[calib_idx]), mean, std)
+        init_branches(blended, cfg.branch_init, cfg.importance, calib=calib)
+    monitor = cfg.monitor
+    if monitor == "auto":
+        monitor = "val_loss" if cfg.handover == "blend" else "ship_val_loss"
     if cfg.channels_last:
         blended = blended.to(memory_format=torch.channels_last)
-    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed)
+    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed, teacher=teacher,
+                         distill=cfg.distill, temperature=cfg.temperature)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
         max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,
         final_max_epochs=cfg.final_max_epochs, lr=cfg.optim.lr, final_lr=cfg.final_lr,
-        num_classes=ds.num_classes, monitor=cfg.monitor)
+        num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
+        max_retries=cfg.max_retries,
+        # the first phase of the mixture is held to the pretrained accuracy; the all-branch
+        # network starts lower by design, so its first phase has no reference
+        initial_acc=before["val_acc"] if monitor == "val_loss" else None)
     module.controller = controller
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
     tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)

@@ -3,7 +3,11 @@
     z        = conv(y)                              (shared pre-BN conv output)
     original = pool(act(BN(z)))                     (n channels)
     branch   = B(pool(act(BN'(A z))))               (A: 1x1 n->k, B: 1x1 k->n, no bias)
-    y'       = alpha * original + (1 - alpha) * branch        (hand-over mode "blend")
+    y'       = a * original + (1 - a) * branch
+
+``a`` is the unit's own gate, derived from the network's alpha by the hand-over mode
+(:mod:`alphaprune.blend.blended`): ``a = alpha`` for ``blend``; 0 or 1 for ``stochastic``
+and ``progressive``, which run one path only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from alphaprune.models.vgg import ConvUnit
 
 __all__ = ["BranchedUnit", "HANDOVER_MODES"]
 
-HANDOVER_MODES = ("blend",)
+HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
 
 class BranchedUnit(nn.Module):
@@ -50,12 +54,12 @@ class BranchedUnit(nn.Module):
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self.B(self.narrow(z))
 
-    def forward(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a: float) -> torch.Tensor:
         z = self.conv(x)
-        # At the ends of the schedule only one path matters: skip the other (cheaper, and
-        # exactly the same output).
-        if alpha >= 1.0:
+        # At a gate of 0 or 1 only one path matters: skip the other (cheaper, and exactly
+        # the same output).
+        if a >= 1.0:
             return self.original(z)
-        if alpha <= 0.0:
+        if a <= 0.0:
             return self.branch(z)
-        return alpha * self.original(z) + (1.0 - alpha) * self.branch(z)
+        return a * self.original(z) + (1.0 - a) * self.branch(z)

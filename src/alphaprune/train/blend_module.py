@@ -38,7 +38,7 @@ class BlendModule(ClassifierModule):
         logits = self(x)
         self._val.update(F.cross_entropy(logits, y), logits, y)
         alpha = float(self.model.alpha)
-        if alpha > 0.0:  # score the all-branch network too
+        if alpha > 0.0 and any(self.model.gates()):  # score the all-branch network too
             self.model.set_alpha(0.0)
             logits = self(x)
             self.model.set_alpha(alpha)

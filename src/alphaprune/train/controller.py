@@ -59,13 +59,20 @@ class PhaseController(pl.Callback):
             gets its own budget and learning rate.
         lr: learning rate of the alpha > 0 phases.
         num_classes: to detect a collapse to chance accuracy.
+        monitor: ``val_loss`` (the network at the current alpha) or ``ship_val_loss`` (all
+            branches, what ships); early stopping and best weights follow it.
+        max_acc_drop: guarded alpha steps: a phase whose best accuracy (of the monitored
+            network) ends more than this below the previous phase's (or, for the first
+            phase, ``initial_acc``) is undone (weights restored) and retried with half the
+            step, at most ``max_retries`` times in a row. None disables the guard.
     """
 
     def __init__(self, scheduler: AlphaScheduler, phases_csv: Path, patience: int = 3,
                  min_delta: float = 0.0, max_epochs_per_phase: int = 30,
                  final_patience: int | None = None, final_max_epochs: int | None = None,
                  lr: float = 0.01, final_lr: float | None = None, num_classes: int = 10,
-                 monitor: str = "val_loss"):
+                 monitor: str = "val_loss", max_acc_drop: float | None = None,
+                 max_retries: int = 3, initial_acc: float | None = None):
         if patience < 1:
             raise UserError(f"--patience must be >= 1, got {patience}")
         if min_delta < 0:
@@ -84,7 +91,13 @@ class PhaseController(pl.Callback):
         self.lr, self.final_lr = lr, final_lr if final_lr is not None else lr
         self.chance = 1.0 / num_classes
         self.monitor = monitor
+        self.acc_key = "ship_val_acc" if monitor == "ship_val_loss" else "val_acc"
+        self.max_acc_drop, self.max_retries = max_acc_drop, max_retries
         # state (checkpointed)
+        self.prev_acc = initial_acc   # best accuracy of the last accepted phase
+        self.prev_alpha = scheduler.alpha0
+        self.prev_state: dict | None = None
+        self.retries = 0
         self.alpha = scheduler.start()
         self.phase = 0
         self.losses: list[float] = []
@@ -130,6 +143,8 @@ class PhaseController(pl.Callback):
             pl_module.model.set_alpha(self.alpha)
         if not self.losses:  # fresh phase (a resumed mid-phase run keeps its optimiser lr)
             self._apply(pl_module)
+        if self.max_acc_drop is not None and self.prev_state is None:
+            self.prev_state = copy.deepcopy(pl_module.model.state_dict())  # to undo phase 0
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.done:
@@ -142,6 +157,7 @@ class PhaseController(pl.Callback):
             self.best = {"loss": loss, "val_acc": stats["val_acc"],
                          "ship_val_acc": stats.get("ship_val_acc", stats["val_acc"]),
                          "epoch": len(self.losses)}
+            self.best["acc"] = self.best[self.acc_key]
             self.best_state = copy.deepcopy(pl_module.model.state_dict())
         patience, max_epochs = self._limits()
         per_epoch = self.scheduler.per_epoch and self.alpha > 0.0
@@ -156,37 +172,56 @@ class PhaseController(pl.Callback):
     def _end_phase(self, trainer, pl_module, reason: str) -> None:
         pl_module.model.load_state_dict(self.best_state)
         # the trained network (at this alpha) is near chance: the hand-over broke it
-        collapsed = self.best["val_acc"] <= COLLAPSE_FACTOR * self.chance
+        collapsed = self.best["acc"] <= COLLAPSE_FACTOR * self.chance
+        undo = (self.max_acc_drop is not None and self.prev_acc is not None
+                and self.best["acc"] < self.prev_acc - self.max_acc_drop
+                and self.retries < self.max_retries)
         row = {"phase": self.phase, "alpha": round(self.alpha, 6), "epochs": len(self.losses),
                "best_epoch": self.best["epoch"], "best_val_loss": round(self.best["loss"], 6),
                "best_val_acc": round(self.best["val_acc"], 6),
                "best_ship_val_acc": round(self.best["ship_val_acc"], 6),
-               "stop_reason": "collapsed" if collapsed else reason,
+               "stop_reason": "undone" if undo else "collapsed" if collapsed else reason,
                "detail": reason}
         self.history.append(row)
         append_csv_row(self.phases_csv, row)
-        if self.alpha <= 0.0:
-            self.done = True
-            trainer.should_stop = True
-            return
-        if not self.scheduler.per_epoch:
-            self.alpha = self.scheduler.step()
-        elif reason == "plateau":
-            self.alpha = self.scheduler.alpha
-        else:  # max_epochs or divergence before a plateau: reduce anyway
-            self.alpha = self.scheduler.reduce()
+        if undo:  # back to the last accepted weights; retry with half the step
+            pl_module.model.load_state_dict(self.prev_state)
+            self.retries += 1
+            self.alpha = (self.prev_alpha + self.alpha) / 2.0
+        else:
+            self.retries = 0
+            self.prev_acc, self.prev_alpha = self.best["acc"], self.alpha
+            if self.max_acc_drop is not None:
+                self.prev_state = self.best_state
+            if self.alpha <= 0.0:
+                self.done = True
+                trainer.should_stop = True
+                return
+            self.alpha = self._next_alpha(reason)
         self.phase += 1
         self.losses, self.best, self.best_state = [], {}, None
         self._apply(pl_module)
 
+    def _next_alpha(self, reason: str) -> float:
+        if self.scheduler.alpha < self.alpha:
+            # the scheduler is already below: a plateau reduction, or the target of a
+            # halved (guarded) step that succeeded and is now tried again
+            return self.scheduler.alpha
+        if not self.scheduler.per_epoch:
+            return self.scheduler.step()
+        return self.scheduler.reduce()  # max_epochs or divergence before a plateau
+
     def state_dict(self) -> dict:
         return {"scheduler": self.scheduler.state_dict(), "alpha": self.alpha,
                 "phase": self.phase, "losses": list(self.losses), "best": dict(self.best),
-                "best_state": self.best_state, "history": list(self.history), "done": self.done}
+                "best_state": self.best_state, "history": list(self.history), "done": self.done,
+                "prev_acc": self.prev_acc, "prev_alpha": self.prev_alpha,
+                "prev_state": self.prev_state, "retries": self.retries}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
-        for k in ("alpha", "phase", "losses", "best", "best_state", "history", "done"):
+        for k in ("alpha", "phase", "losses", "best", "best_state", "history", "done", "prev_acc",
+                  "prev_alpha", "prev_state", "retries"):
             setattr(self, k, state[k])
 
     def progress_info(self) -> dict:
