@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--budget", type=int, default=30, help="training epochs per method and target")
     c.add_argument("--lr", type=float, default=0.01)
     c.add_argument("--quick", action="store_true", help="tiny matrix for smoke tests")
+    c.add_argument("--step-size", type=float, default=0.1, help="os-step: alpha step")
+    c.add_argument("--handover", default=None, help="objective selection: hand-over mode")
+    c.add_argument("--branch-init", default=None, help="objective selection: branch init")
+    c.add_argument("--importance", default=None, help="objective selection: channel criterion")
+    c.add_argument("--distill", type=float, default=None, help="objective selection: distillation")
+    c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_data(c, required=True)
@@ -227,9 +233,11 @@ def _cmd_compare(a) -> int:
 
     from alphaprune.compare import METHODS, CompareConfig, compare
 
+    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
-                        data=asdict(_data_cfg(a)), quick=a.quick)
+                        step_size=a.step_size, data=asdict(_data_cfg(a)), quick=a.quick,
+                        os_options={k: getattr(a, k) for k in os_keys if getattr(a, k) is not None})
     compare(cfg, a.out, progress=not a.no_progress)
     print((Path(a.out) / "results.md").read_text())
     return 0

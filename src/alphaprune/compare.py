@@ -65,6 +65,9 @@ class CompareConfig:
     temperature: float = 4.0
     data: dict = field(default_factory=dict)
     quick: bool = False
+    # objective-selection settings beyond the schedule (handover, branch_init, importance,
+    # distill, max_acc_drop, ...): PruneConfig field -> value; unset fields keep its defaults
+    os_options: dict = field(default_factory=dict)
 
 
 def quick_config(cfg: CompareConfig) -> CompareConfig:
@@ -173,7 +176,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                                    final_max_epochs=final, final_patience=max(cfg.patience, final),
                                    max_total_epochs=cfg.budget,
                                    optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
-                                   **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"})
+                                   **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
+                                   **cfg.os_options)
                 s = prune(pcfg, run, resume=ck is not None, progress=progress)
                 model = load_checkpoint(run / "pruned.pt").model
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
