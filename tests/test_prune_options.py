@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import alphaprune
+import alphaprune.prune as prune_mod
 from alphaprune.cli import main
 
 from .test_prune import DATA, _assert_one_line_error, _rows
@@ -22,6 +23,8 @@ PRUNE = ["--prune", "0.5", "--step-size", "0.5", "--patience", "1", "--max-epoch
          "--final-max-epochs", "2", "--no-progress"]
 OPTIONS = ["--handover", "stochastic", "--branch-init", "lstsq", "--importance", "act",
            "--distill", "0.5", "--max-acc-drop", "0.05", "--calib-size", "64"]
+# any drop below the last accepted phase (the pretrained network first) is undone, once
+GUARDED = ["--max-acc-drop", "0", "--max-retries", "1", "--branch-init", "random"]
 STOP_REASONS = {"patience", "max_epochs", "diverged", "plateau", "collapsed", "undone"}
 
 
@@ -35,11 +38,34 @@ class Run:
     out: Path
     rc: int
     stdout: str
+    calls: dict  # what prune handed to the building blocks: {name: (args, kwargs)}
+
+
+def _spy(mp: pytest.MonkeyPatch, calls: dict, name: str) -> None:
+    """Record the arguments of ``alphaprune.prune.<name>`` and call through."""
+    real = getattr(prune_mod, name)
+
+    def spy(*args, **kwargs):
+        calls[name] = (args, kwargs)
+        return real(*args, **kwargs)
+
+    mp.setattr(prune_mod, name, spy)
+
+
+def _prune(checkpoint: Path, out: Path, *extra) -> Run:
+    calls: dict = {}
+    buf = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        for name in ("BlendedVGG", "init_branches", "BlendModule", "PhaseController"):
+            _spy(mp, calls, name)
+        rc = main(_argv(checkpoint, out, *extra))
+    return Run(checkpoint, out, rc, buf.getvalue(), calls)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    """A 2-epoch vgg11 (width 0.0625) on 300 digits, pruned once with the new options."""
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """A 2-epoch vgg11 (width 0.0625) on 300 digits, pruned with the new options ('options'),
+    and with the tightest guard on the blended mixture ('guarded')."""
     base = tmp_path_factory.mktemp("prune-options")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
@@ -48,10 +74,33 @@ def run(tmp_path_factory) -> Run:
                    "--no-progress", "--out", str(base / "train")])
         assert rc == 0
         checkpoint = base / "train" / "model.pt"
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            rc = main(_argv(checkpoint, base / "run", *OPTIONS))
-    return Run(checkpoint, base / "run", rc, buf.getvalue())
+        return {"options": _prune(checkpoint, base / "run", *OPTIONS),
+                "guarded": _prune(checkpoint, base / "guarded", *GUARDED)}
+
+
+@pytest.fixture(scope="module")
+def run(runs) -> Run:
+    return runs["options"]
+
+
+def _check_guard_rows(rows: list[dict], max_retries: int) -> None:
+    """The phase table follows the guard's rules: an undone phase is followed by a retry
+    halfway back to the last accepted alpha, at most ``max_retries`` in a row, and an accepted
+    retry by the failed target; the run ends with an accepted alpha = 0 phase."""
+    assert {r["stop_reason"] for r in rows} <= STOP_REASONS
+    assert float(rows[-1]["alpha"]) == 0.0 and rows[-1]["stop_reason"] != "undone"
+    alphas = [float(r["alpha"]) for r in rows]
+    accepted, target, streak = 1.0, None, 0
+    for r, a, nxt in zip(rows, alphas, alphas[1:]):
+        if r["stop_reason"] == "undone":
+            streak += 1
+            assert streak <= max_retries, rows
+            target = a if target is None else target
+            assert nxt == pytest.approx((accepted + a) / 2), rows
+        else:
+            if target is not None:
+                assert nxt == target, rows
+            accepted, target, streak = a, None, 0
 
 
 def test_prune_with_the_options_finishes(run):
@@ -74,6 +123,25 @@ def test_config_records_the_options(run):
     assert p["monitor"] == "auto"
 
 
+def test_options_reach_the_building_blocks(run):
+    args, kw = run.calls["BlendedVGG"]
+    assert kw["handover"] == "stochastic"
+    args, kw = run.calls["init_branches"]
+    assert args[1:3] == ("lstsq", "act")
+    calib = kw["calib"]
+    assert calib.shape == (64, 1, 16, 16)
+    assert abs(float(calib.mean())) < 0.5  # normalised
+    _, kw = run.calls["BlendModule"]
+    assert kw["distill"] == 0.5 and kw["temperature"] == 4.0
+    teacher = kw["teacher"]
+    assert teacher is not None and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    _, kw = run.calls["PhaseController"]
+    assert kw["max_acc_drop"] == 0.05 and kw["max_retries"] == 3
+    # the hand-over is not blend: the all-branch network is monitored and has no reference
+    assert kw["monitor"] == "ship_val_loss" and kw["initial_acc"] is None
+
+
 def test_pruned_model_accuracy_is_the_summary(run, capsys):
     s = json.loads((run.out / "summary.json").read_text())
     capsys.readouterr()
@@ -89,23 +157,77 @@ def test_pruned_model_accuracy_is_the_summary(run, capsys):
 def test_phases_end_at_alpha_0(run):
     header, rows = _rows(run.out / "phases.csv")
     assert {"alpha", "stop_reason", "detail", "best_ship_val_acc"} <= set(header)
-    assert float(rows[-1]["alpha"]) == 0.0 and rows[-1]["stop_reason"] != "undone"
-    assert {r["stop_reason"] for r in rows} <= STOP_REASONS
-    alphas = [float(r["alpha"]) for r in rows]
-    assert alphas[0] == 0.5
-    # an undone phase is followed by a retry halfway back towards the last accepted alpha
-    accepted = 1.0
-    for r, nxt in zip(rows, alphas[1:]):
-        if r["stop_reason"] == "undone":
-            assert nxt == pytest.approx((accepted + float(r["alpha"])) / 2)
-        else:
-            accepted = float(r["alpha"])
-    # stochastic hand-over monitors the all-branch network: ship accuracy is what is kept
+    assert float(rows[0]["alpha"]) == 0.5
+    _check_guard_rows(rows, max_retries=3)
     _, metrics = _rows(run.out / "metrics.csv")
+    # stochastic evaluation runs all branches: the network at alpha is the one that ships
+    assert any(float(m["alpha"]) == 0.5 for m in metrics)
+    for m in metrics:
+        assert m["val_loss"] == m["ship_val_loss"] and m["val_acc"] == m["ship_val_acc"]
     for p in rows:
         mine = [m for m in metrics if int(m["phase"]) == int(p["phase"])]
         best = mine[int(p["best_epoch"]) - 1]
         assert float(p["best_val_loss"]) == pytest.approx(float(best["ship_val_loss"]), abs=1e-6)
+
+
+def test_guarded_blend_run(runs):
+    """The blended mixture is held to the pretrained accuracy; undone phases really are
+    undone in the Lightning loop (the weights come back, the retries follow the rules)."""
+    g = runs["guarded"]
+    assert g.rc == 0
+    s = json.loads((g.out / "summary.json").read_text())
+    _, kw = g.calls["PhaseController"]
+    assert kw["monitor"] == "val_loss"
+    assert kw["initial_acc"] == s["val_acc_before"]
+    assert (kw["max_acc_drop"], kw["max_retries"]) == (0.0, 1)
+    _, rows = _rows(g.out / "phases.csv")
+    _check_guard_rows(rows, max_retries=1)
+    # with no drop allowed, an accepted phase either kept the accuracy or used up its retry
+    prev, streak = s["val_acc_before"], 0
+    for r in rows:
+        acc = float(r["best_val_acc"])
+        if r["stop_reason"] == "undone":
+            assert acc < prev
+            streak += 1
+        else:
+            assert acc >= prev - 1e-6 or streak == 1, rows
+            prev, streak = acc, 0
+    assert s["phases"] == [{**p, "stop_reason": r["stop_reason"]} for p, r in zip(s["phases"], rows)]
+    assert s["epochs"] == sum(int(r["epochs"]) for r in rows)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("handover, monitor, resolved, reference", [
+    ("blend", "auto", "val_loss", True),
+    ("blend", "val_loss", "val_loss", True),
+    ("blend", "ship_val_loss", "ship_val_loss", False),
+    ("progressive", "auto", "ship_val_loss", False),
+    ("progressive", "val_loss", "val_loss", True),  # the network at alpha: a mixture
+    ("stochastic", "auto", "ship_val_loss", False),
+    # stochastic evaluation runs all branches: 'val_loss' is the all-branch network too,
+    # which starts lower by design and so must not be held to the pretrained accuracy
+    ("stochastic", "val_loss", "val_loss", False),
+])
+def test_guard_reference_of_the_first_phase(run, tmp_path, monkeypatch, handover, monitor,
+                                            resolved, reference):
+    """Only a monitored network that mixes in the original is held to the pretrained
+    accuracy (``initial_acc``); the run is stopped as soon as the controller is built."""
+    seen = {}
+
+    def controller(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(prune_mod, "PhaseController", controller)
+    monkeypatch.setenv("ALPHAPRUNE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(_Stop):
+        main(_argv(run.checkpoint, tmp_path / "out", "--handover", handover, "--monitor", monitor,
+                   "--max-acc-drop", "0.1", "--branch-init", "random"))
+    assert seen["monitor"] == resolved
+    assert (seen["initial_acc"] is not None) is reference, seen["initial_acc"]
 
 
 BAD = [

@@ -186,8 +186,9 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
         max_retries=cfg.max_retries,
         # the first phase of the mixture is held to the pretrained accuracy; the all-branch
-        # network starts lower by design, so its first phase has no reference
-        initial_acc=before["val_acc"] if monitor == "val_loss" else None)
+        # network (what stochastic mode evaluates) starts lower by design: no reference
+        initial_acc=(before["val_acc"] if monitor == "val_loss" and cfg.handover != "stochastic"
+                     else None))
     module.controller = controller
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
     tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)

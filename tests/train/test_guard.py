@@ -38,16 +38,15 @@ class Harness:
 
     def __init__(self, path: Path, initial_acc=0.9, max_acc_drop=0.1, max_retries=2,
                  num_classes=10, monitor="val_loss", patience=1, max_epochs=1, final_max_epochs=1,
-                 final_patience=None, step_size=0.5):
+                 final_patience=None, step_size=0.5, scheduler="step"):
         self.kw = dict(patience=patience, max_epochs_per_phase=max_epochs,
                        final_patience=final_patience, final_max_epochs=final_max_epochs,
                        lr=0.01, final_lr=0.002,
                        num_classes=num_classes, monitor=monitor, max_acc_drop=max_acc_drop,
                        max_retries=max_retries, initial_acc=initial_acc)
-        self.step_size = step_size
+        self.sched = dict(name=scheduler, step_size=step_size, factor=0.5, patience=patience)
         self.path = Path(path)
-        self.ctrl = PhaseController(make_scheduler("step", step_size=step_size), self.path,
-                                    **self.kw)
+        self.ctrl = PhaseController(make_scheduler(**self.sched), self.path, **self.kw)
         self.model = Tiny()
         self.trainer = SimpleNamespace(should_stop=False,
                                        optimizers=[torch.optim.SGD(self.model.parameters(), lr=1.0)])
@@ -85,9 +84,8 @@ class Harness:
     def resumed(self, path: Path) -> Harness:
         """A fresh harness whose controller and model are loaded from this one's state."""
         other = Harness.__new__(Harness)
-        other.kw, other.step_size, other.path = self.kw, self.step_size, Path(path)
-        other.ctrl = PhaseController(make_scheduler("step", step_size=self.step_size), other.path,
-                                     **self.kw)
+        other.kw, other.sched, other.path = self.kw, self.sched, Path(path)
+        other.ctrl = PhaseController(make_scheduler(**self.sched), other.path, **self.kw)
         other.ctrl.load_state_dict(copy.deepcopy(self.ctrl.state_dict()))
         other.model = Tiny()
         other.model.load_state_dict(copy.deepcopy(self.model.state_dict()))
@@ -230,6 +228,28 @@ def test_guard_follows_the_monitored_network(tmp_path, monitor, acc, ship_acc, u
     h.epoch(1.0, acc, ship_acc)
     assert (h.rows()[0]["stop_reason"] == "undone") is undone
     assert h.ctrl.alpha == (0.75 if undone else 0.0)
+
+
+def test_guard_with_the_plateau_scheduler_retries_properly(tmp_path):
+    """With a per-epoch scheduler the retry at the halved alpha must get a real phase (its
+    own early stopping), and once it is accepted the failed target is tried again.
+
+    Today the retry phase ends after its first epoch ('plateau': the scheduler's alpha is not
+    the halved one) and the run then jumps to the scheduler's already-reduced alpha (0.25),
+    a larger step than the one that failed (0.5)."""
+    h = Harness(tmp_path / "phases.csv", initial_acc=0.9, max_acc_drop=0.1, patience=1,
+                max_epochs=3, scheduler="plateau")
+    assert h.ctrl.alpha == 0.5
+    h.epoch(1.0, 0.5)
+    h.epoch(1.1, 0.5)  # the plateau ends the phase; 0.4 below 0.9: undone
+    assert h.rows()[0]["stop_reason"] == "undone" and h.ctrl.alpha == 0.75
+    for loss in (0.9, 0.8, 0.7):  # the retry keeps improving: it runs to max_epochs
+        assert h.ctrl.alpha == 0.75
+        h.epoch(loss, 0.88)
+    row = h.rows()[1]
+    assert (float(row["alpha"]), int(row["epochs"]), row["stop_reason"]) == \
+        (0.75, 3, "max_epochs")
+    assert h.ctrl.alpha == 0.5  # the target of the halved step, again
 
 
 # --------------------------------------------------------------------------- resume

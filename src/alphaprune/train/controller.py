@@ -99,6 +99,8 @@ class PhaseController(pl.Callback):
         self.prev_state: dict | None = None
         self.retries = 0
         self.alpha = scheduler.start()
+        # the scheduler as of the last accepted phase: an undone phase rewinds it
+        self.sched_state = copy.deepcopy(scheduler.state_dict())
         self.phase = 0
         self.losses: list[float] = []
         self.best: dict = {}
@@ -160,7 +162,9 @@ class PhaseController(pl.Callback):
             self.best["acc"] = self.best[self.acc_key]
             self.best_state = copy.deepcopy(pl_module.model.state_dict())
         patience, max_epochs = self._limits()
-        per_epoch = self.scheduler.per_epoch and self.alpha > 0.0
+        # a retried (halved) step is not the scheduler's own alpha: plain early stopping then
+        per_epoch = (self.scheduler.per_epoch and self.alpha > 0.0
+                     and self.alpha == self.scheduler.alpha)
         if per_epoch:  # the scheduler itself watches for the plateau
             patience = math.inf
         stop, reason = phase_decision(self.losses, patience, self.min_delta, max_epochs)
@@ -186,6 +190,7 @@ class PhaseController(pl.Callback):
         append_csv_row(self.phases_csv, row)
         if undo:  # back to the last accepted weights; retry with half the step
             pl_module.model.load_state_dict(self.prev_state)
+            self.scheduler.load_state_dict(copy.deepcopy(self.sched_state))
             self.retries += 1
             self.alpha = (self.prev_alpha + self.alpha) / 2.0
         else:
@@ -198,6 +203,7 @@ class PhaseController(pl.Callback):
                 trainer.should_stop = True
                 return
             self.alpha = self._next_alpha(reason)
+            self.sched_state = copy.deepcopy(self.scheduler.state_dict())
         self.phase += 1
         self.losses, self.best, self.best_state = [], {}, None
         self._apply(pl_module)
@@ -216,12 +222,13 @@ class PhaseController(pl.Callback):
                 "phase": self.phase, "losses": list(self.losses), "best": dict(self.best),
                 "best_state": self.best_state, "history": list(self.history), "done": self.done,
                 "prev_acc": self.prev_acc, "prev_alpha": self.prev_alpha,
-                "prev_state": self.prev_state, "retries": self.retries}
+                "prev_state": self.prev_state, "retries": self.retries,
+                "sched_state": self.sched_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         for k in ("alpha", "phase", "losses", "best", "best_state", "history", "done", "prev_acc",
-                  "prev_alpha", "prev_state", "retries"):
+                  "prev_alpha", "prev_state", "retries", "sched_state"):
             setattr(self, k, state[k])
 
     def progress_info(self) -> dict:

@@ -81,12 +81,12 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.optim = optim or OptimConfig()
-        if distill and teacher is None:
-            raise ValueError("distillation needs a teacher")
         if not 0.0 <= distill <= 1.0:
             raise UserError(f"--distill must be in [0, 1], got {distill}")
         if temperature <= 0:
             raise UserError(f"--temperature must be > 0, got {temperature}")
+        if distill and teacher is None:
+            raise ValueError("distillation needs a teacher")
         # a frozen copy, kept out of state_dict/parameters (not trained, not checkpointed)
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None and distill else []
         self.distill, self.temperature = float(distill), float(temperature)
