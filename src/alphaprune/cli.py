@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="model file (or raw state_dict with --model)")
     r.add_argument("--model", default=None, help="registry name, for a raw state_dict checkpoint")
     r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
+    r.add_argument("--round-to", type=int, default=8,
+                   help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -191,8 +193,8 @@ def _cmd_prune(a) -> int:
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
-    keys = ["checkpoint", "model", "prune", "scheduler", "step_size", "decay_rate", "mu", "factor",
-            "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
+    keys = ["checkpoint", "model", "prune", "round_to", "scheduler", "step_size", "decay_rate", "mu",
+            "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "max_total_epochs",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]

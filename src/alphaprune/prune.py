@@ -36,6 +36,7 @@ class PruneConfig:
     checkpoint: str = ""
     model: str | None = None          # registry name, only for a raw state_dict checkpoint
     prune: float = 0.65
+    round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None
@@ -142,6 +143,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         cfg = _config_from_dict(read_config(out)["prune"])
     _validate(cfg)
+    if cfg.round_to < 1:
+        raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
     scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                                mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
                                patience=cfg.patience, threshold=cfg.threshold)
@@ -163,7 +166,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     for split in ("val", "test"):
         before[f"{split}_acc"] = evaluate_model(original, ds, splits.get(split), mean, std)["accuracy"]
     base_w = widths_of(original)
-    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune)
+    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to)
 
     teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.seed)

@@ -85,3 +85,22 @@ def test_solver_is_deterministic():
 def test_solver_rejects_targets_outside_0_1(prune):
     with pytest.raises(UserError, match="--prune"):
         solve_widths(base_widths("vgg11", 0.25), 3, 10, prune)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("width", [1.0, 0.25])
+@pytest.mark.parametrize("prune", [0.35, 0.65, 0.9])
+def test_round_to_8_keeps_multiples_of_8_and_the_target(name, width, prune):
+    base = base_widths(name, width)
+    ws = solve_widths(base, 3, 10, prune, round_to=8)
+    for w, b in zip(ws, base):
+        assert 1 <= w <= b
+        if b > 8:
+            assert w % 8 == 0
+    achieved = 1 - vgg_param_count(ws, 3, 10) / vgg_param_count(base, 3, 10)
+    assert abs(achieved - prune) <= 0.005
+
+
+def test_round_to_below_1_is_a_user_error():
+    with pytest.raises(UserError):
+        solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, round_to=0)
