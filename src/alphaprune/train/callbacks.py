@@ -56,6 +56,9 @@ class MetricsCSV(pl.Callback):
         row.update(pl_module.epoch_stats)
         row["seconds"] = round(time.perf_counter() - self._t0, 3)
         append_csv_row(self.path, row)
+        if trainer.logger:  # TensorBoard, when installed
+            trainer.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                       step=trainer.current_epoch)
 
 
 class BestWeights(pl.Callback):

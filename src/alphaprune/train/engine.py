@@ -30,9 +30,22 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
                            save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = list(callbacks) + [ckpt] + ([Progress()] if progress else [])
     return pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=cbs,
-                      logger=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      logger=tensorboard_logger(run_dir), enable_model_summary=False, num_sanity_val_steps=0,
                       enable_progress_bar=progress, default_root_dir=str(run_dir),
                       deterministic=False)
+
+
+def tensorboard_logger(run_dir: Path):
+    """A TensorBoard logger writing to ``run_dir/tensorboard`` when the optional
+    ``tensorboard`` package is installed (``pip install alphaprune[tensorboard]``), else None.
+    The CSV files are written either way."""
+    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
+
+    if not _TENSORBOARD_AVAILABLE:
+        return False
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False)
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loader,
