@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-max-epochs", type=int, default=None,
                    help="alpha=0 phase (2x max-epochs-per-phase)")
     r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
+    r.add_argument("--final-schedule", default="cosine",
+                   help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs) or constant")
     r.add_argument("--max-total-epochs", type=int, default=1000)
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
@@ -195,7 +197,7 @@ def _cmd_prune(a) -> int:
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "round_to", "scheduler", "step_size", "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
-            "final_patience", "final_max_epochs", "final_lr", "max_total_epochs",
+            "final_patience", "final_max_epochs", "final_lr", "final_schedule", "max_total_epochs",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),

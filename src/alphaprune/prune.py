@@ -50,6 +50,7 @@ class PruneConfig:
     final_patience: int | None = None
     final_max_epochs: int | None = None
     final_lr: float | None = None
+    final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
     max_total_epochs: int = 1000
     train_original: bool = True
     handover: str = "blend"
@@ -187,7 +188,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,
         final_max_epochs=cfg.final_max_epochs, lr=cfg.optim.lr, final_lr=cfg.final_lr,
         num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
-        max_retries=cfg.max_retries,
+        max_retries=cfg.max_retries, final_schedule=cfg.final_schedule,
         # the first phase of the mixture is held to the pretrained accuracy; the all-branch
         # network (what stochastic mode evaluates) starts lower by design: no reference
         initial_acc=(before["val_acc"] if monitor == "val_loss" and cfg.handover != "stochastic"

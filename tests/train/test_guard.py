@@ -324,3 +324,29 @@ def test_collapse_uses_the_best_epoch(tmp_path):
     h.epoch(1.5, 0.9)  # higher accuracy, but not the best (lowest-loss) epoch
     rows = h.rows()
     assert rows[0]["stop_reason"] == "collapsed" and rows[0]["detail"] == "patience"
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_final_phase_lr_schedule(tmp_path, schedule):
+    import math
+
+    h = Harness(tmp_path / "phases.csv", max_acc_drop=None, final_max_epochs=4, final_patience=10)
+    h.ctrl.final_schedule = schedule
+    h.play([0.8])              # alpha 0.5 -> next phase is alpha 0
+    assert h.ctrl.alpha == 0.0
+    lrs = []
+    for e in range(4):
+        h.ctrl.on_train_epoch_start(h.trainer, h.module)
+        lrs.append(h.lr)
+        h.epoch(1.0 - 0.1 * e, 0.8)  # improving: only max epochs ends the phase
+    want = [0.002 * (0.5 * (1 + math.cos(math.pi * e / 4)) if schedule == "cosine" else 1.0)
+            for e in range(4)]
+    assert lrs == pytest.approx(want)
+    assert h.trainer.should_stop
+
+
+def test_unknown_final_schedule_is_a_user_error(tmp_path):
+    from alphaprune.errors import UserError
+
+    with pytest.raises(UserError):
+        PhaseController(make_scheduler("step"), tmp_path / "p.csv", final_schedule="linear")

@@ -61,6 +61,9 @@ class PhaseController(pl.Callback):
         num_classes: to detect a collapse to chance accuracy.
         monitor: ``val_loss`` (the network at the current alpha) or ``ship_val_loss`` (all
             branches, what ships); early stopping and best weights follow it.
+        final_schedule: ``cosine`` anneals the alpha = 0 phase's lr from ``final_lr`` towards
+            0 over ``final_max_epochs`` (per epoch), like the fine-tuning it competes with;
+            ``constant`` keeps it.
         max_acc_drop: guarded alpha steps: a phase whose best accuracy (of the monitored
             network) ends more than this below the previous phase's (or, for the first
             phase, ``initial_acc``) is undone (weights restored) and retried with half the
@@ -72,7 +75,8 @@ class PhaseController(pl.Callback):
                  final_patience: int | None = None, final_max_epochs: int | None = None,
                  lr: float = 0.01, final_lr: float | None = None, num_classes: int = 10,
                  monitor: str = "val_loss", max_acc_drop: float | None = None,
-                 max_retries: int = 3, initial_acc: float | None = None):
+                 max_retries: int = 3, initial_acc: float | None = None,
+                 final_schedule: str = "cosine"):
         if patience < 1:
             raise UserError(f"--patience must be >= 1, got {patience}")
         if min_delta < 0:
@@ -91,6 +95,9 @@ class PhaseController(pl.Callback):
         self.lr, self.final_lr = lr, final_lr if final_lr is not None else lr
         self.chance = 1.0 / num_classes
         self.monitor = monitor
+        if final_schedule not in ("cosine", "constant"):
+            raise UserError(f"unknown --final-schedule '{final_schedule}': use cosine or constant")
+        self.final_schedule = final_schedule
         self.acc_key = "ship_val_acc" if monitor == "ship_val_loss" else "val_acc"
         self.max_acc_drop, self.max_retries = max_acc_drop, max_retries
         # state (checkpointed)
@@ -147,6 +154,13 @@ class PhaseController(pl.Callback):
             self._apply(pl_module)
         if self.max_acc_drop is not None and self.prev_state is None:
             self.prev_state = copy.deepcopy(pl_module.model.state_dict())  # to undo phase 0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.alpha <= 0.0 and self.final_schedule == "cosine" and not self.done:
+            lr = self.final_lr * 0.5 * (1.0 + math.cos(math.pi * len(self.losses) / self.final_max_epochs))
+            for opt in trainer.optimizers:
+                for g in opt.param_groups:
+                    g["lr"] = lr
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.done:
