@@ -143,7 +143,12 @@ def test_metrics_csv_has_one_row_per_epoch_consistent_with_the_phases(env):
     for r in rows:
         for k in ("train_acc", "val_acc", "ship_val_acc"):
             assert 0 <= float(r[k]) <= 1, (k, r)
-        assert float(r["lr"]) == pytest.approx(0.01)
+        if float(r["alpha"]) > 0.0:
+            assert float(r["lr"]) == pytest.approx(0.01)
+    # the alpha = 0 phase anneals its lr: cosine over --final-max-epochs (2)
+    final = [float(r["lr"]) for r in rows if float(r["alpha"]) == 0.0]
+    assert final == pytest.approx([0.01, 0.005][:len(final)])
+    for r in rows:
         assert float(r["seconds"]) >= 0
         if float(r["alpha"]) == 0.0:  # the mixture is the network that ships
             assert r["ship_val_acc"] == r["val_acc"] and r["ship_val_loss"] == r["val_loss"]

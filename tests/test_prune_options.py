@@ -24,7 +24,8 @@ PRUNE = ["--prune", "0.5", "--step-size", "0.5", "--patience", "1", "--max-epoch
 OPTIONS = ["--handover", "stochastic", "--branch-init", "lstsq", "--importance", "act",
            "--distill", "0.5", "--max-acc-drop", "0.05", "--calib-size", "64"]
 # any drop below the last accepted phase (the pretrained network first) is undone, once
-GUARDED = ["--max-acc-drop", "0", "--max-retries", "1", "--branch-init", "random"]
+GUARDED = ["--max-acc-drop", "0", "--max-retries", "1", "--branch-init", "random",
+           "--handover", "blend", "--distill", "0"]
 STOP_REASONS = {"patience", "max_epochs", "diverged", "plateau", "collapsed", "undone"}
 
 

@@ -111,16 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-total-epochs", type=int, default=1000)
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
-    r.add_argument("--handover", default="blend",
+    r.add_argument("--handover", default="stochastic",
                    help="how branches take over: blend, stochastic or progressive")
-    r.add_argument("--branch-init", default="select",
+    r.add_argument("--branch-init", default="lstsq",
                    help="select (most important channels), lstsq (select + least-squares B) or random")
     r.add_argument("--importance", default="bn", help="channel criterion: bn (|gamma|), l1, act (data)")
     r.add_argument("--calib-size", type=int, default=512, help="calibration images for lstsq/act")
     r.add_argument("--monitor", default="auto",
                    help="early stopping on val_loss (network at alpha), ship_val_loss (all "
                         "branches) or auto (val_loss for blend, ship_val_loss otherwise)")
-    r.add_argument("--distill", type=float, default=0.0,
+    r.add_argument("--distill", type=float, default=0.7,
                    help="weight of distillation from the pretrained network (0..1)")
     r.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
     r.add_argument("--max-acc-drop", type=float, default=None,

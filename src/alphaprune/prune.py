@@ -53,12 +53,13 @@ class PruneConfig:
     final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
     max_total_epochs: int = 1000
     train_original: bool = True
-    handover: str = "blend"
-    branch_init: str = "select"
+    # defaults from the measured ablation (BENCHMARKS.md): stochastic + lstsq + distillation
+    handover: str = "stochastic"
+    branch_init: str = "lstsq"
     importance: str = "bn"
     calib_size: int = 512             # images of the train split used by lstsq / act init
     monitor: str = "auto"             # auto: val_loss for blend, ship_val_loss otherwise
-    distill: float = 0.0              # weight of distillation from the pretrained network
+    distill: float = 0.7              # weight of distillation from the pretrained network
     temperature: float = 4.0
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
