@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--model", default="vgg16")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--prune", type=float, default=0.65)
+    p.add_argument("--round-to", type=int, default=8, help="width multiple, as alphaprune prune")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=7)
@@ -54,8 +55,8 @@ def main() -> None:
     x = torch.randn(a.batch_size, 3, 32, 32).contiguous(memory_format=cl)
     y = torch.randint(0, 10, (a.batch_size,))
     base = create_model(a.model, width=a.width)
-    widths = solve_widths(widths_of(base), 3, 10, a.prune)
-    res = {"model": f"{a.model} w{a.width}", "prune": a.prune, "batch": a.batch_size,
+    widths = solve_widths(widths_of(base), 3, 10, a.prune, a.round_to)
+    res = {"model": f"{a.model} w{a.width}", "prune": a.prune, "widths": widths, "batch": a.batch_size,
            "alpha": a.alpha, "threads": torch.get_num_threads()}
     models = {"original": create_model(a.model, width=a.width).to(memory_format=cl)}
     for mode in ("blend", "stochastic", "progressive"):

@@ -31,7 +31,7 @@ def run_demo(out: str | Path = "runs/demo") -> dict:
     ev = api.evaluate(model_path, split="test")
     print(f"[demo] 3/3 pruning 65% of its parameters (step scheduler) -> {out / 'prune'}",
           flush=True)
-    pcfg = PruneConfig(checkpoint=str(model_path), prune=0.65, scheduler="step", step_size=0.2,
+    pcfg = PruneConfig(checkpoint=str(model_path), prune=0.65, scheduler="step", step_size=0.25,
                        patience=1, max_epochs_per_phase=2, final_patience=2, final_max_epochs=4,
                        optim=OptimConfig(lr=0.02, schedule="constant"), data=asdict(data))
     s = prune(pcfg, out / "prune", force=True, progress=False)
