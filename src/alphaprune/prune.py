@@ -120,6 +120,8 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.monitor not in ("auto", "val_loss", "ship_val_loss"):
         raise UserError(f"unknown --monitor '{cfg.monitor}': use auto, val_loss or ship_val_loss")
     cfg.optim.validate()
+    if cfg.round_to < 1:
+        raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 
@@ -137,7 +139,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     Returns:
         The summary dict.
     """
-    from alphaprune.api import DataConfig, evaluate_model, load_data, loaders, split_meta
+    from alphaprune.api import DataConfig, load_data, loaders, split_meta, split_scores
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -145,8 +147,6 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         cfg = _config_from_dict(read_config(out)["prune"])
     _validate(cfg)
-    if cfg.round_to < 1:
-        raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
     scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                                mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
                                patience=cfg.patience, threshold=cfg.threshold)
@@ -164,9 +164,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     mean, std = mf.mean or ds_mean, mf.std or ds_std
     shape = tuple(ds.x.shape[1:])
     original = mf.model
-    before = {"params": count_params(original), "flops": count_flops(original, shape)}
-    for split in ("val", "test"):
-        before[f"{split}_acc"] = evaluate_model(original, ds, splits.get(split), mean, std)["accuracy"]
+    before = {"params": count_params(original), "flops": count_flops(original, shape),
+              **split_scores(original, ds, splits, mean, std)}
     base_w = widths_of(original)
     widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to)
 
@@ -212,9 +211,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
             "split": split_meta(data_cfg), "prune": cfg.prune}
     save_model(out / "pruned.pt", fused, mf.arch, mean, std, mf.classes or ds.classes, meta)
-    after = {"params": count_params(fused), "flops": count_flops(fused, shape)}
-    for split in ("val", "test"):
-        after[f"{split}_acc"] = evaluate_model(fused, ds, splits.get(split), mean, std)["accuracy"]
+    after = {"params": count_params(fused), "flops": count_flops(fused, shape),
+             **split_scores(fused, ds, splits, mean, std)}
     summary = {
         "arch": mf.arch, "target_reduction": cfg.prune,
         "achieved_reduction": 1.0 - after["params"] / before["params"],
