@@ -122,7 +122,7 @@ def test_plot_run_prune_writes_three_non_blank_pngs(prune_plots):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         _assert_not_blank(p)
     with Image.open(prune_run / "loss.png") as im:
-        assert im.size == (720, 405)  # 8 x 4.5 in at 90 dpi
+        assert im.size == (855, 405)  # 9.5 x 4.5 in at 90 dpi (legend outside the axes)
     # the alpha = 0 phase is drawn in red; the phases before it are not
     assert _has_colour(prune_run / "loss.png", RED)
     assert _has_colour(prune_run / "accuracy.png", RED)
@@ -171,10 +171,11 @@ def test_accuracy_legends(prune_plots):
     figures = prune_plots[2]
     fig = _by_title(figures, "train accuracy")
     train_ax, val_ax = fig.axes
-    train_texts = [t.get_text() for t in train_ax.get_legend().get_texts()]
-    assert train_texts == [alpha_label(a) for a, _ in PHASES]
-    val_texts = [t.get_text() for t in val_ax.get_legend().get_texts()]
-    assert any("what ships" in t for t in val_texts)
+    # one legend, outside the right panel: the phase colours, then the two line styles
+    texts = [t.get_text() for t in val_ax.get_legend().get_texts()]
+    assert texts[:len(PHASES)] == [alpha_label(a) for a, _ in PHASES]
+    assert any("what ships" in t for t in texts[len(PHASES):])
+    assert train_ax.get_legend() is None
     # validation panel: the current-alpha network and the shipped network, per phase
     dotted = [ln for ln in val_ax.get_lines() if ln.get_linestyle() == ":" and len(set(ln.get_xdata())) > 1]
     assert len(dotted) == len(PHASES)

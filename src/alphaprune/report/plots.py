@@ -74,32 +74,36 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     title = f"{run.name}: " if run.name else ""
     paths = []
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     _draw(ax, segs, "train_loss", "--", False)
     _draw(ax, segs, "val_loss", "-", True, "validation")
     _boundaries(ax, segs)
     ax.plot([], [], "k--", label="train (dashed)")
     ax.plot([], [], "k-", label="validation (solid)")
     ax.set(title=f"{title}loss per epoch", xlabel="epoch", ylabel="cross-entropy loss")
-    ax.legend(fontsize=8, ncol=2 if len(segs) > 6 else 1, loc="upper right")
+    # legends sit outside the axes so they never hide a curve
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     paths.append(out_dir / "loss.png")
     _finish(fig, paths[-1])
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
     _draw(a1, segs, "train_acc", "-", True, "train")
     _draw(a2, segs, "val_acc", "-", False)
     if has_alpha:
         _draw(a2, segs, "ship_val_acc", ":", False)
-        a2.plot([], [], "k:", label="all branches (α = 0, what ships)")
-        a2.plot([], [], "k-", label="network at current α")
-        a2.legend(fontsize=8, loc="lower right")
+        a2.plot([], [], "k:", label="all branches\n(α = 0, what ships)")
+        a2.plot([], [], "k-", label="network at\ncurrent α")
     for ax, name in ((a1, "train"), (a2, "validation")):
         _boundaries(ax, segs)
         ax.set(title=f"{title}{name} accuracy", xlabel="epoch")
         ax.grid(alpha=0.3)
     a1.set_ylabel("accuracy (fraction correct)")
-    a1.legend(fontsize=8, ncol=2 if len(segs) > 6 else 1, loc="lower right")
+    # phase colours (left panel's entries) and line styles (right panel's), outside the axes
+    handles, labels = a1.get_legend_handles_labels()
+    h2, l2 = a2.get_legend_handles_labels()
+    a2.legend(handles + h2, labels + l2, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0)
     paths.append(out_dir / "accuracy.png")
     _finish(fig, paths[-1])
 
