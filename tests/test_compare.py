@@ -85,3 +85,16 @@ def test_budget_too_small_is_a_one_line_error(results, capsys):
                "--methods", "os-step", "--targets", "0.5", "--out", str(out / "small")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--budget" in err
+
+
+def test_every_model_is_saved_and_remeasured_side_by_side(results):
+    _, out, rows = results
+    final = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in final] == [r["method"] for r in rows]
+    for r in final:
+        path = r["model_file"]
+        import alphaprune
+
+        m = alphaprune.load_model(path)
+        assert sum(p.numel() for p in m.parameters()) >= r["params"]  # non-zeros for unstructured
+        assert r["latency_b1_ms"] > 0 and r["latency_b128_ms"] > 0

@@ -156,7 +156,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     if ("pretrained", 0.0) not in finished:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0, base_latency)
-        _append(results_path, row, done)
+        _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
     base_w = widths_of(pretrained)
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")
     for target in cfg.targets:
@@ -180,19 +180,47 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                                    **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
                                    **cfg.os_options)
                 s = prune(pcfg, run, resume=ck is not None, progress=progress)
-                model = load_checkpoint(run / "pruned.pt").model
+                model_file = run / "pruned.pt"
+                model = load_checkpoint(model_file).model
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
             else:
                 model, epochs, nonzero = _baseline(method, cfg, pretrained, arch, widths, n_params,
                                                    shape, run, ck, ds, splits, mean, std, data,
                                                    optim, progress)
                 acc = split_scores(model, ds, splits, mean, std)
+                model_file = run / "model.pt"
+                save_model(model_file, model, arch, mean, std, mf.classes or ds.classes,
+                           {"method": method, "target": target})
             latency = measure_models({method: model}, shape)[method]
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0, latency,
                        nonzero=method == "unstructured")
-            _append(results_path, row, done)
-    write_tables(done, out)
-    return done
+            _append(results_path, {**row, "model_file": str(model_file)}, done)
+    final = remeasure_latency(done, shape)
+    (out / "results.json").write_text(json.dumps(final, indent=2))
+    write_tables(final, out)
+    return final
+
+
+def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:
+    """Latency of every saved model again, side by side: ``rounds`` alternating passes over
+    all models, median per model. Rows measured while the machine was busy with training
+    become comparable. Rows without a model file keep their values."""
+    import statistics
+
+    models = {i: load_checkpoint(r["model_file"]).model for i, r in enumerate(rows)
+              if r.get("model_file") and Path(r["model_file"]).exists()}
+    samples: dict[int, list[dict]] = {i: [] for i in models}
+    for _ in range(rounds):
+        for i, m in models.items():
+            samples[i].append(measure_models({"m": m}, shape)["m"])
+    out = []
+    for i, r in enumerate(rows):
+        r = dict(r)
+        if i in samples:
+            for k in ("latency_b1_ms", "latency_b128_ms"):
+                r[k] = statistics.median(s[k] for s in samples[i])
+        out.append(r)
+    return out
 
 
 def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, ds, splits, mean,
