@@ -57,6 +57,7 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", ".*The number of training batches .*")
         warnings.filterwarnings("ignore", ".*is a plain iterable.*")
+        warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")  # Lightning vs torch 2.13
         trainer.fit(module, train_loader, val_loader,
                     ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     torch.set_grad_enabled(True)
