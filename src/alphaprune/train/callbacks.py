@@ -90,11 +90,18 @@ class BestWeights(pl.Callback):
 
 
 class Progress(TQDMProgressBar):
-    """Lightning's progress bar plus the module's ``progress_info()`` (phase, α, val, ETA)."""
+    """Lightning's progress bar plus the module's ``progress_info()`` (phase, alpha, epoch in
+    phase, patience left, validation loss/accuracy), elapsed time and, for runs with a fixed
+    number of epochs, an ETA."""
 
     def __init__(self):
         super().__init__(refresh_rate=10, leave=True)
-        self._start = time.perf_counter()
+        self._start, self._epoch0 = time.perf_counter(), 0
+
+    def on_train_start(self, trainer, pl_module):
+        # after a resume has restored the loop: time and epochs count from here
+        super().on_train_start(trainer, pl_module)
+        self._start, self._epoch0 = time.perf_counter(), trainer.current_epoch
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
@@ -102,21 +109,12 @@ class Progress(TQDMProgressBar):
         info = getattr(pl_module, "progress_info", None)
         if callable(info):
             items.update(info())
-        items["elapsed"] = _fmt(time.perf_counter() - self._start)
-        done = trainer.current_epoch
-        if trainer.max_epochs and trainer.max_epochs > 0 and done > 0 and not info:
-            per = (time.perf_counter() - self._start) / max(1, done - self._first_epoch(trainer))
-            items["eta"] = _fmt(per * (trainer.max_epochs - done))
+        elapsed = time.perf_counter() - self._start
+        items["elapsed"] = _fmt(elapsed)
+        done = trainer.current_epoch - self._epoch0
+        if not callable(info) and done > 0 and trainer.max_epochs and trainer.max_epochs > 0:
+            items["eta"] = _fmt(elapsed / done * (trainer.max_epochs - trainer.current_epoch))
         return items
-
-    def _first_epoch(self, trainer) -> int:
-        if not hasattr(self, "_epoch0"):
-            self._epoch0 = trainer.current_epoch
-        return self._epoch0
-
-    def on_fit_start(self, trainer, pl_module):
-        self._first_epoch(trainer)
-        super().on_fit_start(trainer, pl_module)
 
 
 def _fmt(seconds: float) -> str:
