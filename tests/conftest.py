@@ -150,3 +150,20 @@ def cifar100_dir(tmp_path) -> PickleDir:
     _dump(root / "meta", {b"fine_label_names": [n.encode() for n in fine],
                           b"coarse_label_names": [n.encode() for n in coarse]})
     return PickleDir(root, np.concatenate(xs), np.concatenate(ys).astype(np.int64), fine)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A model file shared by the prune tests: vgg11 (width 0.0625) trained for 2 epochs on
+    a 300-image digits subset (batch 32, seed 0). Read-only: copy it before changing it."""
+    from alphaprune.cli import main
+
+    base = tmp_path_factory.mktemp("tiny-checkpoint")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
+        torch.manual_seed(0)
+        rc = main(["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits",
+                   "--subset", "300", "--batch-size", "32", "--epochs", "2", "--no-progress",
+                   "--out", str(base / "train")])
+    assert rc == 0
+    return base / "train" / "model.pt"

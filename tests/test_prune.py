@@ -63,16 +63,13 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Env:
-    """A 2-epoch vgg11 (width 0.0625) trained on a 300-image digits subset, and one prune run."""
+def env(tmp_path_factory, tiny_checkpoint) -> Env:
+    """The shared tiny checkpoint (see conftest), its raw state_dict, and one prune run."""
     base = tmp_path_factory.mktemp("prune")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
         torch.manual_seed(0)
-        rc = main(["train", "--model", "vgg11", "--width", "0.0625", *DATA, "--epochs", "2",
-                   "--no-progress", "--out", str(base / "train")])
-        assert rc == 0
-        checkpoint = base / "train" / "model.pt"
+        checkpoint = tiny_checkpoint
         raw = base / "raw.pt"
         torch.save(alphaprune.load_model(checkpoint).state_dict(), raw)
         buf = io.StringIO()

@@ -64,17 +64,14 @@ def _prune(checkpoint: Path, out: Path, *extra) -> Run:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Run]:
-    """A 2-epoch vgg11 (width 0.0625) on 300 digits, pruned with the new options ('options'),
-    and with the tightest guard on the blended mixture ('guarded')."""
+def runs(tmp_path_factory, tiny_checkpoint) -> dict[str, Run]:
+    """The shared tiny checkpoint (see conftest) pruned with the new options ('options'), and
+    with the tightest guard on the blended mixture ('guarded')."""
     base = tmp_path_factory.mktemp("prune-options")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
         torch.manual_seed(0)
-        rc = main(["train", "--model", "vgg11", "--width", "0.0625", *DATA, "--epochs", "2",
-                   "--no-progress", "--out", str(base / "train")])
-        assert rc == 0
-        checkpoint = base / "train" / "model.pt"
+        checkpoint = tiny_checkpoint
         return {"options": _prune(checkpoint, base / "run", *OPTIONS),
                 "guarded": _prune(checkpoint, base / "guarded", *GUARDED)}
 
