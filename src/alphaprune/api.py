@@ -120,8 +120,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     cfg.optim.validate()
-    cfg.data.validate()
-    ds, splits = load_data(cfg.data)
+    ds, splits = load_data(cfg.data)  # validates cfg.data
     mean, std = ds.mean_std()
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
                          width=cfg.width, widths=cfg.widths)
@@ -203,8 +202,8 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     in the model file) whenever ``data`` is the same dataset; otherwise ``data_cfg``'s.
     """
     cfg = data_cfg or DataConfig()
-    probe = load_checkpoint(model_path, model_name)
-    recorded = probe.meta.get("split", {})
+    mf = load_checkpoint(model_path, model_name)
+    recorded = mf.meta.get("split", {})
     if data is None:
         data = recorded.get("data")
         if data is None:
@@ -213,10 +212,10 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
         cfg = DataConfig(**{**asdict(cfg), **recorded})
     cfg.data = data
     ds, splits = load_data(cfg)
-    mean, std = ds.mean_std()
-    mf = load_checkpoint(model_path, model_name, mean, std, ds.classes)
     _check_compatible(mf, ds, model_path)
-    r = evaluate_model(mf.model, ds, splits.get(split), mf.mean or mean, mf.std or std)
+    # a raw state_dict records no normalisation: the data's own constants stand in
+    mean, std = (mf.mean, mf.std) if mf.mean else ds.mean_std()
+    r = evaluate_model(mf.model, ds, splits.get(split), mean, std)
     r.update({"split": split, "model": mf.arch, "params": count_params(mf.model),
               "flops": count_flops(mf.model, tuple(ds.x.shape[1:])), "data": data})
     return r
