@@ -172,16 +172,18 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.seed)
     blended = BlendedVGG(original, widths, train_original=cfg.train_original, handover=cfg.handover)
+    # same seed, same draw: a resumed run gets the same calibration images
+    calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
+    calib = normalize(torch.as_tensor(ds.x[calib_idx]), mean, std)
     if not resume:  # a resumed run restores every weight from its checkpoint
-        calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
-        calib = normalize(torch.as_tensor(ds.x[calib_idx]), mean, std)
         init_branches(blended, cfg.branch_init, cfg.importance, calib=calib)
     monitor = cfg.monitor
     if monitor == "auto":
         monitor = "val_loss" if cfg.handover == "blend" else "ship_val_loss"
     if cfg.channels_last:
         blended = blended.to(memory_format=torch.channels_last)
-    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed, teacher=teacher,
+    # calib also re-measures the all-branch BN statistics for scoring while alpha > 0
+    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed, calib=calib, teacher=teacher,
                          distill=cfg.distill, temperature=cfg.temperature)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
 __all__ = ["BlendModule"]
@@ -16,13 +17,21 @@ class BlendModule(ClassifierModule):
 
     ``epoch_stats`` gains ``alpha``, ``ship_val_loss`` and ``ship_val_acc`` (all branches,
     alpha = 0: exactly the fused model's accuracy).
+
+    ``calib``: normalised training images. While alpha > 0 the all-branch network is scored
+    with its branch BN statistics re-measured on them (:mod:`alphaprune.blend.recalibrate`);
+    the statistics the branches accumulated under the mixture describe another network.
+    ``None`` scores it with the accumulated ones.
     """
 
-    def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0, **distill_kw):
+    def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0,
+                 calib: torch.Tensor | None = None, **distill_kw):
         super().__init__(model, optim, **distill_kw)
         self.seed = seed
+        self.calib = calib
         self.controller = None  # set by the caller, for progress_info
         self._ship = RunningStats()
+        self._ship_bn = None
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -32,15 +41,22 @@ class BlendModule(ClassifierModule):
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._ship = RunningStats()
+        self._ship_bn = None
+        if self.calib is not None and float(self.model.alpha) > 0.0:
+            self._ship_bn = ship_bn_stats(self.model, self.calib.to(self.device))
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        # in eval, stochastic mode already runs all branches: the mixture is the ship network
+        mixture_is_ship = not any(self.model.gates())
+        with using_bn_stats(self.model, self._ship_bn if mixture_is_ship else None):
+            logits = self(x)
         self._val.update(F.cross_entropy(logits, y), logits, y)
         alpha = float(self.model.alpha)
-        if alpha > 0.0 and any(self.model.gates()):  # score the all-branch network too
+        if alpha > 0.0 and not mixture_is_ship:  # score the all-branch network too
             self.model.set_alpha(0.0)
-            logits = self(x)
+            with using_bn_stats(self.model, self._ship_bn):
+                logits = self(x)
             self.model.set_alpha(alpha)
         self._ship.update(F.cross_entropy(logits, y), logits, y)
 
