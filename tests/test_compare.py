@@ -98,3 +98,24 @@ def test_every_model_is_saved_and_remeasured_side_by_side(results):
         m = alphaprune.load_model(path)
         assert sum(p.numel() for p in m.parameters()) >= r["params"]  # non-zeros for unstructured
         assert r["latency_b1_ms"] > 0 and r["latency_b128_ms"] > 0
+
+
+
+@pytest.mark.parametrize("flag, value, method", [("--decay-rate", "0.4", "os-exponential"),
+                                                 ("--mu", "0.6", "os-multiplicative"),
+                                                 ("--factor", "0.6", "os-plateau")])
+def test_schedule_flags_reach_the_schedulers(results, capsys, flag, value, method):
+    """A non-default rate changes the number of alpha > 0 phases named in the budget error."""
+    from alphaprune.errors import UserError
+
+    _, out, _ = results
+    key = flag.lstrip("-").replace("-", "_")
+    with pytest.raises(UserError) as expected:  # what the scheduler with this rate needs
+        phase_budget(method.removeprefix("os-"), {key: float(value)}, 6)
+    with pytest.raises(UserError) as default:
+        phase_budget(method.removeprefix("os-"), {key: 0.5}, 6)
+    assert str(expected.value) != str(default.value)
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--budget", "6",
+               "--methods", method, "--targets", "0.5", "--no-progress", flag, value,
+               "--out", str(out / "sched")])
+    assert rc == 2 and capsys.readouterr().err.strip() == f"alphaprune: error: {expected.value}"

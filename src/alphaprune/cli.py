@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=0.01)
     c.add_argument("--quick", action="store_true", help="tiny matrix for smoke tests")
     c.add_argument("--step-size", type=float, default=0.1, help="os-step: alpha step")
+    c.add_argument("--decay-rate", type=float, default=0.5, help="os-exponential: rate")
+    c.add_argument("--mu", type=float, default=0.5, help="os-multiplicative: alpha *= mu")
+    c.add_argument("--factor", type=float, default=0.5, help="os-plateau: alpha *= factor")
+    c.add_argument("--patience", type=int, default=2,
+                   help="objective selection: early-stopping (and os-plateau) patience")
     c.add_argument("--handover", default=None, help="objective selection: hand-over mode")
     c.add_argument("--branch-init", default=None, help="objective selection: branch init")
     c.add_argument("--importance", default=None, help="objective selection: channel criterion")
@@ -240,7 +245,9 @@ def _cmd_compare(a) -> int:
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
-                        step_size=a.step_size, data=asdict(_data_cfg(a)), quick=a.quick,
+                        step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
+                        factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),
+                        quick=a.quick,
                         os_options={k: getattr(a, k) for k in os_keys if getattr(a, k) is not None})
     compare(cfg, a.out, progress=not a.no_progress)
     print((Path(a.out) / "results.md").read_text())
