@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how branches take over: blend, stochastic or progressive")
     r.add_argument("--branch-init", default="lstsq",
                    help="select (most important channels), lstsq (select + least-squares B) or random")
-    r.add_argument("--importance", default="bn", help="channel criterion: bn (|gamma|), l1, act (data)")
+    r.add_argument("--importance", default="l1",
+                   help="channel criterion: l1 (filter norm), bn (|gamma|), act (data)")
     r.add_argument("--calib-size", type=int, default=512, help="calibration images for lstsq/act")
     r.add_argument("--monitor", default="auto",
                    help="early stopping on val_loss (network at alpha), ship_val_loss (all "

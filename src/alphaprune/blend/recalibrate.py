@@ -5,8 +5,9 @@ branch saw in training: in ``stochastic`` mode a mix of original and branch inpu
 units upstream, in ``blend`` mode the mixture. The all-branch network (alpha = 0, what
 fusion ships) sees neither, so scoring it with those statistics measures mostly the
 mismatch: on VGG-16 w0.25 at 65% removed, 30 stochastic steps at alpha = 0.75 leave the
-all-branch network at 19% validation accuracy with the accumulated statistics and at 71%
-with statistics re-measured on 512 training images (BENCHMARKS.md section 6).
+all-branch network at 14% validation accuracy with the accumulated statistics and at 66%
+with statistics re-measured on 512 training images (``benchmarks/ship_bn.py``,
+BENCHMARKS.md section 6).
 
 :func:`ship_bn_stats` measures the all-branch statistics without touching the model;
 :func:`using_bn_stats` swaps them in for a block of code (e.g. one validation pass).
