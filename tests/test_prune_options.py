@@ -239,7 +239,7 @@ BAD = [
     (["--max-acc-drop", "1.5"], ["--max-acc-drop"]),
     (["--max-acc-drop", "-0.1"], ["--max-acc-drop"]),
     (["--max-retries", "-1"], ["--max-retries"]),
-    (["--calib-size", "0"], ["--calib-size"]),
+    (["--calib-size", "1"], ["--calib-size"]),
     (["--calib-size", "-5"], ["--calib-size"]),
 ]
 

@@ -39,6 +39,9 @@ def _cfg(checkpoint: Path) -> PruneConfig:
     # alpha 0: 3 epochs (final patience 2 needs 3 epochs, final max 3). Epochs 0-6.
     return PruneConfig(checkpoint=str(checkpoint), prune=0.5, scheduler="step", step_size=0.4,
                        patience=1, max_epochs_per_phase=2, final_max_epochs=3,
+                       # fewer calibration images than the train split: a resumed run that
+                       # drew other ones would score alpha > 0 phases differently
+                       calib_size=64,
                        optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
 
 

@@ -99,8 +99,8 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.importance not in IMPORTANCE_CRITERIA:
         raise UserError(f"unknown --importance '{cfg.importance}': use one of "
                         f"{', '.join(IMPORTANCE_CRITERIA)}")
-    if cfg.calib_size < 1:
-        raise UserError(f"--calib-size must be >= 1, got {cfg.calib_size}")
+    if cfg.calib_size < 2:  # BN statistics need two values per channel
+        raise UserError(f"--calib-size must be >= 2, got {cfg.calib_size}")
     if not 0.0 <= cfg.distill <= 1.0:
         raise UserError(f"--distill must be in [0, 1], got {cfg.distill}")
     if cfg.temperature <= 0:

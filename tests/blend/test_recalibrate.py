@@ -29,15 +29,28 @@ def test_stats_of_first_branch_bn_are_those_of_its_input():
     torch.testing.assert_close(stats[0][1], a.transpose(0, 1).flatten(1).var(1, unbiased=True))
 
 
-def test_measuring_leaves_the_model_unchanged():
-    model = _blended("blend").set_alpha(0.3).eval()
+@pytest.mark.parametrize("training", [False, True])
+def test_measuring_leaves_the_model_unchanged(training):
+    model = _blended("blend").set_alpha(0.3).train(training)
+    model.train_original = False  # frozen original BNs must stay in eval mode
+    model.train(training)
     before = copy.deepcopy(model.state_dict())
     momenta = [u.bn2.momentum for u in model.features]
     ship_bn_stats(model, _calib())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert float(model.alpha) == pytest.approx(0.3) and not model.training
+    assert float(model.alpha) == pytest.approx(0.3) and model.training == training
     assert [u.bn2.momentum for u in model.features] == momenta
+    assert [u.bn2.training for u in model.features] == [training] * len(model.features)
+    assert not any(u.bn.training for u in model.features)
+
+
+def test_a_last_batch_of_one_image_is_never_run():
+    """Units at 1x1 resolution reject a train-mode BN batch of one image."""
+    model = _blended("stochastic").set_alpha(0.5)
+    x = torch.randn(257, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # 1x1 at the end
+    stats = ship_bn_stats(model, x, batch_size=256)
+    assert all(torch.isfinite(v).all() for _, v in stats)
 
 
 def test_batches_average_to_the_whole_calibration_mean():
@@ -61,7 +74,7 @@ def test_using_swaps_in_and_restores():
         assert all(torch.equal(u.bn2.running_mean, m) for u, m in zip(model.features, own))
 
 
-@pytest.mark.parametrize("handover", ["stochastic", "blend"])
+@pytest.mark.parametrize("handover", ["stochastic", "blend", "progressive"])
 def test_module_scores_the_ship_network_with_recalibrated_stats(handover):
     """While alpha > 0 the ship score uses all-branch statistics; the mixture keeps its own."""
     torch.manual_seed(0)
@@ -81,7 +94,9 @@ def test_module_scores_the_ship_network_with_recalibrated_stats(handover):
         ref.set_alpha(0.0)
         with using_bn_stats(ref, stats):
             ship = ref(x)
-    if handover == "blend":  # the mixture is scored with the statistics it trained with
+    if handover == "stochastic":  # in eval the mixture is the all-branch network
+        assert module.epoch_stats["val_loss"] == pytest.approx(module.epoch_stats["ship_val_loss"])
+    else:  # the mixture is scored with the statistics it trained with
         assert module.epoch_stats["val_loss"] == pytest.approx(F.cross_entropy(mixture, y).item(),
                                                                rel=1e-5)
     assert module.epoch_stats["ship_val_loss"] == pytest.approx(F.cross_entropy(ship, y).item(),

@@ -62,4 +62,6 @@ class BranchedUnit(nn.Module):
             return self.original(z)
         if a <= 0.0:
             return self.branch(z)
-        return a * self.original(z) + (1.0 - a) * self.branch(z)
+        # lerp = branch + a * (original - branch): one fused kernel forward and backward,
+        # measurably cheaper on CPU than two scalings and an add
+        return torch.lerp(self.branch(z), self.original(z), a)

@@ -17,6 +17,7 @@ does.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -32,8 +33,10 @@ BNStats = list[tuple[torch.Tensor, torch.Tensor]]
 def ship_bn_stats(model: BlendedVGG, calib: torch.Tensor, batch_size: int = 256) -> BNStats:
     """Running mean and variance of every ``bn2`` when all branches run on ``calib``.
 
-    The averages are exact over ``calib`` (cumulative, not momentum); the model's own
-    statistics, alpha and train/eval mode are left as they were.
+    ``calib`` runs in near-equal batches of at most ``batch_size`` and the statistics are
+    the plain average of the batches' (cumulative, not momentum), as when BN is re-estimated
+    after training. The model's own statistics, alpha and train/eval mode are left as they
+    were.
     """
     bns = [u.bn2 for u in model.features]
     saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone(),
@@ -44,8 +47,10 @@ def ship_bn_stats(model: BlendedVGG, calib: torch.Tensor, batch_size: int = 256)
         for b in bns:
             b.reset_running_stats()
             b.momentum = None  # cumulative average over the calibration batches
-        for i in range(0, len(calib), batch_size):
-            model(calib[i:i + batch_size])
+        # near-equal batches: equal weights in the average, and never a last batch of one
+        # image (BN in train mode rejects a single value per channel)
+        for batch in torch.tensor_split(calib, math.ceil(len(calib) / batch_size)):
+            model(batch)
         return [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
     finally:
         for b, (m, v, n, mom) in zip(bns, saved):
