@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
     r.add_argument("--final-schedule", default="cosine",
                    help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs) or constant")
+    r.add_argument("--warmup-steps", type=int, default=None,
+                   help="ramp the lr up over the first N steps of every phase (default: measured)")
     r.add_argument("--max-total-epochs", type=int, default=1000)
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--importance", default=None, help="objective selection: channel criterion")
     c.add_argument("--distill", type=float, default=None, help="objective selection: distillation")
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
+    c.add_argument("--warmup-steps", type=int, default=None,
+                   help="objective selection: lr warm-up steps per phase")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_data(c, required=True)
@@ -204,9 +208,11 @@ def _cmd_prune(a) -> int:
     keys = ["checkpoint", "model", "prune", "round_to", "scheduler", "step_size", "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "max_total_epochs",
+            "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]
-    cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
+    cfg = PruneConfig(**{k: getattr(a, k) for k in keys if getattr(a, k) is not None or
+                         k not in ("warmup_steps",)}, optim=_optim_cfg(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
@@ -243,7 +249,7 @@ def _cmd_compare(a) -> int:
 
     from alphaprune.compare import METHODS, CompareConfig, compare
 
-    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop")
+    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,

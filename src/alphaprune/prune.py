@@ -51,6 +51,7 @@ class PruneConfig:
     final_max_epochs: int | None = None
     final_lr: float | None = None
     final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
+    warmup_steps: int = 0             # lr ramp at the start of every phase (PhaseController)
     max_total_epochs: int = 1000
     train_original: bool = True
     # defaults from the measured ablation (BENCHMARKS.md): stochastic + lstsq + distillation;
@@ -107,6 +108,8 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--temperature must be > 0, got {cfg.temperature}")
     if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
+    if cfg.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
     if cfg.max_retries < 0:
         raise UserError(f"--max-retries must be >= 0, got {cfg.max_retries}")
     for name in ("patience", "max_epochs_per_phase", "max_total_epochs"):
@@ -192,6 +195,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         final_max_epochs=cfg.final_max_epochs, lr=cfg.optim.lr, final_lr=cfg.final_lr,
         num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
         max_retries=cfg.max_retries, final_schedule=cfg.final_schedule,
+        warmup_steps=cfg.warmup_steps,
         # the first phase of the mixture is held to the pretrained accuracy; the all-branch
         # network (what stochastic mode evaluates) starts lower by design: no reference
         initial_acc=(before["val_acc"] if monitor == "val_loss" and cfg.handover != "stochastic"

@@ -121,3 +121,47 @@ def test_phase_controller_limits_of_the_final_phase(tmp_path, kwargs, limits):
 def test_phase_controller_final_lr(tmp_path, lr, final_lr, expected):
     c = PhaseController(make_scheduler("step"), tmp_path / "phases.csv", lr=lr, final_lr=final_lr)
     assert (c.lr, c.final_lr) == (lr, expected)
+
+
+def _lrs(c: PhaseController, steps: range, batches: int = 4) -> list[float]:
+    """The lr the controller sets for each training step of the current epoch."""
+    from types import SimpleNamespace
+
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
+    trainer = SimpleNamespace(optimizers=[opt], num_training_batches=batches)
+    c.on_train_epoch_start(trainer, None)
+    out = []
+    for i in steps:
+        c.on_train_batch_start(trainer, None, None, i)
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+def test_warmup_ramps_the_lr_over_the_first_steps_of_every_phase(tmp_path):
+    c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv", lr=0.04,
+                        final_lr=0.08, final_schedule="constant", warmup_steps=6)
+    assert _lrs(c, range(4)) == pytest.approx([0.04 / 6, 0.08 / 6, 0.12 / 6, 0.16 / 6])  # epoch 0
+    c.losses = [1.0]  # epoch 1: steps 4..7 of the phase, 6 and later at the full lr
+    assert _lrs(c, range(4)) == pytest.approx([0.2 / 6, 0.04, 0.04, 0.04])
+    c.alpha, c.losses = 0.0, []  # a new phase starts the ramp again, at its own lr
+    assert _lrs(c, range(2)) == pytest.approx([0.08 / 6, 0.16 / 6])
+
+
+def test_warmup_scales_the_cosine_of_the_final_phase(tmp_path):
+    c = PhaseController(make_scheduler("step", step_size=1.0), tmp_path / "phases.csv", lr=0.1,
+                        final_max_epochs=2, warmup_steps=8)
+    assert c.alpha == 0.0
+    c.losses = [1.0]  # second of two epochs: cosine at half way = 0.05; steps 4..7 of 8
+    assert _lrs(c, range(4)) == pytest.approx([0.05 * 5 / 8, 0.05 * 6 / 8, 0.05 * 7 / 8, 0.05])
+
+
+def test_no_warmup_leaves_the_lr_alone(tmp_path):
+    c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv", lr=0.04)
+    assert _lrs(c, range(3)) == [123.0] * 3
+
+
+def test_negative_warmup_is_rejected(tmp_path):
+    with pytest.raises(UserError, match="warmup-steps"):
+        PhaseController(make_scheduler("step"), tmp_path / "phases.csv", warmup_steps=-1)

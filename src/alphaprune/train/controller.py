@@ -64,6 +64,10 @@ class PhaseController(pl.Callback):
         final_schedule: ``cosine`` anneals the alpha = 0 phase's lr from ``final_lr`` towards
             0 over ``final_max_epochs`` (per epoch), like the fine-tuning it competes with;
             ``constant`` keeps it.
+        warmup_steps: the first this many optimiser steps of every phase ramp the lr up
+            linearly to the phase's lr: each new alpha hands more work to branches that are
+            not yet trained for it, and a full lr on their first large gradients can wreck
+            them (measured: BENCHMARKS.md section 6). 0 disables it.
         max_acc_drop: guarded alpha steps: a phase whose best accuracy (of the monitored
             network) ends more than this below the previous phase's (or, for the first
             phase, ``initial_acc``) is undone (weights restored) and retried with half the
@@ -76,7 +80,7 @@ class PhaseController(pl.Callback):
                  lr: float = 0.01, final_lr: float | None = None, num_classes: int = 10,
                  monitor: str = "val_loss", max_acc_drop: float | None = None,
                  max_retries: int = 3, initial_acc: float | None = None,
-                 final_schedule: str = "cosine"):
+                 final_schedule: str = "cosine", warmup_steps: int = 0):
         if patience < 1:
             raise UserError(f"--patience must be >= 1, got {patience}")
         if min_delta < 0:
@@ -98,6 +102,9 @@ class PhaseController(pl.Callback):
         if final_schedule not in ("cosine", "constant"):
             raise UserError(f"unknown --final-schedule '{final_schedule}': use cosine or constant")
         self.final_schedule = final_schedule
+        if warmup_steps < 0:
+            raise UserError(f"--warmup-steps must be >= 0, got {warmup_steps}")
+        self.warmup_steps = warmup_steps
         self.acc_key = "ship_val_acc" if monitor == "ship_val_loss" else "val_acc"
         self.max_acc_drop, self.max_retries = max_acc_drop, max_retries
         # state (checkpointed)
@@ -132,13 +139,24 @@ class PhaseController(pl.Callback):
                 wait += 1
         return max(0, patience - wait)
 
-    def _apply(self, pl_module) -> None:
-        pl_module.model.set_alpha(self.alpha)
-        lr = self.final_lr if self.alpha <= 0.0 else self.lr
-        trainer = pl_module.trainer
+    def _base_lr(self) -> float:
+        """The lr of the current epoch of the current phase (before warm-up)."""
+        if self.alpha > 0.0:
+            return self.lr
+        if self.final_schedule == "cosine":
+            return self.final_lr * 0.5 * (1.0 + math.cos(math.pi * len(self.losses)
+                                                         / self.final_max_epochs))
+        return self.final_lr
+
+    @staticmethod
+    def _set_lr(trainer, lr: float) -> None:
         for opt in trainer.optimizers:
             for g in opt.param_groups:
                 g["lr"] = lr
+
+    def _apply(self, pl_module) -> None:
+        pl_module.model.set_alpha(self.alpha)
+        self._set_lr(pl_module.trainer, self._base_lr())
 
     # -- hooks -------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
@@ -157,10 +175,16 @@ class PhaseController(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if self.alpha <= 0.0 and self.final_schedule == "cosine" and not self.done:
-            lr = self.final_lr * 0.5 * (1.0 + math.cos(math.pi * len(self.losses) / self.final_max_epochs))
-            for opt in trainer.optimizers:
-                for g in opt.param_groups:
-                    g["lr"] = lr
+            self._set_lr(trainer, self._base_lr())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.done or not self.warmup_steps:
+            return
+        # steps into the phase follow from the epochs it has finished: nothing extra to
+        # checkpoint, and a resumed run warms up exactly as an uninterrupted one
+        step = len(self.losses) * trainer.num_training_batches + batch_idx
+        if step <= self.warmup_steps:
+            self._set_lr(trainer, self._base_lr() * min(1.0, (step + 1) / self.warmup_steps))
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.done:
