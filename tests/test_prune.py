@@ -23,8 +23,9 @@ from alphaprune.report.size import count_flops, count_params
 DATA = ["--data", "digits", "--subset", "300", "--batch-size", "32"]
 N_VAL = 30  # 10% of the 300-image subset
 # two phases: alpha 0.5 (at most 2 epochs), then alpha 0 (at most 2 epochs)
+# no lr warm-up: the lr checks below read the phase's lr at the end of each epoch
 PRUNE = ["--prune", "0.5", "--step-size", "0.5", "--patience", "1", "--max-epochs-per-phase", "2",
-         "--final-max-epochs", "2", "--no-progress"]
+         "--final-max-epochs", "2", "--warmup-steps", "0", "--no-progress"]
 METRICS_COLUMNS = {"epoch", "phase", "alpha", "train_loss", "train_acc", "val_loss", "val_acc",
                    "ship_val_acc", "lr", "seconds"}
 PHASES_COLUMNS = {"alpha", "epochs", "best_val_loss", "best_val_acc", "stop_reason"}

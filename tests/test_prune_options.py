@@ -22,7 +22,8 @@ from .test_prune import DATA, _assert_one_line_error, _rows
 PRUNE = ["--prune", "0.5", "--step-size", "0.5", "--patience", "1", "--max-epochs-per-phase", "1",
          "--final-max-epochs", "2", "--no-progress"]
 OPTIONS = ["--handover", "stochastic", "--branch-init", "lstsq", "--importance", "act",
-           "--distill", "0.5", "--max-acc-drop", "0.05", "--calib-size", "64"]
+           "--distill", "0.5", "--max-acc-drop", "0.05", "--calib-size", "64",
+           "--warmup-steps", "3"]
 # any drop below the last accepted phase (the pretrained network first) is undone, once
 GUARDED = ["--max-acc-drop", "0", "--max-retries", "1", "--branch-init", "random",
            "--handover", "blend", "--distill", "0"]
@@ -118,6 +119,7 @@ def test_config_records_the_options(run):
     assert p["max_acc_drop"] == 0.05
     assert p["max_retries"] == 3
     assert p["calib_size"] == 64
+    assert p["warmup_steps"] == 3
     assert p["monitor"] == "auto"
 
 
@@ -135,7 +137,7 @@ def test_options_reach_the_building_blocks(run):
     assert teacher is not None and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     _, kw = run.calls["PhaseController"]
-    assert kw["max_acc_drop"] == 0.05 and kw["max_retries"] == 3
+    assert kw["max_acc_drop"] == 0.05 and kw["max_retries"] == 3 and kw["warmup_steps"] == 3
     # the hand-over is not blend: the all-branch network is monitored and has no reference
     assert kw["monitor"] == "ship_val_loss" and kw["initial_acc"] is None
 
@@ -241,6 +243,7 @@ BAD = [
     (["--max-retries", "-1"], ["--max-retries"]),
     (["--calib-size", "1"], ["--calib-size"]),
     (["--calib-size", "-5"], ["--calib-size"]),
+    (["--warmup-steps", "-1"], ["--warmup-steps"]),
 ]
 
 

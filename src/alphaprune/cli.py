@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
     r.add_argument("--final-schedule", default="cosine",
                    help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs) or constant")
-    r.add_argument("--warmup-steps", type=int, default=None,
-                   help="ramp the lr up over the first N steps of every phase (default: measured)")
+    r.add_argument("--warmup-steps", type=int, default=20,
+                   help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=1000)
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
@@ -211,8 +211,7 @@ def _cmd_prune(a) -> int:
             "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]
-    cfg = PruneConfig(**{k: getattr(a, k) for k in keys if getattr(a, k) is not None or
-                         k not in ("warmup_steps",)}, optim=_optim_cfg(a),
+    cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "

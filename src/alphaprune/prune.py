@@ -51,7 +51,9 @@ class PruneConfig:
     final_max_epochs: int | None = None
     final_lr: float | None = None
     final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
-    warmup_steps: int = 0             # lr ramp at the start of every phase (PhaseController)
+    # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
+    # exponential schedule, +0.6 with step (measured, BENCHMARKS.md section 6)
+    warmup_steps: int = 20
     max_total_epochs: int = 1000
     train_original: bool = True
     # defaults from the measured ablation (BENCHMARKS.md): stochastic + lstsq + distillation;
