@@ -52,12 +52,12 @@ class PruneConfig:
     final_lr: float | None = None
     final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
     # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
-    # exponential schedule, +0.6 with step (measured, BENCHMARKS.md section 6)
+    # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
     max_total_epochs: int = 1000
     train_original: bool = True
     # defaults from the measured ablation (BENCHMARKS.md): stochastic + lstsq + distillation;
-    # l1 keeps the channels that lstsq restores best (+1 to +4 points at 65% and 90%)
+    # l1 keeps the channels that lstsq restores best (+1 to +13 points, section 6.4)
     handover: str = "stochastic"
     branch_init: str = "lstsq"
     importance: str = "l1"
