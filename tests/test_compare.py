@@ -119,3 +119,21 @@ def test_schedule_flags_reach_the_schedulers(results, capsys, flag, value, metho
                "--methods", method, "--targets", "0.5", "--no-progress", flag, value,
                "--out", str(out / "sched")])
     assert rc == 2 and capsys.readouterr().err.strip() == f"alphaprune: error: {expected.value}"
+
+
+def test_tables_are_sorted_however_the_rows_were_run(results, tmp_path, capsys):
+    """Slices of the matrix run in parallel append rows in any order; the tables do not."""
+    import shutil
+
+    from alphaprune.compare import METHODS
+
+    _, out, rows = results
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    lines = (copy / "results.jsonl").read_text().splitlines()
+    (copy / "results.jsonl").write_text("\n".join(lines[::-1]) + "\n")  # pretrained last
+    assert main(["compare", "--checkpoint", str(copy / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.65", "--out", str(copy), "--no-progress"]) == 0
+    final = json.loads((copy / "results.json").read_text())
+    assert [r["method"] for r in final] == ["pretrained", *METHODS]
+    assert (copy / "results.md").read_text().splitlines()[2].startswith("| 0% | pretrained")

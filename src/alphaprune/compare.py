@@ -195,7 +195,10 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0, latency,
                        nonzero=method == "unstructured")
             _append(results_path, {**row, "model_file": str(model_file)}, done)
-    final = remeasure_latency(done, shape)
+    order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
+    # by target, then in METHODS order, however the rows were run (slices, resumes)
+    final = sorted(remeasure_latency(done, shape),
+                   key=lambda r: (r["target"], order.get(r["method"], len(order))))
     (out / "results.json").write_text(json.dumps(final, indent=2))
     write_tables(final, out)
     return final
