@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="freeze the original convs and BNs")
     r.add_argument("--handover", default="stochastic",
                    help="how branches take over: blend, stochastic or progressive")
-    r.add_argument("--branch-init", default="lstsq",
+    r.add_argument("--branch-init", default="select",
                    help="select (most important channels), lstsq (select + least-squares B) or random")
     r.add_argument("--importance", default="l1",
                    help="channel criterion: l1 (filter norm), bn (|gamma|), act (data)")
