@@ -102,11 +102,11 @@ def phase_budget(scheduler: str, opts: dict, budget: int) -> tuple[int, int]:
     return per, final
 
 
-def _row(method, target, model, summary_acc, shape, epochs, seconds, latency, nonzero=False) -> dict:
+def _row(method, target, model, summary_acc, shape, epochs, seconds, nonzero=False) -> dict:
+    """One result row; latency is measured for all rows together at the end."""
     return {"method": method, "target": target,
             "params": count_params(model, nonzero=nonzero), "flops": count_flops(model, shape),
             "val_acc": summary_acc["val_acc"], "test_acc": summary_acc["test_acc"],
-            "latency_b1_ms": latency["latency_b1_ms"], "latency_b128_ms": latency["latency_b128_ms"],
             "epochs": epochs, "seconds": round(seconds, 1)}
 
 
@@ -152,10 +152,9 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     done = [json.loads(line) for line in results_path.read_text().splitlines()] \
         if results_path.exists() else []
     finished = {(r["method"], r["target"]) for r in done}
-    base_latency = measure_models({"pretrained": pretrained}, shape)["pretrained"]
     if ("pretrained", 0.0) not in finished:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
-                   shape, 0, 0.0, base_latency)
+                   shape, 0, 0.0)
         _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
     base_w = widths_of(pretrained)
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")
@@ -191,8 +190,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 model_file = run / "model.pt"
                 save_model(model_file, model, arch, mean, std, mf.classes or ds.classes,
                            {"method": method, "target": target})
-            latency = measure_models({method: model}, shape)[method]
-            row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0, latency,
+            row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
                        nonzero=method == "unstructured")
             _append(results_path, {**row, "model_file": str(model_file)}, done)
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
@@ -205,9 +203,9 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
 
 
 def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:
-    """Latency of every saved model again, side by side: ``rounds`` alternating passes over
-    all models, median per model. Rows measured while the machine was busy with training
-    become comparable. Rows without a model file keep their values."""
+    """Latency of every saved model, side by side: ``rounds`` alternating passes over all
+    models, median per model, so no row is timed while the machine was busy training
+    another. Rows without a model file keep whatever latency they carry."""
     import statistics
 
     models = {i: load_checkpoint(r["model_file"]).model for i, r in enumerate(rows)
