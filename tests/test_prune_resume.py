@@ -118,3 +118,17 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path):
     (out / "config.yaml").write_text("command: prune\n")
     with pytest.raises(UserError, match="checkpoint"):
         prune(PruneConfig(), out, resume=True, progress=False)
+
+
+def test_resume_runs_where_the_resuming_machine_says(reference, tmp_path, monkeypatch):
+    # the run records accelerator "auto"; a resume asking for a GPU this machine lacks must
+    # say so rather than silently use the recorded choice
+    checkpoint, _, _ = reference
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(_cfg(checkpoint), out, progress=False, callbacks=[Crash(1)])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        prune(PruneConfig(accelerator="gpu"), out, resume=True, progress=False)
+    summary = prune(PruneConfig(accelerator="cpu"), out, resume=True, progress=False)
+    assert summary["epochs"] == 7

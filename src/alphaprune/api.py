@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import prepare_run_dir, read_config, write_config, write_json
 from alphaprune.train.callbacks import BestWeights, MetricsCSV
-from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
 from alphaprune.train.module import ClassifierModule, OptimConfig
 
 __all__ = ["DataConfig", "TrainConfig", "load_data", "train", "evaluate", "evaluate_model",
@@ -62,6 +62,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     channels_last: bool = True
+    accelerator: str = "auto"         # auto (a CUDA GPU when visible), cpu or gpu
 
 
 def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
@@ -116,10 +117,12 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     out, ckpt = Path(out), None
     if resume:
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
-        cfg = _config_from_dict(read_config(out)["train"])
+        # where to run is the resuming machine's choice, not the recorded one
+        cfg = replace(_config_from_dict(read_config(out)["train"]), accelerator=cfg.accelerator)
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     cfg.optim.validate()
+    resolve_accelerator(cfg.accelerator)
     ds, splits = load_data(cfg.data)  # validates cfg.data
     mean, std = ds.mean_std()
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
@@ -129,7 +132,8 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         write_config(out, {"command": "train", "train": asdict(cfg)})
     t0 = time.perf_counter()
     model, best_epoch = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
-                                       cfg.optim, cfg.data, cfg.channels_last, progress, callbacks)
+                                       cfg.optim, cfg.data, cfg.channels_last, progress, callbacks,
+                                       accelerator=cfg.accelerator)
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
             "best_epoch": best_epoch}
     save_model(out / "model.pt", model, cfg.model, mean, std, ds.classes, meta)
@@ -154,9 +158,9 @@ def split_scores(model, ds: Dataset, splits: Splits, mean, std) -> dict:
 def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, std, epochs: int,
                    optim: OptimConfig, data: DataConfig, channels_last: bool = True,
                    progress: bool = True, callbacks: list | None = None, teacher=None,
-                   distill: float = 0.0, temperature: float = 4.0):
-    """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) and return
-    ``(model with the best-validation-loss weights, best epoch)``."""
+                   distill: float = 0.0, temperature: float = 4.0, accelerator: str = "auto"):
+    """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) on ``accelerator`` and
+    return ``(model with the best-validation-loss weights, on the CPU; best epoch)``."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(data.seed)
@@ -164,7 +168,7 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
     module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
     best = BestWeights()
     trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
-                           progress)
+                           progress, accelerator)
     model.train()
     fit(trainer, module, tr, va, ckpt)
     return module.model.to(memory_format=torch.contiguous_format), best.best_epoch

@@ -54,11 +54,17 @@ def _add_optim(p: argparse.ArgumentParser, lr: float, schedule: str) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0)
 
 
+def _add_accelerator(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerator", default="auto",
+                   help="auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or gpu")
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_accelerator(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection: lr warm-up steps per phase")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
+    _add_accelerator(c)
     _add_data(c, required=True)
 
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
@@ -191,7 +198,8 @@ def _cmd_train(a) -> int:
     if a.data is None and not a.resume:
         raise UserError("--data is required: pass a dataset directory or 'digits'")
     cfg = api.TrainConfig(model=a.model, width=a.width, widths=a.widths, epochs=a.epochs,
-                          optim=_optim_cfg(a), data=_data_cfg(a), channels_last=a.channels_last)
+                          optim=_optim_cfg(a), data=_data_cfg(a), channels_last=a.channels_last,
+                          accelerator=a.accelerator)
     s = api.train(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
     print(f"trained {s['model']}: val acc {s['val_acc']:.4f}, test acc {s['test_acc']:.4f}, "
           f"{s['params']:,} params -> {a.out}/model.pt")
@@ -210,7 +218,7 @@ def _cmd_prune(a) -> int:
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "max_total_epochs",
             "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last"]
+            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", "accelerator"]
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
@@ -253,7 +261,7 @@ def _cmd_compare(a) -> int:
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),
-                        quick=a.quick,
+                        quick=a.quick, accelerator=a.accelerator,
                         os_options={k: getattr(a, k) for k in os_keys if getattr(a, k) is not None})
     compare(cfg, a.out, progress=not a.no_progress)
     print((Path(a.out) / "results.md").read_text())

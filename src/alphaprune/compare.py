@@ -37,6 +37,7 @@ from alphaprune.report.page import markdown_table, measure_models
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import LAST_CKPT
 from alphaprune.schedules import make_scheduler
+from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["CompareConfig", "compare", "METHODS", "phase_budget"]
@@ -65,6 +66,7 @@ class CompareConfig:
     temperature: float = 4.0
     data: dict = field(default_factory=dict)
     quick: bool = False
+    accelerator: str = "auto"             # auto (a CUDA GPU when visible), cpu or gpu
     # objective-selection settings beyond the schedule (handover, branch_init, importance,
     # distill, max_acc_drop, ...): PruneConfig field -> value; unset fields keep its defaults
     os_options: dict = field(default_factory=dict)
@@ -135,6 +137,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             raise UserError(f"targets must be between 0 and 1, got {t}")
     if cfg.budget < 1:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
+    resolve_accelerator(cfg.accelerator)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(**cfg.data)
@@ -176,6 +179,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                                    final_max_epochs=final, final_patience=max(cfg.patience, final),
                                    max_total_epochs=cfg.budget,
                                    optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
+                                   accelerator=cfg.accelerator,
                                    **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
                                    **cfg.os_options)
                 s = prune(pcfg, run, resume=ck is not None, progress=progress)
@@ -243,7 +247,7 @@ def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, d
             teacher, distill = copy.deepcopy(pretrained), cfg.distill
     model, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
                               progress=progress, teacher=teacher, distill=distill,
-                              temperature=cfg.temperature)
+                              temperature=cfg.temperature, accelerator=cfg.accelerator)
     if method == "unstructured":
         model = make_permanent(model)
     return model.eval(), cfg.budget, method == "unstructured"

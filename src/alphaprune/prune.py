@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from alphaprune.schedules import make_scheduler
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import PhaseController
-from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["PruneConfig", "prune", "fusion_error"]
@@ -69,6 +69,7 @@ class PruneConfig:
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
     channels_last: bool = True
+    accelerator: str = "auto"         # auto (a CUDA GPU when visible), cpu or gpu
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, schedule="constant"))
     data: dict = field(default_factory=dict)   # api.DataConfig as a dict
 
@@ -127,6 +128,7 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.monitor not in ("auto", "val_loss", "ship_val_loss"):
         raise UserError(f"unknown --monitor '{cfg.monitor}': use auto, val_loss or ship_val_loss")
     cfg.optim.validate()
+    resolve_accelerator(cfg.accelerator)
     if cfg.round_to < 1:
         raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
@@ -152,7 +154,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     out = Path(out)
     if resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
-        cfg = _config_from_dict(read_config(out)["prune"])
+        # where to run is the resuming machine's choice, not the recorded one
+        cfg = replace(_config_from_dict(read_config(out)["prune"]), accelerator=cfg.accelerator)
     _validate(cfg)
     scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                                mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
@@ -207,7 +210,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
     tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)
     trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
-                           progress)
+                           progress, cfg.accelerator)
     blended.train()  # evaluating the original left its modules in eval mode
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:

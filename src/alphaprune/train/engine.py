@@ -8,11 +8,15 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from alphaprune.errors import UserError
 from alphaprune.train.callbacks import Progress
 
-__all__ = ["make_trainer", "fit"]
+__all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit"]
+
+ACCELERATORS = ("auto", "cpu", "gpu")
 
 # Lightning's start-up banners (GPU/TPU availability, tips) are noise for a CPU tool.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
@@ -20,8 +24,32 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
-def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True) -> pl.Trainer:
-    """A CPU Trainer that checkpoints ``run_dir/checkpoints/last.ckpt`` after every epoch.
+def resolve_accelerator(name: str) -> str:
+    """``"cpu"`` or ``"gpu"`` for an ``--accelerator`` value; ``auto`` takes a CUDA GPU when
+    one is visible. Raises a one-line :class:`UserError` for an unknown name or a missing GPU."""
+    if name not in ACCELERATORS:
+        raise UserError(f"unknown --accelerator '{name}': use one of {', '.join(ACCELERATORS)}")
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name == "gpu" and not torch.cuda.is_available():
+        raise UserError("--accelerator gpu, but PyTorch sees no CUDA GPU: use --accelerator cpu "
+                        "(or auto), or install a CUDA build of PyTorch")
+    return name
+
+
+class CPUCheckpointIO(TorchCheckpointIO):
+    """Loads checkpoints onto the CPU, so a run checkpointed on a GPU resumes on a machine
+    without one (Lightning's default keeps each tensor's saved device). Weights and
+    optimizer state are moved to the training device after loading either way."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return super().load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+
+
+def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
+                 accelerator: str = "auto") -> pl.Trainer:
+    """A Trainer on ``accelerator`` (see :func:`resolve_accelerator`) that checkpoints
+    ``run_dir/checkpoints/last.ckpt`` after every epoch.
 
     Checkpoints are written at the end of the training epoch, after every other callback
     (Lightning runs checkpoint callbacks last), so they hold the decisions of that epoch.
@@ -29,7 +57,8 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = list(callbacks) + [ckpt] + ([Progress()] if progress else [])
-    return pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=cbs,
+    return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1, max_epochs=max_epochs,
+                      callbacks=cbs, plugins=[CPUCheckpointIO()],
                       logger=tensorboard_logger(run_dir), enable_model_summary=False, num_sanity_val_steps=0,
                       enable_progress_bar=progress, default_root_dir=str(run_dir),
                       deterministic=False)
@@ -50,7 +79,8 @@ def tensorboard_logger(run_dir: Path):
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loader,
         ckpt_path: Path | None = None) -> None:
-    """``trainer.fit`` with the noise of CPU-only runs silenced."""
+    """``trainer.fit`` with the noise of CPU-only runs silenced; the module (and its teacher)
+    is back on the CPU afterwards, wherever it trained, for evaluation, fusion and saving."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
@@ -61,3 +91,4 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         trainer.fit(module, train_loader, val_loader,
                     ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     torch.set_grad_enabled(True)
+    module.cpu()

@@ -100,6 +100,15 @@ class ClassifierModule(pl.LightningModule):
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
 
+    def on_fit_start(self) -> None:
+        # the teacher is kept out of the module's children, so Lightning does not move it
+        for t in self._teacher:
+            t.to(self.device)
+
+    def on_fit_end(self) -> None:
+        for t in self._teacher:
+            t.cpu()
+
     def on_train_epoch_start(self) -> None:
         self._train = RunningStats()
 
