@@ -1,0 +1,42 @@
+#!/bin/bash
+# The comparison at the full budget (BENCHMARKS.md section 5.1): 30 epochs per method on the
+# whole 40,000-image train split, one `alphaprune compare` per method and target so they can
+# run side by side (JOBS at a time), plus two variants of objective selection's schedule.
+#
+#   CKPT=/tmp/bench/vgg16_w025/model.pt DATA=../shared/datasets/cifar10/train \
+#   OUT=/tmp/bench/full30 JOBS=8 bash benchmarks/full_budget.sh
+#
+# About 40 CPU-hours in all; on one H200 (--accelerator auto picks it) 8 jobs at a time took
+# about 8 s per epoch each. Rerun the same command to resume unfinished rows. Each folder's
+# results.jsonl holds its rows; `cat $OUT/*/results.jsonl` gathers them.
+set -u
+: "${CKPT:?set CKPT to the pretrained model file}" "${DATA:?set DATA to the dataset}"
+: "${OUT:?set OUT to a results folder}"
+JOBS=${JOBS:-2}
+ALPHAPRUNE=${ALPHAPRUNE:-alphaprune}
+mkdir -p "$OUT"
+export CKPT DATA OUT ALPHAPRUNE
+
+one() {  # method@target, or a variant name
+  case $1 in
+    straight@*)  # objective selection straight to alpha = 0: the whole budget at alpha = 0
+      t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
+        --step-size 1.0 --methods os-step --targets "$t" --no-progress --out "$OUT/straight-$t" ;;
+    short@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives 6, 6, 6, 12)
+      t=${1#*@}; [ -f "$OUT/short-$t/pruned.pt" ] && return 0
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" \
+        --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
+        --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant --no-progress \
+        --out "$OUT/short-$t" $([ -d "$OUT/short-$t/checkpoints" ] && echo --resume) ;;
+    *)
+      m=${1%@*}; t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
+        --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --methods "$m" \
+        --targets "$t" --no-progress --out "$OUT/$m-$t" ;;
+  esac > "$OUT/$1.log" 2>&1 || echo "failed: $1 (see $OUT/$1.log)"
+}
+export -f one
+
+printf '%s\n' os-step@0.65 tp-l1@0.65 os-step@0.9 tp-l1@0.9 os-step@0.35 tp-l1@0.35 \
+  unstructured@0.65 kd@0.65 unstructured@0.9 kd@0.9 scratch@0.65 unstructured@0.35 \
+  straight@0.65 straight@0.9 short@0.65 short@0.9 |
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} xargs -P "$JOBS" -I{} bash -c 'one {}'
