@@ -234,6 +234,20 @@ def test_existing_finished_run_is_refused(env, run_copy, capsys, flags, words):
     assert (pruned.stat().st_mtime_ns, (run_copy / "metrics.csv").read_text()) == before
 
 
+def test_out_of_budget_run_says_how_to_continue_and_that_works(env, tmp_path, capsys):
+    out = tmp_path / "run"
+    capsys.readouterr()
+    # the plan needs 2 to 4 epochs; one is not enough
+    assert main(_prune_argv(env.checkpoint, out, "--max-total-epochs", "1")) == 2
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    hint = err.split("'")[1]  # the command the error suggests
+    assert hint == f"alphaprune prune --out {out} --resume --max-total-epochs N"
+    argv = hint.split()[1:-1] + ["4", "--no-progress"]
+    assert main(argv) == 0
+    assert (out / "pruned.pt").is_file()
+
+
 def test_existing_unfinished_run_is_refused(env, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

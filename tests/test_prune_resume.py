@@ -132,3 +132,22 @@ def test_resume_runs_where_the_resuming_machine_says(reference, tmp_path, monkey
         prune(PruneConfig(accelerator="gpu"), out, resume=True, progress=False)
     summary = prune(PruneConfig(accelerator="cpu"), out, resume=True, progress=False)
     assert summary["epochs"] == 7
+
+
+def test_a_run_that_ran_out_of_budget_continues_with_a_larger_one(reference, tmp_path):
+    checkpoint, ref, ref_summary = reference
+    out = tmp_path / "run"
+    cfg = _cfg(checkpoint)
+    cfg.max_total_epochs = 4  # the plan needs 7
+    with pytest.raises(UserError, match=r"--resume --max-total-epochs N' \(N > 4\)"):
+        prune(cfg, out, progress=False)
+    # a plain resume keeps the recorded budget: still not enough, nothing trained
+    with pytest.raises(UserError, match="stopped before the alpha = 0 phase"):
+        prune(PruneConfig(), out, resume=True, progress=False)
+    assert len(_rows(out / "metrics.csv")) == 4
+    summary = prune(PruneConfig(), out, resume=True, progress=False, max_total_epochs=7)
+    assert summary["epochs"] == 7 and (out / "pruned.pt").is_file()
+    assert [(p["alpha"], p["epochs"]) for p in _rows(out / "phases.csv")] == \
+        [(p["alpha"], p["epochs"]) for p in _rows(ref / "phases.csv")]
+    assert "max_total_epochs: 7" in (out / "config.yaml").read_text()
+    assert summary["test_acc_after"] == ref_summary["test_acc_after"]

@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs) or constant")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
-    r.add_argument("--max-total-epochs", type=int, default=1000)
+    r.add_argument("--max-total-epochs", type=int, default=None,
+                   help="epochs in all (default 1000); with --resume, a new budget for the run")
     r.add_argument("--no-train-original", dest="train_original", action="store_false",
                    help="freeze the original convs and BNs")
     r.add_argument("--handover", default="stochastic",
@@ -215,13 +216,14 @@ def _cmd_prune(a) -> int:
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "round_to", "scheduler", "step_size", "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
-            "final_patience", "final_max_epochs", "final_lr", "final_schedule", "max_total_epochs",
-            "warmup_steps",
+            "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", "accelerator"]
-    cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, optim=_optim_cfg(a),
+    budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
+    cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
-    s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
+    s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress,
+              max_total_epochs=a.max_total_epochs if a.resume else None)
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed, target {s['target_reduction']:.0%}); "
           f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")

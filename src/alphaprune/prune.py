@@ -136,14 +136,18 @@ def _validate(cfg: PruneConfig) -> None:
 
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
-          progress: bool = True, callbacks: list | None = None) -> dict:
+          progress: bool = True, callbacks: list | None = None,
+          max_total_epochs: int | None = None) -> dict:
     """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
 
     Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
     alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model
     file) and ``summary.json``.
 
-    ``callbacks`` are extra Lightning callbacks (e.g. custom logging).
+    ``callbacks`` are extra Lightning callbacks (e.g. custom logging). With ``resume``, the
+    run's recorded settings apply except ``cfg.accelerator`` (where to run is the resuming
+    machine's choice) and ``max_total_epochs`` when given: a new epoch budget, e.g. for a
+    run that stopped on its budget before the alpha = 0 phase finished.
 
     Returns:
         The summary dict.
@@ -154,8 +158,10 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     out = Path(out)
     if resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
-        # where to run is the resuming machine's choice, not the recorded one
-        cfg = replace(_config_from_dict(read_config(out)["prune"]), accelerator=cfg.accelerator)
+        recorded = read_config(out)["prune"]
+        cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator)
+        if max_total_epochs is not None:
+            cfg.max_total_epochs = max_total_epochs
     _validate(cfg)
     scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                                mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
@@ -170,6 +176,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
                         f"{ds.num_classes}: pass the data the model was trained on")
     if not resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force)
+    if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
+        # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
     mean, std = mf.mean or ds_mean, mf.std or ds_std
     shape = tuple(ds.x.shape[1:])
@@ -215,8 +223,9 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:
         raise UserError(f"run {out} stopped before the alpha = 0 phase finished "
-                        f"(--max-total-epochs {cfg.max_total_epochs}): resume it with a larger "
-                        "budget, or lower --patience/--max-epochs-per-phase")
+                        f"(--max-total-epochs {cfg.max_total_epochs}): continue it with "
+                        f"'alphaprune prune --out {out} --resume --max-total-epochs N' "
+                        f"(N > {cfg.max_total_epochs})")
 
     blended = module.model.to(memory_format=torch.contiguous_format)
     fused = fuse(blended, mf.arch)
