@@ -38,6 +38,14 @@ class DataConfig:
     train_subset: int | None = None   # train on N images of the train split; val/test unchanged
     cache_dir: str | None = None
     batch_size: int = 128
+    # seed of training alone (shuffling, augmentation, init, draws); None: ``seed``. Repeats
+    # with other training seeds keep the same splits, so their spread is the training noise
+    train_seed: int | None = None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of everything random in training."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def validate(self) -> None:
         """Raise a one-line :class:`UserError` for an out-of-range setting."""
@@ -45,6 +53,8 @@ class DataConfig:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.train_seed is not None and self.train_seed < 0:
+            raise UserError(f"--train-seed must be >= 0, got {self.train_seed}")
         for name in ("subset", "train_subset"):
             n = getattr(self, name)
             if n is not None and n < 1:
@@ -163,8 +173,8 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
     return ``(model with the best-validation-loss weights, on the CPU; best epoch)``."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    torch.manual_seed(data.seed)
-    tr, va = loaders(ds, splits, mean, std, data.batch_size, data.seed, channels_last)
+    torch.manual_seed(data.run_seed)
+    tr, va = loaders(ds, splits, mean, std, data.batch_size, data.run_seed, channels_last)
     module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
     best = BestWeights()
     trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],

@@ -39,6 +39,8 @@ def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of training alone (default: --seed); repeats keep the same split")
     p.add_argument("--subset", type=int, default=None, help="use a stratified subset of N images")
     p.add_argument("--train-subset", type=int, default=None,
                    help="train on a stratified N-image part of the train split (val/test unchanged)")
@@ -183,7 +185,7 @@ def _data_cfg(a):
 
     return DataConfig(data=a.data or "digits", val_frac=a.val_frac, test_frac=a.test_frac,
                       seed=a.seed, subset=a.subset, train_subset=a.train_subset,
-                      cache_dir=a.cache_dir, batch_size=a.batch_size)
+                      cache_dir=a.cache_dir, batch_size=a.batch_size, train_seed=a.train_seed)
 
 
 def _optim_cfg(a):

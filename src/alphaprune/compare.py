@@ -239,7 +239,7 @@ def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, d
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), n_params)
     else:  # scratch / kd: objective selection's compact architecture from random init
-        torch.manual_seed(data.seed)
+        torch.manual_seed(data.run_seed)
         model = create_model(arch, num_classes=ds.num_classes, in_channels=ds.in_channels,
                              widths=widths)
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")

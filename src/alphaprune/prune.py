@@ -188,7 +188,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to)
 
     teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
-    torch.manual_seed(data_cfg.seed)
+    torch.manual_seed(data_cfg.run_seed)
     blended = BlendedVGG(original, widths, train_original=cfg.train_original, handover=cfg.handover)
     # same seed, same draw: a resumed run gets the same calibration images
     calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
@@ -201,7 +201,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     if cfg.channels_last:
         blended = blended.to(memory_format=torch.channels_last)
     # calib also re-measures the all-branch BN statistics for scoring while alpha > 0
-    module = BlendModule(blended, cfg.optim, seed=data_cfg.seed, calib=calib, teacher=teacher,
+    module = BlendModule(blended, cfg.optim, seed=data_cfg.run_seed, calib=calib, teacher=teacher,
                          distill=cfg.distill, temperature=cfg.temperature)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
@@ -216,7 +216,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
                      else None))
     module.controller = controller
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
-    tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.seed, cfg.channels_last)
+    tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.run_seed, cfg.channels_last)
     trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
                            progress, cfg.accelerator)
     blended.train()  # evaluating the original left its modules in eval mode
