@@ -55,3 +55,20 @@ def test_negative_train_seed_is_a_one_line_error(capsys, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("alphaprune: error: --train-seed must be >= 0")
     assert len(err.splitlines()) == 1
+
+
+def test_train_follows_the_seed_whatever_the_callers_random_state(tmp_path, monkeypatch):
+    import alphaprune
+    from alphaprune.api import TrainConfig, train
+
+    monkeypatch.setenv("ALPHAPRUNE_CACHE", str(tmp_path / "cache"))
+    states = []
+    for i, callers_seed in enumerate((0, 123, 123)):
+        torch.manual_seed(callers_seed)
+        data = DataConfig(subset=300, batch_size=32, train_seed=1 if i == 2 else None)
+        train(TrainConfig(model="vgg11", width=0.0625, epochs=1, data=data), tmp_path / f"r{i}",
+              progress=False)
+        states.append(alphaprune.load_model(tmp_path / f"r{i}" / "model.pt").state_dict())
+    same = [torch.equal(states[0][k], states[1][k]) for k in states[0]]
+    assert all(same)
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])

@@ -135,6 +135,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     resolve_accelerator(cfg.accelerator)
     ds, splits = load_data(cfg.data)  # validates cfg.data
     mean, std = ds.mean_std()
+    torch.manual_seed(cfg.data.run_seed)  # the initial weights follow --seed / --train-seed too
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
                          width=cfg.width, widths=cfg.widths)
     if not resume:  # only now that every input checked out may an old run be replaced

@@ -57,11 +57,13 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = list(callbacks) + [ckpt] + ([Progress()] if progress else [])
-    return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1, max_epochs=max_epochs,
-                      callbacks=cbs, plugins=[CPUCheckpointIO()],
-                      logger=tensorboard_logger(run_dir), enable_model_summary=False, num_sanity_val_steps=0,
-                      enable_progress_bar=progress, default_root_dir=str(run_dir),
-                      deterministic=False)
+    with warnings.catch_warnings():  # --accelerator cpu on a GPU machine is a choice
+        warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+        return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1,
+                          max_epochs=max_epochs, callbacks=cbs, plugins=[CPUCheckpointIO()],
+                          logger=tensorboard_logger(run_dir), enable_model_summary=False,
+                          num_sanity_val_steps=0, enable_progress_bar=progress,
+                          default_root_dir=str(run_dir), deterministic=False)
 
 
 def tensorboard_logger(run_dir: Path):
