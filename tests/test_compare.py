@@ -139,3 +139,22 @@ def test_tables_are_sorted_however_the_rows_were_run(results, tmp_path, capsys):
     final = json.loads((copy / "results.json").read_text())
     assert [r["method"] for r in final] == ["pretrained", *METHODS]
     assert (copy / "results.md").read_text().splitlines()[2].startswith("| 0% | pretrained")
+
+
+def test_balance_shapes_objective_selection_and_its_scratch_twin(results, tmp_path):
+    """``--balance`` reaches objective selection's widths and the compact architecture that
+    scratch trains, so both still compare the same network."""
+    import alphaprune
+    from alphaprune.blend import solve_widths
+
+    _, out, _ = results
+    run = tmp_path / "bal"
+    base = [u.conv.out_channels for u in alphaprune.load_model(out / "pretrained.pt").features]
+    want = solve_widths(base, 1, 10, 0.65, 8, balance=1.0)
+    assert want != solve_widths(base, 1, 10, 0.65, 8)
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.65", "--methods", "os-step,scratch", "--balance", "1.0",
+                 "--out", str(run), "--no-progress"]) == 0
+    for method, name in (("os-step", "pruned.pt"), ("scratch", "model.pt")):
+        model = alphaprune.load_model(run / "p65" / method / name)
+        assert [u.conv.out_channels for u in model.features] == want, method

@@ -14,6 +14,7 @@ import yaml
 
 import alphaprune
 import alphaprune.prune as prune_mod
+from alphaprune.blend import solve_widths
 from alphaprune.cli import main
 
 from .test_prune import DATA, _assert_one_line_error, _rows
@@ -23,7 +24,7 @@ PRUNE = ["--prune", "0.5", "--step-size", "0.5", "--patience", "1", "--max-epoch
          "--final-max-epochs", "2", "--no-progress"]
 OPTIONS = ["--handover", "stochastic", "--branch-init", "lstsq", "--importance", "act",
            "--distill", "0.5", "--max-acc-drop", "0.05", "--calib-size", "64",
-           "--warmup-steps", "3"]
+           "--warmup-steps", "3", "--balance", "1.0", "--round-to", "1"]
 # any drop below the last accepted phase (the pretrained network first) is undone, once
 GUARDED = ["--max-acc-drop", "0", "--max-retries", "1", "--branch-init", "random",
            "--handover", "blend", "--distill", "0"]
@@ -120,12 +121,16 @@ def test_config_records_the_options(run):
     assert p["max_retries"] == 3
     assert p["calib_size"] == 64
     assert p["warmup_steps"] == 3
+    assert p["balance"] == 1.0
     assert p["monitor"] == "auto"
 
 
 def test_options_reach_the_building_blocks(run):
     args, kw = run.calls["BlendedVGG"]
     assert kw["handover"] == "stochastic"
+    base = [u.conv.out_channels for u in alphaprune.load_model(run.checkpoint).features]
+    assert args[1] == solve_widths(base, 1, 10, 0.5, 1, balance=1.0)
+    assert args[1] != solve_widths(base, 1, 10, 0.5, 1)  # the option changed the widths
     args, kw = run.calls["init_branches"]
     assert args[1:3] == ("lstsq", "act")
     calib = kw["calib"]
@@ -244,6 +249,7 @@ BAD = [
     (["--calib-size", "1"], ["--calib-size"]),
     (["--calib-size", "-5"], ["--calib-size"]),
     (["--warmup-steps", "-1"], ["--warmup-steps"]),
+    (["--balance", "1.5"], ["--balance"]),
 ]
 
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
+    r.add_argument("--balance", type=float, default=0.0,
+                   help="0: every layer keeps the same share of its channels; up to 1: cut the "
+                        "wide layers harder, keep more of the narrow early ones (more FLOPs)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -170,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--warmup-steps", type=int, default=None,
                    help="objective selection: lr warm-up steps per phase")
+    c.add_argument("--balance", type=float, default=None,
+                   help="objective selection (and scratch/kd): width balance across layers")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)
@@ -216,8 +221,9 @@ def _cmd_prune(a) -> int:
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
-    keys = ["checkpoint", "model", "prune", "round_to", "scheduler", "step_size", "decay_rate", "mu",
-            "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
+    keys = ["checkpoint", "model", "prune", "round_to", "balance", "scheduler", "step_size",
+            "decay_rate", "mu", "factor", "cooldown", "threshold", "patience", "min_delta",
+            "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", "accelerator"]
@@ -260,7 +266,8 @@ def _cmd_compare(a) -> int:
 
     from alphaprune.compare import METHODS, CompareConfig, compare
 
-    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps")
+    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
+               "balance")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,

@@ -162,8 +162,10 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     base_w = widths_of(pretrained)
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")
     for target in cfg.targets:
+        # scratch and kd train objective selection's own compact architecture
         widths = solve_widths(base_w, ds.in_channels, ds.num_classes, target,
-                              cfg.os_options.get("round_to", PruneConfig.round_to))
+                              cfg.os_options.get("round_to", PruneConfig.round_to),
+                              cfg.os_options.get("balance", PruneConfig.balance))
         n_params = vgg_param_count(widths, ds.in_channels, ds.num_classes)
         for method in cfg.methods:
             if (method, target) in finished:

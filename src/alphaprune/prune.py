@@ -37,6 +37,7 @@ class PruneConfig:
     model: str | None = None          # registry name, only for a raw state_dict checkpoint
     prune: float = 0.65
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
+    balance: float = 0.0              # 0: every layer keeps the same ratio (solve_widths)
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None
@@ -131,6 +132,8 @@ def _validate(cfg: PruneConfig) -> None:
     resolve_accelerator(cfg.accelerator)
     if cfg.round_to < 1:
         raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
+    if not 0.0 <= cfg.balance <= 1.0:
+        raise UserError(f"--balance must be between 0 and 1, got {cfg.balance}")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 
@@ -185,7 +188,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     before = {"params": count_params(original), "flops": count_flops(original, shape),
               **split_scores(original, ds, splits, mean, std)}
     base_w = widths_of(original)
-    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to)
+    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to,
+                          cfg.balance)
 
     teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.run_seed)

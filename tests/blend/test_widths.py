@@ -104,3 +104,35 @@ def test_round_to_8_keeps_multiples_of_8_and_the_target(name, width, prune):
 def test_round_to_below_1_is_a_user_error():
     with pytest.raises(UserError):
         solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, round_to=0)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("prune", [0.35, 0.65, 0.9])
+@pytest.mark.parametrize("balance", [0.5, 1.0])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_balance_hits_the_target_and_spares_the_narrow_layers(name, prune, balance, round_to):
+    base = base_widths(name, 0.25)
+    uniform = solve_widths(base, 3, 10, prune, round_to)
+    ws = solve_widths(base, 3, 10, prune, round_to, balance=balance)
+    achieved = 1 - vgg_param_count(ws, 3, 10) / vgg_param_count(base, 3, 10)
+    assert abs(achieved - prune) <= 0.005, (ws, achieved)
+    assert all(1 <= w <= b for w, b in zip(ws, base))
+    # the narrowest layers keep at least as large a share as under the uniform ratio, the
+    # widest ones at most as large, and the balanced shares fall with the base width
+    ratio = [w / b for w, b in zip(ws, base)]
+    narrow = [i for i, b in enumerate(base) if b == min(base)]
+    wide = [i for i, b in enumerate(base) if b == max(base)]
+    assert all(ratio[i] >= uniform[i] / base[i] for i in narrow)
+    assert all(ratio[i] <= uniform[i] / base[i] for i in wide)
+    assert min(ratio[i] for i in narrow) > max(ratio[i] for i in wide) - 0.1
+
+
+def test_balance_zero_is_the_uniform_solver():
+    base = base_widths("vgg16", 0.25)
+    assert solve_widths(base, 3, 10, 0.65, 8, balance=0.0) == solve_widths(base, 3, 10, 0.65, 8)
+
+
+@pytest.mark.parametrize("balance", [-0.1, 1.5, math.nan])
+def test_balance_outside_0_1_is_a_user_error(balance):
+    with pytest.raises(UserError, match="--balance must be between 0 and 1"):
+        solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, balance=balance)

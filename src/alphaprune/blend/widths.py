@@ -4,8 +4,13 @@ The fused VGG's exact parameter count for widths ``k`` (input channels ``c``, cl
 
     sum_i (9 k_i k_{i-1} + 2 k_i)  +  k_L C + C          (k_0 = c; BN weight and bias count)
 
-Widths come from a uniform keep ratio found by bisection, then single-channel steps on
-the layer that brings the count closest to the target until no step helps.
+Widths come from a keep ratio found by bisection, then single-channel steps on the layer
+that brings the count closest to the target until no step helps. The keep ratio is uniform
+by default; ``balance`` > 0 keeps more of the narrow layers and less of the wide ones:
+layer ``i`` keeps ``min(1, s * (b_i / b_max) ** -balance)`` of its ``b_i`` channels. A
+3x3 conv's parameters grow with the product of its widths, so on a VGG the wide late
+layers hold most of them: cutting them harder spares the narrow early layers, which cost
+few parameters but many FLOPs (they run at the highest resolution).
 """
 
 from __future__ import annotations
@@ -27,17 +32,22 @@ def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -
 
 
 def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
-                 prune: float, round_to: int = 1) -> list[int]:
+                 prune: float, round_to: int = 1, balance: float = 0.0) -> list[int]:
     """Widths (each between 1 and the base width) keeping ``1 - prune`` of the parameters.
 
     ``round_to`` > 1 keeps every width a multiple of it (CPU kernels run faster on channel
     counts that are multiples of 8) at the cost of a coarser fit to the target.
+    ``balance`` (0 to 1): 0 cuts every layer by the same ratio; higher values cut the wide
+    layers harder and keep more of the narrow ones (module docstring).
 
     Raises:
-        UserError: ``prune`` is not strictly between 0 and 1, or ``round_to`` < 1.
+        UserError: ``prune`` is not strictly between 0 and 1, ``round_to`` < 1 or
+        ``balance`` outside [0, 1].
     """
     if round_to < 1:
         raise UserError(f"--round-to must be >= 1, got {round_to}")
+    if not 0.0 <= balance <= 1.0:
+        raise UserError(f"--balance must be between 0 and 1, got {balance}")
     if not 0.0 < prune < 1.0:
         raise UserError(f"--prune must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
                         "removes 65% of the parameters")
@@ -49,8 +59,10 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
             return min(b, max(1, round(w)))
         return min(b - b % round_to, max(round_to, round_to * round(w / round_to)))
 
-    def at(r: float) -> list[int]:
-        return [snap(r * b, b) for b in base]
+    b_max = max(base)
+
+    def at(s: float) -> list[int]:  # s = 1 keeps every layer whole, whatever the balance
+        return [snap(min(1.0, s * (b / b_max) ** -balance) * b, b) for b in base]
 
     def count(ws) -> int:
         return vgg_param_count(ws, in_channels, num_classes)
@@ -63,11 +75,28 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
         else:
             hi = mid
     ws = min((at(lo), at(hi)), key=lambda w: abs(count(w) - target))
-    # refine: one channel at a time, wherever it brings the count closest to the target
+    # refine: one channel at a time, wherever it brings the count closest to the target;
+    # a balanced solve first leaves the layers it kept whole alone (cutting a narrow early
+    # layer is the cheapest fine step, and exactly what balance is meant to avoid), and
+    # touches them only if the target is still more than 0.4 points away
+    everywhere = list(range(len(ws)))
+    kept_whole = [i for i in everywhere if ws[i] < base[i]]
+    stages = [everywhere] if balance == 0.0 else [kept_whole, everywhere]
+    for stage, layers in enumerate(stages):
+        if stage and abs(count(ws) - target) <= 0.004 * count(base):
+            break
+        ws = _refine(ws, layers, base, round_to, target, count)
+    return ws
+
+
+def _refine(ws: list[int], layers: list[int], base: list[int], round_to: int, target: float,
+            count) -> list[int]:
+    """Single-channel (or ``round_to``) steps on ``layers`` while one brings ``count`` closer
+    to ``target``; the best step each time."""
     while True:
         err = abs(count(ws) - target)
         best = None
-        for i in range(len(ws)):
+        for i in layers:
             step = round_to if base[i] > round_to else 1
             lo_w = round_to if base[i] > round_to else 1
             for d in (-step, step):
