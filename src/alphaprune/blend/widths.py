@@ -80,8 +80,8 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
     # layer is the cheapest fine step, and exactly what balance is meant to avoid), and
     # touches them only if the target is still more than 0.4 points away
     everywhere = list(range(len(ws)))
-    kept_whole = [i for i in everywhere if ws[i] < base[i]]
-    stages = [everywhere] if balance == 0.0 else [kept_whole, everywhere]
+    cut = [i for i in everywhere if ws[i] < base[i]]  # the layers the ratio cut
+    stages = [everywhere] if balance == 0.0 else [cut, everywhere]
     for stage, layers in enumerate(stages):
         if stage and abs(count(ws) - target) <= 0.004 * count(base):
             break
