@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
-    r.add_argument("--balance", type=float, default=0.0,
-                   help="0: every layer keeps the same share of its channels; up to 1: cut the "
-                        "wide layers harder, keep more of the narrow early ones (more FLOPs)")
+    r.add_argument("--balance", type=float, default=1.0,
+                   help="1 (default): cut the wide late layers harder and keep the narrow early "
+                        "ones (most accurate); 0: every layer keeps the same share (fewest FLOPs)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")

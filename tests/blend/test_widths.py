@@ -136,3 +136,10 @@ def test_balance_zero_is_the_uniform_solver():
 def test_balance_outside_0_1_is_a_user_error(balance):
     with pytest.raises(UserError, match="--balance must be between 0 and 1"):
         solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, balance=balance)
+
+
+def test_balance_falls_back_to_uniform_when_it_cannot_fit_the_target():
+    base = [4, 8, 16, 16, 32, 32, 32, 32]  # vgg11 at width 1/16: steps of 8 are coarse here
+    ws = solve_widths(base, 1, 10, 0.5, 8, balance=1.0)
+    assert ws == solve_widths(base, 1, 10, 0.5, 8)
+    assert abs(1 - vgg_param_count(ws, 1, 10) / vgg_param_count(base, 1, 10) - 0.5) <= 0.005

@@ -38,7 +38,9 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
     ``round_to`` > 1 keeps every width a multiple of it (CPU kernels run faster on channel
     counts that are multiples of 8) at the cost of a coarser fit to the target.
     ``balance`` (0 to 1): 0 cuts every layer by the same ratio; higher values cut the wide
-    layers harder and keep more of the narrow ones (module docstring).
+    layers harder and keep more of the narrow ones (module docstring). Where the balanced
+    widths cannot come within half a point of the target (coarse ``round_to`` on a tiny
+    model), the uniform ones are used if they come closer.
 
     Raises:
         UserError: ``prune`` is not strictly between 0 and 1, ``round_to`` < 1 or
@@ -86,6 +88,11 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
         if stage and abs(count(ws) - target) <= 0.004 * count(base):
             break
         ws = _refine(ws, layers, base, round_to, target, count)
+    if balance and abs(count(ws) - target) > 0.005 * count(base):
+        # coarse widths (round_to on a tiny model) can leave no balanced fit within half a
+        # point of the target: the uniform ratio's, if closer, keeps the size promise
+        uniform = solve_widths(base, in_channels, num_classes, prune, round_to)
+        ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 
 
