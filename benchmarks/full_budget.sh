@@ -9,28 +9,34 @@
 # About 40 CPU-hours in all; on one H200 (--accelerator auto picks it) 8 jobs at a time took
 # about 8 s per epoch each. Rerun the same command to resume unfinished rows. Each folder's
 # results.jsonl holds its rows; `cat $OUT/*/results.jsonl` gathers them.
+# BALANCE=0 (uniform widths, the default when the table ran) reproduces section 5.1;
+# BALANCE=1 measures today's default (objective selection, scratch and kd; tp-l1 and
+# unstructured do not depend on it).
 set -u
 : "${CKPT:?set CKPT to the pretrained model file}" "${DATA:?set DATA to the dataset}"
 : "${OUT:?set OUT to a results folder}"
 JOBS=${JOBS:-2}
+BALANCE=${BALANCE:-0}
 ALPHAPRUNE=${ALPHAPRUNE:-alphaprune}
 mkdir -p "$OUT"
-export CKPT DATA OUT ALPHAPRUNE
+export CKPT DATA OUT ALPHAPRUNE BALANCE
 
 one() {  # method@target, or a variant name
   case $1 in
     straight@*)  # objective selection straight to alpha = 0: the whole budget at alpha = 0
       t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
-        --step-size 1.0 --methods os-step --targets "$t" --no-progress --out "$OUT/straight-$t" ;;
+        --step-size 1.0 --balance "$BALANCE" --methods os-step --targets "$t" --no-progress \
+        --out "$OUT/straight-$t" ;;
     short@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives 6, 6, 6, 12)
       t=${1#*@}; [ -f "$OUT/short-$t/pruned.pt" ] && return 0
-      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" \
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant --no-progress \
         --out "$OUT/short-$t" $([ -d "$OUT/short-$t/checkpoints" ] && echo --resume) ;;
     *)
       m=${1%@*}; t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
-        --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --methods "$m" \
+        --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \
+        --methods "$m" \
         --targets "$t" --no-progress --out "$OUT/$m-$t" ;;
   esac > "$OUT/$1.log" 2>&1 || echo "failed: $1 (see $OUT/$1.log)"
 }
