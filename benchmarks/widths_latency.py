@@ -1,0 +1,64 @@
+"""Size, FLOPs and CPU latency of the compact networks that ``--balance`` chooses, side by side.
+
+For each target, the architecture objective selection ships with ``--balance`` 0, 0.5 and 1
+(latency depends on the widths only, so random weights stand in for trained ones), and
+Torch-Pruning's L1 cut of the checkpoint at the same parameter count. All models are timed
+in alternating rounds in one process, one thread; the table gives medians over rounds.
+
+    OMP_NUM_THREADS=1 python benchmarks/widths_latency.py --checkpoint MODEL.pt --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from alphaprune.baselines import torch_pruning_l1
+from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.modelfile import load_checkpoint, widths_of
+from alphaprune.models import create_model
+from alphaprune.report.page import markdown_table, measure_models
+from alphaprune.report.size import count_flops, count_params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="pretrained model file")
+    ap.add_argument("--targets", default="0.35,0.65,0.9")
+    ap.add_argument("--balances", default="0,0.5,1")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--size", type=int, default=32, help="input side (CIFAR: 32)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    mf = load_checkpoint(a.checkpoint)
+    original = mf.model.eval()
+    in_ch, classes = mf.kwargs["in_channels"], mf.kwargs["num_classes"]
+    shape = (in_ch, a.size, a.size)
+    base = widths_of(original)
+    models = {("0%", "original"): original}
+    for t in (float(v) for v in a.targets.split(",")):
+        for b in (float(v) for v in a.balances.split(",")):
+            w = solve_widths(base, in_ch, classes, t, 8, b)
+            models[(f"{t:.0%}", f"balance {b:g}")] = create_model(
+                mf.arch, widths=w, in_channels=in_ch, num_classes=classes).eval()
+        n = vgg_param_count(solve_widths(base, in_ch, classes, t, 8), in_ch, classes)
+        models[(f"{t:.0%}", "tp-l1")] = torch_pruning_l1(load_checkpoint(a.checkpoint).model, n, shape)
+    samples: dict = {k: [] for k in models}
+    for _ in range(a.rounds):
+        for k, m in models.items():
+            samples[k].append(measure_models({"m": m}, shape)["m"])
+    rows = []
+    for (target, name), m in models.items():
+        b1 = statistics.median(s["latency_b1_ms"] for s in samples[(target, name)])
+        b128 = statistics.median(s["latency_b128_ms"] for s in samples[(target, name)])
+        widths = [u.conv.out_channels for u in m.features]
+        rows.append([target, name, f"{count_params(m):,}", f"{count_flops(m, shape):,}",
+                     f"{b1:.2f}", f"{b128:.1f}", " ".join(map(str, widths))])
+    print(markdown_table(["removed", "network", "params", "FLOPs", "latency b1 (ms)",
+                          "latency b128 (ms)", "widths"], rows))
+
+
+if __name__ == "__main__":
+    main()
