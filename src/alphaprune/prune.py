@@ -39,7 +39,7 @@ class PruneConfig:
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
     # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, for about twice
-    # its FLOPs (BENCHMARKS.md section 6.7)
+    # its FLOPs (BENCHMARKS.md section 6.6)
     balance: float = 1.0
     scheduler: str = "step"
     step_size: float | None = None
