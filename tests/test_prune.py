@@ -98,6 +98,8 @@ def test_prune_returns_0_and_writes_the_run(env):
     assert not list(env.out.glob("*.tmp"))
     line = env.stdout.strip().splitlines()[-1]
     assert line.startswith("pruned vgg11: ") and "pruned.pt" in line
+    s = json.loads((env.out / "summary.json").read_text())
+    assert f"FLOPs {s['flops_before']:,} -> {s['flops_after']:,}" in line  # the speed side
 
 
 def test_config_records_the_settings(env):

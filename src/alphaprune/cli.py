@@ -234,6 +234,7 @@ def _cmd_prune(a) -> int:
               max_total_epochs=a.max_total_epochs if a.resume else None)
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed, target {s['target_reduction']:.0%}); "
+          f"FLOPs {s['flops_before']:,} -> {s['flops_after']:,}; "
           f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
     return 0
 
