@@ -29,6 +29,16 @@ class PickleDir:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _cpu_only():
+    """--accelerator auto would train on a GPU where one is visible, and several tests
+    compare runs bit for bit, which GPU kernels do not promise: the suite runs on the CPU."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(torch.cuda, "is_available", lambda: False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
     thread pool's spin-waits make every op ~100x slower: run the suite single-threaded."""

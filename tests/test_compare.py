@@ -158,3 +158,20 @@ def test_balance_shapes_objective_selection_and_its_scratch_twin(results, tmp_pa
     for method, name in (("os-step", "pruned.pt"), ("scratch", "model.pt")):
         model = alphaprune.load_model(run / "p65" / method / name)
         assert [u.conv.out_channels for u in model.features] == want, method
+
+
+def test_rerun_with_another_balance_is_refused(results, tmp_path, capsys):
+    """The quick matrix ran with the default balance; continuing it with another would mix
+    architectures in one table."""
+    import shutil
+
+    _, out, _ = results
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    before = (copy / "results.jsonl").read_text()
+    capsys.readouterr()
+    rc = main(["compare", "--checkpoint", str(copy / "pretrained.pt"), *DATA, "--quick",
+               "--targets", "0.65", "--balance", "0", "--out", str(copy), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--balance 1 to continue it" in err and len(err.splitlines()) == 1
+    assert (copy / "results.jsonl").read_text() == before

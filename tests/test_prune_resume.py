@@ -9,8 +9,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
 from alphaprune import api
+from alphaprune.blend import solve_widths
 from alphaprune.errors import UserError
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.train.module import OptimConfig
@@ -151,3 +153,26 @@ def test_a_run_that_ran_out_of_budget_continues_with_a_larger_one(reference, tmp
         [(p["alpha"], p["epochs"]) for p in _rows(ref / "phases.csv")]
     assert "max_total_epochs: 7" in (out / "config.yaml").read_text()
     assert summary["test_acc_after"] == ref_summary["test_acc_after"]
+
+
+def test_a_run_recorded_before_balance_existed_resumes_with_its_uniform_widths(reference, tmp_path):
+    checkpoint, _, _ = reference
+    out = tmp_path / "run"
+    cfg = _cfg(checkpoint)
+    cfg.balance, cfg.round_to = 0.0, 1  # uniform widths; at round_to 1 balance 1 differs
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(cfg, out, progress=False, callbacks=[Crash(3)])
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    del recorded["prune"]["balance"]  # what an older version wrote
+    (out / "config.yaml").write_text(yaml.safe_dump(recorded, sort_keys=False))
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    assert summary["epochs"] == 7
+    base = summary["widths_before"]
+    assert summary["widths_after"] == solve_widths(base, 1, 10, 0.5, 1, balance=0.0)
+    assert summary["widths_after"] != solve_widths(base, 1, 10, 0.5, 1, balance=1.0)
+
+
+def test_a_budget_given_to_a_new_run_replaces_the_configs(reference, tmp_path):
+    checkpoint, _, _ = reference
+    with pytest.raises(UserError, match=r"--max-total-epochs 2\)"):
+        prune(_cfg(checkpoint), tmp_path / "run", progress=False, max_total_epochs=2)

@@ -139,6 +139,11 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
     resolve_accelerator(cfg.accelerator)
     out = Path(out)
+    results_path = out / "results.jsonl"
+    done = [json.loads(line) for line in results_path.read_text().splitlines()] \
+        if results_path.exists() else []
+    balance = cfg.os_options.get("balance", PruneConfig.balance)
+    _check_same_balance(done, balance, out)
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
@@ -151,9 +156,6 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     if not ckpt_path.exists():  # methods that go through the CLI path need a model file
         save_model(ckpt_path, pretrained, arch, mean, std, mf.classes or ds.classes,
                    {"source": str(cfg.checkpoint)})
-    results_path = out / "results.jsonl"
-    done = [json.loads(line) for line in results_path.read_text().splitlines()] \
-        if results_path.exists() else []
     finished = {(r["method"], r["target"]) for r in done}
     if ("pretrained", 0.0) not in finished:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
@@ -198,7 +200,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                            {"method": method, "target": target})
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
                        nonzero=method == "unstructured")
-            _append(results_path, {**row, "model_file": str(model_file)}, done)
+            _append(results_path, {**row, "model_file": str(model_file), "balance": balance}, done)
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
     # by target, then in METHODS order, however the rows were run (slices, resumes)
     final = sorted(remeasure_latency(done, shape),
@@ -206,6 +208,17 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     (out / "results.json").write_text(json.dumps(final, indent=2))
     write_tables(final, out)
     return final
+
+
+def _check_same_balance(done: list[dict], balance: float, out: Path) -> None:
+    """A rerun must solve the same widths as the rows it continues (scratch and kd train
+    objective selection's architecture): refuse another ``--balance``. Rows written before
+    ``--balance`` existed had uniform widths (0)."""
+    used = {r.get("balance", 0.0) for r in done if r["method"] != "pretrained"}
+    if used and used != {balance}:
+        was = ", ".join(f"{b:g}" for b in sorted(used))
+        raise UserError(f"{out} holds rows made with --balance {was}, this run would use "
+                        f"{balance:g}: pass --balance {was} to continue it, or another --out")
 
 
 def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:

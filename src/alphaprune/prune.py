@@ -81,6 +81,9 @@ class PruneConfig:
 def _config_from_dict(d: dict) -> PruneConfig:
     d = dict(d)
     d["optim"] = OptimConfig(**d["optim"])
+    # a run recorded before --balance existed had uniform widths; resuming it with today's
+    # default would build another architecture than its checkpoint holds
+    d.setdefault("balance", 0.0)
     return PruneConfig(**d)
 
 
@@ -153,7 +156,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     ``callbacks`` are extra Lightning callbacks (e.g. custom logging). With ``resume``, the
     run's recorded settings apply except ``cfg.accelerator`` (where to run is the resuming
     machine's choice) and ``max_total_epochs`` when given: a new epoch budget, e.g. for a
-    run that stopped on its budget before the alpha = 0 phase finished.
+    run that stopped on its budget before the alpha = 0 phase finished (without ``resume``
+    it replaces ``cfg.max_total_epochs``).
 
     Returns:
         The summary dict.
@@ -166,8 +170,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         recorded = read_config(out)["prune"]
         cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator)
-        if max_total_epochs is not None:
-            cfg.max_total_epochs = max_total_epochs
+    if max_total_epochs is not None:
+        cfg = replace(cfg, max_total_epochs=max_total_epochs)
     _validate(cfg)
     scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                                mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
