@@ -11,7 +11,6 @@ in alternating rounds in one process, one thread; the table gives medians over r
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
@@ -19,7 +18,7 @@ from alphaprune.baselines import torch_pruning_l1
 from alphaprune.blend import solve_widths, vgg_param_count
 from alphaprune.modelfile import load_checkpoint, widths_of
 from alphaprune.models import create_model
-from alphaprune.report.page import markdown_table, measure_models
+from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.size import count_flops, count_params
 
 
@@ -44,18 +43,15 @@ def main() -> None:
             models[(f"{t:.0%}", f"balance {b:g}")] = create_model(
                 mf.arch, widths=w, in_channels=in_ch, num_classes=classes).eval()
         n = vgg_param_count(solve_widths(base, in_ch, classes, t, 8), in_ch, classes)
-        models[(f"{t:.0%}", "tp-l1")] = torch_pruning_l1(load_checkpoint(a.checkpoint).model, n, shape)
-    samples: dict = {k: [] for k in models}
-    for _ in range(a.rounds):
-        for k, m in models.items():
-            samples[k].append(measure_models({"m": m}, shape)["m"])
+        models[(f"{t:.0%}", "tp-l1")] = torch_pruning_l1(original, n, shape)  # prunes a copy
+    latency = measure_side_by_side(models, shape, a.rounds)
     rows = []
     for (target, name), m in models.items():
-        b1 = statistics.median(s["latency_b1_ms"] for s in samples[(target, name)])
-        b128 = statistics.median(s["latency_b128_ms"] for s in samples[(target, name)])
+        lat = latency[(target, name)]
         widths = [u.conv.out_channels for u in m.features]
         rows.append([target, name, f"{count_params(m):,}", f"{count_flops(m, shape):,}",
-                     f"{b1:.2f}", f"{b128:.1f}", " ".join(map(str, widths))])
+                     f"{lat['latency_b1_ms']:.2f}", f"{lat['latency_b128_ms']:.1f}",
+                     " ".join(map(str, widths))])
     print(markdown_table(["removed", "network", "params", "FLOPs", "latency b1 (ms)",
                           "latency b128 (ms)", "widths"], rows))
 

@@ -175,3 +175,12 @@ def test_rerun_with_another_balance_is_refused(results, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--balance 1 to continue it" in err and len(err.splitlines()) == 1
     assert (copy / "results.jsonl").read_text() == before
+
+
+def test_bad_balance_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--checkpoint", "missing.pt", *DATA, "--balance", "2",
+               "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--balance must be between 0 and 1" in err and len(err.splitlines()) == 1
+    assert not out.exists()

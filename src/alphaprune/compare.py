@@ -29,11 +29,12 @@ import torch
 from alphaprune.api import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
 from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.blend.widths import check_width_options
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint, save_model, widths_of
 from alphaprune.models import create_model
 from alphaprune.prune import PruneConfig, prune
-from alphaprune.report.page import markdown_table, measure_models
+from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import LAST_CKPT
 from alphaprune.schedules import make_scheduler
@@ -143,6 +144,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     done = [json.loads(line) for line in results_path.read_text().splitlines()] \
         if results_path.exists() else []
     balance = cfg.os_options.get("balance", PruneConfig.balance)
+    check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance)
     _check_same_balance(done, balance, out)
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(**cfg.data)
@@ -166,8 +168,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     for target in cfg.targets:
         # scratch and kd train objective selection's own compact architecture
         widths = solve_widths(base_w, ds.in_channels, ds.num_classes, target,
-                              cfg.os_options.get("round_to", PruneConfig.round_to),
-                              cfg.os_options.get("balance", PruneConfig.balance))
+                              cfg.os_options.get("round_to", PruneConfig.round_to), balance)
         n_params = vgg_param_count(widths, ds.in_channels, ds.num_classes)
         for method in cfg.methods:
             if (method, target) in finished:
@@ -225,20 +226,15 @@ def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:
     """Latency of every saved model, side by side: ``rounds`` alternating passes over all
     models, median per model, so no row is timed while the machine was busy training
     another. Rows without a model file keep whatever latency they carry."""
-    import statistics
-
     models = {i: load_checkpoint(r["model_file"]).model for i, r in enumerate(rows)
               if r.get("model_file") and Path(r["model_file"]).exists()}
-    samples: dict[int, list[dict]] = {i: [] for i in models}
-    for _ in range(rounds):
-        for i, m in models.items():
-            samples[i].append(measure_models({"m": m}, shape)["m"])
+    measured = measure_side_by_side(models, shape, rounds)
     out = []
     for i, r in enumerate(rows):
         r = dict(r)
-        if i in samples:
+        if i in measured:
             for k in ("latency_b1_ms", "latency_b128_ms"):
-                r[k] = statistics.median(s[k] for s in samples[i])
+                r[k] = measured[i][k]
         out.append(r)
     return out
 

@@ -12,6 +12,7 @@ import torch
 from alphaprune.blend import BlendedVGG, fuse, solve_widths
 from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
+from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint, save_model, widths_of
@@ -136,10 +137,7 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"unknown --monitor '{cfg.monitor}': use auto, val_loss or ship_val_loss")
     cfg.optim.validate()
     resolve_accelerator(cfg.accelerator)
-    if cfg.round_to < 1:
-        raise UserError(f"--round-to must be >= 1, got {cfg.round_to}")
-    if not 0.0 <= cfg.balance <= 1.0:
-        raise UserError(f"--balance must be between 0 and 1, got {cfg.balance}")
+    check_width_options(cfg.round_to, cfg.balance)
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 

@@ -188,3 +188,22 @@ def test_measure_models_latency_and_throughput():
         # 128 images per batch-128 pass
         assert m["throughput_img_s"] == pytest.approx(128 / (m["latency_b128_ms"] / 1e3), rel=1e-9)
     json.dumps(out)  # goes into summary.json as is
+
+
+def test_measure_side_by_side_takes_the_median_of_alternating_rounds(monkeypatch):
+    import alphaprune.report.page as page
+
+    calls = []
+    times = iter([5.0, 1.0, 9.0, 2.0, 7.0, 3.0])  # a, b, a, b, a, b
+
+    def fake(models, shape):
+        (name,) = models
+        calls.append(name)
+        t = next(times)
+        return {name: {"latency_b1_ms": t, "latency_b128_ms": 10 * t}}
+
+    monkeypatch.setattr(page, "measure_models", fake)
+    out = page.measure_side_by_side({"a": None, "b": None}, (3, 8, 8), rounds=3)
+    assert calls == ["a", "b"] * 3
+    assert out == {"a": {"latency_b1_ms": 7.0, "latency_b128_ms": 70.0},
+                   "b": {"latency_b1_ms": 2.0, "latency_b128_ms": 20.0}}

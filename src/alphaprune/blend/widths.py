@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from alphaprune.errors import UserError
 
-__all__ = ["vgg_param_count", "solve_widths"]
+__all__ = ["vgg_param_count", "solve_widths", "check_width_options"]
 
 
 def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
@@ -29,6 +29,14 @@ def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -
         total += 9 * k * prev + 2 * k
         prev = k
     return total + prev * num_classes + num_classes
+
+
+def check_width_options(round_to: int, balance: float) -> None:
+    """Raise a one-line :class:`UserError` for ``round_to`` < 1 or ``balance`` outside [0, 1]."""
+    if round_to < 1:
+        raise UserError(f"--round-to must be >= 1, got {round_to}")
+    if not 0.0 <= balance <= 1.0:
+        raise UserError(f"--balance must be between 0 and 1, got {balance}")
 
 
 def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
@@ -46,10 +54,7 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
         UserError: ``prune`` is not strictly between 0 and 1, ``round_to`` < 1 or
         ``balance`` outside [0, 1].
     """
-    if round_to < 1:
-        raise UserError(f"--round-to must be >= 1, got {round_to}")
-    if not 0.0 <= balance <= 1.0:
-        raise UserError(f"--balance must be between 0 and 1, got {balance}")
+    check_width_options(round_to, balance)
     if not 0.0 < prune < 1.0:
         raise UserError(f"--prune must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
                         "removes 65% of the parameters")

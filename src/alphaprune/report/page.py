@@ -12,7 +12,8 @@ from alphaprune.report.plots import plot_comparison, plot_run
 from alphaprune.report.runs import Run, read_run
 from alphaprune.report.size import measure_latency
 
-__all__ = ["write_report", "write_comparison", "measure_models", "markdown_table"]
+__all__ = ["write_report", "write_comparison", "measure_models", "measure_side_by_side",
+           "markdown_table"]
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -40,6 +41,20 @@ def measure_models(models: dict, input_shape, repeats: int = 10) -> dict:
         out[name] = {"latency_b1_ms": b1 * 1e3, "latency_b128_ms": b128 * 1e3,
                      "throughput_img_s": 128 / b128}
     return out
+
+
+def measure_side_by_side(models: dict, input_shape, rounds: int = 3) -> dict:
+    """:func:`measure_models` over ``rounds`` alternating passes over all models, median per
+    model and measure: a busy spell of a shared machine slows one pass of every model rather
+    than every pass of one."""
+    import statistics
+
+    samples: dict = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, m in models.items():
+            samples[k].append(measure_models({k: m}, input_shape)[k])
+    return {k: {key: statistics.median(s[key] for s in v) for key in v[0]}
+            for k, v in samples.items()}
 
 
 def _fmt(v, spec=",") -> str:

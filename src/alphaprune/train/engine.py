@@ -81,8 +81,9 @@ def tensorboard_logger(run_dir: Path):
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loader,
         ckpt_path: Path | None = None) -> None:
-    """``trainer.fit`` with the noise of CPU-only runs silenced; the module (and its teacher)
-    is back on the CPU afterwards, wherever it trained, for evaluation, fusion and saving."""
+    """``trainer.fit`` with the noise of CPU-only runs silenced. Wherever it trained, the
+    module is back on the CPU afterwards (Lightning's teardown moves it; the teacher, which
+    is not a child module, moves back in ``ClassifierModule.on_fit_end``)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
@@ -93,4 +94,3 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         trainer.fit(module, train_loader, val_loader,
                     ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     torch.set_grad_enabled(True)
-    module.cpu()
