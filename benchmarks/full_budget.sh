@@ -1,5 +1,5 @@
 #!/bin/bash
-# The comparison at the full budget (BENCHMARKS.md section 5.1): 30 epochs per method on the
+# The comparison at the full budget (BENCHMARKS.md sections 5.1 and 5.2): 30 epochs per method on the
 # whole 40,000-image train split, one `alphaprune compare` per method and target so they can
 # run side by side (JOBS at a time), plus two variants of objective selection's schedule.
 #
@@ -11,7 +11,9 @@
 # results.jsonl holds its rows; `cat $OUT/*/results.jsonl` gathers them.
 # BALANCE=0 (uniform widths, the default when the table ran) reproduces section 5.1;
 # BALANCE=1 measures today's default (objective selection, scratch and kd; tp-l1 and
-# unstructured do not depend on it).
+# unstructured do not depend on it): section 5.2, which lists its ROWS.
+# ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
+# repeats the row with --train-seed N (same split, other training randomness).
 set -u
 : "${CKPT:?set CKPT to the pretrained model file}" "${DATA:?set DATA to the dataset}"
 : "${OUT:?set OUT to a results folder}"
@@ -21,28 +23,30 @@ ALPHAPRUNE=${ALPHAPRUNE:-alphaprune}
 mkdir -p "$OUT"
 export CKPT DATA OUT ALPHAPRUNE BALANCE
 
-one() {  # method@target, or a variant name
-  case $1 in
+one() {  # method@target[#train-seed], or a variant name
+  local row=${1%%#*} seed= sfx=
+  [[ $1 == *#* ]] && seed="--train-seed ${1#*#}" && sfx="-s${1#*#}"
+  case $row in
     straight@*)  # objective selection straight to alpha = 0: the whole budget at alpha = 0
-      t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
+      t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
         --step-size 1.0 --balance "$BALANCE" --methods os-step --targets "$t" --no-progress \
-        --out "$OUT/straight-$t" ;;
+        $seed --out "$OUT/straight-$t$sfx" ;;
     short@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives 6, 6, 6, 12)
-      t=${1#*@}; [ -f "$OUT/short-$t/pruned.pt" ] && return 0
+      t=${row#*@}; local d="$OUT/short-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant --no-progress \
-        --out "$OUT/short-$t" $([ -d "$OUT/short-$t/checkpoints" ] && echo --resume) ;;
+        $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
     *)
-      m=${1%@*}; t=${1#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
+      m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
         --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \
-        --methods "$m" \
-        --targets "$t" --no-progress --out "$OUT/$m-$t" ;;
+        --methods "$m" --targets "$t" --no-progress $seed --out "$OUT/$m-$t$sfx" ;;
   esac > "$OUT/$1.log" 2>&1 || echo "failed: $1 (see $OUT/$1.log)"
 }
 export -f one
 
-printf '%s\n' os-step@0.65 tp-l1@0.65 os-step@0.9 tp-l1@0.9 os-step@0.35 tp-l1@0.35 \
+ROWS=${ROWS:-os-step@0.65 tp-l1@0.65 os-step@0.9 tp-l1@0.9 os-step@0.35 tp-l1@0.35 \
   unstructured@0.65 kd@0.65 unstructured@0.9 kd@0.9 scratch@0.65 unstructured@0.35 \
-  straight@0.65 straight@0.9 short@0.65 short@0.9 |
+  straight@0.65 straight@0.9 short@0.65 short@0.9}
+printf '%s\n' $ROWS |
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} xargs -P "$JOBS" -I{} bash -c 'one {}'
