@@ -31,12 +31,15 @@ one() {  # method@target[#train-seed], or a variant name
       t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
         --step-size 1.0 --balance "$BALANCE" --methods os-step --targets "$t" --no-progress \
         $seed --out "$OUT/straight-$t$sfx" ;;
-    short@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives 6, 6, 6, 12)
-      t=${row#*@}; local d="$OUT/short-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
+    short@*|shorthot@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives
+      # 6, 6, 6, 12); shorthot: the alpha = 0 phase starts its cosine from lr 0.05, not 0.01
+      local kind=${row%@*} t=${row#*@} flr=
+      [ "$kind" = shorthot ] && flr="--final-lr 0.05"
+      local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
-        --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant --no-progress \
-        $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
+        --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
+        --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
     *)
       m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
         --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \
