@@ -143,8 +143,10 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     results_path = out / "results.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] \
         if results_path.exists() else []
+    # the widths objective selection will solve, which scratch and kd train too
+    round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
     balance = cfg.os_options.get("balance", PruneConfig.balance)
-    check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance)
+    check_width_options(round_to, balance)
     _check_same_balance(done, balance, out)
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(**cfg.data)
@@ -168,7 +170,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     for target in cfg.targets:
         # scratch and kd train objective selection's own compact architecture
         widths = solve_widths(base_w, ds.in_channels, ds.num_classes, target,
-                              cfg.os_options.get("round_to", PruneConfig.round_to), balance)
+                              round_to, balance)
         n_params = vgg_param_count(widths, ds.in_channels, ds.num_classes)
         for method in cfg.methods:
             if (method, target) in finished:

@@ -39,8 +39,9 @@ class PruneConfig:
     prune: float = 0.65
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
-    # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, for about twice
-    # its FLOPs (BENCHMARKS.md section 6.6)
+    # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, with 8 epochs on
+    # 5,000 images and +0.5 / +3.4 with 30 on 40,000, for 1.9 / 3.3x its FLOPs
+    # (BENCHMARKS.md sections 6.6 and 5.2)
     balance: float = 1.0
     scheduler: str = "step"
     step_size: float | None = None

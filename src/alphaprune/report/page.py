@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import statistics
 from pathlib import Path
 
 from alphaprune.errors import UserError
@@ -47,8 +48,6 @@ def measure_side_by_side(models: dict, input_shape, rounds: int = 3) -> dict:
     """:func:`measure_models` over ``rounds`` alternating passes over all models, median per
     model and measure: a busy spell of a shared machine slows one pass of every model rather
     than every pass of one."""
-    import statistics
-
     samples: dict = {k: [] for k in models}
     for _ in range(rounds):
         for k, m in models.items():
