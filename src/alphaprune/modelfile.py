@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
 from alphaprune.models import create_model
 from alphaprune.models.vgg import VGG_CONFIGS, base_widths
@@ -61,11 +62,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "classes": [str(c) for c in classes], "meta": dict(meta or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(blob, Path(path))
 
 
 def _torch_load(path: Path):

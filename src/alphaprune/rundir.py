@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import yaml
 
+from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 
 __all__ = ["prepare_run_dir", "write_config", "read_config", "write_json", "LAST_CKPT", "CONFIG"]
@@ -60,9 +60,7 @@ def write_config(out: Path, config: dict) -> None:
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically (temp file + rename): an interrupted write leaves no torn file."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def read_config(out: Path) -> dict:

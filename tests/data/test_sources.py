@@ -284,3 +284,46 @@ def test_bad_inputs_raise_one_line_user_error(tmp_path, make, message):
     with pytest.raises(UserError, match=message) as e:
         load_dataset(str(path))
     assert "\n" not in str(e.value)
+
+
+class _Exploit:
+    """Pickles to a call of ``os.system`` that would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_cifar_batch_runs_no_code(cifar10_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    with open(cifar10_dir.path / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _Exploit(marker), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(UserError, match="data_batch_2.*refused global"):
+        load_dataset(str(cifar10_dir.path))
+    assert not marker.exists()
+
+
+def test_crafted_cifar_meta_runs_no_code(cifar10_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    with open(cifar10_dir.path / "batches.meta", "wb") as f:
+        pickle.dump(_Exploit(marker), f, protocol=4)
+    with pytest.raises(UserError, match="batches.meta"):
+        load_dataset(str(cifar10_dir.path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("batch", [
+    {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},  # not 3x32x32
+    {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},  # one label short
+    {b"data": np.zeros((2, 3072), np.uint8), b"labels": "ab"},  # not a list of ints
+    [1, 2, 3],  # not a dict
+])
+def test_malformed_cifar_batch_is_a_one_line_error(cifar10_dir, batch):
+    with open(cifar10_dir.path / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(UserError, match="data_batch_1"):
+        load_dataset(str(cifar10_dir.path))

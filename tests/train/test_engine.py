@@ -8,7 +8,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 
 from alphaprune.cli import main
 from alphaprune.errors import UserError
-from alphaprune.train.engine import CPUCheckpointIO, make_trainer, resolve_accelerator
+from alphaprune.train.engine import SafeCheckpointIO, make_trainer, resolve_accelerator
 
 
 @pytest.mark.parametrize("cuda, want", [(False, "cpu"), (True, "gpu")])
@@ -32,7 +32,7 @@ def test_unknown_accelerator_is_refused():
 def test_trainer_runs_where_asked_and_loads_checkpoints_onto_the_cpu(tmp_path):
     trainer = make_trainer(tmp_path, 1, [], progress=False, accelerator="cpu")
     assert isinstance(trainer.accelerator, CPUAccelerator)
-    assert isinstance(trainer.strategy.checkpoint_io, CPUCheckpointIO)
+    assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
 
 
 def test_checkpoint_io_ignores_the_saved_device(tmp_path):
@@ -44,7 +44,7 @@ def test_checkpoint_io_ignores_the_saved_device(tmp_path):
         seen.append(loc)
         return storage
 
-    loaded = CPUCheckpointIO().load_checkpoint(path, map_location=remember)
+    loaded = SafeCheckpointIO().load_checkpoint(path, map_location=remember)
     assert seen == [] and loaded["w"].device.type == "cpu"
 
 

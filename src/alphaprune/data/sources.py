@@ -75,12 +75,36 @@ def _is_cifar_pickle(root: Path) -> bool:
         (root / "train").is_file() and (root / "meta").is_file())
 
 
+# What the official CIFAR python batches hold: dicts of numpy arrays, lists, ints and
+# strings. ``_codecs.encode`` is how Python 3 writes bytes at protocol 2; numpy's array and
+# scalar rebuilders construct plain data. Anything else (``os.system``, ``eval``, ...) is a
+# crafted file: a plain ``pickle.load`` would run it.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of the official CIFAR format."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: the CIFAR format "
+                                         "holds only arrays, lists and strings")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except Exception as e:  # corrupt or foreign file
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # corrupt, foreign or crafted file
         raise UserError(f"cannot read CIFAR batch {path}: {e}; re-extract the archive") from e
+    if not isinstance(d, dict):
+        raise UserError(f"{path} is not a CIFAR python batch (not a dict); re-extract it")
+    return d
 
 
 def _key(d: dict, name: str):
@@ -100,8 +124,14 @@ def _load_cifar_pickle(root: Path) -> Dataset:
         data, labels = _key(d, "data"), _key(d, label_key)
         if data is None or labels is None:
             raise UserError(f"{f} is not a CIFAR python batch (no data/labels); re-extract it")
-        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(labels, dtype=np.int64))
+        try:
+            x, yb = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{f} is not a CIFAR python batch ({e}); re-extract it") from e
+        if yb.ndim != 1 or len(yb) != len(x) or (len(yb) and yb.min() < 0):
+            raise UserError(f"{f} has {len(x)} images but labels of shape {yb.shape}; re-extract it")
+        xs.append(x)
+        ys.append(yb)
     y = np.concatenate(ys)
     n_cls = int(y.max()) + 1
     classes = [str(i) for i in range(n_cls)]

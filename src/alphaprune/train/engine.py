@@ -11,10 +11,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
 from alphaprune.train.callbacks import Progress
 
-__all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit"]
+__all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit", "SafeCheckpointIO"]
 
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -37,13 +38,32 @@ def resolve_accelerator(name: str) -> str:
     return name
 
 
-class CPUCheckpointIO(TorchCheckpointIO):
-    """Loads checkpoints onto the CPU, so a run checkpointed on a GPU resumes on a machine
-    without one (Lightning's default keeps each tensor's saved device). Weights and
-    optimizer state are moved to the training device after loading either way."""
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints that neither execute code nor tear.
+
+    * **load**: always ``torch.load(weights_only=True)`` onto the CPU, whatever the caller
+      asks: a crafted ``last.ckpt`` in a run folder cannot run code on ``--resume``, and a run
+      checkpointed on a GPU resumes on a machine without one. An unreadable file is a one-line
+      :class:`UserError`.
+    * **save**: written to a temporary file in the same folder, flushed and fsynced, then
+      renamed over the previous checkpoint, so a crash or a full disk mid-write leaves the
+      previous checkpoint whole.
+    """
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return super().load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as e:
+            raise UserError(f"checkpoint {path} does not exist: start the run without --resume") from e
+        except Exception as e:
+            raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:160]}): it is corrupt or was not "
+                            "written by alphaprune; start the run again with --force") from e
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, Path(path))
 
 
 def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
@@ -60,7 +80,7 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
     with warnings.catch_warnings():  # --accelerator cpu on a GPU machine is a choice
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1,
-                          max_epochs=max_epochs, callbacks=cbs, plugins=[CPUCheckpointIO()],
+                          max_epochs=max_epochs, callbacks=cbs, plugins=[SafeCheckpointIO()],
                           logger=tensorboard_logger(run_dir), enable_model_summary=False,
                           num_sanity_val_steps=0, enable_progress_bar=progress,
                           default_root_dir=str(run_dir), deterministic=False)
@@ -92,5 +112,5 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         warnings.filterwarnings("ignore", ".*is a plain iterable.*")
         warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")  # Lightning vs torch 2.13
         trainer.fit(module, train_loader, val_loader,
-                    ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+                    ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     torch.set_grad_enabled(True)
