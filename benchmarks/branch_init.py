@@ -17,8 +17,9 @@ import torch
 
 from alphaprune.api import DataConfig, evaluate_model, load_data
 from alphaprune.baselines import torch_pruning_l1
-from alphaprune.blend import BlendedVGG, solve_widths, vgg_param_count
+from alphaprune.blend import BlendedNet, solve_widths
 from alphaprune.blend.init import init_branches
+from alphaprune.blend.widths import vgg_counter, vgg_param_count
 from alphaprune.data import normalize
 from alphaprune.modelfile import load_model_file, widths_of
 
@@ -38,10 +39,11 @@ def main() -> None:
     shape = tuple(ds.x.shape[1:])
     rows = []
     for t in [float(v) for v in a.targets.split(",")]:
-        widths = solve_widths(widths_of(mf.model), ds.in_channels, ds.num_classes, t, 8)
+        count = vgg_counter(ds.in_channels, ds.num_classes)
+        widths = solve_widths(widths_of(mf.model), count, t, 8)
         for method in ("select", "lstsq"):
             for crit in ("bn", "l1", "act"):
-                m = BlendedVGG(copy.deepcopy(mf.model), widths)
+                m = BlendedNet(copy.deepcopy(mf.model), widths)
                 init_branches(m, method, crit, calib=calib)
                 acc = evaluate_model(m.set_alpha(0.0), ds, splits.val, mf.mean, mf.std)["accuracy"]
                 rows.append({"target": t, "init": f"{method}/{crit}", "val_acc": acc})

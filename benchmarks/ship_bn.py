@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from alphaprune.api import DataConfig, load_data
-from alphaprune.blend import BlendedVGG, solve_widths
+from alphaprune.blend import BlendedNet, solve_widths
 from alphaprune.blend.init import init_branches
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
+from alphaprune.blend.widths import vgg_counter
 from alphaprune.data import normalize
 from alphaprune.modelfile import load_model_file, widths_of
 from alphaprune.train.losses import distillation_loss
@@ -57,8 +58,8 @@ def main() -> None:
     xv, yv = x_of(splits.val[:a.val]), y_of(splits.val[:a.val])
     calib = x_of(splits.train[torch.randperm(len(splits.train))[:512].numpy()])
     teacher = copy.deepcopy(mf.model).eval()
-    model = BlendedVGG(mf.model, solve_widths(widths_of(mf.model), ds.in_channels,
-                                              ds.num_classes, a.prune, 8), handover=a.handover)
+    widths = solve_widths(widths_of(mf.model), vgg_counter(ds.in_channels, ds.num_classes), a.prune, 8)
+    model = BlendedNet(mf.model, widths, handover=a.handover)
     init_branches(model, "lstsq", a.importance, calib=calib)
     model.set_alpha(a.alpha).train()
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True,

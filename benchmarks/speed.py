@@ -18,8 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from alphaprune.blend import BlendedVGG, fuse, solve_widths
+from alphaprune.blend import BlendedNet, fuse, solve_widths
 from alphaprune.blend.init import init_branches
+from alphaprune.blend.widths import vgg_counter
 from alphaprune.modelfile import widths_of
 from alphaprune.models import create_model
 from alphaprune.report.size import count_flops, measure_latency
@@ -55,12 +56,12 @@ def main() -> None:
     x = torch.randn(a.batch_size, 3, 32, 32).contiguous(memory_format=cl)
     y = torch.randint(0, 10, (a.batch_size,))
     base = create_model(a.model, width=a.width)
-    widths = solve_widths(widths_of(base), 3, 10, a.prune, a.round_to)
+    widths = solve_widths(widths_of(base), vgg_counter(3, 10), a.prune, a.round_to)
     res = {"model": f"{a.model} w{a.width}", "prune": a.prune, "widths": widths, "batch": a.batch_size,
            "alpha": a.alpha, "threads": torch.get_num_threads()}
     models = {"original": create_model(a.model, width=a.width).to(memory_format=cl)}
     for mode in ("blend", "stochastic", "progressive"):
-        m = BlendedVGG(create_model(a.model, width=a.width), widths, handover=mode)
+        m = BlendedNet(create_model(a.model, width=a.width), widths, handover=mode)
         init_branches(m, "select")
         models[mode] = m.set_alpha(a.alpha).to(memory_format=cl)
     times = {k: [] for k in models}
@@ -72,7 +73,7 @@ def main() -> None:
     for mode in ("blend", "stochastic", "progressive"):
         t = statistics.median(times[mode])
         res[f"{mode}_step_s"], res[f"{mode}_step_ratio"] = t, t / t_orig
-    blended = BlendedVGG(base, widths)
+    blended = BlendedNet(base, widths)
     init_branches(blended, "select")
     fused = fuse(blended.set_alpha(0.0).eval(), a.model)
     orig = create_model(a.model, width=a.width)

@@ -15,7 +15,8 @@ import argparse
 import torch
 
 from alphaprune.baselines import torch_pruning_l1
-from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.blend import solve_widths
+from alphaprune.blend.widths import vgg_counter, vgg_param_count
 from alphaprune.modelfile import load_checkpoint, widths_of
 from alphaprune.models import create_model
 from alphaprune.prune import PruneConfig
@@ -40,11 +41,11 @@ def main() -> None:
     models = {("0%", "original"): original}
     for t in (float(v) for v in a.targets.split(",")):
         for b in (float(v) for v in a.balances.split(",")):
-            w = solve_widths(base, in_ch, classes, t, PruneConfig.round_to, b)
+            w = solve_widths(base, vgg_counter(in_ch, classes), t, PruneConfig.round_to, b)
             models[(f"{t:.0%}", f"balance {b:g}")] = create_model(
                 mf.arch, widths=w, in_channels=in_ch, num_classes=classes).eval()
         # Torch-Pruning matches the uniform widths' count (as in compare's matrix rows)
-        n = vgg_param_count(solve_widths(base, in_ch, classes, t, PruneConfig.round_to),
+        n = vgg_param_count(solve_widths(base, vgg_counter(in_ch, classes), t, PruneConfig.round_to),
                             in_ch, classes)
         models[(f"{t:.0%}", "tp-l1")] = torch_pruning_l1(original, n, shape)  # prunes a copy
     latency = measure_side_by_side(models, shape, a.rounds)

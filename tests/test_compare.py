@@ -146,12 +146,13 @@ def test_balance_shapes_objective_selection_and_its_scratch_twin(results, tmp_pa
     scratch trains, so both still compare the same network."""
     import alphaprune
     from alphaprune.blend import solve_widths
+    from alphaprune.blend.widths import vgg_counter
 
     _, out, _ = results
     run = tmp_path / "bal"
     base = [u.conv.out_channels for u in alphaprune.load_model(out / "pretrained.pt").features]
-    want = solve_widths(base, 1, 10, 0.65, 8, balance=1.0)
-    assert want != solve_widths(base, 1, 10, 0.65, 8)
+    want = solve_widths(base, vgg_counter(1, 10), 0.65, 8, balance=1.0)
+    assert want != solve_widths(base, vgg_counter(1, 10), 0.65, 8)
     assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
                  "--targets", "0.65", "--methods", "os-step,scratch", "--balance", "1.0",
                  "--out", str(run), "--no-progress"]) == 0

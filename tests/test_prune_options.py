@@ -15,6 +15,7 @@ import yaml
 import alphaprune
 import alphaprune.prune as prune_mod
 from alphaprune.blend import solve_widths
+from alphaprune.blend.widths import vgg_counter
 from alphaprune.cli import main
 
 from .test_prune import DATA, _assert_one_line_error, _rows
@@ -59,7 +60,7 @@ def _prune(checkpoint: Path, out: Path, *extra) -> Run:
     calls: dict = {}
     buf = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
-        for name in ("BlendedVGG", "init_branches", "BlendModule", "PhaseController"):
+        for name in ("BlendedNet", "init_branches", "BlendModule", "PhaseController"):
             _spy(mp, calls, name)
         rc = main(_argv(checkpoint, out, *extra))
     return Run(checkpoint, out, rc, buf.getvalue(), calls)
@@ -126,11 +127,11 @@ def test_config_records_the_options(run):
 
 
 def test_options_reach_the_building_blocks(run):
-    args, kw = run.calls["BlendedVGG"]
+    args, kw = run.calls["BlendedNet"]
     assert kw["handover"] == "stochastic"
     base = [u.conv.out_channels for u in alphaprune.load_model(run.checkpoint).features]
-    assert args[1] == solve_widths(base, 1, 10, 0.5, 1, balance=1.0)
-    assert args[1] != solve_widths(base, 1, 10, 0.5, 1)  # the option changed the widths
+    assert args[1] == solve_widths(base, vgg_counter(1, 10), 0.5, 1, balance=1.0)
+    assert args[1] != solve_widths(base, vgg_counter(1, 10), 0.5, 1)  # the option changed the widths
     args, kw = run.calls["init_branches"]
     assert args[1:3] == ("lstsq", "act")
     calib = kw["calib"]

@@ -13,6 +13,7 @@ import yaml
 
 from alphaprune import api
 from alphaprune.blend import solve_widths
+from alphaprune.blend.widths import vgg_counter
 from alphaprune.errors import UserError
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.train.module import OptimConfig
@@ -168,8 +169,8 @@ def test_a_run_recorded_before_balance_existed_resumes_with_its_uniform_widths(r
     summary = prune(PruneConfig(), out, resume=True, progress=False)
     assert summary["epochs"] == 7
     base = summary["widths_before"]
-    assert summary["widths_after"] == solve_widths(base, 1, 10, 0.5, 1, balance=0.0)
-    assert summary["widths_after"] != solve_widths(base, 1, 10, 0.5, 1, balance=1.0)
+    assert summary["widths_after"] == solve_widths(base, vgg_counter(1, 10), 0.5, 1, balance=0.0)
+    assert summary["widths_after"] != solve_widths(base, vgg_counter(1, 10), 0.5, 1, balance=1.0)
 
 
 def test_a_budget_given_to_a_new_run_replaces_the_configs(reference, tmp_path):

@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
+
+    i = sub.add_parser("inspect", help="the prunable units of a model, and why the rest is not")
+    i.add_argument("--model", default=None, help=f"one of {', '.join(list_models())}")
+    i.add_argument("--checkpoint", default=None, help="model file (or raw state_dict with --model)")
+    i.add_argument("--width", type=float, default=1.0, help="width multiplier (without --checkpoint)")
+    i.add_argument("--num-classes", type=int, default=10, help="classes (without --checkpoint)")
+    i.add_argument("--in-channels", type=int, default=3, help="input channels (without --checkpoint)")
+    i.add_argument("--input-size", type=int, default=32, help="input height and width (default 32)")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -280,6 +289,27 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_inspect(a) -> int:
+    from alphaprune.inspection import format_inspection, inspect_model
+    from alphaprune.modelfile import load_checkpoint
+    from alphaprune.models import create_model
+
+    if a.model is None and a.checkpoint is None:
+        raise UserError("inspect needs --model NAME or --checkpoint FILE")
+    if a.input_size < 1:
+        raise UserError(f"--input-size must be >= 1, got {a.input_size}")
+    if a.checkpoint:
+        mf = load_checkpoint(a.checkpoint, a.model)
+        model, in_ch = mf.model, int(mf.kwargs.get("in_channels", a.in_channels))
+    else:
+        model = create_model(a.model, width=a.width, num_classes=a.num_classes,
+                             in_channels=a.in_channels)
+        in_ch = a.in_channels
+    r = inspect_model(model, (in_ch, a.input_size, a.input_size))
+    print(json.dumps(r) if a.json else format_inspection(r))
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from alphaprune.demo import run_demo
 
@@ -288,7 +318,8 @@ def _cmd_demo(a) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune,
-             "report": _cmd_report, "compare": _cmd_compare, "demo": _cmd_demo}
+             "report": _cmd_report, "compare": _cmd_compare, "demo": _cmd_demo,
+             "inspect": _cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

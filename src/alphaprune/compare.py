@@ -28,10 +28,12 @@ import torch
 
 from alphaprune.api import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
-from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.blend import solve_widths
+from alphaprune.blend.blended import default_example
 from alphaprune.blend.widths import check_width_options
 from alphaprune.errors import UserError
-from alphaprune.modelfile import load_checkpoint, save_model, widths_of
+from alphaprune.graph import CostModel, find_units
+from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
@@ -165,13 +167,14 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0)
         _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
-    base_w = widths_of(pretrained)
+    structure = find_units(pretrained, default_example(pretrained, shape[-1]))
+    cost = CostModel(structure)
+    base_w = cost.base_widths
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")
     for target in cfg.targets:
         # scratch and kd train objective selection's own compact architecture
-        widths = solve_widths(base_w, ds.in_channels, ds.num_classes, target,
-                              round_to, balance)
-        n_params = vgg_param_count(widths, ds.in_channels, ds.num_classes)
+        widths = solve_widths(base_w, cost.params, target, round_to, balance)
+        n_params = cost.params(widths)
         for method in cfg.methods:
             if (method, target) in finished:
                 continue

@@ -7,7 +7,8 @@ A model file is a plain dict saved with ``torch.save`` and read with
      "kwargs": {"num_classes": 10, "in_channels": 3, "widths": [...]},
      "state_dict": {...}, "mean": [...], "std": [...], "classes": [...], "meta": {...}}
 
-``kwargs`` always carries explicit per-layer ``widths`` so pruned models rebuild exactly.
+``kwargs`` always carries explicit per-unit ``widths`` (read back from the weights' shapes
+by the registry family's ``infer``) so pruned models rebuild exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch.nn as nn
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
 from alphaprune.models import create_model
-from alphaprune.models.vgg import VGG_CONFIGS, base_widths
+from alphaprune.models.registry import infer_kwargs
+from alphaprune.models.vgg import VGG_CONFIGS, base_widths, infer_vgg_kwargs
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
            "infer_vgg_kwargs", "FORMAT"]
@@ -44,8 +46,11 @@ class ModelFile:
 
 
 def widths_of(model: nn.Module) -> list[int]:
-    """Per-unit output widths of a registry VGG."""
-    return [int(u.conv.out_channels) for u in model.features]
+    """Output widths of a model's prunable units (as the graph finds them)."""
+    from alphaprune.blend.blended import default_example
+    from alphaprune.graph import find_units  # the graph layer imports the models
+
+    return [u.width for u in find_units(model, default_example(model)).units]
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
@@ -55,9 +60,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
     The constructor kwargs are read off the model (widths, classes, input channels) so the
     file always rebuilds the exact module.
     """
-    kwargs = {"num_classes": int(model.classifier.out_features),
-              "in_channels": int(model.features[0].conv.in_channels),
-              "widths": widths_of(model)}
+    kwargs = infer_kwargs(arch, model.state_dict())
     blob = {"format": FORMAT, "version": 1, "arch": arch, "kwargs": kwargs,
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
@@ -110,18 +113,6 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     return load_model_file(path).model
 
 
-def infer_vgg_kwargs(state_dict: dict) -> dict:
-    """Widths, input channels and classes of a VGG from its state_dict's shapes."""
-    convs = sorted((k for k in state_dict if k.startswith("features.") and k.endswith(".conv.weight")),
-                   key=lambda k: int(k.split(".")[1]))
-    if not convs or "classifier.weight" not in state_dict:
-        raise UserError("the checkpoint holds no VGG weights (features.*.conv.weight, "
-                        "classifier.weight): pass a checkpoint of a registry VGG")
-    return {"widths": [int(state_dict[k].shape[0]) for k in convs],
-            "in_channels": int(state_dict[convs[0]].shape[1]),
-            "num_classes": int(state_dict["classifier.weight"].shape[0])}
-
-
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
                     mean=None, std=None, classes=None) -> ModelFile:
     """Load a model file, or a raw state_dict given the registry name of its model.
@@ -145,8 +136,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise UserError(f"{path} is not a state_dict: save one with torch.save(model.state_dict())")
     blob = {k.removeprefix("model."): v for k, v in blob.items()}
-    create_model(model_name)  # unknown names fail here with the registry's message
-    kwargs = infer_vgg_kwargs(blob)
+    kwargs = infer_kwargs(model_name, blob)
     n_units = len(base_widths(model_name)) if model_name in VGG_CONFIGS else None
     if n_units is not None and len(kwargs["widths"]) != n_units:
         raise UserError(f"checkpoint {path} holds a {len(kwargs['widths'])}-conv VGG, not "

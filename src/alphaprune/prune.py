@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from alphaprune.blend import BlendedVGG, fuse, solve_widths
+from alphaprune.blend import BlendedNet, fuse, solve_widths
 from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError
-from alphaprune.modelfile import load_checkpoint, save_model, widths_of
+from alphaprune.graph import CostModel, find_units
+from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
@@ -90,7 +91,7 @@ def _config_from_dict(d: dict) -> PruneConfig:
 
 
 @torch.no_grad()
-def fusion_error(blended: BlendedVGG, fused: torch.nn.Module, input_shape) -> float:
+def fusion_error(blended: BlendedNet, fused: torch.nn.Module, input_shape) -> float:
     """max |fused - blended at alpha=0| / max |blended| on random input, eval mode."""
     alpha = float(blended.alpha)
     blended.eval().set_alpha(0.0)
@@ -193,13 +194,17 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     original = mf.model
     before = {"params": count_params(original), "flops": count_flops(original, shape),
               **split_scores(original, ds, splits, mean, std)}
-    base_w = widths_of(original)
-    widths = solve_widths(base_w, ds.in_channels, ds.num_classes, cfg.prune, cfg.round_to,
+    structure = find_units(original, normalize(torch.as_tensor(ds.x[splits.train[:2]]), mean, std))
+    if not structure.units:
+        raise UserError(f"{mf.arch} has no prunable unit: "
+                        + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
+    base_w = [u.width for u in structure.units]
+    widths = solve_widths(base_w, CostModel(structure).params, cfg.prune, cfg.round_to,
                           cfg.balance)
 
     teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.run_seed)
-    blended = BlendedVGG(original, widths, train_original=cfg.train_original, handover=cfg.handover)
+    blended = BlendedNet(structure, widths, train_original=cfg.train_original, handover=cfg.handover)
     # same seed, same draw: a resumed run gets the same calibration images
     calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
     calib = normalize(torch.as_tensor(ds.x[calib_idx]), mean, std)

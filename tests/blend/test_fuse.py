@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from alphaprune.blend import BlendedVGG, BranchedUnit, fuse, solve_widths, vgg_param_count
+from alphaprune.blend import BlendedNet, BranchedUnit, fuse, solve_widths
 from alphaprune.blend.init import init_branches
+from alphaprune.blend.widths import vgg_counter, vgg_param_count
 from alphaprune.models import create_model
 from alphaprune.models.vgg import VGG, base_widths
 from alphaprune.report.size import count_params
@@ -41,14 +42,15 @@ def _randomise_bn(bn: torch.nn.BatchNorm2d) -> None:
 
 def _branch_widths(arch: str, base: VGG, spec, in_ch: int) -> list[int]:
     if isinstance(spec, float):
-        return solve_widths([u.conv.out_channels for u in base.features], in_ch, NUM_CLASSES, spec)
+        return solve_widths([u.conv.out_channels for u in base.features],
+                            vgg_counter(in_ch, NUM_CLASSES), spec)
     return list(spec)
 
 
-def _blended_random(arch, base_spec, branch_spec, in_ch=3) -> tuple[VGG, BlendedVGG]:
+def _blended_random(arch, base_spec, branch_spec, in_ch=3) -> tuple[VGG, BlendedNet]:
     base = _base(arch, base_spec, in_ch)
     widths = _branch_widths(arch, base, branch_spec, in_ch)
-    blended = BlendedVGG(base, widths)
+    blended = BlendedNet(base, widths)
     init_branches(blended, "random")
     for u in blended.features:
         _randomise_bn(u.bn2)
@@ -120,7 +122,7 @@ def test_alpha_one_is_exactly_the_original(arch, base_spec, branch_spec, in_ch, 
     x = torch.randn(3, in_ch, size, size)
     with torch.no_grad():
         want = base(x)
-    blended = BlendedVGG(base, _branch_widths(arch, base, branch_spec, in_ch))
+    blended = BlendedNet(base, _branch_widths(arch, base, branch_spec, in_ch))
     init_branches(blended, "random")
     assert float(blended.alpha) == 1.0 and "alpha" in blended.state_dict()  # the default
     blended.eval()
@@ -178,7 +180,7 @@ def test_select_init_at_alpha_zero_is_the_channel_pruned_network(arch, base_spec
     base = _base(arch, base_spec, in_ch)
     widths = _branch_widths(arch, base, branch_spec, in_ch)
     pruned = _channel_pruned_copy(base, arch, widths, criterion, in_ch).eval()
-    blended = BlendedVGG(base, widths)
+    blended = BlendedNet(base, widths)
     init_branches(blended, "select", criterion)
     blended.set_alpha(0.0)
     blended.eval()
@@ -196,7 +198,7 @@ def test_select_init_at_alpha_zero_is_the_channel_pruned_network(arch, base_spec
 @pytest.mark.parametrize("train_original", [True, False])
 def test_train_original_false_freezes_the_original_units(train_original):
     base = _base("vgg11", 0.125)
-    blended = BlendedVGG(base, solve_widths(base_widths("vgg11", 0.125), 3, NUM_CLASSES, 0.5),
+    blended = BlendedNet(base, solve_widths(base_widths("vgg11", 0.125), vgg_counter(3, NUM_CLASSES), 0.5),
                          train_original=train_original)
     init_branches(blended, "select")
     for u in blended.features:
@@ -204,7 +206,7 @@ def test_train_original_false_freezes_the_original_units(train_original):
             assert p.requires_grad is train_original
         for p in list(u.A.parameters()) + list(u.B.parameters()) + list(u.bn2.parameters()):
             assert p.requires_grad
-    assert all(p.requires_grad for p in blended.classifier.parameters())
+    assert all(p.requires_grad for p in blended.net.classifier.parameters())
 
     blended.eval()
     blended.train()

@@ -1,4 +1,4 @@
-"""Hand-over modes of :class:`BlendedVGG`: which path each unit runs, and exact fusion."""
+"""Hand-over modes of :class:`BlendedNet`: which path each unit runs, and exact fusion."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from alphaprune.blend import BlendedVGG, fuse
+from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.init import init_branches
 
 from .test_fuse import _base, _branch_widths, _randomise_bn
@@ -16,11 +16,11 @@ MODES = ("blend", "stochastic", "progressive")
 N_UNITS = 8  # vgg11
 
 
-def _blended(handover: str, base_spec=0.0625, prune=0.5, seed: int = 0) -> BlendedVGG:
+def _blended(handover: str, base_spec=0.0625, prune=0.5, seed: int = 0) -> BlendedNet:
     """A tiny vgg11 with random weights and BN statistics, select-initialised branches."""
     torch.manual_seed(seed)
     base = _base("vgg11", base_spec)
-    model = BlendedVGG(base, _branch_widths("vgg11", base, prune, 3), handover=handover)
+    model = BlendedNet(base, _branch_widths("vgg11", base, prune, 3), handover=handover)
     init_branches(model, "select", "bn")
     for u in model.features:  # branches that differ from the original path
         _randomise_bn(u.bn2)
@@ -30,7 +30,7 @@ def _blended(handover: str, base_spec=0.0625, prune=0.5, seed: int = 0) -> Blend
 class PathCounter:
     """Counts, per unit and forward pass, calls of the branch (``A``) and the original (``bn``)."""
 
-    def __init__(self, model: BlendedVGG):
+    def __init__(self, model: BlendedNet):
         n = len(model.features)
         self.branch, self.original = [0] * n, [0] * n
         self.handles = []
@@ -53,7 +53,7 @@ class PathCounter:
             h.remove()
 
 
-def _passes(model: BlendedVGG, n: int, train: bool) -> list[tuple[list[int], list[int]]]:
+def _passes(model: BlendedNet, n: int, train: bool) -> list[tuple[list[int], list[int]]]:
     """Run ``n`` forward passes; per pass, the (branch, original) call counts per unit."""
     model.train(train)
     counter = PathCounter(model)
@@ -108,7 +108,7 @@ def test_every_mode_agrees_at_the_ends(mode, alpha, gate, train):
 def test_unknown_handover_is_rejected():
     base = _base("vgg11", 0.0625)
     with pytest.raises(ValueError, match="swap"):
-        BlendedVGG(base, _branch_widths("vgg11", base, 0.5, 3), handover="swap")
+        BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3), handover="swap")
 
 
 # --------------------------------------------------------------------------- paths that run

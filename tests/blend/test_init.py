@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from alphaprune.blend import BlendedVGG, fuse
+from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.init import (
     BRANCH_INITS,
     IMPORTANCE_CRITERIA,
@@ -102,7 +102,7 @@ def test_select_at_alpha_zero_is_the_channel_pruned_network(base_spec, branch_sp
     widths = _branch_widths("vgg11", base, branch_spec, in_ch)
     kept = [_kept(imp, k) for imp, k in zip(_importance(base, criterion, calib), widths)]
     pruned = _channel_pruned(base, widths, kept, in_ch)
-    blended = BlendedVGG(base, widths)
+    blended = BlendedNet(base, widths)
     init_branches(blended, "select", criterion, calib=calib)
     blended.set_alpha(0.0).eval()
     x = torch.randn(4, in_ch, 32, 32)
@@ -127,7 +127,7 @@ def test_act_criterion_is_data_driven(other):
     widths = _branch_widths("vgg11", base, 0.5, 3)
 
     def selected(criterion, data):
-        m = BlendedVGG(copy.deepcopy(base), widths)
+        m = BlendedNet(copy.deepcopy(base), widths)
         init_branches(m, "select", criterion, calib=data)
         return [u.A.weight[:, :, 0, 0].argmax(1).tolist() for u in m.features]
 
@@ -142,7 +142,7 @@ def test_channel_importance_matches_the_definition(criterion):
     base = _pretrainedish(0.0625)
     calib = torch.randn(8, 3, 32, 32)
     want = _importance(base, criterion, calib)
-    blended = BlendedVGG(base, _branch_widths("vgg11", base, 0.5, 3)).eval()
+    blended = BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3)).eval()
     h = calib
     for u, w in zip(blended.features, want):
         with torch.no_grad():
@@ -164,7 +164,7 @@ def test_lstsq_lowers_the_reconstruction_error(criterion, seed, base_spec, prune
     widths = _branch_widths("vgg11", base, prune, 3)
     errs = {}
     for method in ("select", "lstsq"):
-        m = BlendedVGG(copy.deepcopy(base), widths)
+        m = BlendedNet(copy.deepcopy(base), widths)
         init_branches(m, method, criterion, calib=calib)
         errs[method] = reconstruction_error(m, calib)
     sel, lsq = errs["select"], errs["lstsq"]
@@ -178,7 +178,7 @@ def test_lstsq_keeps_fusion_exact_and_the_original_untouched():
     base = _pretrainedish(0.0625)
     calib = torch.randn(32, 3, 32, 32)
     original = copy.deepcopy(base).eval()
-    blended = BlendedVGG(base, _branch_widths("vgg11", base, 0.5, 3))
+    blended = BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3))
     blended.train()
     init_branches(blended, "lstsq", "act", calib=calib)
     assert blended.training  # the mode is restored
@@ -193,7 +193,7 @@ def test_lstsq_keeps_fusion_exact_and_the_original_untouched():
 def test_reconstruction_error_is_zero_for_full_width_select():
     base = _pretrainedish(0.0625)
     widths = [u.conv.out_channels for u in base.features]
-    blended = BlendedVGG(base, widths)
+    blended = BlendedNet(base, widths)
     init_branches(blended, "select", "bn")
     errs = reconstruction_error(blended, torch.randn(8, 3, 32, 32))
     assert max(errs) < 1e-10
@@ -218,7 +218,7 @@ def test_reconstruction_error_is_zero_for_full_width_select():
 ])
 def test_bad_arguments_raise_user_error_and_change_nothing(method, criterion, with_calib, words):
     base = _pretrainedish(0.0625)
-    blended = BlendedVGG(base, _branch_widths("vgg11", base, 0.5, 3))
+    blended = BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3))
     before = copy.deepcopy(blended.state_dict())
     calib = torch.randn(4, 3, 32, 32) if with_calib else None
     with pytest.raises(UserError) as e:
@@ -231,6 +231,6 @@ def test_bad_arguments_raise_user_error_and_change_nothing(method, criterion, wi
 @pytest.mark.parametrize("method, criterion", [("select", "bn"), ("select", "l1")])
 def test_weight_criteria_need_no_calibration(method, criterion):
     base = _pretrainedish(0.0625)
-    blended = BlendedVGG(base, _branch_widths("vgg11", base, 0.5, 3))
+    blended = BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3))
     init_branches(blended, method, criterion)  # no calib: fine
     assert all(u.A.weight.abs().sum() == u.width for u in blended.features)

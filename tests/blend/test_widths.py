@@ -6,16 +6,19 @@ import math
 
 import pytest
 
-from alphaprune.blend import solve_widths, vgg_param_count
+from alphaprune.blend import solve_widths
+from alphaprune.blend.widths import vgg_counter, vgg_param_count
 from alphaprune.errors import UserError
 from alphaprune.models import create_model, list_models
 from alphaprune.models.vgg import base_widths
 from alphaprune.report.size import count_params
 
+VGGS = [n for n in list_models() if n.startswith("vgg")]
+
 TARGETS = [0.1, 0.35, 0.5, 0.65, 0.9, 0.95]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", VGGS)
 @pytest.mark.parametrize("width, in_ch, classes", [
     (1.0, 3, 10), (0.25, 3, 100), (0.0625, 1, 10), (0.1, 3, 7), (0.01, 2, 1),
 ])
@@ -38,12 +41,12 @@ def test_param_count_matches_explicit_widths(name, widths):
     assert vgg_param_count(widths, 3, 10) == count_params(model)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", VGGS)
 @pytest.mark.parametrize("width", [1.0, 0.25])
 @pytest.mark.parametrize("prune", TARGETS)
 def test_solver_hits_the_parameter_target(name, width, prune):
     base = base_widths(name, width)
-    widths = solve_widths(base, 3, 10, prune)
+    widths = solve_widths(base, vgg_counter(3, 10), prune)
     assert len(widths) == len(base)
     assert all(isinstance(k, int) for k in widths)
     assert all(1 <= k <= b for k, b in zip(widths, base)), (widths, base)
@@ -60,7 +63,7 @@ def test_solver_hits_the_parameter_target(name, width, prune):
 ])
 def test_solved_widths_build_a_model_of_the_target_size(name, width, in_ch, classes, prune):
     base = base_widths(name, width)
-    widths = solve_widths(base, in_ch, classes, prune)
+    widths = solve_widths(base, vgg_counter(in_ch, classes), prune)
     before = count_params(create_model(name, width=width, in_channels=in_ch, num_classes=classes))
     after = count_params(create_model(name, widths=widths, in_channels=in_ch, num_classes=classes))
     assert abs((1 - after / before) - prune) <= 0.005
@@ -72,27 +75,27 @@ def test_solver_keeps_a_roughly_uniform_ratio(name, prune):
     """Widths come from one uniform keep ratio r (then one-channel adjustments); the
     parameter count is about quadratic in the widths, so r is about sqrt(1 - prune)."""
     base = base_widths(name, 1.0)
-    ratios = [k / b for k, b in zip(solve_widths(base, 3, 10, prune), base)]
+    ratios = [k / b for k, b in zip(solve_widths(base, vgg_counter(3, 10), prune), base)]
     assert all(abs(r - math.sqrt(1 - prune)) <= 0.05 for r in ratios), ratios
 
 
 def test_solver_is_deterministic():
     base = base_widths("vgg16", 0.25)
-    assert solve_widths(base, 3, 10, 0.65) == solve_widths(base, 3, 10, 0.65)
+    assert solve_widths(base, vgg_counter(3, 10), 0.65) == solve_widths(base, vgg_counter(3, 10), 0.65)
 
 
 @pytest.mark.parametrize("prune", [0, 0.0, 1, 1.0, -0.1, 1.5, math.nan, math.inf])
 def test_solver_rejects_targets_outside_0_1(prune):
     with pytest.raises(UserError, match="--prune"):
-        solve_widths(base_widths("vgg11", 0.25), 3, 10, prune)
+        solve_widths(base_widths("vgg11", 0.25), vgg_counter(3, 10), prune)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", VGGS)
 @pytest.mark.parametrize("width", [1.0, 0.25])
 @pytest.mark.parametrize("prune", [0.35, 0.65, 0.9])
 def test_round_to_8_keeps_multiples_of_8_and_the_target(name, width, prune):
     base = base_widths(name, width)
-    ws = solve_widths(base, 3, 10, prune, round_to=8)
+    ws = solve_widths(base, vgg_counter(3, 10), prune, round_to=8)
     for w, b in zip(ws, base):
         assert 1 <= w <= b
         if b > 8:
@@ -103,17 +106,17 @@ def test_round_to_8_keeps_multiples_of_8_and_the_target(name, width, prune):
 
 def test_round_to_below_1_is_a_user_error():
     with pytest.raises(UserError):
-        solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, round_to=0)
+        solve_widths(base_widths("vgg11", 0.25), vgg_counter(3, 10), 0.5, round_to=0)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", VGGS)
 @pytest.mark.parametrize("prune", [0.35, 0.65, 0.9])
 @pytest.mark.parametrize("balance", [0.5, 1.0])
 @pytest.mark.parametrize("round_to", [1, 8])
 def test_balance_hits_the_target_and_spares_the_narrow_layers(name, prune, balance, round_to):
     base = base_widths(name, 0.25)
-    uniform = solve_widths(base, 3, 10, prune, round_to)
-    ws = solve_widths(base, 3, 10, prune, round_to, balance=balance)
+    uniform = solve_widths(base, vgg_counter(3, 10), prune, round_to)
+    ws = solve_widths(base, vgg_counter(3, 10), prune, round_to, balance=balance)
     achieved = 1 - vgg_param_count(ws, 3, 10) / vgg_param_count(base, 3, 10)
     assert abs(achieved - prune) <= 0.005, (ws, achieved)
     assert all(1 <= w <= b for w, b in zip(ws, base))
@@ -129,17 +132,18 @@ def test_balance_hits_the_target_and_spares_the_narrow_layers(name, prune, balan
 
 def test_balance_zero_is_the_uniform_solver():
     base = base_widths("vgg16", 0.25)
-    assert solve_widths(base, 3, 10, 0.65, 8, balance=0.0) == solve_widths(base, 3, 10, 0.65, 8)
+    count = vgg_counter(3, 10)
+    assert solve_widths(base, count, 0.65, 8, balance=0.0) == solve_widths(base, count, 0.65, 8)
 
 
 @pytest.mark.parametrize("balance", [-0.1, 1.5, math.nan])
 def test_balance_outside_0_1_is_a_user_error(balance):
     with pytest.raises(UserError, match="--balance must be between 0 and 1"):
-        solve_widths(base_widths("vgg11", 0.25), 3, 10, 0.5, balance=balance)
+        solve_widths(base_widths("vgg11", 0.25), vgg_counter(3, 10), 0.5, balance=balance)
 
 
 def test_balance_falls_back_to_uniform_when_it_cannot_fit_the_target():
     base = [4, 8, 16, 16, 32, 32, 32, 32]  # vgg11 at width 1/16: steps of 8 are coarse here
-    ws = solve_widths(base, 1, 10, 0.5, 8, balance=1.0)
-    assert ws == solve_widths(base, 1, 10, 0.5, 8)
+    ws = solve_widths(base, vgg_counter(1, 10), 0.5, 8, balance=1.0)
+    assert ws == solve_widths(base, vgg_counter(1, 10), 0.5, 8)
     assert abs(1 - vgg_param_count(ws, 1, 10) / vgg_param_count(base, 1, 10) - 0.5) <= 0.005

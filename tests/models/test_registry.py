@@ -26,7 +26,7 @@ def test_list_models_is_sorted_and_holds_the_vgg_family():
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_and_trains_one_step(name):
     torch.manual_seed(0)
-    model = create_model(name, width=0.0625)
+    model = create_model(name, width=0.0625, num_classes=10)
     x = torch.randn(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, 10)

@@ -1,51 +1,119 @@
-"""A registry VGG with a branch beside every conv unit and one global alpha."""
+"""Any traced CNN with a branch beside every prunable unit and one global alpha.
+
+The model's fx graph (:mod:`alphaprune.graph`) is rewritten so that each unit's nodes
+(``layer -> [bn] -> act -> [post]``) become one :class:`BranchedUnit`; everything else runs
+as the model's own code did. The original layers are reused, not copied.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.blend.branch import HANDOVER_MODES, BranchedUnit
-from alphaprune.models.vgg import VGG
+from alphaprune.graph.units import Structure, Unit, find_units
 
-__all__ = ["BlendedVGG"]
+__all__ = ["BlendedNet", "node_op", "default_example"]
 
 
-class BlendedVGG(nn.Module):
-    """``features`` of :class:`BranchedUnit`, the original pool and classifier.
+class _Function(nn.Module):
+    """A traced ``call_function``/``call_method`` on one tensor, with its constant arguments."""
 
-    ``alpha`` is a buffer (saved in checkpoints); set it with :meth:`set_alpha`. The
-    hand-over mode turns alpha into each unit's gate (1 = original path only, 0 = branch
-    only):
+    def __init__(self, op: str, target, args: tuple, kwargs: dict):
+        super().__init__()
+        self.op, self.target, self.args, self.kwargs = op, target, tuple(args), dict(kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.op == "call_method":
+            return getattr(x, self.target)(*self.args, **self.kwargs)
+        return self.target(x, *self.args, **self.kwargs)
+
+
+def node_op(gm: fx.GraphModule, n: fx.Node) -> nn.Module:
+    """The module that computes node ``n`` from its first argument."""
+    if n.op == "call_module":
+        return gm.get_submodule(n.target)
+    return _Function(n.op, n.target, n.args[1:], n.kwargs)
+
+
+def default_example(model: nn.Module, size: int = 32) -> torch.Tensor:
+    """Two ``size`` x ``size`` zero images with the input channels of the first conv."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError("the model has no Conv2d: pass an example input")
+    return torch.zeros(2, conv.in_channels, size, size)
+
+
+def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit:
+    post = [node_op(gm, n) for n in u.post]
+    return BranchedUnit(gm.get_submodule(u.name), gm.get_submodule(u.bn) if u.bn else None,
+                        node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k)
+
+
+def _rewrite(structure: Structure, units: list[BranchedUnit]) -> fx.GraphModule:
+    """A copy of the traced graph in which unit ``i``'s nodes are one call of ``units[i]``."""
+    gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
+    gm.add_submodule("alpha_units", nn.ModuleList(units))
+    g, by_name = gm.graph, {n.name: n for n in gm.graph.nodes}
+    for i, u in enumerate(structure.units):
+        layer = next(n for n in g.nodes if n.op == "call_module" and n.target == u.name)
+        out = by_name[u.out.name]
+        with g.inserting_after(out):
+            new = g.call_module(f"alpha_units.{i}", (layer.args[0],))
+        out.replace_all_uses_with(new)
+        chain, n = [], layer
+        while n is not out:
+            chain.append(n)
+            n = next(iter(n.users))
+        for n in [out, *reversed(chain)]:
+            g.erase_node(n)
+    g.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
+class BlendedNet(nn.Module):
+    """The model with every unit branched; ``alpha`` (a saved buffer) hands it over.
+
+    The hand-over mode turns alpha into each unit's gate (1 = original path only, 0 =
+    branch only):
 
     * ``blend``: every unit outputs ``alpha * original + (1 - alpha) * branch``;
     * ``stochastic``: in training each unit runs its original alone with probability alpha
       and its branch alone otherwise, drawn per batch and unit (BERT-of-Theseus); in
       evaluation all branches run (the network that ships);
-    * ``progressive``: the first ``round((1 - alpha) * L)`` units (from the input side) run
-      their branch, the rest their original; deterministic in training and evaluation.
+    * ``progressive``: the first ``round((1 - alpha) * L)`` units (from the input side, in
+      graph order) run their branch, the rest their original.
 
     Args:
-        base: the pretrained VGG (its modules are reused, not copied).
-        widths: kept width of each unit's branch.
-        train_original: when False the original convs and BNs are frozen.
+        model: the pretrained model (its modules are reused), or its :class:`Structure`.
+        widths: kept width of each unit's branch, in the order of ``structure.units``.
+        example: an input batch to trace ``model`` with (not needed for a Structure;
+            default: two 32x32 images with the first conv's input channels).
+        train_original: when False the original layers and BNs are frozen.
         handover: ``blend``, ``stochastic`` or ``progressive``.
     """
 
-    def __init__(self, base: VGG, widths: Sequence[int], train_original: bool = True,
+    def __init__(self, model: nn.Module | Structure, widths: Sequence[int],
+                 example: torch.Tensor | None = None, train_original: bool = True,
                  handover: str = "blend"):
         super().__init__()
         if handover not in HANDOVER_MODES:
             raise ValueError(f"unknown hand-over mode {handover!r}")
+        if not isinstance(model, Structure) and example is None:
+            example = default_example(model)
+        structure = model if isinstance(model, Structure) else find_units(model, example)
+        if len(widths) != len(structure.units):
+            raise ValueError(f"{len(structure.units)} units but {len(widths)} widths")
+        self.structure = structure
         self.handover = handover
-        units = list(base.features)
-        if len(widths) != len(units):
-            raise ValueError(f"{len(units)} units but {len(widths)} widths")
-        self.features = nn.ModuleList(BranchedUnit(u, int(k)) for u, k in zip(units, widths))
-        self.pool = base.pool
-        self.classifier = base.classifier
+        branched = [_branched(structure.gm, u, int(k)) for u, k in zip(structure.units, widths)]
+        self.net = _rewrite(structure, branched)
         self.register_buffer("alpha", torch.tensor(1.0))
         self.train_original = train_original
         if not train_original:
@@ -53,7 +121,12 @@ class BlendedVGG(nn.Module):
                 for p in list(u.conv.parameters()) + list(u.bn.parameters()):
                     p.requires_grad_(False)
 
-    def set_alpha(self, alpha: float) -> BlendedVGG:
+    @property
+    def features(self) -> nn.ModuleList:
+        """The branched units, in graph order."""
+        return self.net.alpha_units
+
+    def set_alpha(self, alpha: float) -> BlendedNet:
         """Set the one blend factor of the whole network; returns ``self``."""
         self.alpha.fill_(float(alpha))
         return self
@@ -74,10 +147,14 @@ class BlendedVGG(nn.Module):
         n_branch = round((1.0 - alpha) * n)  # progressive, from the input side
         return [0.0 if i < n_branch else 1.0 for i in range(n)]
 
+    def run(self, x: torch.Tensor, gates: Sequence[float]) -> torch.Tensor:
+        """One forward pass with explicit per-unit gates."""
+        for u, a in zip(self.features, gates):
+            u.gate = float(a)
+        return self.net(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for u, a in zip(self.features, self.gates()):
-            x = u(x, a)
-        return self.classifier(torch.flatten(self.pool(x), 1))
+        return self.run(x, self.gates())
 
     def train(self, mode: bool = True):
         super().train(mode)

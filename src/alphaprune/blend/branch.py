@@ -1,10 +1,12 @@
-"""A conv unit with a narrow parallel branch (DESIGN.md section 2).
+"""A prunable unit with a narrow parallel branch (DESIGN.md section 2).
 
-    z        = conv(y)                              (shared pre-BN conv output)
-    original = pool(act(BN(z)))                     (n channels)
-    branch   = B(pool(act(BN'(A z))))               (A: 1x1 n->k, B: 1x1 k->n, no bias)
+    z        = layer(y)                             (shared pre-BN output; conv or linear)
+    original = post(act(BN(z)))                     (n channels)
+    branch   = B(post(act(BN'(A z))))               (A: n->k, B: k->n, no bias)
     y'       = a * original + (1 - a) * branch
 
+``A`` and ``B`` are 1x1 convs for a conv unit and bias-free linears for a linear unit; a
+unit without BatchNorm has no ``BN'`` (the layer's bias reaches the branch through ``A``).
 ``a`` is the unit's own gate, derived from the network's alpha by the hand-over mode
 (:mod:`alphaprune.blend.blended`): ``a = alpha`` for ``blend``; 0 or 1 for ``stochastic``
 and ``progressive``, which run one path only.
@@ -15,34 +17,49 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from alphaprune.models.vgg import ConvUnit
-
-__all__ = ["BranchedUnit", "HANDOVER_MODES"]
+__all__ = ["BranchedUnit", "HANDOVER_MODES", "matrix"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
 
+def matrix(layer: nn.Module) -> torch.Tensor:
+    """The weight of a 1x1 conv or a linear as a (out, in) matrix view."""
+    return layer.weight.view(layer.weight.shape[0], layer.weight.shape[1])
+
+
 class BranchedUnit(nn.Module):
-    """Wraps a :class:`ConvUnit` (kept as ``conv``, ``bn``, ``pool``) and adds the branch.
+    """The original layer, BN, activation and post ops (reused, not copied) plus the branch.
 
     Args:
-        unit: the original unit; its conv and BN are reused (not copied).
+        layer: the unit's ``Conv2d`` or ``Linear`` (kept as ``conv``).
+        bn: its BatchNorm, or ``None``.
+        act: the elementwise activation, as a module.
+        post: pool/dropout/identity after the activation, as one module.
         k: kept width of the branch.
     """
 
-    def __init__(self, unit: ConvUnit, k: int):
+    def __init__(self, layer: nn.Module, bn: nn.Module | None, act: nn.Module, post: nn.Module,
+                 k: int):
         super().__init__()
-        n = unit.conv.out_channels
-        self.conv, self.bn, self.pool = unit.conv, unit.bn, unit.pool
-        self.act = nn.ReLU()
-        self.A = nn.Conv2d(n, k, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(k)
-        self.B = nn.Conv2d(k, n, 1, bias=False)
+        self.kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
+        n = layer.out_channels if self.kind == "conv" else layer.out_features
+        self.conv, self.act, self.pool = layer, act, post
+        self.bn = bn if bn is not None else nn.Identity()
+        self.has_bn = bn is not None
+        if self.kind == "conv":
+            self.A, self.B = nn.Conv2d(n, k, 1, bias=False), nn.Conv2d(k, n, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(k) if bn is not None else nn.Identity()
+        else:
+            self.A, self.B = nn.Linear(n, k, bias=False), nn.Linear(k, n, bias=False)
+            self.bn2 = nn.BatchNorm1d(k) if bn is not None else nn.Identity()
+        if bn is not None:
+            self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
+        self.gate = 1.0
 
     @property
     def width(self) -> int:
         """Kept width ``k``."""
-        return self.A.out_channels
+        return matrix(self.A).shape[0]
 
     def original(self, z: torch.Tensor) -> torch.Tensor:
         return self.pool(self.act(self.bn(z)))
@@ -54,7 +71,8 @@ class BranchedUnit(nn.Module):
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self.B(self.narrow(z))
 
-    def forward(self, x: torch.Tensor, a: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a: float | None = None) -> torch.Tensor:
+        a = self.gate if a is None else a
         z = self.conv(x)
         # At a gate of 0 or 1 only one path matters: skip the other (cheaper, and exactly
         # the same output).

@@ -1,48 +1,111 @@
-"""Exact fusion of a :class:`BlendedVGG` at alpha = 0 into a plain registry VGG.
+"""Exact fusion of a :class:`BlendedNet` at alpha = 0 into a compact network.
 
-At alpha = 0 the chain ``B_{i-1} -> conv_i -> A_i`` is linear, so per kernel position
+At alpha = 0 the chain ``B_prev -> layer -> A`` is linear, so per kernel position
 
-    W'_i[a, c] = sum_{o, m} A_i[a, o] * W_i[o, m] * B_{i-1}[m, c]
+    W'[a, c] = sum_{o, m} A[a, o] * W[o, m] * B_prev[m, c]        (bias' = A b)
 
-``BN'_i`` becomes the compact unit's BN and the classifier absorbs the last ``B``
-(global average pooling commutes with a 1x1 conv). The B convs have no bias, so zero
-padding commutes and the result is exact up to float rounding.
+Fold rules, one per layer a unit touches:
+
+* the unit's own conv or linear: ``A`` on its outputs (``BN'`` becomes its BatchNorm);
+* a consumer conv (groups = 1): ``B`` on its input channels; zero (or any per-channel)
+  padding, stride and dilation commute with a channel mix, so any such conv absorbs it;
+* a consumer linear on a 2-d input: ``B`` on its inputs;
+* a consumer linear after a channel-major flatten of an H x W map: ``B (x) I_HW``;
+* a layer that is both (a unit fed by a unit) gets both.
+
+The ``B`` maps have no bias, so the result equals the blended network at alpha = 0 up to
+float rounding (computed in float64).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.fx as fx
+import torch.nn as nn
 
-from alphaprune.blend.blended import BlendedVGG
+from alphaprune.blend.blended import BlendedNet
+from alphaprune.blend.branch import matrix
 from alphaprune.models import create_model
-from alphaprune.models.vgg import VGG
+from alphaprune.models.registry import infer_kwargs
 
-__all__ = ["fuse"]
+__all__ = ["fuse", "fuse_graph", "fold_layer"]
 
 
 @torch.no_grad()
-def fuse(blended: BlendedVGG, arch: str) -> VGG:
-    """Fold every branch into one compact VGG with the branches' widths.
+def fold_layer(layer: nn.Module, A: torch.Tensor | None, B_in: torch.Tensor | None,
+               spatial: int = 1) -> nn.Module:
+    """A new conv or linear computing ``A . layer . (B_in (x) I_spatial)``.
 
     Args:
-        blended: the trained blended model (its alpha is ignored: fusion is the alpha = 0 net).
-        arch: registry name of the base VGG (``vgg16`` ...), for the compact model.
+        layer: the original ``Conv2d`` (groups = 1) or ``Linear``.
+        A: (k, n_out) map on its outputs, or ``None`` (identity).
+        B_in: (n_in, k_in) map on its input channels, or ``None`` (identity).
+        spatial: input positions per channel (a flattened map's H*W), for a linear.
     """
-    units = list(blended.features)
-    in_ch = units[0].conv.in_channels
-    fused = create_model(arch, num_classes=blended.classifier.out_features, in_channels=in_ch,
-                         widths=blended.widths)
-    prev_B = None  # (n_{i-1}, k_{i-1}) matrix of the previous unit's B
-    for u, f in zip(units, fused.features):
-        W = u.conv.weight.double()                       # (n_i, n_{i-1}, kh, kw)
-        A = u.A.weight.double()[:, :, 0, 0]              # (k_i, n_i)
-        Wa = torch.einsum("ao,omhw->amhw", A, W)
-        if prev_B is not None:
-            Wa = torch.einsum("amhw,mc->achw", Wa, prev_B)
-        f.conv.weight.copy_(Wa.to(f.conv.weight.dtype))
-        f.bn.load_state_dict(u.bn2.state_dict())
-        prev_B = u.B.weight.double()[:, :, 0, 0]         # (n_i, k_i)
-    Wc = blended.classifier.weight.double() @ prev_B
-    fused.classifier.weight.copy_(Wc.to(fused.classifier.weight.dtype))
-    fused.classifier.bias.copy_(blended.classifier.bias)
-    return fused
+    W = layer.weight.double()
+    n_out = W.shape[0]
+    if isinstance(layer, nn.Linear):
+        W = W.view(n_out, -1, spatial)                           # (o, m, s)
+    if A is not None:
+        W = torch.einsum("ao,om...->am...", A.double(), W)
+    if B_in is not None:
+        W = torch.einsum("am...,mc->ac...", W, B_in.double())
+    bias = layer.bias
+    if bias is not None and A is not None:
+        bias = A.double() @ bias.double()
+    if isinstance(layer, nn.Linear):
+        new = nn.Linear(W.shape[1] * spatial, W.shape[0], bias=bias is not None)
+        W = W.reshape(W.shape[0], -1)
+    else:
+        new = nn.Conv2d(W.shape[1], W.shape[0], layer.kernel_size, stride=layer.stride,
+                        padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                        padding_mode=layer.padding_mode)
+    new = new.to(layer.weight.dtype)
+    new.weight.copy_(W.to(new.weight.dtype))
+    if bias is not None:
+        new.bias.copy_(bias.to(new.bias.dtype))
+    return new
+
+
+@torch.no_grad()
+def fuse(blended: BlendedNet, arch: str | None = None) -> nn.Module:
+    """Fold every branch into the compact network (the blended one's alpha is ignored).
+
+    Returns a ``GraphModule`` that runs the original model's graph with narrowed layers
+    (module and ``state_dict`` names are the original model's); with ``arch``, the registry
+    model of that name and the fused widths, holding the same weights.
+    """
+    gm = fuse_graph(blended)
+    if arch is None:
+        return gm
+    state = gm.state_dict()
+    model = create_model(arch, **infer_kwargs(arch, state))
+    model.load_state_dict(state)
+    return model
+
+
+@torch.no_grad()
+def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
+    """The fused network as a ``GraphModule`` (see :func:`fuse`)."""
+    structure = blended.structure
+    gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
+    maps: dict[str, dict] = {}
+    for unit, br in zip(structure.units, blended.features):
+        maps.setdefault(unit.name, {})["A"] = matrix(br.A)
+        for c in unit.consumers:
+            maps.setdefault(c.name, {}).update(B=matrix(br.B), spatial=c.spatial)
+    for name, m in maps.items():
+        new = fold_layer(gm.get_submodule(name), m.get("A"), m.get("B"), m.get("spatial", 1))
+        _set(gm, name, new)
+    for unit, br in zip(structure.units, blended.features):
+        if unit.bn is not None:
+            _set(gm, unit.bn, copy.deepcopy(br.bn2))
+    gm.recompile()
+    return gm
+
+
+def _set(gm: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, module)

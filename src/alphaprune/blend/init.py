@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from alphaprune.blend.blended import BlendedVGG
+from alphaprune.blend.blended import BlendedNet
+from alphaprune.blend.branch import matrix
 from alphaprune.errors import UserError
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
@@ -27,12 +28,25 @@ IMPORTANCE_CRITERIA = ("bn", "l1", "act")
 
 
 @torch.no_grad()
-def _original_outputs(model: BlendedVGG, x: torch.Tensor) -> list[torch.Tensor]:
-    outs, h = [], x
-    for u in model.features:
-        h = u(h, 1.0)
-        outs.append(h)
-    return outs
+def _unit_io(model: BlendedNet, x: torch.Tensor, gates: list[float]):
+    """Every unit's (input, output) in one pass of ``x`` with these gates."""
+    seen: dict[int, tuple] = {}
+    hooks = [u.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, (a[0], out)))
+             for i, u in enumerate(model.features)]
+    try:
+        model.run(x, gates)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [seen[i] for i in range(len(model.features))]
+
+
+def _original_outputs(model: BlendedNet, x: torch.Tensor) -> list[torch.Tensor]:
+    return [out for _, out in _unit_io(model, x, [1.0] * len(model.features))]
+
+
+def _channel_dims(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(d for d in range(t.dim()) if d != 1)
 
 
 @torch.no_grad()
@@ -44,11 +58,11 @@ def channel_importance(unit, criterion: str = "bn", activation: torch.Tensor | N
     if criterion == "bn":
         return unit.bn.weight.detach().abs()
     if criterion == "l1":
-        return unit.conv.weight.detach().abs().sum(dim=(1, 2, 3))
+        return unit.conv.weight.detach().abs().flatten(1).sum(dim=1)
     if criterion == "act":
         if activation is None:
             raise ValueError("the 'act' criterion needs a calibration batch")
-        return activation.mean(dim=(0, 2, 3))
+        return activation.mean(dim=_channel_dims(activation))
     raise UserError(f"unknown importance criterion '{criterion}': use {', '.join(IMPORTANCE_CRITERIA)}")
 
 
@@ -56,21 +70,25 @@ def channel_importance(unit, criterion: str = "bn", activation: torch.Tensor | N
 def _select(unit, scores: torch.Tensor) -> None:
     k = unit.width
     idx = torch.sort(torch.argsort(scores, descending=True)[:k]).values
-    unit.A.weight.zero_()
-    unit.A.weight[torch.arange(k), idx, 0, 0] = 1.0
-    unit.B.weight.zero_()
-    unit.B.weight[idx, torch.arange(k), 0, 0] = 1.0
+    A, B = matrix(unit.A), matrix(unit.B)
+    A.zero_()
+    A[torch.arange(k), idx] = 1.0
+    B.zero_()
+    B[idx, torch.arange(k)] = 1.0
+    if not unit.has_bn:
+        return
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(unit.bn2, name).copy_(getattr(unit.bn, name)[idx])
     unit.bn2.num_batches_tracked.copy_(unit.bn.num_batches_tracked)
 
 
 @torch.no_grad()
-def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Re-estimate BN' on the pruned path, fit B by ridge least squares; return B(narrow)."""
-    az = unit.A(unit.conv(h))
-    unit.bn2.running_mean.copy_(az.mean(dim=(0, 2, 3)))
-    unit.bn2.running_var.copy_(az.var(dim=(0, 2, 3), unbiased=True))
+def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
+    """Re-estimate BN' on the pruned path, then fit B by ridge least squares."""
+    if unit.has_bn:
+        az = unit.A(unit.conv(h))
+        unit.bn2.running_mean.copy_(az.mean(dim=_channel_dims(az)))
+        unit.bn2.running_var.copy_(az.var(dim=_channel_dims(az), unbiased=True))
     was = unit.training
     unit.eval()
     narrow = unit.narrow(unit.conv(h))
@@ -81,26 +99,23 @@ def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> torc
     G = H @ H.T
     G += ridge * (G.trace() / k + 1e-12) * torch.eye(k, dtype=G.dtype)
     B = torch.linalg.solve(G, H @ Y.T).T          # (n, k) = Y H^T (H H^T + lambda I)^-1
-    unit.B.weight.copy_(B.to(unit.B.weight.dtype)[:, :, None, None])
-    return unit.B(narrow)
+    matrix(unit.B).copy_(B.to(unit.B.weight.dtype))
 
 
 @torch.no_grad()
-def reconstruction_error(model: BlendedVGG, x: torch.Tensor) -> list[float]:
+def reconstruction_error(model: BlendedNet, x: torch.Tensor) -> list[float]:
     """Per unit: ||branch path output - original output||^2 / ||original output||^2, with
     the branch path fed by the previous branches (the pruned network), eval mode."""
     was = model.training
     model.eval()
     targets = _original_outputs(model, x)
-    errs, h = [], x
-    for u, t in zip(model.features, targets):
-        h = u(h, 0.0)
-        errs.append(float(((h - t) ** 2).sum() / (t ** 2).sum().clamp_min(1e-12)))
+    pruned = [out for _, out in _unit_io(model, x, [0.0] * len(model.features))]
     model.train(was)
-    return errs
+    return [float(((h - t) ** 2).sum() / (t ** 2).sum().clamp_min(1e-12))
+            for h, t in zip(pruned, targets)]
 
 
-def init_branches(model: BlendedVGG, method: str = "select", criterion: str = "bn",
+def init_branches(model: BlendedNet, method: str = "select", criterion: str = "bn",
                   calib: torch.Tensor | None = None, ridge: float = 1e-3) -> None:
     """Initialise every branch of ``model`` in place.
 
@@ -123,10 +138,11 @@ def init_branches(model: BlendedVGG, method: str = "select", criterion: str = "b
         raise UserError(f"--branch-init {method} with --importance {criterion} needs calibration data")
     was = model.training
     model.eval()
-    targets = _original_outputs(model, calib) if calib is not None else [None] * len(model.features)
-    h = calib
-    for u, t in zip(model.features, targets):
+    n = len(model.features)
+    targets = _original_outputs(model, calib) if calib is not None else [None] * n
+    for i, (u, t) in enumerate(zip(model.features, targets)):
         _select(u, channel_importance(u, criterion, t))
-        if method == "lstsq":
-            h = _fit_unit(u, h, t, ridge)
+        if method == "lstsq":  # the input the pruned network gives unit i: branches upstream
+            h = _unit_io(model, calib, [0.0] * i + [1.0] * (n - i))[i][0]
+            _fit_unit(u, h, t, ridge)
     model.train(was)

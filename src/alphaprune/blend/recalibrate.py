@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import torch
 
-from alphaprune.blend.blended import BlendedVGG
+from alphaprune.blend.blended import BlendedNet
 
 __all__ = ["ship_bn_stats", "using_bn_stats"]
 
@@ -30,7 +30,7 @@ BNStats = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
-def ship_bn_stats(model: BlendedVGG, calib: torch.Tensor, batch_size: int = 256) -> BNStats:
+def ship_bn_stats(model: BlendedNet, calib: torch.Tensor, batch_size: int = 256) -> BNStats:
     """Running mean and variance of every ``bn2`` when all branches run on ``calib``.
 
     ``calib`` runs in near-equal batches of at most ``batch_size`` and the statistics are
@@ -38,7 +38,7 @@ def ship_bn_stats(model: BlendedVGG, calib: torch.Tensor, batch_size: int = 256)
     after training. The model's own statistics, alpha and train/eval mode are left as they
     were.
     """
-    bns = [u.bn2 for u in model.features]
+    bns = [u.bn2 for u in model.features if u.has_bn]
     saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone(),
               b.momentum) for b in bns]
     alpha, training = float(model.alpha), model.training
@@ -62,12 +62,12 @@ def ship_bn_stats(model: BlendedVGG, calib: torch.Tensor, batch_size: int = 256)
 
 
 @contextmanager
-def using_bn_stats(model: BlendedVGG, stats: BNStats | None):
+def using_bn_stats(model: BlendedNet, stats: BNStats | None):
     """Within the block every ``bn2`` uses ``stats``; restores its own on exit (``None``: no-op)."""
     if stats is None:
         yield
         return
-    bns = [u.bn2 for u in model.features]
+    bns = [u.bn2 for u in model.features if u.has_bn]
     own = [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
     try:
         for b, (m, v) in zip(bns, stats):

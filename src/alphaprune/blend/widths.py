@@ -1,8 +1,9 @@
-"""The parameter-target solver: per-layer widths whose fused model has a given size.
+"""The parameter-target solver: per-unit widths whose fused model has a given size.
 
-The fused VGG's exact parameter count for widths ``k`` (input channels ``c``, classes ``C``):
-
-    sum_i (9 k_i k_{i-1} + 2 k_i)  +  k_L C + C          (k_0 = c; BN weight and bias count)
+The size of the fused model for any widths comes from a ``count`` callable: for any model
+:meth:`alphaprune.graph.cost.CostModel.params`, exact from the traced graph. (For a
+registry VGG it equals :func:`vgg_param_count`, ``sum_i (9 k_i k_{i-1} + 2 k_i) + k_L C + C``,
+kept as an independent check in the tests.)
 
 Widths come from a keep ratio found by bisection, then single-channel steps on the layer
 that brings the count closest to the target until no step helps. The keep ratio is uniform
@@ -15,11 +16,11 @@ few parameters but many FLOPs (they run at the highest resolution).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from alphaprune.errors import UserError
 
-__all__ = ["vgg_param_count", "solve_widths", "check_width_options"]
+__all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options"]
 
 
 def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
@@ -39,9 +40,12 @@ def check_width_options(round_to: int, balance: float) -> None:
         raise UserError(f"--balance must be between 0 and 1, got {balance}")
 
 
-def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
+def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
                  prune: float, round_to: int = 1, balance: float = 0.0) -> list[int]:
     """Widths (each between 1 and the base width) keeping ``1 - prune`` of the parameters.
+
+    ``count(widths)`` is the fused model's exact parameter count (unprunable layers
+    included); ``count(base)`` is the original's.
 
     ``round_to`` > 1 keeps every width a multiple of it (CPU kernels run faster on channel
     counts that are multiples of 8) at the cost of a coarser fit to the target.
@@ -59,7 +63,13 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
         raise UserError(f"--prune must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
                         "removes 65% of the parameters")
     base = [int(b) for b in base]
-    target = (1.0 - prune) * vgg_param_count(base, in_channels, num_classes)
+    target = (1.0 - prune) * count(base)
+    floor = count([min(b, round_to) for b in base])
+    if floor > target:
+        raise UserError(f"--prune {prune} cannot be reached: with every prunable unit at its "
+                        f"narrowest the model keeps {floor / count(base):.1%} of its parameters "
+                        f"(the rest is in layers that cannot be pruned); pass --prune "
+                        f"{1 - floor / count(base):.3f} or less")
 
     def snap(w: float, b: int) -> int:
         if round_to == 1 or b <= round_to:
@@ -70,9 +80,6 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
 
     def at(s: float) -> list[int]:  # s = 1 keeps every layer whole, whatever the balance
         return [snap(min(1.0, s * (b / b_max) ** -balance) * b, b) for b in base]
-
-    def count(ws) -> int:
-        return vgg_param_count(ws, in_channels, num_classes)
 
     lo, hi = 0.0, 1.0
     for _ in range(60):
@@ -96,7 +103,7 @@ def solve_widths(base: Sequence[int], in_channels: int, num_classes: int,
     if balance and abs(count(ws) - target) > 0.005 * count(base):
         # coarse widths (round_to on a tiny model) can leave no balanced fit within half a
         # point of the target: the uniform ratio's, if closer, keeps the size promise
-        uniform = solve_widths(base, in_channels, num_classes, prune, round_to)
+        uniform = solve_widths(base, count, prune, round_to)
         ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 
@@ -120,3 +127,8 @@ def _refine(ws: list[int], layers: list[int], base: list[int], round_to: int, ta
         if best is None:
             return ws
         ws = best[1]
+
+
+def vgg_counter(in_channels: int, num_classes: int) -> Callable[[Sequence[int]], int]:
+    """:func:`vgg_param_count` as a ``count`` callable for :func:`solve_widths`."""
+    return lambda widths: vgg_param_count(widths, in_channels, num_classes)

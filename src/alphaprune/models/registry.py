@@ -8,15 +8,39 @@ import torch.nn as nn
 
 from alphaprune.errors import UserError
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "register_model", "infer_kwargs"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INFER: dict[str, Callable[[dict], dict]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model constructor under its function name."""
-    _REGISTRY[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *,
+                   infer: Callable[[dict], dict] | None = None):
+    """Register a model constructor under its function name.
+
+    ``infer`` reads the constructor arguments (widths, classes, input channels) back from a
+    ``state_dict``'s shapes: that is how a pruned model, or a raw checkpoint, is rebuilt.
+    """
+    def add(f):
+        _REGISTRY[f.__name__] = f
+        if infer is not None:
+            _INFER[f.__name__] = infer
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def infer_kwargs(name: str, state_dict: dict) -> dict:
+    """Constructor arguments of registry model ``name`` that fit ``state_dict``.
+
+    Raises:
+        UserError: unknown name, or a state_dict that is not of that family.
+    """
+    create_model(name)  # unknown names fail here with the registry's message
+    try:
+        return _INFER[name](state_dict)
+    except UserError as e:
+        raise UserError(f"not a '{name}' checkpoint: {e}") from e
 
 
 def list_models() -> list[str]:

@@ -16,7 +16,8 @@ import torch.nn as nn
 from alphaprune.errors import UserError
 from alphaprune.models.registry import register_model
 
-__all__ = ["VGG", "ConvUnit", "VGG_CONFIGS", "vgg11", "vgg13", "vgg16", "vgg19", "base_widths"]
+__all__ = ["VGG", "ConvUnit", "VGG_CONFIGS", "vgg11", "vgg13", "vgg16", "vgg19", "base_widths",
+           "infer_vgg_kwargs"]
 
 # Numbers are conv output widths, "M" a 2x2 max-pool after the preceding conv.
 VGG_CONFIGS: dict[str, list] = {
@@ -94,25 +95,37 @@ def _make(name: str, num_classes: int = 10, in_channels: int = 3, width: float =
     return VGG(widths, _pool_flags(name), num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model
+def infer_vgg_kwargs(state_dict: dict) -> dict:
+    """Widths, input channels and classes of a VGG from its state_dict's shapes."""
+    convs = sorted((k for k in state_dict if k.startswith("features.") and k.endswith(".conv.weight")),
+                   key=lambda k: int(k.split(".")[1]))
+    if not convs or "classifier.weight" not in state_dict:
+        raise UserError("the checkpoint holds no VGG weights (features.*.conv.weight, "
+                        "classifier.weight): pass a checkpoint of a registry VGG")
+    return {"widths": [int(state_dict[k].shape[0]) for k in convs],
+            "in_channels": int(state_dict[convs[0]].shape[1]),
+            "num_classes": int(state_dict["classifier.weight"].shape[0])}
+
+
+@register_model(infer=infer_vgg_kwargs)
 def vgg11(**kwargs) -> VGG:
     """VGG-11-BN (8 conv units)."""
     return _make("vgg11", **kwargs)
 
 
-@register_model
+@register_model(infer=infer_vgg_kwargs)
 def vgg13(**kwargs) -> VGG:
     """VGG-13-BN (10 conv units)."""
     return _make("vgg13", **kwargs)
 
 
-@register_model
+@register_model(infer=infer_vgg_kwargs)
 def vgg16(**kwargs) -> VGG:
     """VGG-16-BN (13 conv units)."""
     return _make("vgg16", **kwargs)
 
 
-@register_model
+@register_model(infer=infer_vgg_kwargs)
 def vgg19(**kwargs) -> VGG:
     """VGG-19-BN (16 conv units)."""
     return _make("vgg19", **kwargs)

@@ -13,7 +13,7 @@ __all__ = ["BlendModule"]
 
 
 class BlendModule(ClassifierModule):
-    """``ClassifierModule`` for a :class:`~alphaprune.blend.BlendedVGG`.
+    """``ClassifierModule`` for a :class:`~alphaprune.blend.BlendedNet`.
 
     ``epoch_stats`` gains ``alpha``, ``ship_val_loss`` and ``ship_val_acc`` (all branches,
     alpha = 0: exactly the fused model's accuracy).

@@ -1,0 +1,138 @@
+"""Exact parameters and FLOPs of the fused model for any unit widths, from the traced graph.
+
+Only the layers a unit touches change size: the unit's own conv or linear (its outputs),
+its BatchNorm, and its consumers (their inputs; ``spatial`` inputs per channel after a
+flatten). Everything else, unprunable layers included, keeps its count. Parameters count
+BatchNorm's affine terms (as :func:`alphaprune.report.size.count_params` does); FLOPs are
+the multiply-accumulates of every conv and linear call (as ``count_flops`` does), at the
+traced input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from alphaprune.graph.trace import shape_of
+from alphaprune.graph.units import Structure
+
+__all__ = ["CostModel"]
+
+
+@dataclass
+class _Layer:
+    module: nn.Module
+    out_unit: int | None = None      # index of the unit whose width sets its outputs
+    in_unit: int | None = None       # index of the unit whose width sets its inputs
+    spatial: int = 1                 # inputs per channel of in_unit
+    positions: int = 0               # output positions per call (conv FLOPs), summed over calls
+
+
+class CostModel:
+    """Parameter and FLOP counts of the fused network as functions of the unit widths."""
+
+    def __init__(self, structure: Structure):
+        gm = structure.gm
+        self.base_widths = [u.width for u in structure.units]
+        self.layers: dict[str, _Layer] = {}
+        for i, u in enumerate(structure.units):
+            self._layer(gm, u.name).out_unit = i
+            if u.bn is not None:
+                self._layer(gm, u.bn).out_unit = i
+            for c in u.consumers:
+                lay = self._layer(gm, c.name)
+                lay.in_unit, lay.spatial = i, c.spatial
+        self.base_params = sum(p.numel() for p in gm.parameters())
+        self.base_flops, calls = 0, {}
+        for n in gm.graph.nodes:
+            if n.op != "call_module":
+                continue
+            m = gm.get_submodule(n.target)
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                pos = _positions(m, shape_of(n))
+                self.base_flops += _macs(m, pos, _in(m), _out(m))
+                calls[n.target] = calls.get(n.target, 0) + pos
+        for name, lay in self.layers.items():
+            lay.positions = calls.get(name, 0)
+
+    def _layer(self, gm, name: str) -> _Layer:
+        if name not in self.layers:
+            self.layers[name] = _Layer(gm.get_submodule(name))
+        return self.layers[name]
+
+    def _dims(self, lay: _Layer, widths: Sequence[int]) -> tuple[int, int]:
+        m = lay.module
+        cin = _in(m) if lay.in_unit is None else widths[lay.in_unit] * lay.spatial
+        cout = _out(m) if lay.out_unit is None else widths[lay.out_unit]
+        return cin, cout
+
+    def params(self, widths: Sequence[int]) -> int:
+        """Parameters of the fused model with these unit widths."""
+        total = self.base_params
+        for lay in self.layers.values():
+            cin, cout = self._dims(lay, widths)
+            total += _params(lay.module, cin, cout) - _params(lay.module, _in(lay.module), _out(lay.module))
+        return int(total)
+
+    def flops(self, widths: Sequence[int]) -> int:
+        """Multiply-accumulates of the fused model with these unit widths, for one input."""
+        total = self.base_flops
+        for lay in self.layers.values():
+            m = lay.module
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                cin, cout = self._dims(lay, widths)
+                total += _macs(m, lay.positions, cin, cout) - _macs(m, lay.positions, _in(m), _out(m))
+        return int(total)
+
+    def prunable_share(self) -> tuple[float, float]:
+        """Shares of the parameters and of the FLOPs that lie in layers a unit width sets."""
+        zero = [0] * len(self.base_widths)
+        return (1 - self.params(zero) / self.base_params,
+                1 - self.flops(zero) / max(1, self.base_flops))
+
+    def max_prune(self) -> float:
+        """The largest parameter fraction that can be removed (every unit one channel wide)."""
+        return 1 - self.params([1] * len(self.base_widths)) / self.base_params
+
+
+def _in(m: nn.Module) -> int:
+    if isinstance(m, nn.Conv2d):
+        return m.in_channels
+    if isinstance(m, nn.Linear):
+        return m.in_features
+    return m.num_features
+
+
+def _out(m: nn.Module) -> int:
+    if isinstance(m, nn.Conv2d):
+        return m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    return m.num_features
+
+
+def _params(m: nn.Module, cin: int, cout: int) -> int:
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        return cout * (cin // m.groups) * kh * kw + (cout if m.bias is not None else 0)
+    if isinstance(m, nn.Linear):
+        return cout * cin + (cout if m.bias is not None else 0)
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return 2 * cout if m.affine else 0
+    raise TypeError(f"no size rule for {type(m).__name__}")
+
+
+def _positions(m: nn.Module, out_shape) -> int:
+    """Output positions of one call (H*W for a conv, 1 for a linear)."""
+    if isinstance(m, nn.Conv2d) and out_shape is not None:
+        return int(out_shape[2] * out_shape[3])
+    return 1
+
+
+def _macs(m: nn.Module, positions: int, cin: int, cout: int) -> int:
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        return positions * cout * (cin // m.groups) * kh * kw
+    return cin * cout * max(1, positions)

@@ -1,0 +1,288 @@
+"""Prunable units and the reason every other layer is not one, read off the traced graph.
+
+A **unit** is a ``Conv2d`` (groups = 1) or ``Linear``, optionally followed by its
+BatchNorm, then an elementwise activation, then any of max/avg pooling, dropout or
+identity, each step the only user of the one before. Its output must feed only
+**consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
+a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
+consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have several consumers. Everything else is
+listed with its reason: channels tied by an add, cat or multiply (a residual stream),
+grouped or depthwise convs, the output layer, a consumer that cannot absorb ``B``, an op
+alphaprune does not know.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from alphaprune.graph.trace import shape_of, trace
+
+__all__ = ["Consumer", "Unit", "Skipped", "Structure", "find_units"]
+
+ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
+               nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
+ACT_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
+                 F.mish, torch.sigmoid, torch.tanh, F.hardtanh, F.selu, F.celu, F.softplus)
+ACT_METHODS = ("relu", "relu_", "sigmoid", "tanh")
+POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+POOL_FUNCTIONS = (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)
+PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
+PASS_FUNCTIONS = (F.dropout, F.dropout2d)
+TIES = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "multiply",
+        torch.mul: "multiply", operator.imul: "multiply", torch.cat: "cat", operator.sub: "subtract",
+        torch.sub: "subtract", torch.stack: "stack"}
+TIE_METHODS = {"add": "add", "add_": "add", "mul": "multiply", "mul_": "multiply", "sub": "subtract"}
+
+
+@dataclass
+class Consumer:
+    """A layer that absorbs a unit's ``B`` on its input side."""
+
+    name: str            # qualified module name
+    kind: str            # "conv" or "linear"
+    spatial: int = 1     # input positions per channel (H*W of a flattened map, else 1)
+
+
+@dataclass
+class Unit:
+    """One prunable unit: ``layer [-> bn] -> act [-> pool/dropout ...]``."""
+
+    name: str                    # the conv or linear, as in named_modules()
+    kind: str                    # "conv" or "linear"
+    width: int                   # its output channels
+    bn: str | None               # its BatchNorm, if any
+    act: fx.Node                 # the activation node
+    post: list[fx.Node]          # pool/dropout/identity nodes after the activation
+    out: fx.Node                 # the last node of the unit
+    consumers: list[Consumer] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    """A layer that is not a unit, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Structure:
+    """The traced model, its units (in graph order) and every layer that is not one."""
+
+    gm: fx.GraphModule
+    units: list[Unit]
+    skipped: list[Skipped]
+    input_shape: tuple[int, ...]     # one example, without the batch dimension
+
+    def unit(self, name: str) -> Unit:
+        return next(u for u in self.units if u.name == name)
+
+
+def _mod(gm: fx.GraphModule, n: fx.Node):
+    return gm.get_submodule(n.target) if n.op == "call_module" else None
+
+
+def _is(gm, n: fx.Node, modules=(), functions=(), methods=()) -> bool:
+    if n.op == "call_module":
+        return isinstance(_mod(gm, n), modules)
+    if n.op == "call_function":
+        return n.target in functions
+    return n.op == "call_method" and n.target in methods
+
+
+def _only_input(n: fx.Node, src: fx.Node) -> bool:
+    """``src`` is ``n``'s first argument and no other argument is a graph value."""
+    rest = list(n.args[1:]) + list(n.kwargs.values())
+    return bool(n.args) and n.args[0] is src and not any(isinstance(a, fx.Node) for a in rest)
+
+
+def _describe(gm, n: fx.Node) -> str:
+    if n.op == "call_module":
+        return f"{n.target} ({type(_mod(gm, n)).__name__})"
+    if n.op == "output":
+        return "the model's output"
+    return f"{n.op} {getattr(n.target, '__name__', n.target)}"
+
+
+def _tie(gm, n: fx.Node) -> str | None:
+    if n.op == "call_function" and n.target in TIES:
+        return TIES[n.target]
+    if n.op == "call_method" and n.target in TIE_METHODS:
+        return TIE_METHODS[n.target]
+    return None
+
+
+def _walk_chain(gm, layer: fx.Node, kind: str):
+    """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out) or a reason."""
+    bn_type = nn.BatchNorm2d if kind == "conv" else nn.BatchNorm1d
+    cur, bn = layer, None
+    nxt = _single_user(cur)
+    if isinstance(nxt, str):
+        return nxt
+    if _is(gm, nxt, (bn_type,)):
+        bn, cur = nxt, nxt
+        nxt = _single_user(cur)
+        if isinstance(nxt, str):
+            return nxt
+    if not (_is(gm, nxt, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS) and _only_input(nxt, cur)):
+        tie = _tie(gm, nxt)
+        if tie:
+            return f"channels tied by {tie} ({nxt.name}): a residual or concatenated stream"
+        return f"no elementwise activation after it (next: {_describe(gm, nxt)})"
+    act, cur, post = nxt, nxt, []
+    pool_ok = kind == "conv"
+    while True:
+        users = list(cur.users)
+        if len(users) != 1:
+            break
+        n = users[0]
+        passes = _is(gm, n, PASS_MODULES, PASS_FUNCTIONS) or (
+            pool_ok and _is(gm, n, POOL_MODULES, POOL_FUNCTIONS))
+        if not (passes and _only_input(n, cur)):
+            break
+        post.append(n)
+        cur = n
+    return bn, act, post, cur
+
+
+def _single_user(n: fx.Node):
+    users = list(n.users)
+    if len(users) == 1:
+        return users[0]
+    if not users:
+        return "its output is unused"
+    return f"its output feeds {len(users)} nodes before its activation"
+
+
+def _is_flatten(gm, n: fx.Node, src: fx.Node) -> bool:
+    """A channel-major flatten of ``src`` (N, C, H, W) -> (N, C*H*W)."""
+    flat = (n.op == "call_function" and n.target is torch.flatten) or (
+        n.op == "call_method" and n.target in ("flatten", "view", "reshape")) or _is(gm, n, (nn.Flatten,))
+    s_in, s_out = shape_of(src), shape_of(n)
+    if not flat or not n.args or n.args[0] is not src or s_in is None or s_out is None:
+        return False
+    return len(s_in) == 4 and len(s_out) == 2 and s_out[0] == s_in[0] and \
+        s_out[1] == s_in[1] * s_in[2] * s_in[3]
+
+
+def _is_global_mean(n: fx.Node, src: fx.Node) -> bool:
+    """``src.mean((2, 3))`` or ``torch.mean(src, (2, 3))``: (N, C, H, W) -> (N, C)."""
+    mean = (n.op == "call_method" and n.target == "mean") or (
+        n.op == "call_function" and n.target is torch.mean)
+    if not mean or not n.args or n.args[0] is not src:
+        return False
+    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+    s_in, s_out = shape_of(src), shape_of(n)
+    if not isinstance(dims, (tuple, list)) or s_in is None or s_out is None or len(s_in) != 4:
+        return False
+    return {d % 4 for d in dims} == {2, 3} and tuple(s_out) == tuple(s_in[:2])
+
+
+def _linear_after(gm, n: fx.Node) -> list[fx.Node] | str:
+    """The ``Linear`` layers fed by ``n`` (through dropout/identity only), or a reason."""
+    out = []
+    for u in n.users:
+        if _is(gm, u, PASS_MODULES, PASS_FUNCTIONS) and _only_input(u, n):
+            sub = _linear_after(gm, u)
+            if isinstance(sub, str):
+                return sub
+            out += sub
+        elif _is(gm, u, (nn.Linear,)) and u.args[0] is n:
+            out.append(u)
+        else:
+            return f"its flattened output feeds {_describe(gm, u)}, which cannot absorb B"
+    return out
+
+
+def _consumers(gm, out: fx.Node, kind: str) -> list[Consumer] | str:
+    """Every consumer of a unit's output, or the reason one cannot absorb ``B``."""
+    found = []
+    shape = shape_of(out)
+    for u in out.users:
+        tie = _tie(gm, u)
+        if tie:
+            return f"channels tied by {tie} ({u.name}): a residual or concatenated stream"
+        m = _mod(gm, u)
+        if u.op == "output":
+            return "output layer: its width is the model's output"
+        if u.op == "call_method" and u.target == "size" and len(u.args) == 2 and u.args[1] == 0:
+            continue  # the batch size, as in x.view(x.size(0), -1)
+        if isinstance(m, nn.Conv2d) and kind == "conv" and u.args[0] is out:
+            if m.groups != 1:
+                return f"consumer {u.target} is a grouped conv (groups={m.groups}): it cannot absorb B"
+            found.append(Consumer(u.target, "conv"))
+        elif isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
+            found.append(Consumer(u.target, "linear"))
+        elif kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
+            lins = _linear_after(gm, u)
+            if isinstance(lins, str):
+                return lins
+            spatial = 1 if _is_global_mean(u, out) else shape[2] * shape[3]
+            found += [Consumer(n.target, "linear", spatial) for n in lins]
+        else:
+            return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
+    if not found:
+        return "its output reaches no layer that can absorb B"
+    return found
+
+
+def _layer_reason(gm, n: fx.Node, m: nn.Module, calls: int) -> str | None:
+    if calls > 1:
+        return f"shared: called {calls} times"
+    if isinstance(m, nn.Conv2d) and m.groups != 1:
+        kind = "depthwise" if m.groups == m.in_channels == m.out_channels else "grouped"
+        return f"{kind} conv (groups={m.groups}): its channels are tied to its input's"
+    shape = shape_of(n)
+    if isinstance(m, nn.Linear) and (shape is None or len(shape) != 2):
+        return "Linear on a tensor that is not (batch, features)"
+    return None
+
+
+def find_units(model: nn.Module, example: torch.Tensor) -> Structure:
+    """Trace ``model`` on ``example`` (a batch of at least 2) and sort its layers into units
+    and the rest.
+
+    Raises:
+        UserError: the model cannot be traced or fails on ``example``.
+    """
+    gm = trace(model, example)
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+    units, skipped, seen = [], [], set()
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in (F.conv2d, F.linear, torch.conv2d):
+            skipped.append(Skipped(n.name, "functional conv/linear (not a module): cannot be replaced"))
+        if n.op != "call_module" or n.target in seen:
+            continue
+        m = _mod(gm, n)
+        if not isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)):
+            continue
+        seen.add(n.target)
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            skipped.append(Skipped(n.target, f"{type(m).__name__} is not supported (Conv2d and Linear are)"))
+            continue
+        kind = "conv" if isinstance(m, nn.Conv2d) else "linear"
+        reason = _layer_reason(gm, n, m, calls[n.target])
+        chain = reason or _walk_chain(gm, n, kind)
+        if isinstance(chain, str):
+            if chain.startswith("its output is unused") or any(u.op == "output" for u in n.users):
+                chain = "output layer: its width is the model's output"
+            skipped.append(Skipped(n.target, chain))
+            continue
+        bn, act, post, out = chain
+        cons = _consumers(gm, out, kind)
+        if isinstance(cons, str):
+            skipped.append(Skipped(n.target, cons))
+            continue
+        width = m.out_channels if kind == "conv" else m.out_features
+        units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
+                          out, cons))
+    return Structure(gm, units, skipped, tuple(example.shape[1:]))

@@ -1,0 +1,87 @@
+"""``alphaprune inspect``: what the graph layer finds in a model, before any pruning.
+
+Every prunable unit by its qualified module name (as in ``named_modules()``), with width,
+parameters and FLOPs; every layer that is not a unit, with the reason; and the shares of
+the parameters and FLOPs that unit widths set.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from alphaprune.graph import CostModel, find_units
+from alphaprune.report.size import count_flops, count_params
+
+__all__ = ["inspect_model", "format_inspection"]
+
+
+def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
+    mods = [gm.get_submodule(unit.name)] + ([gm.get_submodule(unit.bn)] if unit.bn else [])
+    params = sum(p.numel() for m in mods for p in m.parameters())
+    return params, shape_flops.get(unit.name, 0)
+
+
+def _layer_flops(model: nn.Module, input_shape) -> dict[str, int]:
+    """Multiply-accumulates of each named conv/linear for one input."""
+    names = {m: n for n, m in model.named_modules()}
+    flops: dict[str, int] = {}
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            f = out.numel() // out.shape[0] * k
+        else:
+            f = m.in_features * m.out_features
+        flops[names[m]] = flops.get(names[m], 0) + f
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return flops
+
+
+def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Units, unprunable layers and prunable shares of ``model`` for inputs of ``input_shape``
+    (C, H, W), as one JSON-ready dict."""
+    structure = find_units(model, torch.zeros(2, *input_shape))
+    cost = CostModel(structure)
+    flops = _layer_flops(model, input_shape)
+    units = []
+    for u in structure.units:
+        params, f = _unit_size(structure.gm, u, flops)
+        units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
+                      "params": params, "flops": f,
+                      "consumers": [c.name for c in u.consumers]})
+    p_share, f_share = cost.prunable_share()
+    return {"model": type(model).__name__, "input_shape": list(input_shape),
+            "params": count_params(model), "flops": count_flops(model, input_shape),
+            "units": units,
+            "unprunable": [{"name": s.name, "reason": s.reason} for s in structure.skipped],
+            "prunable_param_share": p_share, "prunable_flop_share": f_share,
+            "max_prune": cost.max_prune()}
+
+
+def format_inspection(r: dict) -> str:
+    """The inspection as a plain-text table."""
+    lines = [f"{r['model']}: {r['params']:,} params, {r['flops']:,} FLOPs at input "
+             f"{'x'.join(map(str, r['input_shape']))}",
+             f"{len(r['units'])} prunable units (widths set {r['prunable_param_share']:.1%} of the "
+             f"params and {r['prunable_flop_share']:.1%} of the FLOPs; at most "
+             f"{r['max_prune']:.1%} of the params can be removed):"]
+    w = max([len(u["name"]) for u in r["units"]] + [4])
+    for u in r["units"]:
+        lines.append(f"  {u['name']:<{w}}  {u['kind']:<6} width {u['width']:>5}  "
+                     f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}")
+    lines.append(f"{len(r['unprunable'])} layers not prunable:")
+    w = max([len(s["name"]) for s in r["unprunable"]] + [4])
+    lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Fusion is exact for every registry model and every fold rule, and the graph's cost model
+counts the fused model exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.blend import BlendedNet, fuse, solve_widths
+from alphaprune.blend.branch import matrix
+from alphaprune.blend.init import init_branches
+from alphaprune.graph import CostModel, find_units
+from alphaprune.models import create_model, list_models
+from alphaprune.report.size import count_flops, count_params
+from tests.graph.zoo import ZOO
+
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def _scramble(blended: BlendedNet, seed: int) -> None:
+    """Random A, B and BN' (trained-looking, not a plain selection) so fusion is tested on
+    dense maps."""
+    g = torch.Generator().manual_seed(seed)
+    for u in blended.features:
+        for lay in (u.A, u.B):
+            matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
+        if u.has_bn:
+            k = u.width
+            u.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
+            u.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
+            u.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
+            u.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
+
+
+def _check_exact(blended: BlendedNet, fused: torch.nn.Module) -> None:
+    blended.eval().set_alpha(0.0)
+    fused.eval()
+    with torch.no_grad():
+        want, got = blended(X), fused(X)
+    rel = float((want - got).abs().max() / want.abs().max())
+    assert rel <= 1e-5, rel
+    cost = CostModel(blended.structure)
+    assert count_params(fused) == cost.params(blended.widths)
+    assert count_flops(fused, (3, 32, 32)) == cost.flops(blended.widths)
+
+
+def _registry(name: str):
+    width = 0.5 if name.startswith("resnet") and int(name[6:]) < 100 and name not in (
+        "resnet18", "resnet34", "resnet50") else 0.125
+    torch.manual_seed(0)
+    return create_model(name, width=width, num_classes=10).eval()
+
+
+@pytest.mark.parametrize("prune", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("name", list_models())
+def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune):
+    model = _registry(name)
+    structure = find_units(model, X[:2])
+    cost = CostModel(structure)
+    widths = solve_widths(cost.base_widths, cost.params, prune)
+    assert abs(1 - cost.params(widths) / cost.base_params - prune) <= 0.005
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=int(prune * 10))
+    fused = fuse(blended, name)  # the registry class with the fused widths
+    assert type(fused) is type(model)
+    _check_exact(blended, fused)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("init", ["select", "lstsq", "random"])
+def test_test_only_layouts_fuse_exactly(name, init):
+    torch.manual_seed(0)
+    model = ZOO[name]().eval()
+    structure = find_units(model, X[:2])
+    widths = [max(1, u.width // 2) for u in structure.units]
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, init, "act", calib=X)
+    _scramble(blended, seed=3)
+    _check_exact(blended, fuse(blended))
+
+
+def test_select_at_alpha_zero_is_the_channel_pruned_network():
+    """With ``select`` and untouched maps, the fused model keeps exactly the chosen filters."""
+    model = ZOO["tv_vgg"]().eval()
+    blended = BlendedNet(find_units(model, X[:2]), [4, 8, 16, 12])
+    init_branches(blended, "select", "l1")
+    fused = fuse(blended)
+    keep = torch.sort(torch.argsort(model.features[0].weight.abs().flatten(1).sum(1),
+                                    descending=True)[:4]).values
+    conv = fused.get_submodule("features.0")
+    assert torch.equal(conv.weight, model.features[0].weight[keep])
+    assert torch.equal(conv.bias, model.features[0].bias[keep])
+
+
+def test_a_target_beyond_the_prunable_share_is_refused_with_the_largest_reachable():
+    from alphaprune.errors import UserError
+
+    cost = CostModel(find_units(_registry("resnet50"), X[:2]))
+    reachable = cost.max_prune()
+    with pytest.raises(UserError, match=rf"pass --prune {reachable:.3f} or less"):
+        solve_widths(cost.base_widths, cost.params, 0.9)
+    widths = solve_widths(cost.base_widths, cost.params, reachable - 0.01)
+    assert abs(1 - cost.params(widths) / cost.base_params - (reachable - 0.01)) <= 0.005
+
+
+def test_fusion_leaves_the_original_model_whole():
+    model = _registry("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    blended = BlendedNet(model, [4] * 9, example=X[:2])
+    fuse(blended)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -1,0 +1,97 @@
+"""Unit discovery: what is prunable in each layout, and the reason for everything else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.cli import main
+from alphaprune.errors import UserError
+from alphaprune.graph import find_units
+from alphaprune.models import create_model
+from tests.graph.zoo import ZOO, Untraceable
+
+X = torch.randn(2, 3, 32, 32)
+
+
+def _names(structure):
+    return [u.name for u in structure.units], {s.name: s.reason for s in structure.skipped}
+
+
+def test_resnet20_inner_convs_are_the_units_and_the_stream_is_not():
+    units, skipped = _names(find_units(create_model("resnet20"), X))
+    assert units == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
+    assert "add" in skipped["conv1"]  # the stem writes the residual stream
+    for s in (1, 2, 3):
+        for b in range(3):
+            assert "tied by add" in skipped[f"layer{s}.{b}.conv2"]
+    for s in (2, 3):
+        assert "tied by add" in skipped[f"layer{s}.0.downsample.0"]
+    assert "output layer" in skipped["fc"]
+    assert len(skipped) == 13
+
+
+def test_vgg_every_conv_is_a_unit():
+    s = find_units(create_model("vgg11", width=0.125), X)
+    assert [u.name for u in s.units] == [f"features.{i}.conv" for i in range(8)]
+    assert [c.name for c in s.units[-1].consumers] == ["classifier"]
+    assert {k.name for k in s.skipped} == {"classifier"}
+
+
+def test_bottleneck_stem_feeds_two_consumers():
+    s = find_units(create_model("resnet50", width=0.125, num_classes=10), X)
+    stem = s.unit("conv1")
+    assert sorted(c.name for c in stem.consumers) == ["layer1.0.conv1", "layer1.0.downsample.0"]
+    assert len(s.units) == 1 + 2 * 16  # the stem and two convs per bottleneck
+
+
+def test_torchvision_style_vgg_finds_conv_and_linear_units():
+    s = find_units(ZOO["tv_vgg"](), X)
+    assert [u.name for u in s.units] == ["features.0", "features.3", "classifier.0", "classifier.3"]
+    assert s.unit("features.0").bn is None and s.unit("features.3").bn == "features.4"
+    flat = s.unit("features.3").consumers
+    assert [(c.name, c.kind, c.spatial) for c in flat] == [("classifier.0", "linear", 49)]
+    assert "output layer" in {k.name: k.reason for k in s.skipped}["classifier.6"]
+
+
+def test_a_unit_with_two_consumers_and_tied_outputs():
+    units, skipped = _names(find_units(ZOO["two_consumers"](), X))
+    assert units == ["conv1"]
+    assert "tied by add" in skipped["wide"] and "tied by add" in skipped["point"]
+
+
+def test_linear_units_with_and_without_batchnorm1d():
+    s = find_units(ZOO["linear_units"](), X)
+    assert [(u.name, u.kind, u.bn) for u in s.units] == [
+        ("conv", "conv", None), ("fc1", "linear", "bn1"), ("fc2", "linear", None)]
+
+
+def test_depthwise_conv_is_named_with_its_reason():
+    units, skipped = _names(find_units(ZOO["depthwise"](), X))
+    assert units == ["conv2"]
+    assert "depthwise" in skipped["dw"]
+    assert "grouped conv" in skipped["conv1"]  # its consumer cannot absorb B
+
+
+def test_untraceable_model_names_the_module():
+    with pytest.raises(UserError, match=r"cannot trace Untraceable at module 'gate'.*control flow"):
+        find_units(Untraceable(), X)
+
+
+def test_inspect_json_lists_units_and_reasons(capsys):
+    import json
+
+    assert main(["inspect", "--model", "resnet20", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [u["name"] for u in r["units"]][:3] == ["layer1.0.conv1", "layer1.1.conv1", "layer1.2.conv1"]
+    assert len(r["units"]) == 9 and {"name": "fc", "reason": "output layer: its width is the "
+                                     "model's output"} in r["unprunable"]
+    assert 0.9 < r["prunable_param_share"] < 1 and 0.9 < r["prunable_flop_share"] < 1
+
+
+def test_inspect_text_and_bad_input(capsys, tmp_path):
+    assert main(["inspect", "--model", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "9 prunable units" in out and "layer2.0.downsample.0" in out
+    assert main(["inspect"]) == 2
+    assert "--model" in capsys.readouterr().err
