@@ -5,10 +5,10 @@ BatchNorm, then an elementwise activation, then any of max/avg pooling, dropout 
 identity, each step the only user of the one before. Its output must feed only
 **consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
 a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
-consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have several consumers. Everything else is
-listed with its reason: channels tied by an add, cat or multiply (a residual stream),
-grouped or depthwise convs, the output layer, a consumer that cannot absorb ``B``, an op
-alphaprune does not know.
+consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have
+several consumers. Everything else is listed with its reason: channels tied by an add, cat
+or multiply (a residual stream), grouped or depthwise convs, the output layer, a consumer
+that cannot absorb ``B``, an op alphaprune does not know.
 """
 
 from __future__ import annotations

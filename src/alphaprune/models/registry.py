@@ -62,4 +62,12 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise UserError(
             f"unknown model '{name}': choose one of {', '.join(list_models())}"
         )
+    import inspect
+
+    params = inspect.signature(_REGISTRY[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise UserError(f"model '{name}' takes no {', '.join(unknown)}: its options are "
+                            f"{', '.join(params)}")
     return _REGISTRY[name](**kwargs)

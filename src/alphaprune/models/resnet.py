@@ -19,6 +19,8 @@ smaller ``widths`` (and ``stem_width``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -231,6 +233,7 @@ def _register_cifar(depth: int) -> None:
     def make(**kwargs) -> ResNet:
         return _cifar(depth, **kwargs)
 
+    make.__signature__ = inspect.signature(functools.partial(_cifar, depth))
     make.__name__ = f"resnet{depth}"
     make.__doc__ = (f"CIFAR ResNet-{depth}: 3 stages of {(depth - 2) // 6} basic blocks "
                     f"(16/32/64 x width), projection shortcuts.")
@@ -241,6 +244,7 @@ def _register_imagenet(name: str) -> None:
     def make(**kwargs) -> ResNet:
         return _imagenet(name, **kwargs)
 
+    make.__signature__ = inspect.signature(functools.partial(_imagenet, name))
     make.__name__ = name
     block, layers = IMAGENET_LAYERS[name]
     make.__doc__ = f"torchvision-layout {name} ({block} blocks {layers}); 1000 classes by default."

@@ -1,0 +1,66 @@
+"""Registry ResNets: the CIFAR family's shape, and torchvision's layout and checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.cli import main
+from alphaprune.modelfile import load_checkpoint
+from alphaprune.models import create_model
+from alphaprune.models.registry import infer_kwargs
+from tests.models import tv_resnet
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_torchvision_checkpoint_loads_unchanged_and_computes_the_same(name, tmp_path):
+    torch.manual_seed(0)
+    tv = getattr(tv_resnet, name)().eval()
+    ours = create_model(name).eval()
+    theirs = {k: tuple(v.shape) for k, v in tv.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+    path = tmp_path / "tv.pt"
+    torch.save(tv.state_dict(), path)  # what torchvision's model zoo hands out
+    mf = load_checkpoint(path, name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(mf.model.eval()(x), tv(x), atol=1e-5)
+    assert mf.kwargs["num_classes"] == 1000
+
+
+def test_cli_evaluates_a_torchvision_resnet18_state_dict(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "tv18.pt"
+    torch.save(tv_resnet.resnet18(num_classes=10).state_dict(), path)
+    assert main(["inspect", "--model", "resnet18", "--checkpoint", str(path), "--json"]) == 0
+    assert '"name": "layer1.0.conv1"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("depth, blocks", [(20, 3), (32, 5), (44, 7), (56, 9), (110, 18)])
+def test_cifar_resnets_have_their_paper_depth(depth, blocks):
+    m = create_model(f"resnet{depth}")
+    convs = [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)
+             and "downsample" not in n]
+    assert len(convs) + 1 == depth  # 3 stages x 2n convs + stem, and the fc
+    assert len(m.layer1) == len(m.layer3) == blocks
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_pruned_widths_rebuild_the_same_class():
+    m = create_model("resnet50", width=0.25, num_classes=10)
+    sd = m.state_dict()
+    sd = {k: v for k, v in sd.items()}
+    kw = infer_kwargs("resnet50", sd)
+    kw["widths"] = [max(1, w // 2) for w in kw["widths"]]
+    kw["stem_width"] = 8
+    small = create_model("resnet50", **kw)
+    assert infer_kwargs("resnet50", small.state_dict()) == kw
+
+
+def test_basic_resnets_refuse_a_stem_width():
+    from alphaprune.errors import UserError
+
+    with pytest.raises(UserError, match="resnet20' takes no stem_width"):
+        create_model("resnet20", stem_width=8)
+    with pytest.raises(UserError, match="bottleneck"):
+        create_model("resnet18", stem_width=8)
