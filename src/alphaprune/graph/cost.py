@@ -97,20 +97,21 @@ class CostModel:
         return 1 - self.params([1] * len(self.base_widths)) / self.base_params
 
 
-def _in(m: nn.Module) -> int:
+def _io(m: nn.Module) -> tuple[int, int]:
+    """(input, output) channels or features of a conv, linear or BatchNorm."""
     if isinstance(m, nn.Conv2d):
-        return m.in_channels
+        return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
-        return m.in_features
-    return m.num_features
+        return m.in_features, m.out_features
+    return m.num_features, m.num_features
+
+
+def _in(m: nn.Module) -> int:
+    return _io(m)[0]
 
 
 def _out(m: nn.Module) -> int:
-    if isinstance(m, nn.Conv2d):
-        return m.out_channels
-    if isinstance(m, nn.Linear):
-        return m.out_features
-    return m.num_features
+    return _io(m)[1]
 
 
 def _params(m: nn.Module, cin: int, cout: int) -> int:
