@@ -197,7 +197,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 model = load_checkpoint(model_file).model
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
             else:
-                model, epochs, nonzero = _baseline(method, cfg, pretrained, arch, widths, n_params,
+                model, epochs, nonzero = _baseline(method, cfg, pretrained, arch,
+                                                   compact_kwargs(structure, widths, arch), n_params,
                                                    shape, run, ck, ds, splits, mean, std, data,
                                                    optim, progress)
                 acc = split_scores(model, ds, splits, mean, std)
@@ -244,9 +245,24 @@ def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:
     return out
 
 
-def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, ds, splits, mean,
+def compact_kwargs(structure, widths, arch: str) -> dict:
+    """Constructor arguments of the registry model objective selection ships at ``widths``
+    (read off a fused select-initialised blend, so every family is covered)."""
+    from alphaprune.blend import BlendedNet, fuse
+    from alphaprune.models.registry import infer_kwargs
+
+    state = torch.get_rng_state()  # building the branches draws their init: not the runs'
+    try:
+        fused = fuse(BlendedNet(structure, widths), arch)
+    finally:
+        torch.set_rng_state(state)
+    return infer_kwargs(arch, fused.state_dict())
+
+
+def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, ds, splits, mean,
               std, data, optim, progress):
-    """Build the starting model of a peer method and train it for the budget."""
+    """Build the starting model of a peer method and train it for the budget (``compact``:
+    the constructor arguments of objective selection's architecture, for scratch and kd)."""
     import copy
 
     teacher, distill = None, 0.0
@@ -256,8 +272,7 @@ def _baseline(method, cfg, pretrained, arch, widths, n_params, shape, run, ck, d
         model = magnitude_unstructured(copy.deepcopy(pretrained), n_params)
     else:  # scratch / kd: objective selection's compact architecture from random init
         torch.manual_seed(data.run_seed)
-        model = create_model(arch, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                             widths=widths)
+        model = create_model(arch, **compact)
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")
         if method == "kd":
             teacher, distill = copy.deepcopy(pretrained), cfg.distill

@@ -1,4 +1,10 @@
-"""Torch-Pruning's L1 magnitude channel pruning, sized to a parameter budget."""
+"""Torch-Pruning's L1 magnitude channel pruning, sized to a parameter budget, for any model.
+
+Torch-Pruning builds its own dependency graph, so coupled channels (a residual stream and
+everything that adds into it) are cut together; the output layer (found by alphaprune's
+graph layer) is left whole. Sizes are always counted on the pruned model itself: no
+per-layer formula.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,17 @@ import torch.nn as nn
 
 from alphaprune.report.size import count_params
 
-__all__ = ["torch_pruning_l1"]
+__all__ = ["torch_pruning_l1", "output_layers"]
+
+_ROOTS = (nn.Conv2d, nn.Linear)
+
+
+def output_layers(model: nn.Module, input_shape) -> list[nn.Module]:
+    """The layers whose width is the model's output (they must not be pruned)."""
+    from alphaprune.graph import find_units
+
+    s = find_units(model, torch.zeros(2, *input_shape))
+    return [model.get_submodule(k.name) for k in s.skipped if k.reason.startswith("output layer")]
 
 
 def _prune(model: nn.Module, ratio: float, input_shape) -> nn.Module:
@@ -18,42 +34,56 @@ def _prune(model: nn.Module, ratio: float, input_shape) -> nn.Module:
     m = copy.deepcopy(model).eval()
     imp = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
     pruner = tp.pruner.BasePruner(m, torch.zeros(1, *input_shape), importance=imp,
-                                  pruning_ratio=ratio, ignored_layers=[m.classifier])
+                                  pruning_ratio=ratio, ignored_layers=output_layers(m, input_shape))
     pruner.step()  # removes channels physically
     return m
 
 
-def _trim(m: nn.Module, target_params: int, input_shape) -> nn.Module:
-    """Remove single lowest-L1 filters (through Torch-Pruning's dependency graph) while that
-    brings the parameter count closer to the target."""
+def _groups(m: nn.Module, input_shape):
+    """Torch-Pruning's dependency graph of ``m`` and its prunable groups (root, handler)."""
     import torch_pruning as tp
 
-    convs = [u.conv for u in m.features]
+    dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, *input_shape))
+    groups = dg.get_all_groups(ignored_layers=output_layers(m, input_shape), root_module_types=_ROOTS)
+    return dg, [(g[0].dep.target.module, g[0].dep.handler) for g in groups]
+
+
+def _cut_one(m: nn.Module, k: int, input_shape) -> nn.Module:
+    """``m`` with the lowest-L1 output channel of its ``k``-th group removed (in place)."""
+    dg, groups = _groups(m, input_shape)
+    root, handler = groups[k]
+    idx = int(root.weight.detach().abs().flatten(1).sum(1).argmin())
+    dg.get_pruning_group(root, handler, idxs=[idx]).prune()
+    return m
+
+
+def _trim(m: nn.Module, target_params: int, input_shape) -> nn.Module:
+    """Remove single lowest-L1 channels, through Torch-Pruning's dependency graph, while
+    one brings the parameter count closer to the target (each candidate is counted on a
+    pruned copy)."""
     while True:
         n = count_params(m)
+        _, groups = _groups(m, input_shape)
         best = None
-        for i, conv in enumerate(convs):
-            if conv.out_channels <= 1:
+        for k, (root, _) in enumerate(groups):
+            width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
+            if width <= 1:
                 continue
-            nxt = convs[i + 1].out_channels if i + 1 < len(convs) else m.classifier.out_features
-            after = n - (9 * conv.in_channels + 2 + (9 if i + 1 < len(convs) else 1) * nxt)
+            after = count_params(_cut_one(copy.deepcopy(m), k, input_shape))
             if abs(after - target_params) < abs(n - target_params) and (
                     best is None or abs(after - target_params) < best[0]):
-                best = (abs(after - target_params), conv)
+                best = (abs(after - target_params), k)
         if best is None:
             return m
-        conv = best[1]
-        idx = int(conv.weight.detach().abs().sum(dim=(1, 2, 3)).argmin())
-        dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, *input_shape))
-        dg.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[idx]).prune()
+        m = _cut_one(m, best[1], input_shape)
 
 
 def torch_pruning_l1(model: nn.Module, target_params: int, input_shape) -> nn.Module:
     """Channel-prune a copy of ``model`` with Torch-Pruning (L1 of each filter, per layer).
 
     The per-layer channel ratio is found by bisection so the parameter count is just above
-    ``target_params``; then single lowest-L1 filters are removed (Torch-Pruning's dependency
-    graph) while that brings the count closer.
+    ``target_params``; then single lowest-L1 channels are removed while that brings the
+    count closer.
     """
     lo, hi = 0.0, 0.99
     for _ in range(14):

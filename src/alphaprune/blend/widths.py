@@ -64,7 +64,7 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
                         "removes 65% of the parameters")
     base = [int(b) for b in base]
     target = (1.0 - prune) * count(base)
-    floor = count([min(b, round_to) for b in base])
+    floor = count([1 if b <= round_to else round_to for b in base])  # snap()'s narrowest
     if floor > target:
         raise UserError(f"--prune {prune} cannot be reached: with every prunable unit at its "
                         f"narrowest the model keeps {floor / count(base):.1%} of its parameters "

@@ -1,0 +1,30 @@
+"""Torch-Pruning L1 sized to a parameter count on every model family, through its own graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.baselines.tp_l1 import output_layers, torch_pruning_l1
+from alphaprune.models import create_model
+from alphaprune.report.size import count_params
+from tests.graph.zoo import ZOO
+
+
+@pytest.mark.parametrize("name, width", [("vgg11", 0.125), ("resnet20", 0.5), ("resnet18", 0.125)])
+def test_tp_l1_hits_the_parameter_count_and_keeps_the_output(name, width):
+    torch.manual_seed(0)
+    model = create_model(name, width=width, num_classes=10).eval()
+    target = int(0.5 * count_params(model))
+    pruned = torch_pruning_l1(model, target, (3, 32, 32))
+    assert abs(count_params(pruned) - target) <= 0.005 * count_params(model)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_params(model) > 2 * target - 2  # the original is left whole
+    if name.startswith("resnet"):  # Torch-Pruning cuts the residual stream too, coupled
+        assert pruned.conv1.out_channels == pruned.layer1[0].conv2.out_channels
+        assert pruned.conv1.out_channels < model.conv1.out_channels
+
+
+def test_output_layers_come_from_the_graph():
+    model = ZOO["tv_vgg"]()
+    assert output_layers(model, (3, 32, 32)) == [model.classifier[6]]

@@ -1,0 +1,55 @@
+"""``prune`` and ``compare`` on a ResNet: the whole pipeline on a model with a residual stream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import alphaprune
+from alphaprune.cli import main
+from alphaprune.models.resnet import ResNet
+
+DATA = ["--data", "digits", "--subset", "300", "--batch-size", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def resnet20(tmp_path_factory):
+    base = tmp_path_factory.mktemp("r20")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
+        torch.manual_seed(0)
+        assert main(["train", "--model", "resnet20", "--width", "0.25", "--epochs", "2", *DATA,
+                     "--out", str(base / "train")]) == 0
+    return base / "train" / "model.pt"
+
+
+def test_prune_resnet20_end_to_end(resnet20, tmp_path):
+    out = tmp_path / "p50"
+    assert main(["prune", "--checkpoint", str(resnet20), *DATA,
+                 "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
+                 "--final-max-epochs", "2", "--round-to", "1", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.005
+    assert s["fusion_rel_error"] <= 1e-5
+    fused = alphaprune.load_model(out / "pruned.pt")
+    assert isinstance(fused, ResNet)
+    inner = [fused.get_submodule(f"layer{i}.{b}.conv1").out_channels for i in (1, 2, 3)
+             for b in range(3)]
+    assert inner == s["widths_after"]
+    # the residual stream keeps its widths: only the inner convs were cut
+    assert fused.conv1.out_channels == 4 and fused.layer3[2].conv2.out_channels == 16
+
+
+def test_compare_resnet20_sizes_every_peer_to_the_same_count(resnet20, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--checkpoint", str(resnet20), *DATA, "--quick", "--targets", "0.5",
+                 "--methods", "os-step,tp-l1,scratch", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    base = rows["pretrained"]["params"]
+    for m in ("os-step", "tp-l1", "scratch"):
+        assert abs(1 - rows[m]["params"] / base - 0.5) <= 0.005, (m, rows[m]["params"])
+    # scratch trains objective selection's own compact architecture
+    assert rows["scratch"]["params"] == rows["os-step"]["params"]
+    assert rows["scratch"]["flops"] == rows["os-step"]["flops"]
