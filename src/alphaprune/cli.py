@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a registry model from scratch")
-    t.add_argument("--model", default="vgg16", help=f"one of {', '.join(list_models())}")
+    t.add_argument("--model", default="vgg16",
+                   help=f"one of {', '.join(list_models())}, or FILE.py:FACTORY / package.module:FACTORY")
+    t.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
     t.add_argument("--width", type=float, default=1.0, help="width multiplier, e.g. 0.25")
     t.add_argument("--widths", type=_widths, default=None, help="explicit per-layer widths")
     t.add_argument("--epochs", type=int, default=30)
@@ -89,14 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="loss and accuracy of a model file on a split")
     e.add_argument("model_path", metavar="MODEL")
-    e.add_argument("--model", default=None, help="registry name, for a raw state_dict file")
+    e.add_argument("--model", default=None,
+                   help="registry name or FILE.py:FACTORY, for a raw state_dict file")
+    e.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
     e.add_argument("--data", default=None, help="dataset (default: the one recorded in MODEL)")
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = sub.add_parser("prune", help="prune a pretrained model by objective selection")
     r.add_argument("--checkpoint", help="model file (or raw state_dict with --model)")
-    r.add_argument("--model", default=None, help="registry name, for a raw state_dict checkpoint")
+    r.add_argument("--model", default=None,
+                   help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
+    r.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
     r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
@@ -152,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="objective selection vs peers at equal epoch budgets")
     c.add_argument("--checkpoint", required=True, help="pretrained model file")
-    c.add_argument("--model", default=None, help="registry name, for a raw state_dict checkpoint")
+    c.add_argument("--model", default=None,
+                   help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
+    c.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
     c.add_argument("--targets", type=_floats, default=[0.35, 0.65, 0.9],
                    help="fractions of parameters to remove, comma-separated")
     c.add_argument("--methods", type=lambda t: t.split(","), default=None,
@@ -184,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
 
     i = sub.add_parser("inspect", help="the prunable units of a model, and why the rest is not")
-    i.add_argument("--model", default=None, help=f"one of {', '.join(list_models())}")
+    i.add_argument("--model", default=None,
+                   help=f"one of {', '.join(list_models())}, or FILE.py:FACTORY")
+    i.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
     i.add_argument("--checkpoint", default=None, help="model file (or raw state_dict with --model)")
     i.add_argument("--width", type=float, default=1.0, help="width multiplier (without --checkpoint)")
     i.add_argument("--num-classes", type=int, default=10, help="classes (without --checkpoint)")
@@ -209,12 +224,19 @@ def _optim_cfg(a):
                        schedule=a.schedule, label_smoothing=a.label_smoothing)
 
 
+def _model_kwargs(a) -> dict:
+    from alphaprune.models.user import parse_model_kwargs
+
+    return parse_model_kwargs(getattr(a, "model_kwargs", None))
+
+
 def _cmd_train(a) -> int:
     from alphaprune import api
 
     if a.data is None and not a.resume:
         raise UserError("--data is required: pass a dataset directory or 'digits'")
-    cfg = api.TrainConfig(model=a.model, width=a.width, widths=a.widths, epochs=a.epochs,
+    cfg = api.TrainConfig(model=a.model, model_kwargs=_model_kwargs(a), width=a.width,
+                          widths=a.widths, epochs=a.epochs,
                           optim=_optim_cfg(a), data=_data_cfg(a), channels_last=a.channels_last,
                           accelerator=a.accelerator)
     s = api.train(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
@@ -238,6 +260,7 @@ def _cmd_prune(a) -> int:
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", "accelerator"]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
+                      model_kwargs=_model_kwargs(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress,
               max_total_epochs=a.max_total_epochs if a.resume else None)
@@ -251,7 +274,8 @@ def _cmd_prune(a) -> int:
 def _cmd_evaluate(a) -> int:
     from alphaprune import api
 
-    r = api.evaluate(a.model_path, a.data, a.split, model_name=a.model)
+    r = api.evaluate(a.model_path, a.data, a.split, model_name=a.model,
+                     model_kwargs=_model_kwargs(a))
     if a.json:
         print(json.dumps(r))
     else:
@@ -278,7 +302,8 @@ def _cmd_compare(a) -> int:
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
                "balance")
-    cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, targets=a.targets,
+    cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
+                        targets=a.targets,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),
@@ -293,14 +318,18 @@ def _cmd_inspect(a) -> int:
     from alphaprune.inspection import format_inspection, inspect_model
     from alphaprune.modelfile import load_checkpoint
     from alphaprune.models import create_model
+    from alphaprune.models.user import build_user_model, is_user_spec
 
     if a.model is None and a.checkpoint is None:
         raise UserError("inspect needs --model NAME or --checkpoint FILE")
     if a.input_size < 1:
         raise UserError(f"--input-size must be >= 1, got {a.input_size}")
     if a.checkpoint:
-        mf = load_checkpoint(a.checkpoint, a.model)
+        mf = load_checkpoint(a.checkpoint, a.model, model_kwargs=_model_kwargs(a))
         model, in_ch = mf.model, int(mf.kwargs.get("in_channels", a.in_channels))
+    elif is_user_spec(a.model):
+        model = build_user_model(a.model, _model_kwargs(a))
+        in_ch = a.in_channels
     else:
         model = create_model(a.model, width=a.width, num_classes=a.num_classes,
                              in_channels=a.in_channels)

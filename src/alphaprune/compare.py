@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from alphaprune.api import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
 from alphaprune.blend import solve_widths
 from alphaprune.blend.blended import default_example
@@ -35,6 +34,8 @@ from alphaprune.errors import UserError
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
+from alphaprune.models.user import GRAPH_ARCH
+from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.size import count_flops, count_params
@@ -55,6 +56,7 @@ class CompareConfig:
 
     checkpoint: str = ""
     model: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
     targets: list[float] = field(default_factory=lambda: [0.35, 0.65, 0.9])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     budget: int = 30                      # training epochs per method and target
@@ -154,7 +156,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
-    mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes)
+    mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes, cfg.model_kwargs)
     mean, std = mf.mean or mean, mf.std or std
     shape = tuple(ds.x.shape[1:])
     arch, pretrained = mf.arch, mf.model.eval()
@@ -198,7 +200,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
             else:
                 model, epochs, nonzero = _baseline(method, cfg, pretrained, arch,
-                                                   compact_kwargs(structure, widths, arch), n_params,
+                                                   (structure, widths), n_params,
                                                    shape, run, ck, ds, splits, mean, std, data,
                                                    optim, progress)
                 acc = split_scores(model, ds, splits, mean, std)
@@ -245,24 +247,33 @@ def remeasure_latency(rows: list[dict], shape, rounds: int = 3) -> list[dict]:
     return out
 
 
-def compact_kwargs(structure, widths, arch: str) -> dict:
-    """Constructor arguments of the registry model objective selection ships at ``widths``
-    (read off a fused select-initialised blend, so every family is covered)."""
+def compact_model(structure, widths, arch: str, seed: int) -> torch.nn.Module:
+    """The architecture objective selection ships at ``widths``, freshly initialised with
+    ``seed``: the registry class with the fused widths, or for a user model the fused graph
+    with every layer re-initialised."""
     from alphaprune.blend import BlendedNet, fuse
     from alphaprune.models.registry import infer_kwargs
 
     state = torch.get_rng_state()  # building the branches draws their init: not the runs'
     try:
-        fused = fuse(BlendedNet(structure, widths), arch)
+        fused = fuse(BlendedNet(structure, widths), None if arch == GRAPH_ARCH else arch)
     finally:
         torch.set_rng_state(state)
-    return infer_kwargs(arch, fused.state_dict())
+    torch.manual_seed(seed)
+    if arch != GRAPH_ARCH:
+        return create_model(arch, **infer_kwargs(arch, fused.state_dict()))
+    for m in fused.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+    return fused
 
 
 def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, ds, splits, mean,
               std, data, optim, progress):
     """Build the starting model of a peer method and train it for the budget (``compact``:
-    the constructor arguments of objective selection's architecture, for scratch and kd)."""
+    the structure and widths of objective selection's architecture, for scratch and kd)."""
     import copy
 
     teacher, distill = None, 0.0
@@ -271,8 +282,7 @@ def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, 
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), n_params)
     else:  # scratch / kd: objective selection's compact architecture from random init
-        torch.manual_seed(data.run_seed)
-        model = create_model(arch, **compact)
+        model = compact_model(*compact, arch, data.run_seed)
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")
         if method == "kd":
             teacher, distill = copy.deepcopy(pretrained), cfg.distill

@@ -9,6 +9,10 @@ A model file is a plain dict saved with ``torch.save`` and read with
 
 ``kwargs`` always carries explicit per-unit ``widths`` (read back from the weights' shapes
 by the registry family's ``infer``) so pruned models rebuild exactly.
+
+A model that is not in the registry (a user model, ``arch: "graph"``) also carries
+``"graph"``: its traced graph as plain data (:mod:`alphaprune.graph.serialize`), rebuilt
+from allow-listed ``torch.nn`` layers and functions, so it loads without the user's code.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
+from alphaprune.graph.serialize import graph_from_data, graph_to_data
+from alphaprune.graph.trace import trace
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs
+from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.models.vgg import VGG_CONFIGS, base_widths, infer_vgg_kwargs
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
@@ -60,8 +68,14 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
     The constructor kwargs are read off the model (widths, classes, input channels) so the
     file always rebuilds the exact module.
     """
-    kwargs = infer_kwargs(arch, model.state_dict())
+    graph = None
+    if arch == GRAPH_ARCH:
+        gm = model if isinstance(model, fx.GraphModule) else trace(model)
+        graph, kwargs = graph_to_data(gm), graph_io(gm)
+    else:
+        kwargs = infer_kwargs(arch, model.state_dict())
     blob = {"format": FORMAT, "version": 1, "arch": arch, "kwargs": kwargs,
+            **({"graph": graph} if graph is not None else {}),
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "classes": [str(c) for c in classes], "meta": dict(meta or {})}
@@ -80,7 +94,22 @@ def _torch_load(path: Path):
                         "by alphaprune or a state_dict saved with torch.save") from e
 
 
-def _build(arch: str, kwargs: dict, state_dict: dict, path) -> nn.Module:
+def graph_io(gm: fx.GraphModule) -> dict:
+    """``in_channels`` (the first conv's) and ``num_classes`` (the last layer's outputs)."""
+    layers = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"
+              and isinstance(gm.get_submodule(n.target), (nn.Conv2d, nn.Linear))]
+    if not layers:
+        return {}
+    first, last = layers[0], layers[-1]
+    return {"in_channels": first.in_channels if isinstance(first, nn.Conv2d) else first.in_features,
+            "num_classes": last.out_features if isinstance(last, nn.Linear) else last.out_channels}
+
+
+def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Module:
+    if arch == GRAPH_ARCH:
+        if graph is None:
+            raise UserError(f"{path} is a graph model file without its graph: re-save it")
+        return graph_from_data(graph, state_dict)
     model = create_model(arch, **kwargs)
     try:
         model.load_state_dict(state_dict)
@@ -103,7 +132,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not an alphaprune model file: pass one written by "
                         "'alphaprune train' or 'prune', or add --model NAME for a raw state_dict")
-    model = _build(blob["arch"], blob["kwargs"], blob["state_dict"], path)
+    model = _build(blob["arch"], blob["kwargs"], blob["state_dict"], path, blob.get("graph"))
     return ModelFile(model, blob["arch"], blob["kwargs"], blob["mean"], blob["std"],
                      blob["classes"], blob.get("meta", {}))
 
@@ -114,17 +143,19 @@ def load_model(path: str | os.PathLike) -> nn.Module:
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
-                    mean=None, std=None, classes=None) -> ModelFile:
-    """Load a model file, or a raw state_dict given the registry name of its model.
+                    mean=None, std=None, classes=None, model_kwargs: dict | None = None) -> ModelFile:
+    """Load a model file, or a raw state_dict given the registry name of its model or a user
+    model spec (``FILE.py:FACTORY``, built with ``model_kwargs``).
 
     A raw state_dict has no normalisation or class names: ``mean``/``std``/``classes`` fill
     them (callers pass the dataset's).
     """
     path = Path(path)
     blob = _torch_load(path)
+    user = is_user_spec(model_name)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
         mf = load_model_file(path)
-        if model_name and model_name != mf.arch:
+        if model_name and not user and model_name != mf.arch:
             raise UserError(f"{path} holds a '{mf.arch}' model, not '{model_name}': drop --model "
                             f"or pass --model {mf.arch}")
         return mf
@@ -136,6 +167,8 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise UserError(f"{path} is not a state_dict: save one with torch.save(model.state_dict())")
     blob = {k.removeprefix("model."): v for k, v in blob.items()}
+    if user:
+        return _user_checkpoint(path, model_name, model_kwargs, blob, mean, std, classes)
     kwargs = infer_kwargs(model_name, blob)
     n_units = len(base_widths(model_name)) if model_name in VGG_CONFIGS else None
     if n_units is not None and len(kwargs["widths"]) != n_units:
@@ -144,3 +177,16 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     model = _build(model_name, kwargs, blob, path)
     return ModelFile(model, model_name, kwargs, list(mean or []), list(std or []),
                      list(classes or []), {"source": str(path)})
+
+
+def _user_checkpoint(path, spec, model_kwargs, state_dict, mean, std, classes) -> ModelFile:
+    model = build_user_model(spec, model_kwargs)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        hint = str(e).strip().splitlines()
+        raise UserError(f"checkpoint {path} does not fit --model {spec} "
+                        f"({(hint[1] if len(hint) > 1 else hint[0]).strip()}): pass the factory and "
+                        "--model-kwargs it was trained with") from e
+    return ModelFile(model, GRAPH_ARCH, graph_io(trace(model)), list(mean or []), list(std or []),
+                     list(classes or []), {"source": str(path), "model": spec})

@@ -17,6 +17,8 @@ from alphaprune.data import normalize
 from alphaprune.errors import UserError
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
+from alphaprune.models.user import GRAPH_ARCH
+from alphaprune.pipeline import DataConfig, load_data, loaders, split_meta, split_scores
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
@@ -36,7 +38,8 @@ class PruneConfig:
     """Settings of ``alphaprune prune`` (all written to the run's ``config.yaml``)."""
 
     checkpoint: str = ""
-    model: str | None = None          # registry name, only for a raw state_dict checkpoint
+    model: str | None = None          # registry name or FILE.py:FACTORY, for a raw state_dict
+    model_kwargs: dict = field(default_factory=dict)   # arguments of a user model's factory
     prune: float = 0.65
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
@@ -162,8 +165,6 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     Returns:
         The summary dict.
     """
-    from alphaprune.api import DataConfig, load_data, loaders, split_meta, split_scores
-
     t0 = time.perf_counter()
     out = Path(out)
     if resume:
@@ -179,7 +180,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     data_cfg = DataConfig(**cfg.data)
     ds, splits = load_data(data_cfg)
     ds_mean, ds_std = ds.mean_std()
-    mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes)
+    mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes, cfg.model_kwargs)
     if mf.kwargs["in_channels"] != ds.in_channels or mf.kwargs["num_classes"] != ds.num_classes:
         raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
                         f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
@@ -243,7 +244,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
                         f"(N > {cfg.max_total_epochs})")
 
     blended = module.model.to(memory_format=torch.contiguous_format)
-    fused = fuse(blended, mf.arch)
+    fused = fuse(blended, None if mf.arch == GRAPH_ARCH else mf.arch)
     err = fusion_error(blended, fused, shape)
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
             "split": split_meta(data_cfg), "prune": cfg.prune}
@@ -262,7 +263,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": (out / "pruned.pt").stat().st_size,
         # a fresh copy of the original: the blended model trained the loaded one in place
-        "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model).model,
+        "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model,
+                                                             model_kwargs=cfg.model_kwargs).model,
                                    "after": fused}, shape),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),

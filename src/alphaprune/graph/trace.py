@@ -33,8 +33,9 @@ class _NamingTracer(fx.Tracer):
             raise
 
 
-def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """``model`` as an fx ``GraphModule`` whose nodes carry ``meta["shape"]`` for ``example``.
+def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModule:
+    """``model`` as an fx ``GraphModule`` whose nodes carry ``meta["shape"]`` for ``example``
+    (no shapes without one).
 
     The model is traced, not copied: the graph module shares its parameters.
 
@@ -52,6 +53,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
                         f"{what}; make that forward free of data-dependent Python control flow, "
                         "or prune a model that torch.fx can trace") from e
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    if example is None:
+        return gm
     was = model.training
     gm.eval()
     try:

@@ -1,0 +1,144 @@
+"""What every command shares, below them all: data and splits, loaders, training a
+classifier, split scores and the model/data compatibility check.
+
+``train``, ``evaluate`` (:mod:`alphaprune.api`), ``prune`` and ``compare`` all build on
+this module; it never imports them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits, stratified_subset
+from alphaprune.errors import UserError
+from alphaprune.modelfile import ModelFile
+from alphaprune.train.callbacks import BestWeights, MetricsCSV
+from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.module import ClassifierModule, OptimConfig
+
+__all__ = ["DataConfig", "load_data", "split_meta", "loaders", "split_scores", "fit_classifier",
+           "evaluate_model", "check_compatible"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is split."""
+
+    data: str = "digits"
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    seed: int = 0
+    subset: int | None = None
+    train_subset: int | None = None   # train on N images of the train split; val/test unchanged
+    cache_dir: str | None = None
+    batch_size: int = 128
+    # seed of training alone (shuffling, augmentation, init, draws); None: ``seed``. Repeats
+    # with other training seeds keep the same splits, so their spread is the training noise
+    train_seed: int | None = None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of everything random in training."""
+        return self.seed if self.train_seed is None else self.train_seed
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`UserError` for an out-of-range setting."""
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if self.train_seed is not None and self.train_seed < 0:
+            raise UserError(f"--train-seed must be >= 0, got {self.train_seed}")
+        for name in ("subset", "train_subset"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {n}")
+
+
+def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
+    """Load the dataset (cached) and carve its seeded, stratified splits."""
+    cfg.validate()
+    ds = load_dataset(cfg.data, cfg.cache_dir)
+    if len(ds.y) == 0:
+        raise UserError(f"dataset {cfg.data} is empty: add images")
+    splits = make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+    if cfg.train_subset is not None:  # same val/test as the full run: comparable numbers
+        n = min(cfg.train_subset, len(splits.train))  # "at most N"
+        splits.train = splits.train[stratified_subset(ds.y[splits.train], n, cfg.seed)]
+    return ds, splits
+
+
+def split_meta(cfg: DataConfig) -> dict:
+    """What a model file records to re-carve the same splits later."""
+    return {"data": cfg.data, "seed": cfg.seed, "val_frac": cfg.val_frac,
+            "test_frac": cfg.test_frac, "subset": cfg.subset}
+
+
+def loaders(ds: Dataset, splits: Splits, mean, std, batch_size: int, seed: int,
+            channels_last: bool = False) -> tuple[BatchLoader, BatchLoader]:
+    """Training (shuffled, augmented) and validation loaders over the in-memory arrays."""
+    if len(splits.train) == 0 or len(splits.val) == 0:
+        raise UserError("the train or val split is empty: use more data or other --val-frac")
+    tr = BatchLoader(ds.x[splits.train], ds.y[splits.train], mean, std, batch_size, train=True,
+                     seed=seed, channels_last=channels_last)
+    va = BatchLoader(ds.x[splits.val], ds.y[splits.val], mean, std, max(batch_size, 256),
+                     channels_last=channels_last)
+    return tr, va
+
+
+def split_scores(model, ds: Dataset, splits: Splits, mean, std) -> dict:
+    """``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` of a model."""
+    out = {}
+    for split in ("val", "test"):
+        r = evaluate_model(model, ds, splits.get(split), mean, std)
+        out[f"{split}_acc"], out[f"{split}_loss"] = r["accuracy"], r["loss"]
+    return out
+
+
+def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, std, epochs: int,
+                   optim: OptimConfig, data: DataConfig, channels_last: bool = True,
+                   progress: bool = True, callbacks: list | None = None, teacher=None,
+                   distill: float = 0.0, temperature: float = 4.0, accelerator: str = "auto"):
+    """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) on ``accelerator`` and
+    return ``(model with the best-validation-loss weights, on the CPU; best epoch)``."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(data.run_seed)
+    tr, va = loaders(ds, splits, mean, std, data.batch_size, data.run_seed, channels_last)
+    module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
+    best = BestWeights()
+    trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
+                           progress, accelerator)
+    model.train()
+    fit(trainer, module, tr, va, ckpt)
+    return module.model.to(memory_format=torch.contiguous_format), best.best_epoch
+
+
+@torch.inference_mode()
+def evaluate_model(model, ds: Dataset, idx: np.ndarray, mean, std, batch_size: int = 512) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` on ``ds`` restricted to ``idx``."""
+    model.eval()
+    loader = BatchLoader(ds.x[idx], ds.y[idx], mean, std, batch_size)
+    loss, correct = 0.0, 0
+    for x, y in loader:
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    n = len(idx)
+    return {"loss": loss / n if n else math.nan, "accuracy": correct / n if n else math.nan,
+            "n_samples": int(n)}
+
+
+def check_compatible(mf: ModelFile, ds: Dataset, path) -> None:
+    in_ch = mf.kwargs.get("in_channels")
+    if in_ch != ds.in_channels or mf.kwargs.get("num_classes") != ds.num_classes:
+        raise UserError(
+            f"model {path} expects {in_ch} input channels and {mf.kwargs.get('num_classes')} "
+            f"classes but the data has {ds.in_channels} and {ds.num_classes}: pass the data it "
+            "was trained on")

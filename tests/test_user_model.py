@@ -1,0 +1,133 @@
+"""User models (``--model FILE.py:FACTORY``): trained, pruned and evaluated through the CLI;
+the pruned file loads in a fresh process after the user's code is gone, and reads safely."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import alphaprune
+from alphaprune.cli import main
+from alphaprune.errors import UserError
+from alphaprune.modelfile import load_model_file
+
+DATA = ["--data", "digits", "--subset", "300", "--batch-size", "32", "--no-progress"]
+USER_CODE = textwrap.dedent('''
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+
+    class Net(nn.Module):
+        def __init__(self, classes=10, c=8):
+            super().__init__()
+            self.c1 = nn.Conv2d(1, c, 3, padding=1)                 # with bias, no BN
+            self.c2 = nn.Conv2d(c, 2 * c, 3, padding=1, bias=False)
+            self.b2 = nn.BatchNorm2d(2 * c)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 4 * 4, 24), nn.ReLU(),
+                                      nn.Dropout(0.1), nn.Linear(24, classes))
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.c1(x)), 2)
+            x = F.max_pool2d(F.relu(self.b2(self.c2(x))), 2)
+            return self.head(x)
+
+
+    def make(classes=10, c=8):
+        return Net(classes, c)
+''')
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "my_model.py"
+    path.write_text(USER_CODE)
+    return path
+
+
+def test_user_model_trains_prunes_and_loads_without_its_code(user_file, tmp_path):
+    spec = f"{user_file}:make"
+    assert main(["train", "--model", spec, "--model-kwargs", '{"c": 8}', "--epochs", "2", *DATA,
+                 "--out", str(tmp_path / "train")]) == 0
+    out = tmp_path / "p50"
+    assert main(["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *DATA,
+                 "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
+                 "--final-max-epochs", "2", "--round-to", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["achieved_reduction"] - 0.5) <= 0.005 and summary["fusion_rel_error"] <= 1e-5
+    user_file.unlink()  # the user's code is gone: the files must not need it
+    for name in [m for m in sys.modules if m.startswith("alphaprune_user_")]:
+        del sys.modules[name]
+    code = ("import json, sys; from alphaprune.cli import main; "
+            f"sys.exit(main(['evaluate', {str(out / 'pruned.pt')!r}, '--json']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["accuracy"] == pytest.approx(summary["test_acc_after"])
+    assert got["params"] == summary["params_after"]
+
+
+def test_raw_state_dict_of_a_user_model_prunes_with_model_kwargs(user_file, tmp_path):
+    sys.path.insert(0, str(user_file.parent))
+    try:
+        import my_model
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    sd = tmp_path / "sd.pt"
+    torch.save(my_model.make(c=6).state_dict(), sd)
+    out = tmp_path / "p"
+    assert main(["prune", "--checkpoint", str(sd), "--model", f"{user_file}:make", "--model-kwargs",
+                 '{"c": 6}', *DATA, "--prune", "0.4", "--step-size", "1", "--final-max-epochs", "1",
+                 "--round-to", "1", "--out", str(out)]) == 0
+    assert load_model_file(out / "pruned.pt").arch == "graph"
+    fused = alphaprune.load_model(out / "pruned.pt")
+    assert fused(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model-kwargs", "{c: 8"], "--model-kwargs is not JSON"),
+    (["--model-kwargs", "[1]"], "JSON object"),
+    (["--model-kwargs", '{"width": 3}'], "refused --model-kwargs"),
+])
+def test_bad_model_kwargs_are_one_line_errors(user_file, tmp_path, capsys, extra, message):
+    rc = main(["train", "--model", f"{user_file}:make", *extra, *DATA, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("{tmp}/nope.py:make", "no such file"), ("{file}:nothing", "no callable 'nothing'"),
+    ("collections:OrderedDict", "not an nn.Module"), ("no_such_pkg_x:make", "cannot import"),
+])
+def test_bad_model_specs_are_one_line_errors(user_file, tmp_path, capsys, spec, message):
+    spec = spec.format(tmp=tmp_path, file=user_file)
+    rc = main(["inspect", "--model", spec])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_crafted_graph_in_a_model_file_calls_nothing(user_file, tmp_path):
+    assert main(["train", "--model", f"{user_file}:make", "--epochs", "1", *DATA,
+                 "--out", str(tmp_path / "t")]) == 0
+    path = tmp_path / "t" / "model.pt"
+    blob = torch.load(path, weights_only=True)
+    marker = tmp_path / "pwned"
+    relu = next(n for n in blob["graph"]["nodes"] if n["op"] == "call_function")
+    relu["target"] = ["os", "system"]
+    relu["args"] = [f"touch {marker}"]
+    torch.save(blob, path)
+    with pytest.raises(UserError, match="does not allow"):
+        load_model_file(path)
+    blob["graph"]["nodes"] = [n for n in blob["graph"]["nodes"] if n is not relu]
+    blob["graph"]["modules"]["c1"]["type"] = "Module"
+    torch.save(blob, path)
+    with pytest.raises(UserError, match="layer type 'Module'"):
+        load_model_file(path)
+    assert not marker.exists()
