@@ -19,6 +19,7 @@ _NOT_GIVEN = {
     "data": "required unless --resume; the run's recorded data is used then",
     "max_total_epochs": "None lets --resume keep the run's recorded budget",
     "checkpoint": "required (or recorded in the run for --resume)",
+    "model_kwargs": "a JSON string on the command line, parsed into the config's dict ({} if not given)",
 }
 
 

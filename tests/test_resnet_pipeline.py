@@ -53,3 +53,11 @@ def test_compare_resnet20_sizes_every_peer_to_the_same_count(resnet20, tmp_path)
     # scratch trains objective selection's own compact architecture
     assert rows["scratch"]["params"] == rows["os-step"]["params"]
     assert rows["scratch"]["flops"] == rows["os-step"]["flops"]
+
+
+def test_an_unreachable_target_is_refused_before_the_run_folder_exists(resnet20, tmp_path, capsys):
+    out = tmp_path / "p99"
+    rc = main(["prune", "--checkpoint", str(resnet20), *DATA, "--prune", "0.99", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "cannot be reached" in err and "--prune 0." in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -147,26 +147,36 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 
 
-def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
-          progress: bool = True, callbacks: list | None = None,
-          max_total_epochs: int | None = None) -> dict:
-    """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
+@dataclass
+class _Source:
+    """What a prune run starts from: the data, its splits and the pretrained model."""
 
-    Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
-    alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model
-    file) and ``summary.json``.
+    ds: object
+    splits: object
+    data_cfg: DataConfig
+    mf: object
+    mean: list
+    std: list
 
-    ``callbacks`` are extra Lightning callbacks (e.g. custom logging). With ``resume``, the
-    run's recorded settings apply except ``cfg.accelerator`` (where to run is the resuming
-    machine's choice) and ``max_total_epochs`` when given: a new epoch budget, e.g. for a
-    run that stopped on its budget before the alpha = 0 phase finished (without ``resume``
-    it replaces ``cfg.max_total_epochs``).
+    @property
+    def model(self):
+        return self.mf.model
 
-    Returns:
-        The summary dict.
-    """
-    t0 = time.perf_counter()
-    out = Path(out)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.ds.x.shape[1:])
+
+
+@dataclass
+class _Plan:
+    structure: object
+    base_widths: list[int]
+    widths: list[int]
+
+
+def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
+    """The settings that apply (a resume's recorded ones), validated; nothing is written."""
+    ckpt, recorded = None, None
     if resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         recorded = read_config(out)["prune"]
@@ -174,9 +184,18 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     _validate(cfg)
-    scheduler = make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
-                               mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
-                               patience=cfg.patience, threshold=cfg.threshold)
+    _scheduler(cfg)  # its options are checked before anything is written
+    return cfg, out, ckpt, recorded
+
+
+def _scheduler(cfg: PruneConfig):
+    return make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
+                          mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
+                          patience=cfg.patience, threshold=cfg.threshold)
+
+
+def _load(cfg: PruneConfig) -> _Source:
+    """The data and the pretrained model, checked against each other."""
     data_cfg = DataConfig(**cfg.data)
     ds, splits = load_data(data_cfg)
     ds_mean, ds_std = ds.mean_std()
@@ -185,31 +204,34 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
                         f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
                         f"{ds.num_classes}: pass the data the model was trained on")
-    if not resume:
-        out, ckpt = prepare_run_dir(out, "pruned.pt", force=force)
-    if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
-        # a new budget is recorded too, so a later plain --resume keeps it
-        write_config(out, {"command": "prune", "prune": asdict(cfg)})
-    mean, std = mf.mean or ds_mean, mf.std or ds_std
-    shape = tuple(ds.x.shape[1:])
-    original = mf.model
-    before = {"params": count_params(original), "flops": count_flops(original, shape),
-              **split_scores(original, ds, splits, mean, std)}
-    structure = find_units(original, normalize(torch.as_tensor(ds.x[splits.train[:2]]), mean, std))
+    return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
+
+
+def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
+    """The prunable units (traced) and the widths that meet the target."""
+    example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
+    structure = find_units(src.model, example)
     if not structure.units:
-        raise UserError(f"{mf.arch} has no prunable unit: "
+        raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
-    widths = solve_widths(base_w, CostModel(structure).params, cfg.prune, cfg.round_to,
-                          cfg.balance)
+    widths = solve_widths(base_w, CostModel(structure).params, cfg.prune, cfg.round_to, cfg.balance)
+    return _Plan(structure, base_w, widths)
 
-    teacher = copy.deepcopy(original).eval() if cfg.distill > 0 else None
+
+def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, before: dict,
+               progress: bool, callbacks) -> tuple[BlendedNet, list[dict]]:
+    """Branch every unit, initialise the branches and train through the alpha phases."""
+    ds, splits, data_cfg = src.ds, src.splits, src.data_cfg
+    scheduler = _scheduler(cfg)
+    teacher = copy.deepcopy(src.model).eval() if cfg.distill > 0 else None
     torch.manual_seed(data_cfg.run_seed)
-    blended = BlendedNet(structure, widths, train_original=cfg.train_original, handover=cfg.handover)
+    blended = BlendedNet(plan.structure, plan.widths, train_original=cfg.train_original,
+                         handover=cfg.handover)
     # same seed, same draw: a resumed run gets the same calibration images
     calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
-    calib = normalize(torch.as_tensor(ds.x[calib_idx]), mean, std)
-    if not resume:  # a resumed run restores every weight from its checkpoint
+    calib = normalize(torch.as_tensor(ds.x[calib_idx]), src.mean, src.std)
+    if ckpt is None:  # a resumed run restores every weight from its checkpoint
         init_branches(blended, cfg.branch_init, cfg.importance, calib=calib)
     monitor = cfg.monitor
     if monitor == "auto":
@@ -232,7 +254,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
                      else None))
     module.controller = controller
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
-    tr, va = loaders(ds, splits, mean, std, data_cfg.batch_size, data_cfg.run_seed, cfg.channels_last)
+    tr, va = loaders(ds, splits, src.mean, src.std, data_cfg.batch_size, data_cfg.run_seed,
+                     cfg.channels_last)
     trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
                            progress, cfg.accelerator)
     blended.train()  # evaluating the original left its modules in eval mode
@@ -242,33 +265,71 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
                         f"(--max-total-epochs {cfg.max_total_epochs}): continue it with "
                         f"'alphaprune prune --out {out} --resume --max-total-epochs N' "
                         f"(N > {cfg.max_total_epochs})")
+    return module.model.to(memory_format=torch.contiguous_format), controller.history
 
-    blended = module.model.to(memory_format=torch.contiguous_format)
-    fused = fuse(blended, None if mf.arch == GRAPH_ARCH else mf.arch)
-    err = fusion_error(blended, fused, shape)
+
+def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fused, before: dict,
+             history: list[dict], t0: float) -> dict:
+    """Save the fused model, score it beside the original and write the summary."""
+    err = fusion_error(blended, fused, src.shape)
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
-            "split": split_meta(data_cfg), "prune": cfg.prune}
-    save_model(out / "pruned.pt", fused, mf.arch, mean, std, mf.classes or ds.classes, meta)
-    after = {"params": count_params(fused), "flops": count_flops(fused, shape),
-             **split_scores(fused, ds, splits, mean, std)}
-    summary = {
-        "arch": mf.arch, "target_reduction": cfg.prune,
+            "split": split_meta(src.data_cfg), "prune": cfg.prune}
+    save_model(out / "pruned.pt", fused, src.mf.arch, src.mean, src.std,
+               src.mf.classes or src.ds.classes, meta)
+    after = {"params": count_params(fused), "flops": count_flops(fused, src.shape),
+             **split_scores(fused, src.ds, src.splits, src.mean, src.std)}
+    return {
+        "arch": src.mf.arch, "target_reduction": cfg.prune,
         "achieved_reduction": 1.0 - after["params"] / before["params"],
         "params_before": before["params"], "params_after": after["params"],
         "flops_before": before["flops"], "flops_after": after["flops"],
         "test_acc_before": before["test_acc"], "test_acc_after": after["test_acc"],
         "val_acc_before": before["val_acc"], "val_acc_after": after["val_acc"],
-        "widths_before": base_w, "widths_after": widths, "fusion_rel_error": err,
-        "phases": controller.history, "epochs": sum(p["epochs"] for p in controller.history),
+        "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
+        "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": (out / "pruned.pt").stat().st_size,
         # a fresh copy of the original: the blended model trained the loaded one in place
         "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model,
                                                              model_kwargs=cfg.model_kwargs).model,
-                                   "after": fused}, shape),
+                                   "after": fused}, src.shape),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
+
+
+def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
+          progress: bool = True, callbacks: list | None = None,
+          max_total_epochs: int | None = None) -> dict:
+    """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
+
+    Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
+    alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model
+    file) and ``summary.json``.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. custom logging). With ``resume``, the
+    run's recorded settings apply except ``cfg.accelerator`` (where to run is the resuming
+    machine's choice) and ``max_total_epochs`` when given: a new epoch budget, e.g. for a
+    run that stopped on its budget before the alpha = 0 phase finished (without ``resume``
+    it replaces ``cfg.max_total_epochs``).
+
+    Returns:
+        The summary dict.
+    """
+    t0 = time.perf_counter()
+    cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
+    src = _load(cfg)                                    # load: data, splits, pretrained model
+    plan = _plan(cfg, src)                              # plan: units and their widths
+    if not resume:  # only now that every input checked out may an old run be replaced
+        out, ckpt = prepare_run_dir(out, "pruned.pt", force=force)
+    if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
+        # a new budget is recorded too, so a later plain --resume keeps it
+        write_config(out, {"command": "prune", "prune": asdict(cfg)})
+    before = {"params": count_params(src.model), "flops": count_flops(src.model, src.shape),
+              **split_scores(src.model, src.ds, src.splits, src.mean, src.std)}
+    blended, history = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
+    fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
+    summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
     write_json(out / "summary.json", summary)
     write_report(out)
     return summary
