@@ -8,6 +8,7 @@
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench bash benchmarks/any_cnn.sh
 #
 # One thread per job, two jobs at a time; rerunning resumes (finished rows are skipped).
+# ONLY=resnet20 or ONLY=vgg16 runs one of the two parts.
 # Expects $OUT/vgg16_w025/model.pt from section 1's command; trains $OUT/resnet20 itself
 # (12 epochs on the 40,000 training images, about 45 min on one thread).
 set -eu
@@ -17,8 +18,7 @@ export OMP_NUM_THREADS=1
 COMMON=(--data "$DATA" --train-subset 5000 --budget 8 --step-size 0.25 --decay-rate 1.2
         --mu 0.25 --factor 0.25 --no-progress)
 
-[ -f "$OUT/resnet20/model.pt" ] || "$ALPHAPRUNE" train --model resnet20 --data "$DATA" \
-  --epochs 12 --no-progress --out "$OUT/resnet20"
+ONLY=${ONLY:-all}
 
 rows() {  # checkpoint folder targets: os-step and tp-l1 side by side, then one merging pass
   local ckpt=$1 dir=$2 targets=$3
@@ -33,5 +33,11 @@ rows() {  # checkpoint folder targets: os-step and tp-l1 side by side, then one 
     --methods os-step,tp-l1 --out "$dir"
 }
 
-rows "$OUT/resnet20/model.pt" "$OUT/r20cmp" 0.5,0.7
-rows "$OUT/vgg16_w025/model.pt" "$OUT/vggcmp" 0.65,0.9
+if [ "$ONLY" != vgg16 ]; then
+  [ -f "$OUT/resnet20/model.pt" ] || "$ALPHAPRUNE" train --model resnet20 --data "$DATA" \
+    --epochs 12 --no-progress --out "$OUT/resnet20"
+  rows "$OUT/resnet20/model.pt" "$OUT/r20cmp" 0.5,0.7
+fi
+if [ "$ONLY" != resnet20 ]; then
+  rows "$OUT/vgg16_w025/model.pt" "$OUT/vggcmp" 0.65,0.9
+fi

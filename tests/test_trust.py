@@ -97,3 +97,84 @@ def test_a_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert os.listdir(path.parent) == ["last.ckpt"]  # no temporary file left behind
     loaded = io.load_checkpoint(path)
     assert loaded["epoch"] == 1 and torch.equal(loaded["w"], torch.ones(3))
+
+
+# --------------------------------------------------------------------------- --force, bad values
+
+PRUNE = ["prune", "--data", "digits", "--subset", "200", "--batch-size", "32", "--prune", "0.5",
+         "--step-size", "1", "--final-max-epochs", "1", "--no-progress"]
+
+
+def test_force_never_deletes_the_folder_holding_the_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    run = tmp_path / "train"
+    shutil.copytree(tiny_checkpoint.parent, run)
+    rc = main([*PRUNE, "--checkpoint", str(run / "model.pt"), "--out", str(run), "--force"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "input of this run" in err and len(err.splitlines()) == 1
+    assert (run / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("bad", [["--final-schedule", "linear"], ["--min-delta", "nan"],
+                                 ["--temperature", "inf"], ["--weight-decay", "inf"],
+                                 ["--prune", "0.999"]])
+def test_force_with_a_bad_option_keeps_the_finished_run(tiny_checkpoint, tmp_path, capsys, bad):
+    out = tmp_path / "p"
+    assert main([*PRUNE, "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    rc = main([*PRUNE, "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--force", *bad])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "pruned.pt").is_file()
+
+
+def test_divergence_is_an_error_and_writes_no_nan_model(tmp_path, capsys):
+    out = tmp_path / "t"
+    rc = main([*TRAIN, "--epochs", "2", "--lr", "1e6", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "diverged" in err and len(err.splitlines()) == 1, err
+    assert not (out / "model.pt").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tiny_checkpoint, tmp_path, capsys):
+    blob = torch.load(tiny_checkpoint, weights_only=True)
+    key = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
+    blob["state_dict"][key] = blob["state_dict"][key] * float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(blob, bad)
+    rc = main([*PRUNE, "--checkpoint", str(bad), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "NaN or infinite" in err and key in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_json_files_are_strict(tmp_path):
+    import json
+
+    from alphaprune.rundir import write_json
+
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": 2})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"a": None, "b": [1.0, None],
+                                                                          "c": 2}
+
+
+def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "t"
+    env = {**os.environ, "ALPHAPRUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "alphaprune", *TRAIN, "--epochs", "200", "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "--resume" in err.strip().splitlines()[-1]

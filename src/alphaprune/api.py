@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, require_finite
 from alphaprune.graph.trace import trace
 from alphaprune.modelfile import ModelFile, graph_io, load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
-from alphaprune.pipeline import (
+from alphaprune.pipeline import (  # noqa: F401  (re-exported)
     DataConfig,
     check_compatible,
+    check_splits,
     evaluate_model,
     fit_classifier,
     load_data,
@@ -73,11 +74,13 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         # where to run is the resuming machine's choice, not the recorded one
         cfg = replace(_config_from_dict(read_config(out)["train"]), accelerator=cfg.accelerator)
+    require_finite(cfg)
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     cfg.optim.validate()
     resolve_accelerator(cfg.accelerator)
     ds, splits = load_data(cfg.data)  # validates cfg.data
+    check_splits(splits)
     mean, std = ds.mean_std()
     torch.manual_seed(cfg.data.run_seed)  # the initial weights follow --seed / --train-seed too
     if is_user_spec(cfg.model):  # saved as its traced graph: loads without the user's code

@@ -30,7 +30,7 @@ from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_p
 from alphaprune.blend import solve_widths
 from alphaprune.blend.blended import default_example
 from alphaprune.blend.widths import check_width_options
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
@@ -134,6 +134,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     """Run the comparison matrix (see the module docstring); return all result rows."""
     if cfg.quick:
         cfg = quick_config(cfg)
+    require_finite(cfg)
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")

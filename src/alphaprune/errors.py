@@ -1,7 +1,32 @@
 """User-facing errors: one line, names the problem and the fix, exit code 2."""
 
-__all__ = ["UserError"]
+from __future__ import annotations
+
+import dataclasses
+import math
+
+__all__ = ["UserError", "require_finite"]
 
 
 class UserError(Exception):
     """A problem with the user's input. The CLI prints it on one line and exits with 2."""
+
+
+def require_finite(config) -> None:
+    """Refuse a NaN or infinite number anywhere in a config dataclass (nested ones and lists
+    included), naming the option: ``--weight-decay inf`` must not train a NaN model."""
+    for f in dataclasses.fields(config):
+        _check(getattr(config, f.name), f.name)
+
+
+def _check(value, name: str) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        require_finite(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check(v, str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check(v, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")

@@ -68,6 +68,10 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
     The constructor kwargs are read off the model (widths, classes, input channels) so the
     file always rebuilds the exact module.
     """
+    bad = _non_finite(model.state_dict())
+    if bad:
+        raise UserError(f"the model's weights are not finite ({bad}): training diverged, so "
+                        f"{path} was not written; lower --lr and start again")
     graph = None
     if arch == GRAPH_ARCH:
         gm = model if isinstance(model, fx.GraphModule) else trace(model)
@@ -94,6 +98,21 @@ def _torch_load(path: Path):
                         "by alphaprune or a state_dict saved with torch.save") from e
 
 
+def _non_finite(state_dict: dict) -> str | None:
+    """The first floating tensor holding NaN or inf, by name (None if all are finite)."""
+    for k, v in state_dict.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all():
+            return k
+    return None
+
+
+def _check_finite(state_dict: dict, path) -> None:
+    bad = _non_finite(state_dict)
+    if bad:
+        raise UserError(f"{path} holds NaN or infinite weights ({bad}): the model diverged; "
+                        "pass a checkpoint of a model that trained well")
+
+
 def graph_io(gm: fx.GraphModule) -> dict:
     """``in_channels`` (the first conv's) and ``num_classes`` (the last layer's outputs)."""
     layers = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"
@@ -106,6 +125,7 @@ def graph_io(gm: fx.GraphModule) -> dict:
 
 
 def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Module:
+    _check_finite(state_dict, path)
     if arch == GRAPH_ARCH:
         if graph is None:
             raise UserError(f"{path} is a graph model file without its graph: re-save it")
@@ -180,6 +200,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
 
 
 def _user_checkpoint(path, spec, model_kwargs, state_dict, mean, std, classes) -> ModelFile:
+    _check_finite(state_dict, path)
     model = build_user_model(spec, model_kwargs)
     try:
         model.load_state_dict(state_dict)

@@ -22,8 +22,8 @@ from alphaprune.train.callbacks import BestWeights, MetricsCSV
 from alphaprune.train.engine import fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
 
-__all__ = ["DataConfig", "load_data", "split_meta", "loaders", "split_scores", "fit_classifier",
-           "evaluate_model", "check_compatible"]
+__all__ = ["DataConfig", "load_data", "split_meta", "check_splits", "loaders", "split_scores",
+           "fit_classifier", "evaluate_model", "check_compatible"]
 
 
 @dataclass
@@ -80,11 +80,16 @@ def split_meta(cfg: DataConfig) -> dict:
             "test_frac": cfg.test_frac, "subset": cfg.subset}
 
 
+def check_splits(splits: Splits) -> None:
+    """Training needs images in its train and val splits."""
+    if len(splits.train) == 0 or len(splits.val) == 0:
+        raise UserError("the train or val split is empty: use more data or other --val-frac")
+
+
 def loaders(ds: Dataset, splits: Splits, mean, std, batch_size: int, seed: int,
             channels_last: bool = False) -> tuple[BatchLoader, BatchLoader]:
     """Training (shuffled, augmented) and validation loaders over the in-memory arrays."""
-    if len(splits.train) == 0 or len(splits.val) == 0:
-        raise UserError("the train or val split is empty: use more data or other --val-frac")
+    check_splits(splits)
     tr = BatchLoader(ds.x[splits.train], ds.y[splits.train], mean, std, batch_size, train=True,
                      seed=seed, channels_last=channels_last)
     va = BatchLoader(ds.x[splits.val], ds.y[splits.val], mean, std, max(batch_size, 256),

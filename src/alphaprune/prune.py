@@ -14,11 +14,11 @@ from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models.user import GRAPH_ARCH
-from alphaprune.pipeline import DataConfig, load_data, loaders, split_meta, split_scores
+from alphaprune.pipeline import DataConfig, check_splits, load_data, loaders, split_meta, split_scores
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
@@ -106,6 +106,9 @@ def fusion_error(blended: BlendedNet, fused: torch.nn.Module, input_shape) -> fl
 
 
 def _validate(cfg: PruneConfig) -> None:
+    require_finite(cfg)
+    if cfg.final_schedule not in ("cosine", "constant"):
+        raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use cosine or constant")
     if not 0.0 < cfg.prune < 1.0:
         raise UserError(f"--prune must be between 0 and 1 (exclusive), got {cfg.prune}: e.g. "
                         "0.65 removes 65% of the parameters")
@@ -204,6 +207,7 @@ def _load(cfg: PruneConfig) -> _Source:
         raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
                         f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
                         f"{ds.num_classes}: pass the data the model was trained on")
+    check_splits(splits)
     return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
 
 
@@ -321,7 +325,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     src = _load(cfg)                                    # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
     if not resume:  # only now that every input checked out may an old run be replaced
-        out, ckpt = prepare_run_dir(out, "pruned.pt", force=force)
+        out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
         # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})

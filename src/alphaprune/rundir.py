@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -19,12 +20,13 @@ _RUN_MARKERS = (CONFIG, "metrics.csv")
 
 
 def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
-                    resume: bool = False) -> tuple[Path, Path | None]:
+                    resume: bool = False, keep=()) -> tuple[Path, Path | None]:
     """Check the run folder and return ``(path, checkpoint to resume from or None)``.
 
     * new or empty folder: used as is;
     * ``resume``: the folder must hold an unfinished run with a checkpoint;
-    * ``force``: an earlier *run* folder is cleared (a folder that is not a run never is);
+    * ``force``: an earlier *run* folder is cleared (a folder that is not a run never is,
+      nor one that holds a path in ``keep``, such as the input checkpoint);
     * otherwise an existing run is refused, finished or not.
     """
     out = Path(out)
@@ -47,9 +49,18 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
             state = "a finished run" if finished else "an unfinished run"
             raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
                             "to replace it, or choose another --out")
+        _refuse_to_delete(out, keep)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out, None
+
+
+def _refuse_to_delete(out: Path, keep) -> None:
+    root = out.resolve()
+    for k in keep:
+        if k and (root == Path(k).resolve() or root in Path(k).resolve().parents):
+            raise UserError(f"--out {out} holds {k}, an input of this run: --force would delete "
+                            "it; choose another --out")
 
 
 def write_config(out: Path, config: dict) -> None:
@@ -59,8 +70,19 @@ def write_config(out: Path, config: dict) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    """Write JSON atomically (temp file + rename): an interrupted write leaves no torn file."""
-    atomic_write_text(path, json.dumps(data, indent=2))
+    """Write strict JSON atomically (temp file + rename): an interrupted write leaves no torn
+    file, and a non-finite number is written as ``null`` (JSON has no NaN)."""
+    atomic_write_text(path, json.dumps(_finite_or_null(data), indent=2, allow_nan=False))
+
+
+def _finite_or_null(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_null(x) for x in v]
+    return v
 
 
 def read_config(out: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
 from alphaprune.train.callbacks import Progress
 
-__all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit", "SafeCheckpointIO"]
+__all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit", "SafeCheckpointIO",
+           "DivergenceGuard"]
 
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -66,6 +68,22 @@ class SafeCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, Path(path))
 
 
+class DivergenceGuard(pl.Callback):
+    """Stops training at the first non-finite loss with a one-line :class:`UserError`.
+
+    The checkpoint of the last finished epoch (written before the divergence) is left as
+    it was, and no model file is written: a NaN model never reaches the disk.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            raise UserError(f"training diverged at epoch {trainer.current_epoch}, step "
+                            f"{batch_idx} (loss {float(torch.as_tensor(loss).float().mean())}, lr "
+                            f"{lr:g}): nothing was saved; lower --lr and start again with --force")
+
+
 def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
                  accelerator: str = "auto") -> pl.Trainer:
     """A Trainer on ``accelerator`` (see :func:`resolve_accelerator`) that checkpoints
@@ -76,7 +94,7 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
     """
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs = list(callbacks) + [ckpt] + ([Progress()] if progress else [])
+    cbs = [DivergenceGuard(), *callbacks, ckpt] + ([Progress()] if progress else [])
     with warnings.catch_warnings():  # --accelerator cpu on a GPU machine is a choice
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1,
@@ -111,6 +129,12 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         warnings.filterwarnings("ignore", ".*The number of training batches .*")
         warnings.filterwarnings("ignore", ".*is a plain iterable.*")
         warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")  # Lightning vs torch 2.13
-        trainer.fit(module, train_loader, val_loader,
-                    ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        try:
+            trainer.fit(module, train_loader, val_loader,
+                        ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        except SystemExit as e:  # Lightning turns Ctrl-C into exit(1) after its teardown
+            if not trainer.interrupted:
+                raise
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from e
     torch.set_grad_enabled(True)
