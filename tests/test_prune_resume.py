@@ -177,3 +177,23 @@ def test_a_budget_given_to_a_new_run_replaces_the_configs(reference, tmp_path):
     checkpoint, _, _ = reference
     with pytest.raises(UserError, match=r"--max-total-epochs 2\)"):
         prune(_cfg(checkpoint), tmp_path / "run", progress=False, max_total_epochs=2)
+
+
+def test_a_run_killed_before_its_last_file_resumes_without_training_again(reference, tmp_path):
+    """Killed after the fused model was written but before the run was marked finished:
+    ``--resume`` trains no extra epoch and ships the same model."""
+    import shutil
+
+    _, ref, _ = reference
+    out = tmp_path / "killed"
+    shutil.copytree(ref, out)
+    (out / "pruned.pt").rename(out / "pruned.pt.part")
+    (out / "summary.json").unlink()
+    rows = _rows(out / "metrics.csv")
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    assert _rows(out / "metrics.csv") == rows  # no epoch trained outside the run
+    assert (out / "summary.json").is_file() and not (out / "pruned.pt.part").exists()
+    want = torch.load(ref / "pruned.pt", weights_only=True)["state_dict"]
+    got = torch.load(out / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert summary["epochs"] == 7

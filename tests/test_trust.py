@@ -178,3 +178,39 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-2000:]
     assert "--resume" in err.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- resume checks
+
+
+@pytest.fixture
+def unfinished_prune(tiny_checkpoint, tmp_path):
+    run = tmp_path / "prune"
+    main(["prune", "--checkpoint", str(tiny_checkpoint), "--data", "digits", "--subset", "200",
+          "--batch-size", "32", "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase",
+          "1", "--max-total-epochs", "1", "--no-progress", "--out", str(run)])
+    assert not (run / "pruned.pt").exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    return run
+
+
+def test_resume_refuses_a_changed_setting_naming_it(unfinished_prune, capsys):
+    capsys.readouterr()
+    rc = main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.9", "--lr=0.5",
+               "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "--prune (recorded 0.5, given 0.9)" in err and "--lr (recorded" in err
+
+
+def test_resume_takes_what_may_change(unfinished_prune):
+    # the same value as recorded, where to run and a larger budget are all accepted
+    assert main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.5",
+                 "--accelerator", "cpu", "--max-total-epochs", "20", "--no-progress"]) == 0
+    assert (unfinished_prune / "pruned.pt").is_file()
+
+
+def test_plateau_receives_min_delta():
+    from alphaprune.prune import PruneConfig, _scheduler
+
+    s = _scheduler(PruneConfig(scheduler="plateau", min_delta=0.25))
+    assert s.min_delta == 0.25

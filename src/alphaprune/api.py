@@ -26,7 +26,7 @@ from alphaprune.pipeline import (  # noqa: F401  (re-exported)
 )
 from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import prepare_run_dir, read_config, write_config, write_json
+from alphaprune.rundir import finish, pending, prepare_run_dir, read_config, write_config, write_json
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -99,13 +99,14 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
                                        accelerator=cfg.accelerator)
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
             "best_epoch": best_epoch}
-    save_model(out / "model.pt", model, arch, mean, std, ds.classes, meta)
+    save_model(pending(out, "model.pt"), model, arch, mean, std, ds.classes, meta)
     summary = {"model": cfg.model, "params": count_params(model),
                "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,
                "seconds": round(time.perf_counter() - t0, 2),
                **split_scores(model, ds, splits, mean, std)}
     write_json(out / "summary.json", summary)
     write_report(out)
+    finish(out, "model.pt")  # the last file: the run is finished only now
     return summary
 
 

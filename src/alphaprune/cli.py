@@ -351,10 +351,54 @@ _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune
              "inspect": _cmd_inspect}
 
 
+# what --resume may change: where and how long it runs, and how it reports (README)
+RESUME_MAY_CHANGE = frozenset({"accelerator", "max_total_epochs", "no_progress", "out", "resume",
+                               "force", "command"})
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options spelled out in ``argv`` (not left at their default)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cmd = next((t for t in argv if t in sub.choices), None)
+    if cmd is None:
+        return set()
+    flags = {o: act.dest for act in sub.choices[cmd]._actions for o in act.option_strings}
+    return {flags[t.split("=", 1)[0]] for t in argv if t.split("=", 1)[0] in flags}
+
+
+def _check_resume(a, given: set[str], section: str) -> None:
+    """Refuse ``--resume`` with a setting that differs from the run's recorded one."""
+    from alphaprune.rundir import read_config
+
+    recorded = read_config(Path(a.out)).get(section, {})
+    flat = {k: v for k, v in recorded.items() if not isinstance(v, dict)}
+    for nested in ("optim", "data"):
+        flat.update(recorded.get(nested) or {})
+    changed = []
+    for dest in sorted(given - RESUME_MAY_CHANGE):
+        value = getattr(a, dest)
+        if dest == "model_kwargs":
+            value = _model_kwargs(a)
+        if dest in flat and _norm(value) != _norm(flat[dest]):
+            changed.append(f"--{dest.replace('_', '-')} (recorded {flat[dest]!r}, given {value!r})")
+    if changed:
+        raise UserError(f"--resume continues the run as recorded, but {', '.join(changed)} "
+                        "changed: drop them to continue, or start a new run (another --out, or "
+                        "--force)")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alphaprune`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "resume", False) and args.command in ("train", "prune"):
+            _check_resume(args, _given(parser, argv), args.command)
         return _COMMANDS[args.command](args)
     except UserError as e:
         print(f"alphaprune: error: {e}", file=sys.stderr)

@@ -22,7 +22,7 @@ from alphaprune.pipeline import DataConfig, check_splits, load_data, loaders, sp
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import prepare_run_dir, read_config, write_config, write_json
+from alphaprune.rundir import finish, pending, prepare_run_dir, read_config, write_config, write_json
 from alphaprune.schedules import make_scheduler
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
@@ -194,7 +194,8 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
 def _scheduler(cfg: PruneConfig):
     return make_scheduler(cfg.scheduler, step_size=cfg.step_size, decay_rate=cfg.decay_rate,
                           mu=cfg.mu, factor=cfg.factor, cooldown=cfg.cooldown,
-                          patience=cfg.patience, threshold=cfg.threshold)
+                          patience=cfg.patience, threshold=cfg.threshold,
+                          min_delta=cfg.min_delta)
 
 
 def _load(cfg: PruneConfig) -> _Source:
@@ -278,7 +279,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     err = fusion_error(blended, fused, src.shape)
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
             "split": split_meta(src.data_cfg), "prune": cfg.prune}
-    save_model(out / "pruned.pt", fused, src.mf.arch, src.mean, src.std,
+    save_model(pending(out, "pruned.pt"), fused, src.mf.arch, src.mean, src.std,
                src.mf.classes or src.ds.classes, meta)
     after = {"params": count_params(fused), "flops": count_flops(fused, src.shape),
              **split_scores(fused, src.ds, src.splits, src.mean, src.std)}
@@ -292,7 +293,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
         "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
-        "file_bytes_after": (out / "pruned.pt").stat().st_size,
+        "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         # a fresh copy of the original: the blended model trained the loaded one in place
         "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model,
                                                              model_kwargs=cfg.model_kwargs).model,
@@ -336,4 +337,5 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
     write_json(out / "summary.json", summary)
     write_report(out)
+    finish(out, "pruned.pt")  # the last file: the run is finished only now
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import yaml
 from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 
-__all__ = ["prepare_run_dir", "write_config", "read_config", "write_json", "LAST_CKPT", "CONFIG"]
+__all__ = ["prepare_run_dir", "write_config", "read_config", "write_json", "pending", "finish",
+           "LAST_CKPT", "CONFIG"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
@@ -61,6 +63,19 @@ def _refuse_to_delete(out: Path, keep) -> None:
         if k and (root == Path(k).resolve() or root in Path(k).resolve().parents):
             raise UserError(f"--out {out} holds {k}, an input of this run: --force would delete "
                             "it; choose another --out")
+
+
+def pending(out: Path, finished_file: str) -> Path:
+    """Where the run's final file is written before the run is finished (see :func:`finish`)."""
+    return Path(out) / f"{finished_file}.part"
+
+
+def finish(out: Path, finished_file: str) -> Path:
+    """Mark the run finished: its final file, written last, takes its name. Until then a
+    kill leaves a run that ``--resume`` completes (the summary and report are rewritten)."""
+    path = Path(out) / finished_file
+    os.replace(pending(out, finished_file), path)
+    return path
 
 
 def write_config(out: Path, config: dict) -> None:

@@ -173,6 +173,10 @@ class PhaseController(pl.Callback):
         if self.max_acc_drop is not None and self.prev_state is None:
             self.prev_state = copy.deepcopy(pl_module.model.state_dict())  # to undo phase 0
 
+    def on_train_start(self, trainer, pl_module):
+        if self.done:  # resumed from the last epoch's checkpoint: no epoch is left to train
+            trainer.should_stop = True
+
     def on_train_epoch_start(self, trainer, pl_module):
         if self.alpha <= 0.0 and self.final_schedule == "cosine" and not self.done:
             self._set_lr(trainer, self._base_lr())
