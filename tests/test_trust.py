@@ -214,3 +214,48 @@ def test_plateau_receives_min_delta():
 
     s = _scheduler(PruneConfig(scheduler="plateau", min_delta=0.25))
     assert s.min_delta == 0.25
+
+
+# --------------------------------------------------------------------------- one-line errors
+
+
+@pytest.mark.parametrize("out, message", [("{file}/sub", "which is a file"),
+                                          ("/proc/alphaprune-x", "cannot write to --out")])
+def test_unwritable_out_is_a_one_line_error(tmp_path, capsys, out, message):
+    (tmp_path / "f").write_text("x")
+    rc = main([*TRAIN, "--epochs", "1", "--out", out.format(file=tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_corrupt_config_and_wrong_command_on_resume(killed_train_run, tmp_path, capsys):
+    run = _copy(killed_train_run, tmp_path)
+    assert main(["prune", "--resume", "--out", str(run)]) == 2
+    assert "is a 'train' run" in capsys.readouterr().err
+    (run / "config.yaml").write_text("train: [unclosed\n")
+    assert main(["train", "--resume", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.yaml is corrupt" in err and len(err.splitlines()) == 1
+
+
+def test_compare_results_torn_last_line_reruns_that_row_and_corrupt_middle_is_refused(tmp_path):
+    import json
+
+    from alphaprune.compare import read_results
+    from alphaprune.errors import UserError
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"method": "pretrained"}) + "\n" + '{"method": "os-st')
+    assert read_results(path) == [{"method": "pretrained"}]
+    assert path.read_text() == json.dumps({"method": "pretrained"}) + "\n"  # torn row dropped
+    path.write_text('{"meth\n' + json.dumps({"method": "pretrained"}) + "\n")
+    with pytest.raises(UserError, match="line 1 is corrupt"):
+        read_results(path)
+
+
+def test_compare_out_naming_a_file(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    rc = main(["compare", "--checkpoint", str(tiny_checkpoint), "--data", "digits", "--quick",
+               "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is a file" in err and len(err.splitlines()) == 1

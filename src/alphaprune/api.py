@@ -26,7 +26,7 @@ from alphaprune.pipeline import (  # noqa: F401  (re-exported)
 )
 from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import finish, pending, prepare_run_dir, read_config, write_config, write_json
+from alphaprune.rundir import finish, pending, prepare_run_dir, recorded, write_config, write_json
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -73,7 +73,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     if resume:
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         # where to run is the resuming machine's choice, not the recorded one
-        cfg = replace(_config_from_dict(read_config(out)["train"]), accelerator=cfg.accelerator)
+        cfg = replace(_config_from_dict(recorded(out, "train")), accelerator=cfg.accelerator)
     require_finite(cfg)
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")

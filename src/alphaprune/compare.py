@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from alphaprune.atomic import atomic_write_text
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
 from alphaprune.blend import solve_widths
 from alphaprune.blend.blended import default_example
@@ -39,7 +40,7 @@ from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_sco
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import LAST_CKPT
+from alphaprune.rundir import LAST_CKPT, make_dir
 from alphaprune.schedules import make_scheduler
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
@@ -117,6 +118,26 @@ def _row(method, target, model, summary_acc, shape, epochs, seconds, nonzero=Fal
             "epochs": epochs, "seconds": round(seconds, 1)}
 
 
+def read_results(path: Path) -> list[dict]:
+    """The finished rows of ``results.jsonl``. A torn last line (a kill while a row was being
+    appended) is dropped and its row runs again; a corrupt line before it is an error."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: pass another --out")
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise UserError(f"{path} line {i + 1} is corrupt ({e.msg}): fix or remove that "
+                                "line, or choose another --out") from e
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 def _run_dir(path: Path) -> tuple[Path, Path | None]:
     """A method's folder; resume from its checkpoint when it has one."""
     ck = path / LAST_CKPT
@@ -146,14 +167,13 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     resolve_accelerator(cfg.accelerator)
     out = Path(out)
     results_path = out / "results.jsonl"
-    done = [json.loads(line) for line in results_path.read_text().splitlines()] \
-        if results_path.exists() else []
+    done = read_results(results_path)
     # the widths objective selection will solve, which scratch and kd train too
     round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
     balance = cfg.os_options.get("balance", PruneConfig.balance)
     check_width_options(round_to, balance)
     _check_same_balance(done, balance, out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
     mean, std = ds.mean_std()

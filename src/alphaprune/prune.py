@@ -22,7 +22,8 @@ from alphaprune.pipeline import DataConfig, check_splits, load_data, loaders, sp
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import finish, pending, prepare_run_dir, read_config, write_config, write_json
+from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
+from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
@@ -182,7 +183,7 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
     ckpt, recorded = None, None
     if resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
-        recorded = read_config(out)["prune"]
+        recorded = recorded_config(out, "prune")
         cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator)
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)

@@ -13,7 +13,8 @@ import yaml
 from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 
-__all__ = ["prepare_run_dir", "write_config", "read_config", "write_json", "pending", "finish",
+__all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
+           "pending", "finish",
            "LAST_CKPT", "CONFIG"]
 
 CONFIG = "config.yaml"
@@ -32,8 +33,7 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
     * otherwise an existing run is refused, finished or not.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: pass a folder path for the run")
+    _check_out(out)
     is_run = out.is_dir() and any((out / m).exists() for m in _RUN_MARKERS)
     finished = (out / finished_file).exists()
     if resume:
@@ -53,8 +53,32 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
                             "to replace it, or choose another --out")
         _refuse_to_delete(out, keep)
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     return out, None
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: pass a folder path for the run")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out} lies under {parent}, which is a file: pass a folder path")
+            break
+
+
+def make_dir(out: Path) -> Path:
+    """``mkdir -p`` with a one-line error where the folder cannot be made."""
+    _check_out(Path(out))
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        probe = Path(out) / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to --out {out} ({e.strerror or e}): choose a folder you "
+                        "can write to") from e
+    return Path(out)
 
 
 def _refuse_to_delete(out: Path, keep) -> None:
@@ -105,5 +129,22 @@ def read_config(out: Path) -> dict:
     p = Path(out) / CONFIG
     if not p.exists():
         raise UserError(f"{out} is not a run folder (no {CONFIG}): pass the --out of a run")
-    with open(p) as f:
-        return yaml.safe_load(f) or {}
+    try:
+        with open(p) as f:
+            config = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{p} is corrupt ({type(e).__name__}): the run cannot be resumed; start it "
+                        "again with --force") from e
+    if not isinstance(config, dict):
+        raise UserError(f"{p} is corrupt (not a mapping): start the run again with --force")
+    return config
+
+
+def recorded(out: Path, command: str) -> dict:
+    """The settings a run of ``command`` recorded (a one-line error for another command's run)."""
+    config = read_config(out)
+    if not isinstance(config.get(command), dict):
+        other = config.get("command", "another command")
+        raise UserError(f"{out} is a '{other}' run, not a '{command}' run: resume it with "
+                        f"'alphaprune {other} --resume --out {out}'")
+    return config[command]
