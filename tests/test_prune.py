@@ -251,15 +251,18 @@ def test_out_of_budget_run_says_how_to_continue_and_that_works(env, tmp_path, ca
 
 
 def test_existing_unfinished_run_is_refused(env, tmp_path, capsys):
+    # a run with a checkpoint has work to keep; one killed before its first checkpoint has
+    # none and is reused (tests/test_trust.py)
     out = tmp_path / "run"
-    out.mkdir()
+    (out / "checkpoints").mkdir(parents=True)
     (out / "config.yaml").write_text("command: prune\n")
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"epoch 3")
     capsys.readouterr()
     assert main(_prune_argv(env.checkpoint, out)) == 2
     err = capsys.readouterr().err
     _assert_one_line_error(err)
     assert "unfinished" in err and "--resume" in err
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml"]
 
 
 # --------------------------------------------------------------------------- bad inputs

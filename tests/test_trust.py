@@ -259,3 +259,12 @@ def test_compare_out_naming_a_file(tiny_checkpoint, tmp_path, capsys):
                "--out", str(tmp_path / "f")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "is a file" in err and len(err.splitlines()) == 1
+
+
+def test_a_folder_left_before_the_first_checkpoint_is_reused_without_force(tmp_path):
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "config.yaml").write_text("command: train\ntrain: {}\n")  # killed during epoch 0
+    (out / "metrics.csv").write_text("epoch\n")
+    assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    assert (out / "model.pt").is_file()

@@ -30,6 +30,8 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
     * ``resume``: the folder must hold an unfinished run with a checkpoint;
     * ``force``: an earlier *run* folder is cleared (a folder that is not a run never is,
       nor one that holds a path in ``keep``, such as the input checkpoint);
+    * a run folder left before its first checkpoint (nothing to resume, nothing to lose) is
+      cleared and reused;
     * otherwise an existing run is refused, finished or not.
     """
     out = Path(out)
@@ -47,7 +49,8 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
         if not is_run:
             raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune run: "
                             "choose a new folder")
-        if not force:
+        stray = not finished and not (out / LAST_CKPT).exists()  # killed before a checkpoint
+        if not force and not stray:
             state = "a finished run" if finished else "an unfinished run"
             raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
                             "to replace it, or choose another --out")
