@@ -268,3 +268,39 @@ def test_a_folder_left_before_the_first_checkpoint_is_reused_without_force(tmp_p
     (out / "metrics.csv").write_text("epoch\n")
     assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 0
     assert (out / "model.pt").is_file()
+
+
+# --------------------------------------------------------------------------- --config
+
+
+def test_a_run_repeated_from_its_own_config_gives_the_same_phases(tiny_checkpoint, tmp_path):
+    import csv
+
+    first, again = tmp_path / "a", tmp_path / "b"
+    assert main([*PRUNE, "--checkpoint", str(tiny_checkpoint), "--step-size", "0.5",
+                 "--max-epochs-per-phase", "1", "--out", str(first)]) == 0
+    assert main(["prune", "--config", str(first / "config.yaml"), "--out", str(again),
+                 "--no-progress"]) == 0
+
+    def rows(p):
+        with open(p, newline="") as f:
+            return [(r["alpha"], r["epochs"], r["best_val_loss"]) for r in csv.DictReader(f)]
+
+    assert rows(first / "phases.csv") == rows(again / "phases.csv")
+
+
+def test_config_values_are_overridden_by_flags_and_unknown_keys_refused(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "vgg11", "width": 0.0625, "data": "digits",
+                                   "subset": 200, "batch_size": 32, "epochs": 3}))
+    out = tmp_path / "t"
+    assert main(["train", "--config", str(cfg), "--epochs", "1", "--no-progress", "--out",
+                 str(out)]) == 0
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert recorded["epochs"] == 1 and recorded["width"] == 0.0625 and recorded["data"]["subset"] == 200
+    cfg.write_text("epochs: 1\nwidht: 0.5\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown key(s) widht" in err and len(err.splitlines()) == 1

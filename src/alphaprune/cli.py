@@ -52,6 +52,8 @@ def _add_optim(p: argparse.ArgumentParser, lr: float, schedule: str) -> None:
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--no-nesterov", dest="nesterov", action="store_false",
+                   help="plain momentum instead of Nesterov's")
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default=schedule)
     p.add_argument("--label-smoothing", type=float, default=0.0)
 
@@ -206,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--in-channels", type=int, default=3, help="input channels (without --checkpoint)")
     i.add_argument("--input-size", type=int, default=32, help="input height and width (default 32)")
     i.add_argument("--json", action="store_true", help="print one JSON object")
+    for sp in sub.choices.values():
+        sp.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="settings as YAML (keys: the long option names with _; a run's own "
+                             "config.yaml repeats it); options on the command line win")
     return p
 
 
@@ -221,7 +227,8 @@ def _optim_cfg(a):
     from alphaprune.train.module import OptimConfig
 
     return OptimConfig(lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-                       schedule=a.schedule, label_smoothing=a.label_smoothing)
+                       nesterov=a.nesterov, schedule=a.schedule,
+                       label_smoothing=a.label_smoothing)
 
 
 def _model_kwargs(a) -> dict:
@@ -391,10 +398,70 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _config_path(argv: list[str]) -> str | None:
+    for i, t in enumerate(argv):
+        if t == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if t.startswith("--config="):
+            return t.split("=", 1)[1]
+    return None
+
+
+def _config_settings(path: str, command: str) -> dict:
+    """The settings of a ``--config`` file for ``command``: a flat mapping of option names,
+    or a run's ``config.yaml`` (its command's section, with ``optim`` and ``data`` merged)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise UserError(f"--config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise UserError(f"--config {path} is not valid YAML ({type(e).__name__})") from e
+    if not isinstance(doc, dict):
+        raise UserError(f"--config {path} must hold a mapping of option names to values")
+    if isinstance(doc.get(command), dict):  # a run's config.yaml
+        section = dict(doc[command])
+        for nested in ("optim", "data"):
+            if isinstance(section.get(nested), dict):
+                section.update(section.pop(nested))
+        doc = section
+    elif "command" in doc and doc["command"] != command:
+        raise UserError(f"--config {path} records a '{doc['command']}' run, not '{command}'")
+    return doc
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Defaults of the sub-command from ``--config`` (command-line options still win)."""
+    path = _config_path(argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cmd = next((t for t in argv if t in sub.choices), None)
+    if path is None or cmd is None:
+        return
+    sp = sub.choices[cmd]
+    actions = {a.dest: a for a in sp._actions if a.option_strings}
+    settings = {k: v for k, v in _config_settings(path, cmd).items() if k != "command"}
+    unknown = sorted(k for k in settings if k not in actions or k in ("config", "help"))
+    if unknown:
+        raise UserError(f"--config {path}: unknown key(s) {', '.join(unknown)} for "
+                        f"'alphaprune {cmd}': use the long option names with _ (see --help)")
+    if isinstance(settings.get("model_kwargs"), dict):
+        settings["model_kwargs"] = json.dumps(settings["model_kwargs"])
+    for k in settings:
+        actions[k].required = False
+    sp.set_defaults(**settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alphaprune`` console script."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _apply_config(parser, argv)
+    except UserError as e:
+        print(f"alphaprune: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         if getattr(args, "resume", False) and args.command in ("train", "prune"):
