@@ -197,3 +197,55 @@ def test_a_run_killed_before_its_last_file_resumes_without_training_again(refere
     got = torch.load(out / "pruned.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert summary["epochs"] == 7
+
+
+def test_kill_9_of_a_real_prune_process_then_resume_repeats_the_uninterrupted_run(reference, tmp_path):
+    """SIGKILL an ``alphaprune prune`` process at two points (inside an epoch of the first
+    phase; later, inside the alpha = 0 phase), resume each time, and compare with a run that
+    was never interrupted: the same phases, no duplicated epoch rows, the same fused model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    checkpoint = reference[0]
+    args = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+            "--batch-size", "32", "--prune", "0.5", "--step-size", "0.4", "--patience", "1",
+            "--max-epochs-per-phase", "2", "--final-max-epochs", "3", "--calib-size", "64",
+            "--lr", "0.01", "--schedule", "constant", "--no-progress"]
+    env = {**os.environ, "ALPHAPRUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+
+    def run(out, extra=(), kill_after_rows=None):
+        p = subprocess.Popen([sys.executable, "-m", "alphaprune", *args, *extra, "--out", str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kill_after_rows is None:
+            assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+            return
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None:
+            m = out / "metrics.csv"
+            if m.exists() and len(m.read_text().splitlines()) - 1 >= kill_after_rows:
+                time.sleep(0.3)  # into the next epoch
+                break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run(straight)
+    run(killed, kill_after_rows=1)
+    assert not (killed / "pruned.pt").exists()
+    run(killed, ["--resume"], kill_after_rows=5)
+    if not (killed / "pruned.pt").exists():  # the second kill came before the end
+        run(killed, ["--resume"])
+    got, want = _rows(killed / "metrics.csv"), _rows(straight / "metrics.csv")
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]  # no duplicated rows
+    assert [(p["alpha"], p["epochs"]) for p in _rows(killed / "phases.csv")] == \
+        [(p["alpha"], p["epochs"]) for p in _rows(straight / "phases.csv")]
+    for key in ("val_loss", "ship_val_loss"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in want], abs=1e-6)
+    a = torch.load(killed / "pruned.pt", weights_only=True)["state_dict"]
+    b = torch.load(straight / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in b)
