@@ -16,7 +16,8 @@ from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
-from alphaprune.modelfile import load_checkpoint, save_model
+from alphaprune.graph.trace import trace
+from alphaprune.modelfile import ModelFile, graph_io, load_checkpoint, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.pipeline import DataConfig, check_splits, load_data, loaders, split_meta, split_scores
 from alphaprune.report.page import measure_models, write_report
@@ -199,12 +200,17 @@ def _scheduler(cfg: PruneConfig):
                           min_delta=cfg.min_delta)
 
 
-def _load(cfg: PruneConfig) -> _Source:
-    """The data and the pretrained model, checked against each other."""
+def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
+    """The data and the pretrained model (``model``, or ``cfg.checkpoint``), checked against
+    each other."""
     data_cfg = DataConfig(**cfg.data)
     ds, splits = load_data(data_cfg)
     ds_mean, ds_std = ds.mean_std()
-    mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes, cfg.model_kwargs)
+    if model is not None:
+        mf = ModelFile(model, GRAPH_ARCH, graph_io(trace(model)), [], [], list(ds.classes))
+    else:
+        mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes,
+                             cfg.model_kwargs)
     if mf.kwargs["in_channels"] != ds.in_channels or mf.kwargs["num_classes"] != ds.num_classes:
         raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
                         f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
@@ -306,7 +312,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None,
-          max_total_epochs: int | None = None) -> dict:
+          max_total_epochs: int | None = None, model: torch.nn.Module | None = None) -> dict:
     """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
 
     Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
@@ -319,15 +325,25 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     run that stopped on its budget before the alpha = 0 phase finished (without ``resume``
     it replaces ``cfg.max_total_epochs``).
 
+    ``model``: prune this ``nn.Module`` (any traceable CNN, already trained) instead of
+    ``cfg.checkpoint``; it is saved as ``original.pt`` in the run folder (a graph model
+    file), which the run records as its checkpoint, so ``resume`` needs no module.
+
     Returns:
         The summary dict.
     """
     t0 = time.perf_counter()
+    if model is not None and resume:
+        raise UserError("resume=True continues from the run folder: do not pass model")
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
-    src = _load(cfg)                                    # load: data, splits, pretrained model
+    src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
     if not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
+    if model is not None:
+        cfg = replace(cfg, checkpoint=str(out / "original.pt"), model=None)
+        save_model(out / "original.pt", model, GRAPH_ARCH, src.mean, src.std, src.ds.classes,
+                   {"source": "prune(model=...)"})
     if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
         # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
