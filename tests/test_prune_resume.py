@@ -249,3 +249,40 @@ def test_kill_9_of_a_real_prune_process_then_resume_repeats_the_uninterrupted_ru
     a = torch.load(killed / "pruned.pt", weights_only=True)["state_dict"]
     b = torch.load(straight / "pruned.pt", weights_only=True)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in b)
+
+
+class Poison(pl.Callback):
+    """Sets one weight to NaN at the start of training epoch ``at`` (a simulated fault)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            with torch.no_grad():
+                next(iter(pl_module.model.features)).A.weight.fill_(float("nan"))
+
+
+def test_divergence_restores_the_phase_best_and_is_recorded(reference, tmp_path):
+    checkpoint, _, _ = reference
+    # epoch 0 of phase 0 is good, epoch 1 diverges: phase 0 ends there with epoch 0's weights
+    summary = prune(_cfg(checkpoint), tmp_path / "run", progress=False, callbacks=[Poison(1)])
+    first = summary["phases"][0]
+    assert first["detail"] == "diverged" and first["best_epoch"] == 1 and first["epochs"] == 2
+    assert summary["phases"][-1]["alpha"] == 0.0 and summary["fusion_rel_error"] <= 1e-5
+    assert all(torch.isfinite(v).all() for v in torch.load(tmp_path / "run" / "pruned.pt",
+                                                           weights_only=True)["state_dict"].values()
+               if v.is_floating_point())
+    assert "diverged" in (tmp_path / "run" / "phases.csv").read_text()
+
+
+def test_divergence_with_nothing_good_left_is_a_one_line_error(reference, tmp_path, capsys):
+    from alphaprune.cli import main
+
+    checkpoint, _, _ = reference
+    out = tmp_path / "run"
+    rc = main(["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+               "--batch-size", "32", "--lr", "1e6", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "diverged in phase 0" in err and len(err.splitlines()) == 1, err
+    assert not (out / "pruned.pt").exists() and "diverged" in (out / "phases.csv").read_text()

@@ -268,8 +268,9 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     csv_cb = MetricsCSV(out / "metrics.csv", extra=lambda tr, m: {"phase": controller.phase})
     tr, va = loaders(ds, splits, src.mean, src.std, data_cfg.batch_size, data_cfg.run_seed,
                      cfg.channels_last)
+    # a non-finite loss ends the epoch; the controller restores the phase's best weights
     trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
-                           progress, cfg.accelerator)
+                           progress, cfg.accelerator, on_divergence="skip")
     blended.train()  # evaluating the original left its modules in eval mode
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:

@@ -196,6 +196,9 @@ class PhaseController(pl.Callback):
             return
         stats = pl_module.epoch_stats
         loss = stats[self.monitor]
+        if not (math.isfinite(loss) and math.isfinite(stats.get("train_loss", 0.0))):
+            self._diverged(trainer, pl_module, loss)
+            return
         self.losses.append(loss)
         if not self.best or loss < self.best["loss"]:
             self.best = {"loss": loss, "val_acc": stats["val_acc"],
@@ -214,6 +217,24 @@ class PhaseController(pl.Callback):
             stop, reason = True, "plateau"
         if stop:
             self._end_phase(trainer, pl_module, reason)
+
+    def _diverged(self, trainer, pl_module, loss: float) -> None:
+        """A non-finite loss: back to the phase's best weights and on to the next alpha; with
+        no good epoch in this phase nothing good is left to hand over, and the run stops."""
+        self.losses.append(loss)
+        for opt in trainer.optimizers:  # momentum buffers hold the non-finite steps
+            opt.state.clear()
+        if self.best_state is None:
+            row = {"phase": self.phase, "alpha": round(self.alpha, 6), "epochs": len(self.losses),
+                   "best_epoch": None, "best_val_loss": None, "best_val_acc": None,
+                   "best_ship_val_acc": None, "stop_reason": "diverged",
+                   "detail": "non-finite loss before any good epoch"}
+            self.history.append(row)
+            append_csv_row(self.phases_csv, row)
+            raise UserError(f"training diverged in phase {self.phase} (alpha {self.alpha:g}) "
+                            "before any good epoch of it: nothing good is left to continue from; "
+                            "lower --lr (or --final-lr) and start again with --force")
+        self._end_phase(trainer, pl_module, "diverged")
 
     def _end_phase(self, trainer, pl_module, reason: str) -> None:
         pl_module.model.load_state_dict(self.best_state)

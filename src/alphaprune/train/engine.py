@@ -69,23 +69,40 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 class DivergenceGuard(pl.Callback):
-    """Stops training at the first non-finite loss with a one-line :class:`UserError`.
+    """Acts on the first non-finite training loss.
 
-    The checkpoint of the last finished epoch (written before the divergence) is left as
-    it was, and no model file is written: a NaN model never reaches the disk.
+    ``raise`` (training a classifier): stop at once with a one-line :class:`UserError`; the
+    checkpoint of the last finished epoch is left as it was and no model file is written.
+    ``skip`` (pruning): skip the rest of the epoch, so the phase controller sees the
+    non-finite losses at the epoch's end and restores the last good weights.
     """
+
+    def __init__(self, mode: str = "raise"):
+        if mode not in ("raise", "skip"):
+            raise ValueError(f"unknown divergence mode {mode!r}")
+        self.mode, self.tripped = mode, False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.tripped = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        return -1 if self.tripped else None  # -1: Lightning skips the rest of the epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-            raise UserError(f"training diverged at epoch {trainer.current_epoch}, step "
-                            f"{batch_idx} (loss {float(torch.as_tensor(loss).float().mean())}, lr "
-                            f"{lr:g}): nothing was saved; lower --lr and start again with --force")
+        if loss is None or torch.isfinite(torch.as_tensor(loss)).all():
+            return
+        if self.mode == "skip":
+            self.tripped = True
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        raise UserError(f"training diverged at epoch {trainer.current_epoch}, step {batch_idx} "
+                        f"(loss {float(torch.as_tensor(loss).float().mean())}, lr {lr:g}): nothing "
+                        "was saved; lower --lr and start again with --force")
 
 
 def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
-                 accelerator: str = "auto") -> pl.Trainer:
+                 accelerator: str = "auto", on_divergence: str = "raise") -> pl.Trainer:
     """A Trainer on ``accelerator`` (see :func:`resolve_accelerator`) that checkpoints
     ``run_dir/checkpoints/last.ckpt`` after every epoch.
 
@@ -94,7 +111,7 @@ def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool
     """
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs = [DivergenceGuard(), *callbacks, ckpt] + ([Progress()] if progress else [])
+    cbs = [DivergenceGuard(on_divergence), *callbacks, ckpt] + ([Progress()] if progress else [])
     with warnings.catch_warnings():  # --accelerator cpu on a GPU machine is a choice
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1,
