@@ -304,3 +304,24 @@ def test_config_values_are_overridden_by_flags_and_unknown_keys_refused(tmp_path
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "u")]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown key(s) widht" in err and len(err.splitlines()) == 1
+
+
+def test_training_that_diverges_after_a_good_epoch_ships_the_best_one(tmp_path):
+    import lightning.pytorch as pl
+
+    from alphaprune import api
+    from alphaprune.train.module import OptimConfig
+
+    class Poison(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    next(pl_module.model.parameters()).fill_(float("nan"))
+
+    cfg = api.TrainConfig(model="vgg11", width=0.0625, epochs=3, optim=OptimConfig(lr=0.05),
+                          data=api.DataConfig(data="digits", subset=200, batch_size=32))
+    s = api.train(cfg, tmp_path / "t", progress=False, callbacks=[Poison()])
+    assert s["diverged"]["epoch"] == 1 and s["best_epoch"] == 0
+    blob = torch.load(tmp_path / "t" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in blob["state_dict"].values() if v.is_floating_point())
+    assert len((tmp_path / "t" / "metrics.csv").read_text().splitlines()) == 1 + 2  # stopped at 1

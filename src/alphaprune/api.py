@@ -94,7 +94,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         out, ckpt = prepare_run_dir(out, "model.pt", force=force)
         write_config(out, {"command": "train", "train": asdict(cfg)})
     t0 = time.perf_counter()
-    model, best_epoch = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
+    model, best_epoch, diverged = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
                                        cfg.optim, cfg.data, cfg.channels_last, progress, callbacks,
                                        accelerator=cfg.accelerator)
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
@@ -102,6 +102,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     save_model(pending(out, "model.pt"), model, arch, mean, std, ds.classes, meta)
     summary = {"model": cfg.model, "params": count_params(model),
                "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,
+               "diverged": diverged,
                "seconds": round(time.perf_counter() - t0, 2),
                **split_scores(model, ds, splits, mean, std)}
     write_json(out / "summary.json", summary)

@@ -307,7 +307,7 @@ def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, 
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")
         if method == "kd":
             teacher, distill = copy.deepcopy(pretrained), cfg.distill
-    model, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
+    model, _, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
                               progress=progress, teacher=teacher, distill=distill,
                               temperature=cfg.temperature, accelerator=cfg.accelerator)
     if method == "unstructured":

@@ -19,7 +19,7 @@ from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_spl
 from alphaprune.errors import UserError
 from alphaprune.modelfile import ModelFile
 from alphaprune.train.callbacks import BestWeights, MetricsCSV
-from alphaprune.train.engine import fit, make_trainer
+from alphaprune.train.engine import DivergenceGuard, fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
 
 __all__ = ["DataConfig", "load_data", "split_meta", "check_splits", "loaders", "split_scores",
@@ -111,7 +111,9 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
                    progress: bool = True, callbacks: list | None = None, teacher=None,
                    distill: float = 0.0, temperature: float = 4.0, accelerator: str = "auto"):
     """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) on ``accelerator`` and
-    return ``(model with the best-validation-loss weights, on the CPU; best epoch)``."""
+    return ``(model with the best-validation-loss weights, on the CPU; best epoch;
+    where training diverged or None)``. A non-finite loss ends training there, keeping the
+    best epoch before it; with no good epoch before it, a one-line :class:`UserError`."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(data.run_seed)
@@ -119,10 +121,16 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
     module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
     best = BestWeights()
     trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
-                           progress, accelerator)
+                           progress, accelerator, on_divergence="stop")
     model.train()
     fit(trainer, module, tr, va, ckpt)
-    return module.model.to(memory_format=torch.contiguous_format), best.best_epoch
+    guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))
+    if guard.diverged is not None and best.best_state is None:
+        d = guard.diverged
+        raise UserError(f"training diverged at epoch {d['epoch']}, step {d['step']} (lr "
+                        f"{d['lr']:g}) before any good epoch: nothing was saved; lower --lr and "
+                        "start again with --force")
+    return module.model.to(memory_format=torch.contiguous_format), best.best_epoch, guard.diverged
 
 
 @torch.inference_mode()

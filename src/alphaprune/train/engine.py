@@ -71,16 +71,19 @@ class SafeCheckpointIO(TorchCheckpointIO):
 class DivergenceGuard(pl.Callback):
     """Acts on the first non-finite training loss.
 
-    ``raise`` (training a classifier): stop at once with a one-line :class:`UserError`; the
-    checkpoint of the last finished epoch is left as it was and no model file is written.
+    ``raise``: stop at once with a one-line :class:`UserError`; the checkpoint of the last
+    finished epoch is left as it was and no model file is written.
+    ``stop`` (training a classifier): skip the rest of the epoch and end training there;
+    the best epoch's weights are what ships (``diverged`` records where it happened).
     ``skip`` (pruning): skip the rest of the epoch, so the phase controller sees the
-    non-finite losses at the epoch's end and restores the last good weights.
+    non-finite losses at the epoch's end and restores the phase's best weights.
     """
 
     def __init__(self, mode: str = "raise"):
-        if mode not in ("raise", "skip"):
+        if mode not in ("raise", "stop", "skip"):
             raise ValueError(f"unknown divergence mode {mode!r}")
         self.mode, self.tripped = mode, False
+        self.diverged: dict | None = None
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.tripped = False
@@ -92,10 +95,13 @@ class DivergenceGuard(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None or torch.isfinite(torch.as_tensor(loss)).all():
             return
-        if self.mode == "skip":
-            self.tripped = True
-            return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        if self.mode != "raise":
+            self.tripped = True
+            self.diverged = {"epoch": trainer.current_epoch, "step": batch_idx, "lr": lr}
+            if self.mode == "stop":
+                trainer.should_stop = True
+            return
         raise UserError(f"training diverged at epoch {trainer.current_epoch}, step {batch_idx} "
                         f"(loss {float(torch.as_tensor(loss).float().mean())}, lr {lr:g}): nothing "
                         "was saved; lower --lr and start again with --force")
