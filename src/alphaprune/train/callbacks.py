@@ -36,7 +36,9 @@ class MetricsCSV(pl.Callback):
         self.extra = extra  # callable(trainer, pl_module) -> dict of leading columns
         self._t0 = time.perf_counter()
 
-    def on_fit_start(self, trainer, pl_module):
+    def on_train_start(self, trainer, pl_module):
+        # here, not in on_fit_start: Lightning restores the epoch counter after on_fit_start,
+        # and a kill between this epoch's row and its checkpoint leaves a row to drop
         if self.path.exists() and trainer.current_epoch > 0:
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f)]
