@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 
 from alphaprune.errors import UserError, require_finite
-from alphaprune.graph.trace import trace
-from alphaprune.modelfile import ModelFile, graph_io, load_checkpoint, save_model
+from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.pipeline import (  # noqa: F401  (re-exported)
@@ -85,7 +84,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     torch.manual_seed(cfg.data.run_seed)  # the initial weights follow --seed / --train-seed too
     if is_user_spec(cfg.model):  # saved as its traced graph: loads without the user's code
         arch, model = GRAPH_ARCH, build_user_model(cfg.model, cfg.model_kwargs)
-        check_compatible(ModelFile(model, arch, graph_io(trace(model)), [], [], []), ds, cfg.model)
+        check_compatible(ModelFile(model, arch, model_io(model), [], [], []), ds, cfg.model)
     else:
         arch = cfg.model
         model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,

@@ -63,6 +63,11 @@ def _add_accelerator(p: argparse.ArgumentParser) -> None:
                    help="auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or gpu")
 
 
+def _add_model_kwargs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
@@ -81,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a registry model from scratch")
     t.add_argument("--model", default="vgg16",
                    help=f"one of {', '.join(list_models())}, or FILE.py:FACTORY / package.module:FACTORY")
-    t.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+    _add_model_kwargs(t)
     t.add_argument("--width", type=float, default=1.0, help="width multiplier, e.g. 0.25")
     t.add_argument("--widths", type=_widths, default=None, help="explicit per-layer widths")
     t.add_argument("--epochs", type=int, default=30)
@@ -96,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model_path", metavar="MODEL")
     e.add_argument("--model", default=None,
                    help="registry name or FILE.py:FACTORY, for a raw state_dict file")
-    e.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+    _add_model_kwargs(e)
     e.add_argument("--data", default=None, help="dataset (default: the one recorded in MODEL)")
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -106,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="model file (or raw state_dict with --model)")
     r.add_argument("--model", default=None,
                    help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
-    r.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+    _add_model_kwargs(r)
     r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
@@ -165,8 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoint", required=True, help="pretrained model file")
     c.add_argument("--model", default=None,
                    help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
-    c.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+    _add_model_kwargs(c)
     c.add_argument("--targets", type=_floats, default=[0.35, 0.65, 0.9],
                    help="fractions of parameters to remove, comma-separated")
     c.add_argument("--methods", type=lambda t: t.split(","), default=None,
@@ -200,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="the prunable units of a model, and why the rest is not")
     i.add_argument("--model", default=None,
                    help=f"one of {', '.join(list_models())}, or FILE.py:FACTORY")
-    i.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
+    _add_model_kwargs(i)
     i.add_argument("--checkpoint", default=None, help="model file (or raw state_dict with --model)")
     i.add_argument("--width", type=float, default=1.0, help="width multiplier (without --checkpoint)")
     i.add_argument("--num-classes", type=int, default=10, help="classes (without --checkpoint)")
@@ -363,21 +363,27 @@ RESUME_MAY_CHANGE = frozenset({"accelerator", "max_total_epochs", "no_progress",
                                "force", "command"})
 
 
-def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The destinations of the options spelled out in ``argv`` (not left at their default)."""
+def _subcommand(parser: argparse.ArgumentParser, argv: list[str]):
+    """``(name, sub-parser)`` of the command in ``argv``, or ``(None, None)``."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     cmd = next((t for t in argv if t in sub.choices), None)
-    if cmd is None:
+    return (cmd, sub.choices[cmd]) if cmd else (None, None)
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options spelled out in ``argv`` (not left at their default)."""
+    _, sp = _subcommand(parser, argv)
+    if sp is None:
         return set()
-    flags = {o: act.dest for act in sub.choices[cmd]._actions for o in act.option_strings}
+    flags = {o: act.dest for act in sp._actions for o in act.option_strings}
     return {flags[t.split("=", 1)[0]] for t in argv if t.split("=", 1)[0] in flags}
 
 
 def _check_resume(a, given: set[str], section: str) -> None:
     """Refuse ``--resume`` with a setting that differs from the run's recorded one."""
-    from alphaprune.rundir import read_config
+    from alphaprune.rundir import recorded as recorded_config
 
-    recorded = read_config(Path(a.out)).get(section, {})
+    recorded = recorded_config(Path(a.out), section)
     flat = {k: v for k, v in recorded.items() if not isinstance(v, dict)}
     for nested in ("optim", "data"):
         flat.update(recorded.get(nested) or {})
@@ -435,11 +441,9 @@ def _config_settings(path: str, command: str) -> dict:
 def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Defaults of the sub-command from ``--config`` (command-line options still win)."""
     path = _config_path(argv)
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    cmd = next((t for t in argv if t in sub.choices), None)
+    cmd, sp = _subcommand(parser, argv)
     if path is None or cmd is None:
         return
-    sp = sub.choices[cmd]
     actions = {a.dest: a for a in sp._actions if a.option_strings}
     settings = {k: v for k, v in _config_settings(path, cmd).items() if k != "command"}
     unknown = sorted(k for k in settings if k not in actions or k in ("config", "help"))

@@ -29,7 +29,6 @@ import torch
 from alphaprune.atomic import atomic_write_text
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
 from alphaprune.blend import solve_widths
-from alphaprune.blend.blended import default_example
 from alphaprune.blend.widths import check_width_options
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -190,7 +189,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0)
         _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
-    structure = find_units(pretrained, default_example(pretrained, shape[-1]))
+    structure = find_units(pretrained, torch.zeros(2, *shape))  # traced at the data's size
     cost = CostModel(structure)
     base_w = cost.base_widths
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.graph import CostModel, find_units
-from alphaprune.report.size import count_flops, count_params
+from alphaprune.report.size import count_flops, count_params, layer_flops
 
 __all__ = ["inspect_model", "format_inspection"]
 
@@ -22,39 +22,12 @@ def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
     return params, shape_flops.get(unit.name, 0)
 
 
-def _layer_flops(model: nn.Module, input_shape) -> dict[str, int]:
-    """Multiply-accumulates of each named conv/linear for one input."""
-    names = {m: n for n, m in model.named_modules()}
-    flops: dict[str, int] = {}
-
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-            f = out.numel() // out.shape[0] * k
-        else:
-            f = m.in_features * m.out_features
-        flops[names[m]] = flops.get(names[m], 0) + f
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return flops
-
-
 def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """Units, unprunable layers and prunable shares of ``model`` for inputs of ``input_shape``
     (C, H, W), as one JSON-ready dict."""
     structure = find_units(model, torch.zeros(2, *input_shape))
     cost = CostModel(structure)
-    flops = _layer_flops(model, input_shape)
+    flops = layer_flops(model, input_shape)
     units = []
     for u in structure.units:
         params, f = _unit_size(structure.gm, u, flops)

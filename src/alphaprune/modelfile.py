@@ -113,6 +113,11 @@ def _check_finite(state_dict: dict, path) -> None:
                         "pass a checkpoint of a model that trained well")
 
 
+def model_io(model: nn.Module) -> dict:
+    """:func:`graph_io` of any traceable module (a user model before it is saved)."""
+    return graph_io(model if isinstance(model, fx.GraphModule) else trace(model))
+
+
 def graph_io(gm: fx.GraphModule) -> dict:
     """``in_channels`` (the first conv's) and ``num_classes`` (the last layer's outputs)."""
     layers = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"
@@ -209,5 +214,5 @@ def _user_checkpoint(path, spec, model_kwargs, state_dict, mean, std, classes) -
         raise UserError(f"checkpoint {path} does not fit --model {spec} "
                         f"({(hint[1] if len(hint) > 1 else hint[0]).strip()}): pass the factory and "
                         "--model-kwargs it was trained with") from e
-    return ModelFile(model, GRAPH_ARCH, graph_io(trace(model)), list(mean or []), list(std or []),
+    return ModelFile(model, GRAPH_ARCH, model_io(model), list(mean or []), list(std or []),
                      list(classes or []), {"source": str(path), "model": spec})

@@ -121,7 +121,7 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
     module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
     best = BestWeights()
     trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
-                           progress, accelerator, on_divergence="stop")
+                           progress, accelerator)
     model.train()
     fit(trainer, module, tr, va, ckpt)
     guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))

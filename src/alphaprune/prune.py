@@ -16,10 +16,17 @@ from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
-from alphaprune.graph.trace import trace
-from alphaprune.modelfile import ModelFile, graph_io, load_checkpoint, save_model
+from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
-from alphaprune.pipeline import DataConfig, check_splits, load_data, loaders, split_meta, split_scores
+from alphaprune.pipeline import (
+    DataConfig,
+    check_compatible,
+    check_splits,
+    load_data,
+    loaders,
+    split_meta,
+    split_scores,
+)
 from alphaprune.report.page import measure_models, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
@@ -207,14 +214,11 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
     ds, splits = load_data(data_cfg)
     ds_mean, ds_std = ds.mean_std()
     if model is not None:
-        mf = ModelFile(model, GRAPH_ARCH, graph_io(trace(model)), [], [], list(ds.classes))
+        mf = ModelFile(model, GRAPH_ARCH, model_io(model), [], [], list(ds.classes))
     else:
         mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes,
                              cfg.model_kwargs)
-    if mf.kwargs["in_channels"] != ds.in_channels or mf.kwargs["num_classes"] != ds.num_classes:
-        raise UserError(f"checkpoint {cfg.checkpoint} expects {mf.kwargs['in_channels']} channels "
-                        f"and {mf.kwargs['num_classes']} classes, the data has {ds.in_channels} and "
-                        f"{ds.num_classes}: pass the data the model was trained on")
+    check_compatible(mf, ds, cfg.checkpoint or "the model")
     check_splits(splits)
     return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
 

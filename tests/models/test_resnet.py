@@ -28,7 +28,7 @@ def test_torchvision_checkpoint_loads_unchanged_and_computes_the_same(name, tmp_
     assert mf.kwargs["num_classes"] == 1000
 
 
-def test_cli_evaluates_a_torchvision_resnet18_state_dict(tmp_path, capsys):
+def test_cli_reads_a_torchvision_resnet18_state_dict(tmp_path, capsys):
     torch.manual_seed(0)
     path = tmp_path / "tv18.pt"
     torch.save(tv_resnet.resnet18(num_classes=10).state_dict(), path)
@@ -48,9 +48,7 @@ def test_cifar_resnets_have_their_paper_depth(depth, blocks):
 
 def test_pruned_widths_rebuild_the_same_class():
     m = create_model("resnet50", width=0.25, num_classes=10)
-    sd = m.state_dict()
-    sd = {k: v for k, v in sd.items()}
-    kw = infer_kwargs("resnet50", sd)
+    kw = infer_kwargs("resnet50", m.state_dict())
     kw["widths"] = [max(1, w // 2) for w in kw["widths"]]
     kw["stem_width"] = 8
     small = create_model("resnet50", **kw)

@@ -1,9 +1,9 @@
 """Torch-Pruning's L1 magnitude channel pruning, sized to a parameter budget, for any model.
 
 Torch-Pruning builds its own dependency graph, so coupled channels (a residual stream and
-everything that adds into it) are cut together; the output layer (found by alphaprune's
-graph layer) is left whole. Sizes are always counted on the pruned model itself: no
-per-layer formula.
+everything that adds into it) are cut together; the output layer (found once by
+alphaprune's graph layer, then looked up by name in every pruned copy) is left whole. Sizes
+are always counted on the pruned model itself: no per-layer formula.
 """
 
 from __future__ import annotations
@@ -20,62 +20,64 @@ __all__ = ["torch_pruning_l1", "output_layers"]
 _ROOTS = (nn.Conv2d, nn.Linear)
 
 
-def output_layers(model: nn.Module, input_shape) -> list[nn.Module]:
-    """The layers whose width is the model's output (they must not be pruned)."""
+def output_layers(model: nn.Module, input_shape) -> list[str]:
+    """Names of the layers whose width is the model's output (they must not be pruned)."""
     from alphaprune.graph import find_units
 
     s = find_units(model, torch.zeros(2, *input_shape))
-    return [model.get_submodule(k.name) for k in s.skipped if k.reason.startswith("output layer")]
+    return [k.name for k in s.skipped if k.reason.startswith("output layer")]
 
 
-def _prune(model: nn.Module, ratio: float, input_shape) -> nn.Module:
+def _prune(model: nn.Module, ratio: float, input_shape, keep: list[str]) -> nn.Module:
     import torch_pruning as tp
 
     m = copy.deepcopy(model).eval()
     imp = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
     pruner = tp.pruner.BasePruner(m, torch.zeros(1, *input_shape), importance=imp,
-                                  pruning_ratio=ratio, ignored_layers=output_layers(m, input_shape))
+                                  pruning_ratio=ratio,
+                                  ignored_layers=[m.get_submodule(k) for k in keep])
     pruner.step()  # removes channels physically
     return m
 
 
-def _groups(m: nn.Module, input_shape):
+def _groups(m: nn.Module, input_shape, keep: list[str]):
     """Torch-Pruning's dependency graph of ``m`` and its prunable groups (root, handler)."""
     import torch_pruning as tp
 
     dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, *input_shape))
-    groups = dg.get_all_groups(ignored_layers=output_layers(m, input_shape), root_module_types=_ROOTS)
+    groups = dg.get_all_groups(ignored_layers=[m.get_submodule(k) for k in keep],
+                               root_module_types=_ROOTS)
     return dg, [(g[0].dep.target.module, g[0].dep.handler) for g in groups]
 
 
-def _cut_one(m: nn.Module, k: int, input_shape) -> nn.Module:
+def _cut_one(m: nn.Module, k: int, input_shape, keep: list[str]) -> nn.Module:
     """``m`` with the lowest-L1 output channel of its ``k``-th group removed (in place)."""
-    dg, groups = _groups(m, input_shape)
+    dg, groups = _groups(m, input_shape, keep)
     root, handler = groups[k]
     idx = int(root.weight.detach().abs().flatten(1).sum(1).argmin())
     dg.get_pruning_group(root, handler, idxs=[idx]).prune()
     return m
 
 
-def _trim(m: nn.Module, target_params: int, input_shape) -> nn.Module:
+def _trim(m: nn.Module, target_params: int, input_shape, keep: list[str]) -> nn.Module:
     """Remove single lowest-L1 channels, through Torch-Pruning's dependency graph, while
     one brings the parameter count closer to the target (each candidate is counted on a
     pruned copy)."""
     while True:
         n = count_params(m)
-        _, groups = _groups(m, input_shape)
+        _, groups = _groups(m, input_shape, keep)
         best = None
         for k, (root, _) in enumerate(groups):
             width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
             if width <= 1:
                 continue
-            after = count_params(_cut_one(copy.deepcopy(m), k, input_shape))
+            after = count_params(_cut_one(copy.deepcopy(m), k, input_shape, keep))
             if abs(after - target_params) < abs(n - target_params) and (
                     best is None or abs(after - target_params) < best[0]):
                 best = (abs(after - target_params), k)
         if best is None:
             return m
-        m = _cut_one(m, best[1], input_shape)
+        m = _cut_one(m, best[1], input_shape, keep)
 
 
 def torch_pruning_l1(model: nn.Module, target_params: int, input_shape) -> nn.Module:
@@ -85,12 +87,13 @@ def torch_pruning_l1(model: nn.Module, target_params: int, input_shape) -> nn.Mo
     ``target_params``; then single lowest-L1 channels are removed while that brings the
     count closer.
     """
+    keep = output_layers(model, input_shape)
     lo, hi = 0.0, 0.99
     for _ in range(14):
         mid = (lo + hi) / 2
-        n = count_params(_prune(model, mid, input_shape))
+        n = count_params(_prune(model, mid, input_shape, keep))
         if n > target_params:
             lo = mid
         else:
             hi = mid
-    return _trim(_prune(model, lo, input_shape), target_params, input_shape)
+    return _trim(_prune(model, lo, input_shape, keep), target_params, input_shape, keep)

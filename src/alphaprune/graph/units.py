@@ -78,7 +78,6 @@ class Structure:
     gm: fx.GraphModule
     units: list[Unit]
     skipped: list[Skipped]
-    input_shape: tuple[int, ...]     # one example, without the batch dimension
 
     def unit(self, name: str) -> Unit:
         return next(u for u in self.units if u.name == name)
@@ -285,4 +284,4 @@ def find_units(model: nn.Module, example: torch.Tensor) -> Structure:
         width = m.out_channels if kind == "conv" else m.out_features
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
                           out, cons))
-    return Structure(gm, units, skipped, tuple(example.shape[1:]))
+    return Structure(gm, units, skipped)

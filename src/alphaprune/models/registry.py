@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -36,11 +37,16 @@ def infer_kwargs(name: str, state_dict: dict) -> dict:
     Raises:
         UserError: unknown name, or a state_dict that is not of that family.
     """
-    create_model(name)  # unknown names fail here with the registry's message
+    _check_name(name)
     try:
         return _INFER[name](state_dict)
     except UserError as e:
         raise UserError(f"not a '{name}' checkpoint: {e}") from e
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model '{name}': choose one of {', '.join(list_models())}")
 
 
 def list_models() -> list[str]:
@@ -56,14 +62,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
         **kwargs: constructor options (``num_classes``, ``in_channels``, ``width``, ``widths``).
 
     Raises:
-        UserError: the name is not registered.
+        UserError: the name is not registered, or an option the model does not take.
     """
-    if name not in _REGISTRY:
-        raise UserError(
-            f"unknown model '{name}': choose one of {', '.join(list_models())}"
-        )
-    import inspect
-
+    _check_name(name)
     params = inspect.signature(_REGISTRY[name]).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))

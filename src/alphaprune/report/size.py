@@ -9,7 +9,7 @@ import time
 import torch
 import torch.nn as nn
 
-__all__ = ["count_params", "count_flops", "measure_latency"]
+__all__ = ["count_params", "count_flops", "layer_flops", "measure_latency"]
 
 
 def count_params(model: nn.Module, nonzero: bool = False) -> int:
@@ -19,29 +19,31 @@ def count_params(model: nn.Module, nonzero: bool = False) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-@torch.no_grad()
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of all convs and linears for one input of ``input_shape`` (C, H, W).
 
     Reported as "FLOPs" in the convention of most pruning papers (1 MAC = 1 FLOP).
     """
-    total = 0
+    return sum(layer_flops(model, input_shape).values())
 
-    def conv_hook(m: nn.Conv2d, inp, out):
-        nonlocal total
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total += out.numel() // out.shape[0] * k
 
-    def lin_hook(m: nn.Linear, inp, out):
-        nonlocal total
-        total += m.in_features * m.out_features
+@torch.no_grad()
+def layer_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates of each conv and linear (by module name, summed over its calls)
+    for one input of ``input_shape``."""
+    names = {m: n for n, m in model.named_modules()}
+    flops: dict[str, int] = {}
 
-    hooks = []
-    for m in model.modules():
+    def hook(m, inp, out):
         if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(lin_hook))
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            f = out.numel() // out.shape[0] * k
+        else:
+            f = m.in_features * m.out_features
+        flops[names[m]] = flops.get(names[m], 0) + f
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     model.eval()
     try:
@@ -50,7 +52,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return int(total)
+    return {k: int(v) for k, v in flops.items()}
 
 
 @torch.inference_mode()

@@ -69,18 +69,16 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 class DivergenceGuard(pl.Callback):
-    """Acts on the first non-finite training loss.
+    """Acts on the first non-finite training loss of an epoch: skips the rest of it and
+    records where it happened (``diverged``).
 
-    ``raise``: stop at once with a one-line :class:`UserError`; the checkpoint of the last
-    finished epoch is left as it was and no model file is written.
-    ``stop`` (training a classifier): skip the rest of the epoch and end training there;
-    the best epoch's weights are what ships (``diverged`` records where it happened).
-    ``skip`` (pruning): skip the rest of the epoch, so the phase controller sees the
-    non-finite losses at the epoch's end and restores the phase's best weights.
+    ``stop`` (training a classifier): training ends there; the best epoch before it is
+    what ships. ``skip`` (pruning): the phase controller sees the non-finite losses at the
+    epoch's end and restores the phase's best weights.
     """
 
-    def __init__(self, mode: str = "raise"):
-        if mode not in ("raise", "stop", "skip"):
+    def __init__(self, mode: str = "stop"):
+        if mode not in ("stop", "skip"):
             raise ValueError(f"unknown divergence mode {mode!r}")
         self.mode, self.tripped = mode, False
         self.diverged: dict | None = None
@@ -93,27 +91,23 @@ class DivergenceGuard(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None or torch.isfinite(torch.as_tensor(loss)).all():
+        if self.tripped or loss is None or torch.isfinite(torch.as_tensor(loss)).all():
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        if self.mode != "raise":
-            self.tripped = True
-            self.diverged = {"epoch": trainer.current_epoch, "step": batch_idx, "lr": lr}
-            if self.mode == "stop":
-                trainer.should_stop = True
-            return
-        raise UserError(f"training diverged at epoch {trainer.current_epoch}, step {batch_idx} "
-                        f"(loss {float(torch.as_tensor(loss).float().mean())}, lr {lr:g}): nothing "
-                        "was saved; lower --lr and start again with --force")
+        self.tripped = True
+        self.diverged = {"epoch": trainer.current_epoch, "step": batch_idx, "lr": lr}
+        if self.mode == "stop":
+            trainer.should_stop = True
 
 
 def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
-                 accelerator: str = "auto", on_divergence: str = "raise") -> pl.Trainer:
+                 accelerator: str = "auto", on_divergence: str = "stop") -> pl.Trainer:
     """A Trainer on ``accelerator`` (see :func:`resolve_accelerator`) that checkpoints
     ``run_dir/checkpoints/last.ckpt`` after every epoch.
 
     Checkpoints are written at the end of the training epoch, after every other callback
     (Lightning runs checkpoint callbacks last), so they hold the decisions of that epoch.
+    ``on_divergence`` is the :class:`DivergenceGuard` mode: ``stop`` or ``skip``.
     """
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
