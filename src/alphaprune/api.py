@@ -12,6 +12,7 @@ from alphaprune.errors import UserError, require_finite
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
+from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import (  # noqa: F401  (re-exported)
     DataConfig,
     check_compatible,
@@ -48,6 +49,10 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     channels_last: bool = True
     accelerator: str = "auto"         # auto (a CUDA GPU when visible), cpu or gpu
+    devices: int = 1                  # processes per node (alphaprune.parallel)
+    num_nodes: int = 1
+    strategy: str = "auto"            # auto or ddp
+    precision: str = "32-true"        # 32-true, bf16-mixed or 16-mixed (GPU)
 
 
 def _config_from_dict(d: dict) -> TrainConfig:
@@ -65,19 +70,23 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     ``resume`` and, when done, ``out/model.pt`` and ``out/summary.json``. ``callbacks`` are
     extra Lightning callbacks.
 
+    Several processes (``cfg.devices`` x ``cfg.num_nodes``) each run this whole function;
+    only rank 0 writes, and the other ranks return None after training.
+
     Returns:
-        The summary dict (also written to ``summary.json``).
+        The summary dict (also written to ``summary.json``; None on a rank other than 0).
     """
-    out, ckpt = Path(out), None
+    out, ckpt, lead = Path(out), None, is_leader()
     if resume:
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         # where to run is the resuming machine's choice, not the recorded one
-        cfg = replace(_config_from_dict(recorded(out, "train")), accelerator=cfg.accelerator)
+        cfg = replace(_config_from_dict(recorded(out, "train")), accelerator=cfg.accelerator,
+                      devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
     require_finite(cfg)
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     cfg.optim.validate()
-    resolve_accelerator(cfg.accelerator)
+    Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), cfg.data.batch_size)
     ds, splits = load_data(cfg.data)  # validates cfg.data
     check_splits(splits)
     mean, std = ds.mean_std()
@@ -89,13 +98,15 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         arch = cfg.model
         model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
                              width=cfg.width, widths=cfg.widths)
-    if not resume:  # only now that every input checked out may an old run be replaced
+    if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "model.pt", force=force)
         write_config(out, {"command": "train", "train": asdict(cfg)})
     t0 = time.perf_counter()
     model, best_epoch, diverged = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
                                        cfg.optim, cfg.data, cfg.channels_last, progress, callbacks,
-                                       accelerator=cfg.accelerator)
+                                       accelerator=cfg.accelerator, processes=Processes.of(cfg))
+    if not lead:
+        return None  # rank 0 saves and reports
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
             "best_epoch": best_epoch}
     save_model(pending(out, "model.pt"), model, arch, mean, std, ds.classes, meta)

@@ -61,6 +61,17 @@ def _add_optim(p: argparse.ArgumentParser, lr: float, schedule: str) -> None:
 def _add_accelerator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", default="auto",
                    help="auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu or gpu")
+    p.add_argument("--devices", type=int, default=1,
+                   help="training processes per node (GPUs, or CPU processes over gloo)")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="machines (start the command on each with torchrun or srun; README)")
+    p.add_argument("--strategy", default="auto",
+                   help="auto (DDP when more than one process) or ddp")
+    p.add_argument("--precision", default="32-true",
+                   help="32-true, bf16-mixed, or 16-mixed (GPU only)")
+
+
+_HARDWARE = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 
 
 def _add_model_kwargs(p: argparse.ArgumentParser) -> None:
@@ -245,8 +256,10 @@ def _cmd_train(a) -> int:
     cfg = api.TrainConfig(model=a.model, model_kwargs=_model_kwargs(a), width=a.width,
                           widths=a.widths, epochs=a.epochs,
                           optim=_optim_cfg(a), data=_data_cfg(a), channels_last=a.channels_last,
-                          accelerator=a.accelerator)
+                          **{k: getattr(a, k) for k in _HARDWARE})
     s = api.train(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
+    if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
+        return 0
     print(f"trained {s['model']}: val acc {s['val_acc']:.4f}, test acc {s['test_acc']:.4f}, "
           f"{s['params']:,} params -> {a.out}/model.pt")
     return 0
@@ -264,13 +277,15 @@ def _cmd_prune(a) -> int:
             "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", "accelerator"]
+            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *_HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
                       model_kwargs=_model_kwargs(a),
                       data=asdict(_data_cfg(a)) if a.data else {})
     s = prune(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress,
               max_total_epochs=a.max_total_epochs if a.resume else None)
+    if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
+        return 0
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed, target {s['target_reduction']:.0%}); "
           f"FLOPs {s['flops_before']:,} -> {s['flops_after']:,}; "
@@ -314,9 +329,10 @@ def _cmd_compare(a) -> int:
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),
-                        quick=a.quick, accelerator=a.accelerator,
+                        quick=a.quick, **{k: getattr(a, k) for k in _HARDWARE},
                         os_options={k: getattr(a, k) for k in os_keys if getattr(a, k) is not None})
-    compare(cfg, a.out, progress=not a.no_progress)
+    if not compare(cfg, a.out, progress=not a.no_progress):
+        return 0  # another rank than 0 of a multi-process run: rank 0 reports
     print((Path(a.out) / "results.md").read_text())
     return 0
 
@@ -359,8 +375,9 @@ _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune
 
 
 # what --resume may change: where and how long it runs, and how it reports (README)
-RESUME_MAY_CHANGE = frozenset({"accelerator", "max_total_epochs", "no_progress", "out", "resume",
-                               "force", "command"})
+RESUME_MAY_CHANGE = frozenset({"accelerator", "devices", "num_nodes", "strategy",
+                               "max_total_epochs", "no_progress", "out", "resume", "force",
+                               "command"})
 
 
 def _subcommand(parser: argparse.ArgumentParser, argv: list[str]):

@@ -35,6 +35,7 @@ from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
+from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.prune import PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
@@ -72,9 +73,19 @@ class CompareConfig:
     data: dict = field(default_factory=dict)
     quick: bool = False
     accelerator: str = "auto"             # auto (a CUDA GPU when visible), cpu or gpu
+    devices: int = 1                      # processes per node (alphaprune.parallel)
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
     # objective-selection settings beyond the schedule (handover, branch_init, importance,
     # distill, max_acc_drop, ...): PruneConfig field -> value; unset fields keep its defaults
     os_options: dict = field(default_factory=dict)
+
+
+def _hardware(cfg) -> dict:
+    """Where and how a method trains: the same for every method of the comparison."""
+    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "strategy",
+                                         "precision")}
 
 
 def quick_config(cfg: CompareConfig) -> CompareConfig:
@@ -117,9 +128,10 @@ def _row(method, target, model, summary_acc, shape, epochs, seconds, nonzero=Fal
             "epochs": epochs, "seconds": round(seconds, 1)}
 
 
-def read_results(path: Path) -> list[dict]:
+def read_results(path: Path, repair: bool = True) -> list[dict]:
     """The finished rows of ``results.jsonl``. A torn last line (a kill while a row was being
-    appended) is dropped and its row runs again; a corrupt line before it is an error."""
+    appended) is dropped (and, with ``repair``, removed from the file) and its row runs
+    again; a corrupt line before it is an error."""
     if path.is_dir():
         raise UserError(f"{path} is a folder: pass another --out")
     if not path.exists():
@@ -133,15 +145,19 @@ def read_results(path: Path) -> list[dict]:
             if i < len(lines) - 1:
                 raise UserError(f"{path} line {i + 1} is corrupt ({e.msg}): fix or remove that "
                                 "line, or choose another --out") from e
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            if repair:
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
-def _run_dir(path: Path) -> tuple[Path, Path | None]:
-    """A method's folder; resume from its checkpoint when it has one."""
+def _run_dir(path: Path, lead: bool = True) -> tuple[Path, Path | None]:
+    """A method's folder; resume from its checkpoint when it has one. Only rank 0
+    (``lead``) clears or makes it."""
     ck = path / LAST_CKPT
     if ck.exists():
         return path, ck
+    if not lead:
+        return path, None
     if path.exists():
         import shutil
 
@@ -166,13 +182,16 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     resolve_accelerator(cfg.accelerator)
     out = Path(out)
     results_path = out / "results.jsonl"
-    done = read_results(results_path)
+    lead = is_leader()  # rank 0 alone writes; the other ranks only train (alphaprune.parallel)
+    done = read_results(results_path, repair=lead)
     # the widths objective selection will solve, which scratch and kd train too
     round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
     balance = cfg.os_options.get("balance", PruneConfig.balance)
     check_width_options(round_to, balance)
     _check_same_balance(done, balance, out)
-    make_dir(out)
+    Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
+    if lead:
+        make_dir(out)
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
@@ -181,11 +200,15 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     shape = tuple(ds.x.shape[1:])
     arch, pretrained = mf.arch, mf.model.eval()
     ckpt_path = out / "pretrained.pt"
-    if not ckpt_path.exists():  # methods that go through the CLI path need a model file
+    # objective selection goes through prune, which reads a model file; another rank may
+    # not see rank 0's copy yet and reads the same weights from the source
+    source = {"checkpoint": str(ckpt_path)} if lead else {
+        "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
+    if lead and not ckpt_path.exists():
         save_model(ckpt_path, pretrained, arch, mean, std, mf.classes or ds.classes,
                    {"source": str(cfg.checkpoint)})
     finished = {(r["method"], r["target"]) for r in done}
-    if ("pretrained", 0.0) not in finished:
+    if lead and ("pretrained", 0.0) not in finished:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0)
         _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
@@ -200,21 +223,24 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         for method in cfg.methods:
             if (method, target) in finished:
                 continue
-            print(f"[compare] target {target:.0%} removed: {method}", flush=True)
-            run, ck = _run_dir(out / f"p{round(target * 100):02d}" / method)
+            if lead:
+                print(f"[compare] target {target:.0%} removed: {method}", flush=True)
+            run, ck = _run_dir(out / f"p{round(target * 100):02d}" / method, lead)
             t0 = time.perf_counter()
             if method in SCHEDULER_METHODS:
                 sched = method.removeprefix("os-")
                 per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
-                pcfg = PruneConfig(checkpoint=str(ckpt_path), prune=target, scheduler=sched,
+                pcfg = PruneConfig(**source, prune=target, scheduler=sched,
                                    patience=cfg.patience, max_epochs_per_phase=per,
                                    final_max_epochs=final, final_patience=max(cfg.patience, final),
                                    max_total_epochs=cfg.budget,
                                    optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
-                                   accelerator=cfg.accelerator,
+                                   **_hardware(cfg),
                                    **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
                                    **cfg.os_options)
                 s = prune(pcfg, run, resume=ck is not None, progress=progress)
+                if not lead:
+                    continue
                 model_file = run / "pruned.pt"
                 model = load_checkpoint(model_file).model
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
@@ -223,6 +249,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                                                    (structure, widths), n_params,
                                                    shape, run, ck, ds, splits, mean, std, data,
                                                    optim, progress)
+                if not lead:
+                    continue
                 acc = split_scores(model, ds, splits, mean, std)
                 model_file = run / "model.pt"
                 save_model(model_file, model, arch, mean, std, mf.classes or ds.classes,
@@ -230,6 +258,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
                        nonzero=method == "unstructured")
             _append(results_path, {**row, "model_file": str(model_file), "balance": balance}, done)
+    if not lead:
+        return []
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
     # by target, then in METHODS order, however the rows were run (slices, resumes)
     final = sorted(remeasure_latency(done, shape),
@@ -307,8 +337,9 @@ def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, 
         if method == "kd":
             teacher, distill = copy.deepcopy(pretrained), cfg.distill
     model, _, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
-                              progress=progress, teacher=teacher, distill=distill,
-                              temperature=cfg.temperature, accelerator=cfg.accelerator)
+                                 progress=progress, teacher=teacher, distill=distill,
+                                 temperature=cfg.temperature, accelerator=cfg.accelerator,
+                                 processes=Processes.of(cfg))
     if method == "unstructured":
         model = make_permanent(model)
     return model.eval(), cfg.budget, method == "unstructured"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits, stratified_subset
 from alphaprune.errors import UserError
 from alphaprune.modelfile import ModelFile
+from alphaprune.parallel import Processes
 from alphaprune.train.callbacks import BestWeights, MetricsCSV
 from alphaprune.train.engine import DivergenceGuard, fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
@@ -88,12 +89,13 @@ def check_splits(splits: Splits) -> None:
 
 def loaders(ds: Dataset, splits: Splits, mean, std, batch_size: int, seed: int,
             channels_last: bool = False) -> tuple[BatchLoader, BatchLoader]:
-    """Training (shuffled, augmented) and validation loaders over the in-memory arrays."""
+    """Training (shuffled, augmented) and validation loaders over the in-memory arrays; in a
+    multi-process run each rank gets its slice of every batch."""
     check_splits(splits)
     tr = BatchLoader(ds.x[splits.train], ds.y[splits.train], mean, std, batch_size, train=True,
-                     seed=seed, channels_last=channels_last)
+                     seed=seed, channels_last=channels_last, shard=True)
     va = BatchLoader(ds.x[splits.val], ds.y[splits.val], mean, std, max(batch_size, 256),
-                     channels_last=channels_last)
+                     channels_last=channels_last, shard=True)
     return tr, va
 
 
@@ -109,11 +111,13 @@ def split_scores(model, ds: Dataset, splits: Splits, mean, std) -> dict:
 def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, std, epochs: int,
                    optim: OptimConfig, data: DataConfig, channels_last: bool = True,
                    progress: bool = True, callbacks: list | None = None, teacher=None,
-                   distill: float = 0.0, temperature: float = 4.0, accelerator: str = "auto"):
+                   distill: float = 0.0, temperature: float = 4.0, accelerator: str = "auto",
+                   processes: Processes | None = None):
     """Train ``model`` in run folder ``out`` (resuming from ``ckpt``) on ``accelerator`` and
     return ``(model with the best-validation-loss weights, on the CPU; best epoch;
     where training diverged or None)``. A non-finite loss ends training there, keeping the
-    best epoch before it; with no good epoch before it, a one-line :class:`UserError`."""
+    best epoch before it; with no good epoch before it, a one-line :class:`UserError`.
+    ``processes``: devices, nodes, strategy, precision (:mod:`alphaprune.parallel`)."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(data.run_seed)
@@ -121,7 +125,7 @@ def fit_classifier(model, out: Path, ckpt, ds: Dataset, splits: Splits, mean, st
     module = ClassifierModule(model, optim, teacher=teacher, distill=distill, temperature=temperature)
     best = BestWeights()
     trainer = make_trainer(out, epochs, [MetricsCSV(out / "metrics.csv"), best, *(callbacks or [])],
-                           progress, accelerator)
+                           progress, accelerator, processes=processes)
     model.train()
     fit(trainer, module, tr, va, ckpt)
     guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))

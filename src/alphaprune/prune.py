@@ -18,6 +18,7 @@ from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
+from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import (
     DataConfig,
     check_compatible,
@@ -89,6 +90,10 @@ class PruneConfig:
     max_retries: int = 3
     channels_last: bool = True
     accelerator: str = "auto"         # auto (a CUDA GPU when visible), cpu or gpu
+    devices: int = 1                  # processes per node (alphaprune.parallel)
+    num_nodes: int = 1
+    strategy: str = "auto"            # auto or ddp
+    precision: str = "32-true"        # 32-true, bf16-mixed or 16-mixed (GPU)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, schedule="constant"))
     data: dict = field(default_factory=dict)   # api.DataConfig as a dict
 
@@ -153,7 +158,8 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.monitor not in ("auto", "val_loss", "ship_val_loss"):
         raise UserError(f"unknown --monitor '{cfg.monitor}': use auto, val_loss or ship_val_loss")
     cfg.optim.validate()
-    resolve_accelerator(cfg.accelerator)
+    Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator),
+                               DataConfig(**cfg.data).batch_size)
     check_width_options(cfg.round_to, cfg.balance)
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
@@ -192,7 +198,9 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
     if resume:
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         recorded = recorded_config(out, "prune")
-        cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator)
+        # where and on how many processes it runs is the resuming machine's choice
+        cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator,
+                      devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     _validate(cfg)
@@ -273,8 +281,10 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     tr, va = loaders(ds, splits, src.mean, src.std, data_cfg.batch_size, data_cfg.run_seed,
                      cfg.channels_last)
     # a non-finite loss ends the epoch; the controller restores the phase's best weights
+    # find_unused: a stochastic step runs one path per unit, the other gets no gradient
     trainer = make_trainer(out, cfg.max_total_epochs, [csv_cb, controller, *(callbacks or [])],
-                           progress, cfg.accelerator, on_divergence="skip")
+                           progress, cfg.accelerator, on_divergence="skip",
+                           processes=Processes.of(cfg), find_unused=True)
     blended.train()  # evaluating the original left its modules in eval mode
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:
@@ -334,27 +344,35 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     ``cfg.checkpoint``; it is saved as ``original.pt`` in the run folder (a graph model
     file), which the run records as its checkpoint, so ``resume`` needs no module.
 
+    Several processes (``cfg.devices`` x ``cfg.num_nodes``, :mod:`alphaprune.parallel`) each
+    run this whole function; only rank 0 writes, and the other ranks return None after
+    training.
+
     Returns:
-        The summary dict.
+        The summary dict (None on a rank other than 0).
     """
     t0 = time.perf_counter()
+    lead = is_leader()
     if model is not None and resume:
         raise UserError("resume=True continues from the run folder: do not pass model")
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
-    if not resume:  # only now that every input checked out may an old run be replaced
+    if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:
         cfg = replace(cfg, checkpoint=str(out / "original.pt"), model=None)
-        save_model(out / "original.pt", model, GRAPH_ARCH, src.mean, src.std, src.ds.classes,
-                   {"source": "prune(model=...)"})
-    if not resume or cfg.max_total_epochs != recorded["max_total_epochs"]:
+        if lead:
+            save_model(out / "original.pt", model, GRAPH_ARCH, src.mean, src.std,
+                       src.ds.classes, {"source": "prune(model=...)"})
+    if lead and (not resume or cfg.max_total_epochs != recorded["max_total_epochs"]):
         # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
     before = {"params": count_params(src.model), "flops": count_flops(src.model, src.shape),
               **split_scores(src.model, src.ds, src.splits, src.mean, src.std)}
     blended, history = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
+    if not lead:
+        return None  # rank 0 fuses, measures and writes
     fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
     summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
     write_json(out / "summary.json", summary)

@@ -130,7 +130,7 @@ def _lrs(c: PhaseController, steps: range, batches: int = 4) -> list[float]:
     import torch
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
-    trainer = SimpleNamespace(optimizers=[opt], num_training_batches=batches)
+    trainer = SimpleNamespace(optimizers=[opt], num_training_batches=batches, is_global_zero=True)
     c.on_train_epoch_start(trainer, None)
     out = []
     for i in steps:

@@ -48,7 +48,7 @@ class Harness:
         self.path = Path(path)
         self.ctrl = PhaseController(make_scheduler(**self.sched), self.path, **self.kw)
         self.model = Tiny()
-        self.trainer = SimpleNamespace(should_stop=False,
+        self.trainer = SimpleNamespace(should_stop=False, is_global_zero=True,
                                        optimizers=[torch.optim.SGD(self.model.parameters(), lr=1.0)])
         self.module = SimpleNamespace(model=self.model, trainer=self.trainer, epoch_stats={})
         self.n = 0  # epochs played; epoch i leaves the tag i + 1 in the weights
@@ -90,7 +90,7 @@ class Harness:
         other.model = Tiny()
         other.model.load_state_dict(copy.deepcopy(self.model.state_dict()))
         other.model.set_alpha(self.model.alpha)
-        other.trainer = SimpleNamespace(should_stop=False, optimizers=[
+        other.trainer = SimpleNamespace(should_stop=False, is_global_zero=True, optimizers=[
             torch.optim.SGD(other.model.parameters(), lr=self.lr)])
         other.module = SimpleNamespace(model=other.model, trainer=other.trainer, epoch_stats={})
         other.n = self.n

@@ -60,11 +60,10 @@ class BlendModule(ClassifierModule):
             self.model.set_alpha(alpha)
         self._ship.update(F.cross_entropy(logits, y), logits, y)
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        sl, sa = self._ship.result()
-        self.epoch_stats.update({"alpha": round(float(self.model.alpha), 6), "ship_val_loss": sl,
-                                 "ship_val_acc": sa})
+    def compute_epoch_stats(self) -> dict[str, float]:
+        sl, sa = self._ship.reduced(self.device).result()
+        return {**super().compute_epoch_stats(), "alpha": round(float(self.model.alpha), 6),
+                "ship_val_loss": sl, "ship_val_acc": sa}
 
     def progress_info(self) -> dict:
         info = self.controller.progress_info() if self.controller is not None else {}

@@ -39,7 +39,7 @@ class MetricsCSV(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         # here, not in on_fit_start: Lightning restores the epoch counter after on_fit_start,
         # and a kill between this epoch's row and its checkpoint leaves a row to drop
-        if self.path.exists() and trainer.current_epoch > 0:
+        if trainer.is_global_zero and self.path.exists() and trainer.current_epoch > 0:
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f)]
             keep = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]
@@ -57,6 +57,8 @@ class MetricsCSV(pl.Callback):
             row.update(self.extra(trainer, pl_module))
         row.update(pl_module.epoch_stats)
         row["seconds"] = round(time.perf_counter() - self._t0, 3)
+        if not trainer.is_global_zero:  # rank 0 alone writes
+            return
         append_csv_row(self.path, row)
         if trainer.logger:  # TensorBoard, when installed
             trainer.logger.log_metrics({k: v for k, v in row.items() if k != "epoch"},

@@ -121,6 +121,7 @@ class PhaseController(pl.Callback):
         self.best_state: dict | None = None
         self.history: list[dict] = []
         self.done = False
+        self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
     def _limits(self) -> tuple[int, int]:
@@ -160,12 +161,14 @@ class PhaseController(pl.Callback):
 
     # -- hooks -------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
+        self._writer = trainer.is_global_zero  # rank 0 alone writes the phase table
         # the phase table is rebuilt from the checkpointed history: a crash between writing a
         # row and saving the checkpoint cannot duplicate or lose a phase on resume
-        if self.phases_csv.exists():
-            self.phases_csv.unlink()
-        for row in self.history:
-            append_csv_row(self.phases_csv, row)
+        if self._writer:
+            if self.phases_csv.exists():
+                self.phases_csv.unlink()
+            for row in self.history:
+                append_csv_row(self.phases_csv, row)
         if not self.done:
             pl_module.model.set_alpha(self.alpha)
         if not self.losses:  # fresh phase (a resumed mid-phase run keeps its optimiser lr)
@@ -229,12 +232,16 @@ class PhaseController(pl.Callback):
                    "best_epoch": None, "best_val_loss": None, "best_val_acc": None,
                    "best_ship_val_acc": None, "stop_reason": "diverged",
                    "detail": "non-finite loss before any good epoch"}
-            self.history.append(row)
-            append_csv_row(self.phases_csv, row)
+            self._record(row)
             raise UserError(f"training diverged in phase {self.phase} (alpha {self.alpha:g}) "
                             "before any good epoch of it: nothing good is left to continue from; "
                             "lower --lr (or --final-lr) and start again with --force")
         self._end_phase(trainer, pl_module, "diverged")
+
+    def _record(self, row: dict) -> None:
+        self.history.append(row)
+        if self._writer:
+            append_csv_row(self.phases_csv, row)
 
     def _end_phase(self, trainer, pl_module, reason: str) -> None:
         pl_module.model.load_state_dict(self.best_state)
@@ -249,8 +256,7 @@ class PhaseController(pl.Callback):
                "best_ship_val_acc": round(self.best["ship_val_acc"], 6),
                "stop_reason": "undone" if undo else "collapsed" if collapsed else reason,
                "detail": reason}
-        self.history.append(row)
-        append_csv_row(self.phases_csv, row)
+        self._record(row)
         if undo:  # back to the last accepted weights; retry with half the step
             pl_module.model.load_state_dict(self.prev_state)
             self.scheduler.load_state_dict(copy.deepcopy(self.sched_state))

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.errors import UserError
+from alphaprune.parallel import Processes, any_rank
 from alphaprune.train.callbacks import Progress
 
 __all__ = ["ACCELERATORS", "resolve_accelerator", "make_trainer", "fit", "SafeCheckpointIO",
@@ -91,7 +92,11 @@ class DivergenceGuard(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if self.tripped or loss is None or torch.isfinite(torch.as_tensor(loss)).all():
+        if self.tripped:
+            return
+        bad = loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all())
+        # every rank must skip the same steps, or the next gradient all-reduce waits forever
+        if not any_rank(bad, pl_module.device):
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.tripped = True
@@ -101,21 +106,25 @@ class DivergenceGuard(pl.Callback):
 
 
 def make_trainer(run_dir: Path, max_epochs: int, callbacks: list, progress: bool = True,
-                 accelerator: str = "auto", on_divergence: str = "stop") -> pl.Trainer:
+                 accelerator: str = "auto", on_divergence: str = "stop",
+                 processes: Processes | None = None, find_unused: bool = False) -> pl.Trainer:
     """A Trainer on ``accelerator`` (see :func:`resolve_accelerator`) that checkpoints
     ``run_dir/checkpoints/last.ckpt`` after every epoch.
 
     Checkpoints are written at the end of the training epoch, after every other callback
     (Lightning runs checkpoint callbacks last), so they hold the decisions of that epoch.
     ``on_divergence`` is the :class:`DivergenceGuard` mode: ``stop`` or ``skip``.
+    ``processes``: devices, nodes, strategy and precision (:mod:`alphaprune.parallel`);
+    ``find_unused``: parameters may get no gradient in a step (DDP must then look for them).
     """
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = [DivergenceGuard(on_divergence), *callbacks, ckpt] + ([Progress()] if progress else [])
     with warnings.catch_warnings():  # --accelerator cpu on a GPU machine is a choice
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-        return pl.Trainer(accelerator=resolve_accelerator(accelerator), devices=1,
-                          max_epochs=max_epochs, callbacks=cbs, plugins=[SafeCheckpointIO()],
+        return pl.Trainer(accelerator=resolve_accelerator(accelerator),
+                          **(processes or Processes()).trainer_kwargs(SafeCheckpointIO(), find_unused),
+                          max_epochs=max_epochs, callbacks=cbs, use_distributed_sampler=False,
                           logger=tensorboard_logger(run_dir), enable_model_summary=False,
                           num_sanity_val_steps=0, enable_progress_bar=progress,
                           default_root_dir=str(run_dir), deterministic=False)

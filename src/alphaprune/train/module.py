@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from alphaprune.errors import UserError
+from alphaprune.parallel import all_reduce_sums, broadcast_buffers, broadcast_floats
 from alphaprune.train.losses import distillation_loss
 
 __all__ = ["ClassifierModule", "OptimConfig", "RunningStats"]
@@ -58,6 +59,13 @@ class RunningStats:
         self.loss += float(loss.detach()) * b
         self.correct += int((logits.detach().argmax(1) == y).sum())
         self.n += b
+
+    def reduced(self, device) -> RunningStats:
+        """The sums over every rank of a multi-process run (itself on one process)."""
+        r = RunningStats()
+        r.loss, correct, n = all_reduce_sums([self.loss, self.correct, self.n], device)
+        r.correct, r.n = int(correct), int(n)
+        return r
 
     def result(self) -> tuple[float, float]:
         """(mean loss, accuracy); NaN when empty."""
@@ -134,6 +142,8 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val = RunningStats()
+        # DDP syncs BN buffers only before a training forward: every rank scores rank 0's
+        broadcast_buffers(self.model)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -141,11 +151,16 @@ class ClassifierModule(pl.LightningModule):
         self._val.update(F.cross_entropy(logits, y), logits, y)
 
     def on_validation_epoch_end(self) -> None:
-        tl, ta = self._train.result()
-        vl, va = self._val.result()
+        stats = self.compute_epoch_stats()
+        # rank 0's numbers everywhere: every rank's callbacks take the same decisions
+        self.epoch_stats = dict(zip(stats, broadcast_floats(list(stats.values()), self.device)))
+
+    def compute_epoch_stats(self) -> dict[str, float]:
+        """The epoch's statistics over every rank (subclasses add their own)."""
+        tl, ta = self._train.reduced(self.device).result()
+        vl, va = self._val.reduced(self.device).result()
         lr = getattr(self, "_lr", math.nan)
-        self.epoch_stats = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
-                            "lr": lr}
+        return {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va, "lr": lr}
 
     def configure_optimizers(self):
         o = self.optim
