@@ -68,6 +68,16 @@ def test_one_process_keeps_the_plain_trainer_and_two_take_ddp():
     assert type(two["strategy"]).__name__ == "DDPStrategy" and two["devices"] == 2
 
 
+def test_bf16_mixed_precision_trains_on_the_cpu_and_is_recorded(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits", "--subset",
+                 "200", "--batch-size", "32", "--epochs", "1", "--precision", "bf16-mixed",
+                 "--accelerator", "cpu", "--no-progress", "--out", str(out)]) == 0
+    assert "precision: bf16-mixed" in (out / "config.yaml").read_text()
+    state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype != torch.bfloat16 for v in state.values())  # the weights stay float32
+
+
 # --------------------------------------------------------------- two real processes (gloo)
 
 TRAIN = ["train", "--model", "vgg11", "--width", "0.125", "--data", "digits", "--batch-size", "64",

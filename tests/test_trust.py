@@ -196,16 +196,18 @@ def unfinished_prune(tiny_checkpoint, tmp_path):
 def test_resume_refuses_a_changed_setting_naming_it(unfinished_prune, capsys):
     capsys.readouterr()
     rc = main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.9", "--lr=0.5",
-               "--no-progress"])
+               "--precision", "bf16-mixed", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "--prune (recorded 0.5, given 0.9)" in err and "--lr (recorded" in err
+    assert "--precision (recorded '32-true', given 'bf16-mixed')" in err
 
 
 def test_resume_takes_what_may_change(unfinished_prune):
     # the same value as recorded, where to run and a larger budget are all accepted
     assert main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.5",
-                 "--accelerator", "cpu", "--max-total-epochs", "20", "--no-progress"]) == 0
+                 "--accelerator", "cpu", "--devices", "1", "--num-nodes", "1", "--strategy",
+                 "ddp", "--max-total-epochs", "20", "--no-progress"]) == 0
     assert (unfinished_prune / "pruned.pt").is_file()
 
 
