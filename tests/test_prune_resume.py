@@ -255,6 +255,104 @@ def test_kill_9_of_a_real_prune_process_then_resume_repeats_the_uninterrupted_ru
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in b)
 
 
+_PAUSE = """
+import os, sys, time
+from pathlib import Path
+
+import alphaprune.atomic as atomic
+from alphaprune.cli import main
+from alphaprune.train.controller import PhaseController
+
+marker, point = Path(os.environ["PAUSE_MARKER"]), os.environ["PAUSE_AT"]
+
+
+def pause():
+    marker.touch()
+    time.sleep(600)  # the test kills the process here
+
+
+if point == "saving":  # inside the third checkpoint write, half of it on disk
+    calls, write_file = [0], atomic.atomic_write
+
+    def atomic_write(path, write):
+        if Path(path).name == "last.ckpt":
+            calls[0] += 1
+            if calls[0] == 3:
+                def torn(f):
+                    write(f)
+                    f.flush()
+                    f.truncate(f.tell() // 2)
+                    pause()
+                return write_file(path, torn)
+        return write_file(path, write)
+
+    atomic.atomic_write = atomic_write
+else:  # "between": the first phase has ended (its row written), its checkpoint is not
+    end_phase = PhaseController._end_phase
+
+    def _end_phase(self, trainer, pl_module, reason):
+        end_phase(self, trainer, pl_module, reason)
+        if self.phase == 1:
+            pause()
+
+    PhaseController._end_phase = _end_phase
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(os.environ.get("ALPHAPRUNE_KILL_TESTS") != "1",
+                    reason="opt-in (ALPHAPRUNE_KILL_TESTS=1): about 40 s of real processes")
+@pytest.mark.parametrize("point", ["between", "saving"])
+def test_kill_9_between_phases_or_while_saving_then_resume_repeats_the_run(reference, tmp_path,
+                                                                           point):
+    """SIGKILL a real ``alphaprune prune`` at an exact point, found by pausing it there (a
+    wrapper script patches the process, the product has no hook): right after the first
+    phase ended and wrote its row, before its checkpoint; or halfway through writing the
+    third checkpoint. A plain ``--resume`` then repeats the uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    checkpoint = reference[0]
+    args = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+            "--batch-size", "32", "--prune", "0.5", "--step-size", "0.4", "--patience", "1",
+            "--max-epochs-per-phase", "2", "--final-max-epochs", "3", "--calib-size", "64",
+            "--lr", "0.01", "--schedule", "constant", "--no-progress"]
+    marker = tmp_path / "paused"
+    env = {**os.environ, "ALPHAPRUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": "", "PAUSE_MARKER": str(marker), "PAUSE_AT": point}
+    (tmp_path / "pause.py").write_text(_PAUSE)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for cmd in ([sys.executable, "-m", "alphaprune", *args, "--out", str(straight)],
+                [sys.executable, str(tmp_path / "pause.py"), *args, "--out", str(killed)]):
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        if cmd[1] == "-m":
+            assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+            continue
+        deadline = time.time() + 300
+        while not marker.exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), p.stderr.read()[-2000:] if p.poll() is not None else "no pause"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+    assert not (killed / "pruned.pt").exists()
+    r = subprocess.run([sys.executable, "-m", "alphaprune", "prune", "--out", str(killed),
+                        "--resume", "--no-progress"], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got, want = _rows(killed / "metrics.csv"), _rows(straight / "metrics.csv")
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]  # no duplicated rows
+    assert _rows(killed / "phases.csv") == _rows(straight / "phases.csv")
+    for key in ("val_loss", "ship_val_loss"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in want], abs=1e-6)
+    a = torch.load(killed / "pruned.pt", weights_only=True)["state_dict"]
+    b = torch.load(straight / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in b)
+    assert not list((killed / "checkpoints").glob(".*.tmp"))  # the torn write left nothing
+
+
 class Poison(pl.Callback):
     """Sets one weight to NaN at the start of training epoch ``at`` (a simulated fault)."""
 

@@ -99,6 +99,25 @@ def test_a_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert loaded["epoch"] == 1 and torch.equal(loaded["w"], torch.ones(3))
 
 
+def test_a_write_killed_midway_leaves_a_temporary_file_the_next_write_removes(tmp_path):
+    """kill -9 runs no cleanup: the torn temporary file of a dead writer is removed by the
+    next write of the same file; one of a live process is left alone."""
+    import subprocess
+    import sys
+
+    io, path = SafeCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    torn = path.with_name(f".last.ckpt.{dead}.tmp")
+    live = path.with_name(f".last.ckpt.{os.getppid()}.tmp")
+    for f in (torn, live):
+        f.write_bytes(b"half a checkpoint")
+    io.save_checkpoint({"epoch": 2}, path)
+    assert not torn.exists() and live.exists()
+    assert io.load_checkpoint(path)["epoch"] == 2
+
+
 # --------------------------------------------------------------------------- --force, bad values
 
 PRUNE = ["prune", "--data", "digits", "--subset", "200", "--batch-size", "32", "--prune", "0.5",
