@@ -185,3 +185,24 @@ def test_bad_balance_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--balance must be between 0 and 1" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_path, capsys):
+    """``--match flops``: the targets are shares of the FLOPs; objective selection prunes to
+    that share and Torch-Pruning is sized to the fused model's FLOPs (not its parameters)."""
+    _, out, _ = results
+    run = tmp_path / "flops"
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.5", "--methods", "os-step,tp-l1", "--match", "flops",
+                 "--out", str(run), "--no-progress"]) == 0
+    rows = {r["method"]: r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+    base, os_, tp = rows["pretrained"]["flops"], rows["os-step"]["flops"], rows["tp-l1"]["flops"]
+    assert abs(1 - os_ / base - 0.5) <= 0.01
+    assert abs(tp - os_) <= 0.01 * base
+    assert rows["os-step"]["match"] == rows["tp-l1"]["match"] == "flops"
+    # at equal FLOPs the two keep different parameter counts: they were not matched by those
+    assert rows["tp-l1"]["params"] != rows["os-step"]["params"]
+    capsys.readouterr()
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.5", "--methods", "tp-l1", "--out", str(run), "--no-progress"]) == 2
+    assert "matched by flops, this run matches by params" in capsys.readouterr().err

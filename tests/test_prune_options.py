@@ -264,3 +264,31 @@ def test_bad_option_exits_2_with_one_line_and_no_run_folder(run, tmp_path, capsy
     _assert_one_line_error(err)
     assert all(w in err for w in words), err
     assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+# --------------------------------------------------------------------------- the FLOPs target
+
+
+def test_flops_target_removes_that_share_of_the_flops(tiny_checkpoint, tmp_path):
+    from alphaprune.report.size import count_flops
+
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    i = argv.index("--prune")
+    argv[i:i + 2] = ["--flops", "0.5"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["target_measure"] == "flops" and s["target_reduction"] == 0.5
+    assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.01
+    fused = alphaprune.load_model(tmp_path / "run" / "pruned.pt")
+    assert count_flops(fused, (1, 16, 16)) == s["flops_after"]
+    assert "% removed; target 50% of the FLOPs)" in buf.getvalue()
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
+    assert cfg["flops"] == 0.5 and cfg["prune"] is None
+
+
+def test_one_target_per_run(tiny_checkpoint, tmp_path, capsys):
+    rc = main([*_argv(tiny_checkpoint, tmp_path / "run"), "--flops", "0.5"])
+    _assert_one_line_error(capsys.readouterr().err)
+    assert rc == 2 and not (tmp_path / "run").exists()

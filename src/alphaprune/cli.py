@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None,
                    help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
     _add_model_kwargs(r)
-    r.add_argument("--prune", type=float, default=0.65, help="fraction of parameters to remove")
+    r.add_argument("--prune", type=float, default=None,
+                   help="fraction of the parameters to remove (default 0.65 without --flops)")
+    r.add_argument("--flops", type=float, default=None,
+                   help="instead of --prune: fraction of the FLOPs to remove, at the data's size")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
     r.add_argument("--balance", type=float, default=1.0,
@@ -180,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
     _add_model_kwargs(c)
     c.add_argument("--targets", type=_floats, default=[0.35, 0.65, 0.9],
-                   help="fractions of parameters to remove, comma-separated")
+                   help="fractions of the parameters (or, with --match flops, FLOPs) to remove")
+    c.add_argument("--match", choices=["params", "flops"], default="params",
+                   help="what the targets count, and what the peers are sized to objective "
+                        "selection's fused model by")
     c.add_argument("--methods", type=lambda t: t.split(","), default=None,
                    help="comma-separated subset of the methods (default: all)")
     c.add_argument("--budget", type=int, default=30, help="training epochs per method and target")
@@ -272,7 +278,7 @@ def _cmd_prune(a) -> int:
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
-    keys = ["checkpoint", "model", "prune", "round_to", "balance", "scheduler", "step_size",
+    keys = ["checkpoint", "model", "prune", "flops", "round_to", "balance", "scheduler", "step_size",
             "decay_rate", "mu", "factor", "cooldown", "threshold", "patience", "min_delta",
             "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
@@ -286,9 +292,11 @@ def _cmd_prune(a) -> int:
               max_total_epochs=a.max_total_epochs if a.resume else None)
     if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
         return 0
+    target = "params" if s["target_measure"] == "params" else "FLOPs"
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
-          f"({s['achieved_reduction']:.1%} removed, target {s['target_reduction']:.0%}); "
-          f"FLOPs {s['flops_before']:,} -> {s['flops_after']:,}; "
+          f"({s['achieved_reduction']:.1%} removed); FLOPs {s['flops_before']:,} -> "
+          f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; target "
+          f"{s['target_reduction']:.0%} of the {target}); "
           f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
     return 0
 
@@ -325,7 +333,7 @@ def _cmd_compare(a) -> int:
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
                "balance")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
-                        targets=a.targets,
+                        targets=a.targets, match=a.match,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),

@@ -1,12 +1,13 @@
 """``alphaprune compare``: objective selection against its peers at equal epoch budgets.
 
-From one pretrained model and one data split, for each target fraction of parameters
-removed, every method gets the same number of training epochs:
+From one pretrained model and one data split, for each target fraction of parameters (or,
+with ``match="flops"``, of FLOPs) removed, every method gets the same number of training
+epochs; the peers are sized to objective selection's fused model by that measure:
 
 * ``os-<scheduler>``: objective selection with each alpha-scheduler; the epoch budget is
   split between the alpha > 0 phases (early stopping within each) and the alpha = 0 phase;
-* ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter count, then
-  fine-tuning;
+* ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter (or FLOP)
+  count, then fine-tuning;
 * ``unstructured``: ``torch.nn.utils.prune`` global L1 to the same number of non-zeros, then
   masked fine-tuning (smaller on paper, not faster);
 * ``scratch``: the compact architecture (objective selection's widths) from random init;
@@ -37,7 +38,7 @@ from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
-from alphaprune.prune import PruneConfig, prune
+from alphaprune.prune import TARGET_OPTIONS, PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import LAST_CKPT, make_dir
@@ -49,6 +50,7 @@ __all__ = ["CompareConfig", "compare", "METHODS", "phase_budget"]
 
 SCHEDULER_METHODS = ("os-step", "os-exponential", "os-multiplicative", "os-plateau")
 METHODS = SCHEDULER_METHODS + ("tp-l1", "unstructured", "scratch", "kd")
+MATCHES = ("params", "flops")
 
 
 @dataclass
@@ -72,6 +74,9 @@ class CompareConfig:
     temperature: float = 4.0
     data: dict = field(default_factory=dict)
     quick: bool = False
+    # what the targets are shares of, and what the peers are sized to objective selection's
+    # fused model by: params or flops
+    match: str = "params"
     accelerator: str = "auto"             # auto (a CUDA GPU when visible), cpu or gpu
     devices: int = 1                      # processes per node (alphaprune.parallel)
     num_nodes: int = 1
@@ -188,7 +193,10 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
     balance = cfg.os_options.get("balance", PruneConfig.balance)
     check_width_options(round_to, balance)
+    if cfg.match not in MATCHES:
+        raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
     _check_same_balance(done, balance, out)
+    _check_same_match(done, cfg.match, out)
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
     if lead:
         make_dir(out)
@@ -218,8 +226,11 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     optim = OptimConfig(lr=cfg.lr, schedule="cosine")
     for target in cfg.targets:
         # scratch and kd train objective selection's own compact architecture
-        widths = solve_widths(base_w, cost.params, target, round_to, balance)
-        n_params = cost.params(widths)
+        widths = solve_widths(base_w, getattr(cost, cfg.match), target, round_to, balance,
+                              option=TARGET_OPTIONS[cfg.match])
+        # the peers are sized to objective selection's fused model by --match; unstructured
+        # pruning changes no FLOPs and is sized by its non-zero parameters either way
+        size = {"params": cost.params(widths), "flops": cost.flops(widths)}
         for method in cfg.methods:
             if (method, target) in finished:
                 continue
@@ -230,7 +241,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             if method in SCHEDULER_METHODS:
                 sched = method.removeprefix("os-")
                 per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
-                pcfg = PruneConfig(**source, prune=target, scheduler=sched,
+                pcfg = PruneConfig(**source, **{"prune" if cfg.match == "params" else "flops": target},
+                                   scheduler=sched,
                                    patience=cfg.patience, max_epochs_per_phase=per,
                                    final_max_epochs=final, final_patience=max(cfg.patience, final),
                                    max_total_epochs=cfg.budget,
@@ -246,7 +258,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
             else:
                 model, epochs, nonzero = _baseline(method, cfg, pretrained, arch,
-                                                   (structure, widths), n_params,
+                                                   (structure, widths), size,
                                                    shape, run, ck, ds, splits, mean, std, data,
                                                    optim, progress)
                 if not lead:
@@ -257,7 +269,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                            {"method": method, "target": target})
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
                        nonzero=method == "unstructured")
-            _append(results_path, {**row, "model_file": str(model_file), "balance": balance}, done)
+            _append(results_path, {**row, "model_file": str(model_file), "balance": balance,
+                                   "match": cfg.match}, done)
     if not lead:
         return []
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
@@ -267,6 +280,16 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     (out / "results.json").write_text(json.dumps(final, indent=2))
     write_tables(final, out)
     return final
+
+
+def _check_same_match(done: list[dict], match: str, out: Path) -> None:
+    """A target means a share of what ``--match`` counts: rows of another measure cannot be
+    continued (rows written before ``--match`` existed matched parameters)."""
+    used = {r.get("match", "params") for r in done if r["method"] != "pretrained"}
+    if used and used != {match}:
+        was = ", ".join(sorted(used))
+        raise UserError(f"{out} holds rows matched by {was}, this run matches by {match}: pass "
+                        f"--match {was} to continue it, or another --out")
 
 
 def _check_same_balance(done: list[dict], balance: float, out: Path) -> None:
@@ -320,7 +343,7 @@ def compact_model(structure, widths, arch: str, seed: int) -> torch.nn.Module:
     return fused
 
 
-def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, ds, splits, mean,
+def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, splits, mean,
               std, data, optim, progress):
     """Build the starting model of a peer method and train it for the budget (``compact``:
     the structure and widths of objective selection's architecture, for scratch and kd)."""
@@ -328,9 +351,9 @@ def _baseline(method, cfg, pretrained, arch, compact, n_params, shape, run, ck, 
 
     teacher, distill = None, 0.0
     if method == "tp-l1":
-        model = torch_pruning_l1(pretrained, n_params, shape)
+        model = torch_pruning_l1(pretrained, size[cfg.match], shape, measure=cfg.match)
     elif method == "unstructured":
-        model = magnitude_unstructured(copy.deepcopy(pretrained), n_params)
+        model = magnitude_unstructured(copy.deepcopy(pretrained), size["params"])
     else:  # scratch / kd: objective selection's compact architecture from random init
         model = compact_model(*compact, arch, data.run_seed)
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")

@@ -50,7 +50,8 @@ class PruneConfig:
     checkpoint: str = ""
     model: str | None = None          # registry name or FILE.py:FACTORY, for a raw state_dict
     model_kwargs: dict = field(default_factory=dict)   # arguments of a user model's factory
-    prune: float = 0.65
+    prune: float | None = None        # fraction of the parameters to remove (0.65 if no target)
+    flops: float | None = None        # or: fraction of the FLOPs to remove (at the data's size)
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
     # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, with 8 epochs on
@@ -97,6 +98,16 @@ class PruneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, schedule="constant"))
     data: dict = field(default_factory=dict)   # api.DataConfig as a dict
 
+    def target(self) -> tuple[str, float]:
+        """``("params" | "flops", fraction to remove)``: the run's one target."""
+        if self.flops is not None:
+            return "flops", self.flops
+        return "params", DEFAULT_PRUNE if self.prune is None else self.prune
+
+
+DEFAULT_PRUNE = 0.65
+TARGET_OPTIONS = {"params": "--prune", "flops": "--flops"}
+
 
 def _config_from_dict(d: dict) -> PruneConfig:
     d = dict(d)
@@ -123,9 +134,14 @@ def _validate(cfg: PruneConfig) -> None:
     require_finite(cfg)
     if cfg.final_schedule not in ("cosine", "constant"):
         raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use cosine or constant")
-    if not 0.0 < cfg.prune < 1.0:
-        raise UserError(f"--prune must be between 0 and 1 (exclusive), got {cfg.prune}: e.g. "
-                        "0.65 removes 65% of the parameters")
+    if cfg.prune is not None and cfg.flops is not None:
+        raise UserError("one target per run: pass --prune P (parameters) or --flops F (FLOPs), "
+                        "not both")
+    measure, fraction = cfg.target()
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"{TARGET_OPTIONS[measure]} must be between 0 and 1 (exclusive), got "
+                        f"{fraction}: e.g. 0.65 removes 65% of the "
+                        f"{'FLOPs' if measure == 'flops' else 'parameters'}")
     if cfg.handover not in HANDOVER_MODES:
         raise UserError(f"unknown --handover '{cfg.handover}': use one of {', '.join(HANDOVER_MODES)}")
     if cfg.branch_init not in BRANCH_INITS:
@@ -203,6 +219,8 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
                       devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
+    if cfg.prune is None and cfg.flops is None:  # the default target, recorded as such
+        cfg = replace(cfg, prune=DEFAULT_PRUNE)
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
     return cfg, out, ckpt, recorded
@@ -232,14 +250,18 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
 
 
 def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
-    """The prunable units (traced) and the widths that meet the target."""
+    """The prunable units (traced) and the widths that meet the target (parameters or FLOPs,
+    exact from the traced graph at the data's input size)."""
     example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
     structure = find_units(src.model, example)
     if not structure.units:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
-    widths = solve_widths(base_w, CostModel(structure).params, cfg.prune, cfg.round_to, cfg.balance)
+    measure, fraction = cfg.target()
+    cost = CostModel(structure)
+    widths = solve_widths(base_w, getattr(cost, measure), fraction, cfg.round_to, cfg.balance,
+                          option=TARGET_OPTIONS[measure])
     return _Plan(structure, base_w, widths)
 
 
@@ -300,14 +322,17 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     """Save the fused model, score it beside the original and write the summary."""
     err = fusion_error(blended, fused, src.shape)
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
-            "split": split_meta(src.data_cfg), "prune": cfg.prune}
+            "split": split_meta(src.data_cfg), "target": dict(zip(("measure", "fraction"),
+                                                                    cfg.target()))}
     save_model(pending(out, "pruned.pt"), fused, src.mf.arch, src.mean, src.std,
                src.mf.classes or src.ds.classes, meta)
     after = {"params": count_params(fused), "flops": count_flops(fused, src.shape),
              **split_scores(fused, src.ds, src.splits, src.mean, src.std)}
     return {
-        "arch": src.mf.arch, "target_reduction": cfg.prune,
+        "arch": src.mf.arch, "target_measure": cfg.target()[0],
+        "target_reduction": cfg.target()[1],
         "achieved_reduction": 1.0 - after["params"] / before["params"],
+        "achieved_flops_reduction": 1.0 - after["flops"] / before["flops"],
         "params_before": before["params"], "params_after": after["params"],
         "flops_before": before["flops"], "flops_after": after["flops"],
         "test_acc_before": before["test_acc"], "test_acc_after": after["test_acc"],
@@ -328,7 +353,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None,
           max_total_epochs: int | None = None, model: torch.nn.Module | None = None) -> dict:
-    """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters with objective selection.
+    """Prune ``cfg.checkpoint`` by ``cfg.prune`` of its parameters (or ``cfg.flops`` of its
+    FLOPs) with objective selection.
 
     Writes to ``out``: ``config.yaml``, ``metrics.csv`` (per epoch), ``phases.csv`` (per
     alpha), ``checkpoints/last.ckpt`` (resume), ``pruned.pt`` (the fused model, a model

@@ -147,3 +147,52 @@ def test_balance_falls_back_to_uniform_when_it_cannot_fit_the_target():
     ws = solve_widths(base, vgg_counter(1, 10), 0.5, 8, balance=1.0)
     assert ws == solve_widths(base, vgg_counter(1, 10), 0.5, 8)
     assert abs(1 - vgg_param_count(ws, 1, 10) / vgg_param_count(base, 1, 10) - 0.5) <= 0.005
+
+
+# --------------------------------------------------------------------------- the FLOPs target
+
+
+def _traced(name: str):
+    """A registry model of each family at a width where round_to 8 can reach the targets."""
+    import torch
+
+    from alphaprune.graph import CostModel, find_units
+
+    width = {"resnet18": 0.25, "resnet34": 0.25, "resnet50": 0.125}.get(
+        name, 0.5 if name.startswith("resnet") else 0.125)
+    torch.manual_seed(0)
+    model = create_model(name, width=width, num_classes=10).eval()
+    structure = find_units(model, torch.zeros(2, 3, 32, 32))
+    return model, structure, CostModel(structure)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("balance", [0.0, 1.0])
+def test_the_flops_target_is_met_within_one_point_on_every_registry_model(name, balance):
+    _, _, cost = _traced(name)
+    # CIFAR ResNets keep their residual stream whole: 75% of the FLOPs is out of reach there
+    targets = ([0.5, 0.75] if name.startswith("vgg") or name == "resnet50"
+               else [0.5] if name in ("resnet18", "resnet34") else [0.5, 0.6])
+    for target in targets:
+        widths = solve_widths(cost.base_widths, cost.flops, target, 8, balance, option="--flops")
+        assert abs(1 - cost.flops(widths) / cost.base_flops - target) <= 0.01, (target, widths)
+        assert all(w % 8 == 0 or b <= 8 for w, b in zip(widths, cost.base_widths))
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "resnet18", "resnet50"])
+def test_the_fused_model_has_the_flops_the_solver_counted(name):
+    from alphaprune.blend import BlendedNet, fuse
+    from alphaprune.report.size import count_flops
+
+    model, structure, cost = _traced(name)
+    widths = solve_widths(cost.base_widths, cost.flops, 0.5, 8, 1.0, option="--flops")
+    fused = fuse(BlendedNet(structure, widths), name)
+    assert count_flops(fused, (3, 32, 32)) == cost.flops(widths)
+    assert abs(1 - count_flops(fused, (3, 32, 32)) / count_flops(model, (3, 32, 32)) - 0.5) <= 0.01
+
+
+def test_an_unreachable_flops_target_names_the_largest_reachable_one():
+    _, _, cost = _traced("resnet20")
+    with pytest.raises(UserError, match=r"--flops 0.9 cannot be reached: .* of its FLOPs .* "
+                                        r"pass --flops 0\.\d+ or less"):
+        solve_widths(cost.base_widths, cost.flops, 0.9, 8, option="--flops")

@@ -96,7 +96,7 @@ def test_md_before_after_table_has_summary_numbers(prune_report):
     assert rows["val accuracy"] == ["0.9251", "0.9132"]
     assert rows["model file (KiB)"] == ["4,824", "1,702"]
     assert len(rows) == 8
-    assert "64.12% of the parameters removed (target 65%)" in section
+    assert "64.12% of the parameters removed (target 65% of the parameters)" in section
 
 
 def test_md_settings_flatten_optim_and_data(prune_report):

@@ -1,4 +1,5 @@
-"""Torch-Pruning's L1 magnitude channel pruning, sized to a parameter budget, for any model.
+"""Torch-Pruning's L1 magnitude channel pruning, sized to a parameter or FLOP budget, for any
+model.
 
 Torch-Pruning builds its own dependency graph, so coupled channels (a residual stream and
 everything that adds into it) are cut together; the output layer (found once by
@@ -13,7 +14,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from alphaprune.report.size import count_params
+from alphaprune.report.size import count_flops, count_params
 
 __all__ = ["torch_pruning_l1", "output_layers"]
 
@@ -59,41 +60,45 @@ def _cut_one(m: nn.Module, k: int, input_shape, keep: list[str]) -> nn.Module:
     return m
 
 
-def _trim(m: nn.Module, target_params: int, input_shape, keep: list[str]) -> nn.Module:
+def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.Module:
     """Remove single lowest-L1 channels, through Torch-Pruning's dependency graph, while
-    one brings the parameter count closer to the target (each candidate is counted on a
-    pruned copy)."""
+    one brings ``count`` (parameters or FLOPs) closer to the target (each candidate is
+    counted on a pruned copy)."""
     while True:
-        n = count_params(m)
+        n = count(m)
         _, groups = _groups(m, input_shape, keep)
         best = None
         for k, (root, _) in enumerate(groups):
             width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
             if width <= 1:
                 continue
-            after = count_params(_cut_one(copy.deepcopy(m), k, input_shape, keep))
-            if abs(after - target_params) < abs(n - target_params) and (
-                    best is None or abs(after - target_params) < best[0]):
-                best = (abs(after - target_params), k)
+            after = count(_cut_one(copy.deepcopy(m), k, input_shape, keep))
+            if abs(after - target) < abs(n - target) and (
+                    best is None or abs(after - target) < best[0]):
+                best = (abs(after - target), k)
         if best is None:
             return m
         m = _cut_one(m, best[1], input_shape, keep)
 
 
-def torch_pruning_l1(model: nn.Module, target_params: int, input_shape) -> nn.Module:
+def torch_pruning_l1(model: nn.Module, target: int, input_shape,
+                     measure: str = "params") -> nn.Module:
     """Channel-prune a copy of ``model`` with Torch-Pruning (L1 of each filter, per layer).
 
-    The per-layer channel ratio is found by bisection so the parameter count is just above
-    ``target_params``; then single lowest-L1 channels are removed while that brings the
-    count closer.
+    The per-layer channel ratio is found by bisection so the ``measure`` (``params``, or
+    ``flops``: multiply-accumulates at ``input_shape``) is just above ``target``; then
+    single lowest-L1 channels are removed while that brings it closer.
     """
+    if measure not in ("params", "flops"):
+        raise ValueError(f"unknown measure {measure!r}")
+    count = count_params if measure == "params" else (lambda m: count_flops(m, input_shape))
     keep = output_layers(model, input_shape)
     lo, hi = 0.0, 0.99
     for _ in range(14):
         mid = (lo + hi) / 2
-        n = count_params(_prune(model, mid, input_shape, keep))
-        if n > target_params:
+        n = count(_prune(model, mid, input_shape, keep))
+        if n > target:
             lo = mid
         else:
             hi = mid
-    return _trim(_prune(model, lo, input_shape, keep), target_params, input_shape, keep)
+    return _trim(_prune(model, lo, input_shape, keep), target, input_shape, keep, count)

@@ -41,11 +41,14 @@ def check_width_options(round_to: int, balance: float) -> None:
 
 
 def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
-                 prune: float, round_to: int = 1, balance: float = 0.0) -> list[int]:
-    """Widths (each between 1 and the base width) keeping ``1 - prune`` of the parameters.
+                 prune: float, round_to: int = 1, balance: float = 0.0,
+                 option: str = "--prune") -> list[int]:
+    """Widths (each between 1 and the base width) keeping ``1 - prune`` of what ``count``
+    measures: the parameters, or the FLOPs (``option`` ``--flops``).
 
-    ``count(widths)`` is the fused model's exact parameter count (unprunable layers
-    included); ``count(base)`` is the original's.
+    ``count(widths)`` is the fused model's exact parameter (or FLOP) count, unprunable
+    layers included; ``count(base)`` is the original's. ``option`` names the target in
+    error messages.
 
     ``round_to`` > 1 keeps every width a multiple of it (CPU kernels run faster on channel
     counts that are multiples of 8) at the cost of a coarser fit to the target.
@@ -55,20 +58,21 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     model), the uniform ones are used if they come closer.
 
     Raises:
-        UserError: ``prune`` is not strictly between 0 and 1, ``round_to`` < 1 or
-        ``balance`` outside [0, 1].
+        UserError: ``prune`` is not strictly between 0 and 1, ``round_to`` < 1,
+        ``balance`` outside [0, 1], or a target the prunable layers cannot reach.
     """
     check_width_options(round_to, balance)
+    what = "FLOPs" if option == "--flops" else "parameters"
     if not 0.0 < prune < 1.0:
-        raise UserError(f"--prune must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
-                        "removes 65% of the parameters")
+        raise UserError(f"{option} must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
+                        f"removes 65% of the {what}")
     base = [int(b) for b in base]
     target = (1.0 - prune) * count(base)
     floor = count([1 if b <= round_to else round_to for b in base])  # snap()'s narrowest
     if floor > target:
-        raise UserError(f"--prune {prune} cannot be reached: with every prunable unit at its "
-                        f"narrowest the model keeps {floor / count(base):.1%} of its parameters "
-                        f"(the rest is in layers that cannot be pruned); pass --prune "
+        raise UserError(f"{option} {prune} cannot be reached: with every prunable unit at its "
+                        f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
+                        f"(the rest is in layers that cannot be pruned); pass {option} "
                         f"{1 - floor / count(base):.3f} or less")
 
     def snap(w: float, b: int) -> int:
@@ -103,7 +107,7 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     if balance and abs(count(ws) - target) > 0.005 * count(base):
         # coarse widths (round_to on a tiny model) can leave no balanced fit within half a
         # point of the target: the uniform ratio's, if closer, keeps the size promise
-        uniform = solve_widths(base, count, prune, round_to)
+        uniform = solve_widths(base, count, prune, round_to, option=option)
         ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 

@@ -103,8 +103,11 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
         out.append(("Phases (one per α)", "Best epoch of each phase; its weights were kept.",
                     _PHASE_COLS, rows))
     if "params_before" in s:
-        text = (f"{s['achieved_reduction']:.2%} of the parameters removed (target "
-                f"{s['target_reduction']:.0%}); 'after' is the fused compact model.")
+        what = "FLOPs" if s.get("target_measure") == "flops" else "parameters"
+        flops = (f", {s['achieved_flops_reduction']:.2%} of the FLOPs"
+                 if "achieved_flops_reduction" in s else "")
+        text = (f"{s['achieved_reduction']:.2%} of the parameters{flops} removed (target "
+                f"{s['target_reduction']:.0%} of the {what}); 'after' is the fused compact model.")
         out.append(("Before / after", text, ["", "before", "after"], _before_after(s)))
     elif s:
         out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
