@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     if not lead:
         return None  # rank 0 saves and reports
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
-            "best_epoch": best_epoch}
+            "best_epoch": best_epoch, "input_shape": list(ds.x.shape[1:])}
     save_model(pending(out, "model.pt"), model, arch, mean, std, ds.classes, meta)
     summary = {"model": cfg.model, "params": count_params(model),
                "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,

@@ -212,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_accelerator(c)
     _add_data(c, required=True)
 
+    x = sub.add_parser("export", help="a model file as ONNX, TorchScript or a torch.export "
+                                      "program, checked against PyTorch")
+    x.add_argument("model_path", metavar="MODEL")
+    x.add_argument("--format", required=True, help="onnx, torchscript or pt2")
+    x.add_argument("--out", required=True, help="file to write (model.onnx, model.ts, model.pt2)")
+    x.add_argument("--force", action="store_true", help="replace an existing --out file")
+    x.add_argument("--model", default=None,
+                   help="registry name or FILE.py:FACTORY, for a raw state_dict file")
+    _add_model_kwargs(x)
+    x.add_argument("--input-size", type=int, default=None,
+                   help="input height and width (default: recorded in MODEL, else 32)")
+    x.add_argument("--json", action="store_true", help="print one JSON object")
+
     d = sub.add_parser("demo", help="end to end on the bundled digits in under 2 minutes")
     d.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
 
@@ -370,6 +383,23 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    from alphaprune.export import export_model
+
+    r = export_model(a.model_path, a.format, a.out, force=a.force, input_size=a.input_size,
+                     model_name=a.model, model_kwargs=_model_kwargs(a))
+    if a.json:
+        print(json.dumps(r))
+        return 0
+    runtime = {"onnx": "onnxruntime", "torchscript": "TorchScript", "pt2": "torch.export"}[a.format]
+    lat = "; ".join(f"batch {b}: PyTorch {v['pytorch']:.2f} ms, {runtime} {v['exported']:.2f} ms"
+                    for b, v in r["latency_ms"].items())
+    print(f"exported {a.model_path} -> {r['path']} ({a.format}, input {tuple(r['input_shape'])}, "
+          f"any batch): max relative error {r['max_rel_error']:.1e} against PyTorch on random "
+          f"inputs; latency (median, {r['threads']} thread(s)) {lat}")
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from alphaprune.demo import run_demo
 
@@ -379,7 +409,7 @@ def _cmd_demo(a) -> int:
 
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prune": _cmd_prune,
              "report": _cmd_report, "compare": _cmd_compare, "demo": _cmd_demo,
-             "inspect": _cmd_inspect}
+             "inspect": _cmd_inspect, "export": _cmd_export}
 
 
 # what --resume may change: where and how long it runs, and how it reports (README)

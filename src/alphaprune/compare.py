@@ -214,7 +214,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
     if lead and not ckpt_path.exists():
         save_model(ckpt_path, pretrained, arch, mean, std, mf.classes or ds.classes,
-                   {"source": str(cfg.checkpoint)})
+                   {"source": str(cfg.checkpoint), "input_shape": list(shape)})
     finished = {(r["method"], r["target"]) for r in done}
     if lead and ("pretrained", 0.0) not in finished:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
@@ -266,7 +266,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 acc = split_scores(model, ds, splits, mean, std)
                 model_file = run / "model.pt"
                 save_model(model_file, model, arch, mean, std, mf.classes or ds.classes,
-                           {"method": method, "target": target})
+                           {"method": method, "target": target, "input_shape": list(shape)})
             row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
                        nonzero=method == "unstructured")
             _append(results_path, {**row, "model_file": str(model_file), "balance": balance,

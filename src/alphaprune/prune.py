@@ -322,8 +322,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     """Save the fused model, score it beside the original and write the summary."""
     err = fusion_error(blended, fused, src.shape)
     meta = {"source_run": str(out.resolve()), "command": "prune", "pruned_from": str(cfg.checkpoint),
-            "split": split_meta(src.data_cfg), "target": dict(zip(("measure", "fraction"),
-                                                                    cfg.target()))}
+            "split": split_meta(src.data_cfg), "input_shape": list(src.shape),
+            "target": dict(zip(("measure", "fraction"), cfg.target()))}
     save_model(pending(out, "pruned.pt"), fused, src.mf.arch, src.mean, src.std,
                src.mf.classes or src.ds.classes, meta)
     after = {"params": count_params(fused), "flops": count_flops(fused, src.shape),
@@ -390,7 +390,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         cfg = replace(cfg, checkpoint=str(out / "original.pt"), model=None)
         if lead:
             save_model(out / "original.pt", model, GRAPH_ARCH, src.mean, src.std,
-                       src.ds.classes, {"source": "prune(model=...)"})
+                       src.ds.classes, {"source": "prune(model=...)", "input_shape": list(src.shape)})
     if lead and (not resume or cfg.max_total_epochs != recorded["max_total_epochs"]):
         # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})

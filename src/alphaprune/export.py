@@ -1,0 +1,163 @@
+"""``alphaprune export``: a model file as ONNX, TorchScript or a ``torch.export`` program,
+checked numerically against PyTorch and timed beside it.
+
+The exported model takes any batch size (the batch dimension is dynamic). The check runs
+the exported file, as a user would load it, on seeded random inputs at two batch sizes and
+reports the largest error relative to the largest PyTorch output. Latency is measured the
+same way for both (:func:`alphaprune.report.size.measure_latency`'s protocol: warm-up,
+interleaved rounds, medians).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alphaprune.errors import UserError
+from alphaprune.modelfile import load_checkpoint
+
+__all__ = ["FORMATS", "export_model", "input_shape_of"]
+
+FORMATS = ("onnx", "torchscript", "pt2")
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
+
+
+def input_shape_of(mf, input_size: int | None) -> tuple[int, int, int]:
+    """(C, H, W) of one input: recorded in the model file, else ``input_size`` (square)."""
+    recorded = mf.meta.get("input_shape")
+    if input_size is None and recorded:
+        return tuple(int(v) for v in recorded)
+    side = 32 if input_size is None else input_size
+    if side < 1:
+        raise UserError(f"--input-size must be >= 1, got {side}")
+    return int(mf.kwargs.get("in_channels", 3)), side, side
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: pass a file path such as model.onnx")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists: pass --force to replace it, or another --out")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: the folder {out.parent} is not writable")
+
+
+def _write(model, fmt: str, example: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    if fmt == "torchscript":
+        torch.jit.trace(model, example).save(str(path))
+        return
+    if fmt == "pt2":
+        ep = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(ep, str(path))
+        return
+    # the exporter narrates every pass and notes that torchvision's ops are absent
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # one self-contained file: external weight data would name the temporary file
+        torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: batch},))
+
+
+def _runner(fmt: str, path: Path):
+    """A callable ``x (numpy) -> logits (numpy)`` over the exported file."""
+    if fmt == "onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise UserError("checking an ONNX export needs onnxruntime: pip install "
+                            "'alphaprune[export]'") from e
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
+    module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+
+    @torch.inference_mode()
+    def run(x):
+        return module(torch.from_numpy(x)).numpy()
+    return run
+
+
+def _median_ms(fn, x, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _latency(torch_fn, exported_fn, shape, batch: int, rounds: int = 3) -> dict:
+    """Median ms per batch of PyTorch and the export, interleaved rounds after a warm-up."""
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    repeats = 20 if batch == 1 else 5
+    for fn in (torch_fn, exported_fn):
+        fn(x)
+        fn(x)
+    samples = {"pytorch": [], "exported": []}
+    for _ in range(rounds):
+        samples["pytorch"].append(_median_ms(torch_fn, x, repeats))
+        samples["exported"].append(_median_ms(exported_fn, x, repeats))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike,
+                 force: bool = False, input_size: int | None = None,
+                 model_name: str | None = None, model_kwargs: dict | None = None,
+                 latency_batches: tuple[int, ...] = (1, 128)) -> dict:
+    """Export a model file (or a raw state_dict with ``model_name``) to ``out`` as ``fmt``.
+
+    The file is written atomically (a temporary file in the same folder, then renamed) and
+    only after it has been checked. Returns ``{"format", "path", "input_shape",
+    "max_rel_error", "latency_ms": {batch: {"pytorch", "exported"}}, "threads"}``.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format '{fmt}': use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    _check_out(out, force)
+    mf = load_checkpoint(model_path, model_name, model_kwargs=model_kwargs)
+    shape = input_shape_of(mf, input_size)
+    model = mf.model.eval()
+    gen = torch.Generator().manual_seed(0)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{_SUFFIX[fmt]}")
+    try:
+        try:
+            _write(model, fmt, torch.randn(2, *shape, generator=gen), tmp)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"{fmt} export of {model_path} failed ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:200]})") from e
+        run = _runner(fmt, tmp)
+        err = 0.0
+        with torch.inference_mode():
+            for b in (1, 5):
+                x = torch.randn(b, *shape, generator=gen)
+                want = model(x).numpy()
+                err = max(err, float(np.abs(run(x.numpy()) - want).max()
+                                     / max(np.abs(want).max(), 1e-12)))
+
+            def torch_fn(x):
+                return model(torch.from_numpy(x))
+
+            latency = {b: _latency(torch_fn, run, shape, b) for b in latency_batches}
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"format": fmt, "path": str(out), "input_shape": list(shape), "max_rel_error": err,
+            "latency_ms": latency, "threads": torch.get_num_threads()}

@@ -1,0 +1,118 @@
+"""``alphaprune export``: ONNX (run in onnxruntime), TorchScript and torch.export files that
+agree with PyTorch, load on their own at any batch size, and never replace a file silently."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from alphaprune.cli import main
+from alphaprune.export import export_model
+from alphaprune.modelfile import load_model, save_model
+from alphaprune.models import create_model
+from alphaprune.models.user import GRAPH_ARCH
+
+FORMATS = ["onnx", "torchscript", "pt2"]
+
+
+class Small(nn.Module):
+    """A user model: not in the registry, saved as its traced graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_checkpoint):
+    """A VGG (the shared digits checkpoint, 1x16x16), a ResNet and a user model file."""
+    base = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    resnet = create_model("resnet20", width=0.25, num_classes=10).eval()
+    for m in resnet.modules():  # non-trivial BN statistics, so folding them is checked
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    save_model(base / "resnet.pt", resnet, "resnet20", [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)],
+               {"input_shape": [3, 32, 32]})
+    save_model(base / "user.pt", Small().eval(), GRAPH_ARCH, [0.5] * 3, [0.25] * 3, list("abcde"),
+               {"input_shape": [3, 20, 20]})
+    return {"vgg": (tiny_checkpoint, None), "resnet": (base / "resnet.pt", (3, 32, 32)),
+            "user": (base / "user.pt", (3, 20, 20))}
+
+
+def _load_and_run(fmt: str, path, x: torch.Tensor) -> np.ndarray:
+    """The exported file as a user would load it, in its own runtime."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+    with torch.inference_mode():
+        return module(x).numpy()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("which", ["vgg", "resnet", "user"])
+def test_the_export_agrees_with_pytorch_and_stands_alone(models, tmp_path, fmt, which):
+    path, shape = models[which]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / f"model.{fmt}"
+    r = export_model(path, fmt, out, latency_batches=(1, 8))
+    assert r["max_rel_error"] <= 1e-4
+    assert sorted(p.name for p in folder.iterdir()) == [out.name]  # one file, no temporaries
+    model = load_model(path).eval()
+    shape = shape or tuple(r["input_shape"])
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(5))  # another batch size
+    with torch.inference_mode():
+        want = model(x).numpy()
+    got = _load_and_run(fmt, out, x)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert set(r["latency_ms"]) == {1, 8}
+    assert all(v["pytorch"] > 0 and v["exported"] > 0 for v in r["latency_ms"].values())
+
+
+def test_the_cli_prints_the_error_and_both_latencies(models, tmp_path, capsys):
+    path, _ = models["resnet"]
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(path), "--format", "pt2", "--out", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["input_shape"] == [3, 32, 32] and r["max_rel_error"] <= 1e-4
+    assert sorted(r["latency_ms"]) == ["1", "128"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "tflite"], "unknown --format 'tflite'"),
+    (["--format", "onnx", "--input-size", "0"], "--input-size must be >= 1"),
+])
+def test_bad_options_are_one_line_errors(models, tmp_path, capsys, argv, message):
+    out = tmp_path / "m.onnx"
+    rc = main(["export", str(models["vgg"][0]), "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_existing_file_is_replaced_only_with_force(models, tmp_path, capsys):
+    out = tmp_path / "m.ts"
+    out.write_bytes(b"the user's file")
+    rc = main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(out)])
+    assert rc == 2 and "--force" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's file"
+    assert main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(out),
+                 "--force"]) == 0
+    assert out.read_bytes() != b"the user's file"
+    rc = main(["export", str(models["vgg"][0]), "--format", "onnx", "--out", str(tmp_path)])
+    assert rc == 2 and "is a folder" in capsys.readouterr().err
