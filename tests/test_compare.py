@@ -54,6 +54,7 @@ def test_tables_are_written(results):
     md = (out / "results.md").read_text()
     assert all(m in md for m in METHODS)
     assert len((out / "results.csv").read_text().strip().splitlines()) == len(rows) + 1
+    assert (out / "pareto.png").stat().st_size > 0
 
 
 def test_rerun_resumes_without_repeating_finished_rows(results, capsys):

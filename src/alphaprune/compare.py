@@ -14,7 +14,8 @@ epochs; the peers are sized to objective selection's fused model by that measure
 * ``kd``: the same architecture trained by distillation from the pretrained model.
 
 Results go to ``OUT/results.jsonl`` (one row per finished method and target), then
-``results.csv`` and ``results.md``. Rerunning the same command skips finished rows and
+``results.csv``, ``results.md`` and ``pareto.png`` (test accuracy against measured latency
+and against parameters). Rerunning the same command skips finished rows and
 resumes an interrupted method from its checkpoint.
 """
 
@@ -40,6 +41,7 @@ from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.prune import TARGET_OPTIONS, PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
+from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import LAST_CKPT, make_dir
 from alphaprune.schedules import make_scheduler
@@ -279,6 +281,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                    key=lambda r: (r["target"], order.get(r["method"], len(order))))
     (out / "results.json").write_text(json.dumps(final, indent=2))
     write_tables(final, out)
+    plot_pareto(final, out / "pareto.png", title=f"{arch}: accuracy against measured cost")
     return final
 
 

@@ -218,3 +218,26 @@ def test_plot_comparison_one_line_per_run(prune_run, train_run, tmp_path):
     # prune runs plot the accuracy of the network that ships (all branches)
     assert list(lines["prune_run"].get_ydata()) == [r["ship_val_acc"] for r in prune_metrics()]
     assert list(lines["train_run"].get_ydata()) == [r["val_acc"] for r in train_metrics()]
+
+
+def test_pareto_plot_draws_each_method_and_skips_rows_without_latency(tmp_path, monkeypatch):
+    from alphaprune.report.plots import plot_pareto
+
+    drawn = []
+    real = plots.plt.Axes.plot
+
+    def spy(ax, *args, **kwargs):
+        drawn.append((kwargs.get("label"), [list(a) for a in args]))
+        return real(ax, *args, **kwargs)
+
+    monkeypatch.setattr(plots.plt.Axes, "plot", spy)
+    rows = [{"method": "pretrained", "test_acc": 0.85, "params": 900, "latency_b128_ms": 70.0},
+            {"method": "os", "test_acc": 0.84, "params": 300, "latency_b128_ms": 40.0},
+            {"method": "os", "test_acc": 0.80, "params": 100, "latency_b128_ms": 25.0},
+            {"method": "tp", "test_acc": 0.75, "params": 310, "latency_b128_ms": None}]
+    path = plot_pareto(rows, tmp_path / "p.png", title="t")
+    assert Image.open(path).size[0] > 500
+    # left panel (latency) then right (parameters) per method; tp has no latency
+    assert ("os", [[25.0, 40.0], [0.80, 0.84]]) in drawn
+    assert ("os", [[100, 300], [0.80, 0.84]]) in drawn
+    assert [d for d in drawn if d[0] == "tp"] == [("tp", [[310], [0.75]])]

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from alphaprune.report.runs import Run  # noqa: E402
 
-__all__ = ["plot_run", "plot_comparison", "phase_segments", "alpha_label"]
+__all__ = ["plot_run", "plot_comparison", "plot_pareto", "phase_segments", "alpha_label"]
 
 _PALETTE = ["#2ca02c", "#7f7f7f", "#ff7f0e", "#1f77b4", "#9467bd", "#8c564b", "#e377c2",
             "#bcbd22", "#17becf", "#000080", "#556b2f", "#b8860b"]
@@ -131,3 +131,30 @@ def plot_comparison(runs: list[Run], path: Path) -> Path:
     ax.legend(fontsize=8)
     _finish(fig, path)
     return path
+
+
+def plot_pareto(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Test accuracy against measured latency (batch 128) and against parameters, one marker
+    per row, labelled by ``method``; each method's points joined in order of size, so its
+    frontier shows. Rows without a latency are left out of the left panel."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "pretrained", m))
+    for i, method in enumerate(methods):
+        mine = [r for r in rows if r["method"] == method]
+        colour = "#000000" if method == "pretrained" else _PALETTE[i % len(_PALETTE)]
+        for ax, key in ((axes[0], "latency_b128_ms"), (axes[1], "params")):
+            pts = sorted((r[key], r["test_acc"]) for r in mine if r.get(key) is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="*" if method == "pretrained" else "o",
+                        color=colour, label=method, linestyle="-" if len(pts) > 1 else "none")
+    axes[0].set_xlabel("latency, batch 128 (ms, median, measured side by side)")
+    axes[1].set_xlabel("parameters")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _finish(fig, Path(path))
+    return Path(path)
