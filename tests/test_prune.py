@@ -190,6 +190,20 @@ def test_summary(env):
     assert abs(s["val_acc_after"] - float(phases[-1]["best_val_acc"])) <= 1 / N_VAL + 1e-9
 
 
+def test_the_summary_opens_with_what_was_gained(env):
+    s = json.loads((env.out / "summary.json").read_text())
+    assert next(iter(s)) == "headline"
+    h, lat = s["headline"], s["latency"]
+    assert h["target"] == {"measure": "params", "fraction": 0.5}
+    assert h["removed_params"] == s["achieved_reduction"]
+    assert h["removed_flops"] == pytest.approx(1 - s["flops_after"] / s["flops_before"])
+    assert h["flop_ratio"] == pytest.approx(s["flops_before"] / s["flops_after"])
+    assert h["speedup_b128"] == pytest.approx(lat["before"]["latency_b128_ms"]
+                                              / lat["after"]["latency_b128_ms"])
+    assert h["latency_threads"] == lat["threads"] >= 1
+    assert (h["test_acc_before"], h["test_acc_after"]) == (s["test_acc_before"], s["test_acc_after"])
+
+
 @pytest.mark.parametrize("model, split, key", [
     ("pruned", "test", "test_acc_after"), ("pruned", "val", "val_acc_after"),
     ("original", "test", "test_acc_before"), ("original", "val", "val_acc_before"),

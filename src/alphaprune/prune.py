@@ -28,7 +28,8 @@ from alphaprune.pipeline import (
     split_meta,
     split_scores,
 )
-from alphaprune.report.page import measure_models, write_report
+from alphaprune.report.headline import headline
+from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
@@ -342,9 +343,9 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         # a fresh copy of the original: the blended model trained the loaded one in place
-        "latency": measure_models({"before": load_checkpoint(cfg.checkpoint, cfg.model,
-                                                             model_kwargs=cfg.model_kwargs).model,
-                                   "after": fused}, src.shape),
+        "latency": {**measure_side_by_side(
+            {"before": load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model,
+             "after": fused}, src.shape), "threads": torch.get_num_threads()},
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
@@ -401,6 +402,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         return None  # rank 0 fuses, measures and writes
     fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
     summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
+    summary = {"headline": headline(summary), **summary}  # what was gained comes first
     write_json(out / "summary.json", summary)
     write_report(out)
     finish(out, "pruned.pt")  # the last file: the run is finished only now

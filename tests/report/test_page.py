@@ -99,6 +99,20 @@ def test_md_before_after_table_has_summary_numbers(prune_report):
     assert "64.12% of the parameters removed (target 65% of the parameters)" in section
 
 
+def test_the_page_opens_with_the_result_and_ends_with_the_settings(prune_report):
+    md = prune_report[2]
+    titles = list(_sections(md))
+    assert titles[0] == "Result" and titles[-2:] == ["Settings", "Plots"]
+    result = _sections(md)["Result"]
+    first = result.strip().splitlines()[0]
+    assert first.startswith("64.1% of the parameters and 68.5% of the FLOPs removed (target: 65% "
+                            "of the parameters); test accuracy 0.9123 → 0.9057; measured 2.28× "
+                            "faster at batch 128 for a FLOP ratio of 3.17×")
+    rows = {r[0]: r[1] for r in _table(result)}
+    assert rows["measured speed-up, batch 1"] == "2.17×"
+    assert rows["test accuracy"] == "0.9123 → 0.9057"
+
+
 def test_md_settings_flatten_optim_and_data(prune_report):
     settings = dict(_table(_sections(prune_report[2])["Settings"]))
     assert settings["scheduler"] == "step"
@@ -125,7 +139,7 @@ def test_html_is_self_contained(prune_report):
 def test_html_tables_match_markdown(prune_report):
     html = prune_report[3]
     assert "<h1>Run report: prune_run</h1>" in html
-    assert html.count("<table>") == 3  # settings, phases, before/after
+    assert html.count("<table>") == 4  # result, phases, before/after, settings
     assert "<td>1,234,567</td><td>443,001</td>" in html
     # one body row per phase in the phase table
     phase_table = html.split("<h2>Phases (one per α)</h2>", 1)[1].split("</table>", 1)[0]

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from alphaprune.errors import UserError
+from alphaprune.report.headline import headline, headline_rows
 from alphaprune.report.plots import plot_comparison, plot_run
 from alphaprune.report.runs import Run, read_run
 from alphaprune.report.size import measure_latency
@@ -94,7 +95,9 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
     flat = {k: v for k, v in settings.items() if not isinstance(v, dict)}
     for sub in ("optim", "data"):
         flat.update({f"{sub}.{k}": v for k, v in (settings.get(sub) or {}).items()})
-    out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
+    if "params_before" in s:  # the result first: what was removed, gained and kept
+        text, rows = headline_rows(s.get("headline") or headline(s))
+        out.append(("Result", text, ["", ""], rows))
     if run.phases:
         rows = [[r.get(c, "") if not isinstance(r.get(c), float) or c in ("alpha",)
                  else f"{r[c]:.4f}" for c in _PHASE_COLS] for r in run.phases]
@@ -111,6 +114,7 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
         out.append(("Before / after", text, ["", "before", "after"], _before_after(s)))
     elif s:
         out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
+    out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
     return out
 
 

@@ -1,0 +1,55 @@
+"""What a pruning run gained, in one place: the first block of ``summary.json`` and of the
+report page."""
+
+from __future__ import annotations
+
+__all__ = ["headline", "headline_rows"]
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def headline(s: dict) -> dict:
+    """The result of a prune summary ``s``: shares of parameters and FLOPs removed, the
+    measured speed-up at batch 1 and 128 beside the FLOP ratio (the most a structured cut
+    can give), and accuracy before and after."""
+    lat = s.get("latency", {})
+    before, after = lat.get("before", {}), lat.get("after", {})
+    return {
+        "target": {"measure": s.get("target_measure", "params"), "fraction": s["target_reduction"]},
+        "removed_params": s["achieved_reduction"],
+        "removed_flops": s.get("achieved_flops_reduction",
+                               1 - s["flops_after"] / s["flops_before"] if s["flops_before"] else None),
+        "flop_ratio": _ratio(s["flops_before"], s["flops_after"]),
+        "speedup_b1": _ratio(before.get("latency_b1_ms"), after.get("latency_b1_ms")),
+        "speedup_b128": _ratio(before.get("latency_b128_ms"), after.get("latency_b128_ms")),
+        "latency_threads": lat.get("threads"),
+        "test_acc_before": s["test_acc_before"], "test_acc_after": s["test_acc_after"],
+        "val_acc_before": s["val_acc_before"], "val_acc_after": s["val_acc_after"],
+    }
+
+
+def _x(v) -> str:
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
+    """(one sentence, table rows) of a headline for the report page."""
+    what = "FLOPs" if h["target"]["measure"] == "flops" else "parameters"
+    flops = "–" if h["removed_flops"] is None else f"{h['removed_flops']:.1%}"
+    text = (f"{h['removed_params']:.1%} of the parameters and {flops} of the FLOPs removed "
+            f"(target: {h['target']['fraction']:.0%} of the {what}); test accuracy "
+            f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}; measured "
+            f"{_x(h['speedup_b128'])} faster at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
+    threads = h.get("latency_threads")
+    on = f" ({threads} thread{'s' if threads != 1 else ''}, medians of interleaved rounds)" \
+        if threads else ""
+    rows = [["parameters removed", f"{h['removed_params']:.1%}"],
+            ["FLOPs removed", flops],
+            ["FLOP ratio (before / after)", _x(h["flop_ratio"])],
+            [f"measured speed-up, batch 1{on}", _x(h["speedup_b1"])],
+            [f"measured speed-up, batch 128{on}", _x(h["speedup_b128"])],
+            ["test accuracy", f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}"],
+            ["val accuracy", f"{h['val_acc_before']:.4f} → {h['val_acc_after']:.4f}"]]
+    return text, rows
