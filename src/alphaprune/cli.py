@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the parameters to remove (default 0.65 without --flops)")
     r.add_argument("--flops", type=float, default=None,
                    help="instead of --prune: fraction of the FLOPs to remove, at the data's size")
+    r.add_argument("--speedup", type=float, default=None,
+                   help="instead of --prune: run S times faster than the original on this "
+                        "machine (per-layer latency table, checked by timing at the end)")
+    r.add_argument("--latency-batch", type=int, default=1,
+                   help="batch size at which --speedup is measured (default 1)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
     r.add_argument("--balance", type=float, default=1.0,
@@ -291,9 +296,9 @@ def _cmd_prune(a) -> int:
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
-    keys = ["checkpoint", "model", "prune", "flops", "round_to", "balance", "scheduler", "step_size",
-            "decay_rate", "mu", "factor", "cooldown", "threshold", "patience", "min_delta",
-            "max_epochs_per_phase",
+    keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "round_to",
+            "balance", "scheduler", "step_size", "decay_rate", "mu", "factor", "cooldown",
+            "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *_HARDWARE]
@@ -305,11 +310,17 @@ def _cmd_prune(a) -> int:
               max_total_epochs=a.max_total_epochs if a.resume else None)
     if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
         return 0
-    target = "params" if s["target_measure"] == "params" else "FLOPs"
+    if "speedup" in s:
+        sp = s["speedup"]
+        short = "met" if sp["shortfall"] == 0 else f"{sp['shortfall']:.0%} short"
+        target = (f"speed-up {sp['achieved']:.2f}x at batch {sp['batch']}, {sp['threads']} "
+                  f"thread(s): target {sp['target']:g}x {short}")
+    else:
+        what = "params" if s["target_measure"] == "params" else "FLOPs"
+        target = f"target {s['target_reduction']:.0%} of the {what}"
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed); FLOPs {s['flops_before']:,} -> "
-          f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; target "
-          f"{s['target_reduction']:.0%} of the {target}); "
+          f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; {target}); "
           f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
     return 0
 

@@ -35,6 +35,7 @@ from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
+from alphaprune.speedup import measured_speedup, solve_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import PhaseController
@@ -53,6 +54,8 @@ class PruneConfig:
     model_kwargs: dict = field(default_factory=dict)   # arguments of a user model's factory
     prune: float | None = None        # fraction of the parameters to remove (0.65 if no target)
     flops: float | None = None        # or: fraction of the FLOPs to remove (at the data's size)
+    speedup: float | None = None      # or: run this many times faster than the original
+    latency_batch: int = 1            # ... at this batch size, on this machine's threads
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
     # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, with 8 epochs on
@@ -100,14 +103,17 @@ class PruneConfig:
     data: dict = field(default_factory=dict)   # api.DataConfig as a dict
 
     def target(self) -> tuple[str, float]:
-        """``("params" | "flops", fraction to remove)``: the run's one target."""
+        """``("params" | "flops" | "latency", fraction to remove)``: the run's one target
+        (``--speedup S`` removes ``1 - 1/S`` of the latency)."""
+        if self.speedup is not None:
+            return "latency", 1.0 - 1.0 / self.speedup if self.speedup > 0 else -1.0
         if self.flops is not None:
             return "flops", self.flops
         return "params", DEFAULT_PRUNE if self.prune is None else self.prune
 
 
 DEFAULT_PRUNE = 0.65
-TARGET_OPTIONS = {"params": "--prune", "flops": "--flops"}
+TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -135,9 +141,14 @@ def _validate(cfg: PruneConfig) -> None:
     require_finite(cfg)
     if cfg.final_schedule not in ("cosine", "constant"):
         raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use cosine or constant")
-    if cfg.prune is not None and cfg.flops is not None:
-        raise UserError("one target per run: pass --prune P (parameters) or --flops F (FLOPs), "
-                        "not both")
+    if sum(v is not None for v in (cfg.prune, cfg.flops, cfg.speedup)) > 1:
+        raise UserError("one target per run: pass --prune P (parameters), --flops F (FLOPs) or "
+                        "--speedup S (measured latency), not several")
+    if cfg.speedup is not None and not cfg.speedup > 1.0:
+        raise UserError(f"--speedup must be above 1, got {cfg.speedup}: e.g. 2 asks for a model "
+                        "twice as fast as the original")
+    if cfg.latency_batch < 1:
+        raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
     measure, fraction = cfg.target()
     if not 0.0 < fraction < 1.0:
         raise UserError(f"{TARGET_OPTIONS[measure]} must be between 0 and 1 (exclusive), got "
@@ -207,6 +218,7 @@ class _Plan:
     structure: object
     base_widths: list[int]
     widths: list[int]
+    search: dict | None = None   # --speedup: the measured search for the widths
 
 
 def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
@@ -220,7 +232,7 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
                       devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
-    if cfg.prune is None and cfg.flops is None:  # the default target, recorded as such
+    if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
@@ -260,6 +272,11 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
     measure, fraction = cfg.target()
+    if measure == "latency":
+        widths, search = solve_speedup(
+            structure, src.model, None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
+            cfg.speedup, cfg.latency_batch, cfg.round_to, cfg.balance, src.data_cfg.cache_dir)
+        return _Plan(structure, base_w, widths, search)
     cost = CostModel(structure)
     widths = solve_widths(base_w, getattr(cost, measure), fraction, cfg.round_to, cfg.balance,
                           option=TARGET_OPTIONS[measure])
@@ -329,6 +346,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
                src.mf.classes or src.ds.classes, meta)
     after = {"params": count_params(fused), "flops": count_flops(fused, src.shape),
              **split_scores(fused, src.ds, src.splits, src.mean, src.std)}
+    # a fresh copy of the original: the blended model trained the loaded one in place
+    original = load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model
     return {
         "arch": src.mf.arch, "target_measure": cfg.target()[0],
         "target_reduction": cfg.target()[1],
@@ -342,13 +361,22 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
-        # a fresh copy of the original: the blended model trained the loaded one in place
-        "latency": {**measure_side_by_side(
-            {"before": load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model,
-             "after": fused}, src.shape), "threads": torch.get_num_threads()},
+        "latency": {**measure_side_by_side({"before": original, "after": fused}, src.shape),
+                    "threads": torch.get_num_threads()},
+        **({"speedup": {**_speedup_check(cfg, original, fused, src.shape),
+                        "search": plan.search}} if cfg.speedup else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
+
+
+def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
+    """The ``--speedup`` target against the trained, fused model's measured one (both timed
+    at ``--latency-batch`` in interleaved rounds, medians, on this machine's threads)."""
+    achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch)
+    return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
+            "threads": torch.get_num_threads(), "original_ms": before, "pruned_ms": after,
+            "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,

@@ -27,6 +27,7 @@ def headline(s: dict) -> dict:
         "latency_threads": lat.get("threads"),
         "test_acc_before": s["test_acc_before"], "test_acc_after": s["test_acc_after"],
         "val_acc_before": s["val_acc_before"], "val_acc_after": s["val_acc_after"],
+        **({"speedup": s["speedup"]} if "speedup" in s else {}),
     }
 
 
@@ -36,10 +37,15 @@ def _x(v) -> str:
 
 def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
     """(one sentence, table rows) of a headline for the report page."""
-    what = "FLOPs" if h["target"]["measure"] == "flops" else "parameters"
+    what = {"flops": "FLOPs", "params": "parameters"}.get(h["target"]["measure"], "latency")
     flops = "–" if h["removed_flops"] is None else f"{h['removed_flops']:.1%}"
+    target = f"{h['target']['fraction']:.0%} of the {what}"
+    sp = h.get("speedup")
+    if sp:
+        target = (f"{sp['target']:g}× faster at batch {sp['batch']}; measured {sp['achieved']:.2f}×, "
+                  + ("met" if sp["shortfall"] == 0 else f"{sp['shortfall']:.0%} short"))
     text = (f"{h['removed_params']:.1%} of the parameters and {flops} of the FLOPs removed "
-            f"(target: {h['target']['fraction']:.0%} of the {what}); test accuracy "
+            f"(target: {target}); test accuracy "
             f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}; measured "
             f"{_x(h['speedup_b128'])} faster at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
     threads = h.get("latency_threads")

@@ -1,0 +1,228 @@
+"""Latency of the fused model as a function of the unit widths, from a per-layer table.
+
+Every conv or linear whose size a unit width sets is timed on this machine at a small grid
+of input and output widths (multiples of ``round_to`` between an eighth and all of its
+channels), and a cost model ``a + b*cin*cout + c*cout + d*cin`` with non-negative terms is
+fitted to the grid (least squares): the multiply-accumulates, the output's and the input's
+memory traffic. Non-negative terms keep the prediction monotone in every width, which the
+width solver's bisection relies on, however noisy single timings are. A unit's own layer is timed with what
+follows it and scales with its width (BatchNorm, the activation, pooling), so the memory
+traffic of those ops is counted too; a layer that only consumes a unit is timed alone. The
+rest of the network (layers no width touches) is the whole model's measured latency minus
+the table's value at full width, a constant. The table is keyed by the machine (CPU model,
+architecture), the torch version, the thread count and the batch size, cached on disk
+(``<cache>/latency/<key>.json``) and reused across runs: another machine, torch or thread
+count measures anew.
+
+The prediction only ranks widths for the solver; the fused model is timed against the
+original at the end of the run, and that measurement is what is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from alphaprune.atomic import atomic_write_text
+from alphaprune.data.cache import cache_dir_default
+from alphaprune.graph.cost import CostModel, _in, _out
+from alphaprune.graph.trace import shape_of
+from alphaprune.graph.units import Structure
+
+__all__ = ["LatencyModel", "machine_key", "time_model"]
+
+_GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_key(batch: int, threads: int | None = None) -> dict:
+    """What a latency table is valid for: CPU, architecture, torch, threads, batch size."""
+    return {"cpu": _cpu_name(), "machine": platform.machine(), "torch": torch.__version__,
+            "threads": threads or torch.get_num_threads(), "batch": batch}
+
+
+@torch.inference_mode()
+def time_model(model: nn.Module, input_shape, batch: int, rounds: int = 5) -> float:
+    """Median ms per forward pass of ``model`` (eval, channels-last for images) over
+    ``rounds`` rounds after a warm-up; each round is the median of a few passes."""
+    model = copy.deepcopy(model).eval()  # the caller's model keeps its mode and format
+    x = torch.randn(batch, *input_shape)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    for _ in range(3):
+        model(x)
+    per_round = 7 if batch == 1 else 3
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(per_round):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    return statistics.median(medians) * 1e3
+
+
+class LatencyModel:
+    """Predicted ms per batch of the fused model for any unit widths (module docstring)."""
+
+    def __init__(self, structure: Structure, model: nn.Module, input_shape, batch: int = 1,
+                 round_to: int = 8, cache_dir=None):
+        self.key = machine_key(batch)
+        self.batch, self.round_to = batch, round_to
+        self.path = Path(cache_dir or cache_dir_default()) / "latency" / f"{_digest(self.key)}.json"
+        self.table = self._read()
+        self.measured = 0  # entries timed by this instance (0: all came from the cache)
+        cost = CostModel(structure)
+        self.base_widths = cost.base_widths
+        gm = structure.gm
+        inputs = {n.target: shape_of(n.args[0]) for n in gm.graph.nodes
+                  if n.op == "call_module" and n.target in cost.layers}
+        tails = {u.name: _tail(gm, u) for u in structure.units}
+        self.layers = []
+        for name, lay in cost.layers.items():
+            m = lay.module
+            if not isinstance(m, (nn.Conv2d, nn.Linear)) or inputs.get(name) is None:
+                continue
+            sig = {**_signature(m, inputs[name]), "tail": [repr(t) for t in tails.get(name, [])]}
+            self.layers.append((sig, lay, tails.get(name, [])))
+        self.coefs = [self._fit(sig, lay, t) for sig, lay, t in self.layers]
+        full = self.layers_ms(self.base_widths)
+        whole = self._lookup({"whole": _digest(repr(model))},
+                             lambda: time_model(model, input_shape, batch))
+        self.rest = max(0.0, whole - full)
+        self.base = whole
+        self._write()
+
+    # -- the table -----------------------------------------------------------------------
+    def _read(self) -> dict:
+        try:
+            blob = json.loads(self.path.read_text())
+            return blob["entries"] if blob.get("key") == self.key else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _write(self) -> None:
+        if self.measured:
+            atomic_write_text(self.path, json.dumps({"key": self.key, "entries": self.table}))
+
+    def _lookup(self, entry: dict, measure) -> float:
+        k = json.dumps(entry, sort_keys=True)
+        if k not in self.table:
+            self.table[k] = measure()
+            self.measured += 1
+        return self.table[k]
+
+    # -- prediction ----------------------------------------------------------------------
+    def _grid(self, base: int) -> list[int]:
+        step = self.round_to if base > self.round_to else 1
+        pts = {max(step, min(base, step * round(base * r / step))) for r in _GRID}
+        return sorted(pts | {1 if base <= self.round_to else step, base})
+
+    def _at(self, sig: dict, tail: list, cin: int, cout: int) -> float:
+        return self._lookup({**sig, "cin": cin, "cout": cout},
+                            lambda: time_model(_block(sig, tail, cin, cout), _in_shape(sig, cin),
+                                               self.batch, rounds=3))
+
+    def _fit(self, sig: dict, lay, tail: list) -> list[float]:
+        """Non-negative least-squares coefficients of the layer's cost model on its grid."""
+        from scipy.optimize import nnls
+
+        m = lay.module
+        gi = [_in(m)] if lay.in_unit is None else [g * lay.spatial for g in
+                                                    self._grid(self.base_widths[lay.in_unit])]
+        go = [_out(m)] if lay.out_unit is None else self._grid(self.base_widths[lay.out_unit])
+        pts = [(i, o) for i in gi for o in go]
+        a = np.array([_features(i, o) for i, o in pts], dtype=float)
+        y = np.array([self._at(sig, tail, i, o) for i, o in pts])
+        scale = a.max(axis=0)  # columns of one size, for a well-conditioned fit
+        coef, _ = nnls(a / scale, y)
+        return list(coef / scale)
+
+    def _layer_ms(self, k: int, lay, widths: Sequence[int]) -> float:
+        m = lay.module
+        cin = _in(m) if lay.in_unit is None else widths[lay.in_unit] * lay.spatial
+        cout = _out(m) if lay.out_unit is None else widths[lay.out_unit]
+        return float(np.dot(self.coefs[k], _features(cin, cout)))
+
+    def layers_ms(self, widths: Sequence[int]) -> float:
+        """Predicted ms of the layers the widths size (the table alone, no constant)."""
+        return sum(self._layer_ms(k, lay, widths) for k, (_, lay, _) in enumerate(self.layers))
+
+    def __call__(self, widths: Sequence[int]) -> float:
+        """Predicted ms per batch of ``batch`` images with these unit widths."""
+        return self.rest + self.layers_ms(widths)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _signature(m: nn.Module, in_shape) -> dict:
+    if isinstance(m, nn.Conv2d):
+        return {"kind": "conv", "k": list(m.kernel_size), "stride": list(m.stride),
+                "padding": list(m.padding) if not isinstance(m.padding, str) else m.padding,
+                "dilation": list(m.dilation), "bias": m.bias is not None,
+                "hw": list(in_shape[2:4])}
+    return {"kind": "linear", "bias": m.bias is not None}
+
+
+def _tail(gm, unit) -> list[nn.Module]:
+    """What follows a unit's layer and scales with its width: BatchNorm (as a template),
+    the activation (its module, or a ReLU standing in for a function) and pooling modules."""
+    out: list[nn.Module] = []
+    if unit.bn is not None:
+        out.append(gm.get_submodule(unit.bn))
+    act = unit.act
+    out.append(gm.get_submodule(act.target) if act.op == "call_module" else nn.ReLU())
+    for n in unit.post:
+        if n.op == "call_module":
+            m = gm.get_submodule(n.target)
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                out.append(m)
+    return out
+
+
+def _block(sig: dict, tail: list[nn.Module], cin: int, cout: int) -> nn.Module:
+    """The layer at ``cin -> cout`` and its tail, freshly built, to be timed."""
+    if sig["kind"] == "conv":
+        layer = nn.Conv2d(cin, cout, tuple(sig["k"]), tuple(sig["stride"]),
+                          sig["padding"] if isinstance(sig["padding"], str) else tuple(sig["padding"]),
+                          tuple(sig["dilation"]), bias=sig["bias"])
+    else:
+        layer = nn.Linear(cin, cout, bias=sig["bias"])
+    mods = [layer]
+    for t in tail:
+        if isinstance(t, nn.modules.batchnorm._BatchNorm):
+            mods.append(type(t)(cout))
+        else:
+            mods.append(copy.deepcopy(t))
+    return nn.Sequential(*mods)
+
+
+def _in_shape(sig: dict, cin: int) -> tuple[int, ...]:
+    return (cin, *sig["hw"]) if sig["kind"] == "conv" else (cin,)
+
+
+def _features(cin: int, cout: int) -> list[float]:
+    return [1.0, float(cin * cout), float(cout), float(cin)]

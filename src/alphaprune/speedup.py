@@ -1,0 +1,98 @@
+"""``--speedup S``: unit widths whose fused model runs S times faster than the original, on
+this machine, at ``--latency-batch``.
+
+The per-layer latency table (:class:`alphaprune.latency.LatencyModel`) decides *where* to
+cut: the width solver meets a share of its predicted latency. How much to cut is then
+closed on measurements: the candidate architecture (random weights; only its shape
+matters) is timed against the original in interleaved rounds, and the latency share asked
+of the solver is corrected by the measured miss, a few times, until the measured speed-up
+is within 3% of the target. The most the prunable layers can give (every unit at its
+narrowest) is measured first: a target beyond it is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+import torch.nn as nn
+
+from alphaprune.blend import BlendedNet, fuse, solve_widths
+from alphaprune.errors import UserError
+from alphaprune.latency import LatencyModel, time_model
+
+__all__ = ["solve_speedup", "measured_speedup"]
+
+TOLERANCE = 0.03
+
+
+def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
+                     rounds: int = 5) -> tuple[float, float, float]:
+    """(original ms / other ms, original ms, other ms): medians of interleaved rounds."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(time_model(original, shape, batch, rounds=1))
+        b.append(time_model(other, shape, batch, rounds=1))
+    ma, mb = statistics.median(a), statistics.median(b)
+    return ma / mb, ma, mb
+
+
+def _candidate(structure, widths, arch: str | None) -> nn.Module:
+    """The fused architecture at ``widths`` (branch weights drawn without touching the run's
+    random state: only its shape is timed)."""
+    state = torch.get_rng_state()
+    try:
+        return fuse(BlendedNet(structure, widths), arch).eval()
+    finally:
+        torch.set_rng_state(state)
+
+
+def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):
+    """``widths -> ms``: the table's layer sum scaled and offset to match measured whole-model
+    latencies (``points``: widths and their measured ms; the first two span the range).
+    Standalone layers miss the whole network's overheads; two measured ends fix that."""
+    (w0, t0), (w1, t1) = points[0], points[1]
+    r0, r1 = lm.layers_ms(w0), lm.layers_ms(w1)
+    k = (t0 - t1) / (r0 - r1) if r0 != r1 else 0.0
+    if k <= 0:  # measurements too noisy to calibrate: the table as it is
+        return lm
+    offset = t0 - k * r0
+    return lambda widths: offset + k * lm.layers_ms(widths)
+
+
+def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup: float,
+                  batch: int, round_to: int, balance: float, cache_dir=None,
+                  iterations: int = 5) -> tuple[list[int], dict]:
+    """Widths for ``speedup`` and a record of the search: the latency table's file and how
+    many entries this run measured, the largest measured speed-up, and every candidate's
+    measured speed-up."""
+    lm = LatencyModel(structure, model, shape, batch, round_to, cache_dir=cache_dir)
+    base = list(lm.base_widths)
+    narrowest = [round_to if b > round_to else 1 for b in base]
+    most, t_base, t_narrow = measured_speedup(model, _candidate(structure, narrowest, arch),
+                                              shape, batch)
+    threads = torch.get_num_threads()
+    if most < speedup * (1 - TOLERANCE):
+        raise UserError(
+            f"--speedup {speedup:g} cannot be reached at batch {batch} on this machine "
+            f"({threads} thread(s)): with every prunable unit at its narrowest the model ran "
+            f"{most:.2f}x faster (the rest of its time is in layers no width changes); pass "
+            f"--speedup {most * 0.95:.2f} or less, or a larger --latency-batch")
+    count = calibrated(lm, [(base, t_base), (narrowest, t_narrow)])
+    keep, tried = 1.0 / speedup, []
+    for _ in range(iterations):
+        try:
+            widths = solve_widths(base, count, 1.0 - keep, round_to, balance, option="--speedup")
+        except UserError:  # beyond what the prediction reaches: the measured floor decides
+            widths = narrowest
+        x, _, _ = measured_speedup(model, _candidate(structure, widths, arch), shape, batch)
+        tried.append({"widths": widths, "latency_share": keep, "measured_speedup": x})
+        if abs(x / speedup - 1) <= TOLERANCE:
+            break
+        # too fast: keep more of the predicted latency; too slow: less (never beyond reach)
+        keep = min(0.999, max(1.0 / most, keep * x / speedup))
+    best = min(tried, key=lambda t: (t["measured_speedup"] < speedup * (1 - TOLERANCE),
+                                     abs(t["measured_speedup"] - speedup)))
+    info = {"table": str(lm.path), "table_entries_measured": lm.measured, "batch": batch,
+            "threads": threads, "most": most, "tried": tried}
+    return best["widths"], info

@@ -1,0 +1,68 @@
+"""The per-layer latency table behind ``--speedup``: measured once per machine key, reused
+from its cache, measured anew when the key changes; its prediction is monotone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphaprune import latency
+from alphaprune.graph import find_units
+from alphaprune.latency import LatencyModel, machine_key
+from alphaprune.models import create_model
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    model = create_model("vgg11", width=0.125, num_classes=10, in_channels=1).eval()
+    return model, find_units(model, torch.zeros(2, 1, 16, 16))
+
+
+def test_the_table_is_measured_once_and_reused_from_its_cache(tiny, tmp_path, monkeypatch):
+    model, structure = tiny
+    first = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    assert first.measured > 0 and first.path.is_file()
+    blob = json.loads(first.path.read_text())
+    assert blob["key"] == machine_key(4) and len(blob["entries"]) == first.measured
+    timed = []
+    monkeypatch.setattr(latency, "time_model", lambda *a, **k: timed.append(a) or 1.0)
+    again = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    assert again.measured == 0 and timed == []  # nothing timed: every entry came from disk
+    assert again(again.base_widths) == pytest.approx(first(first.base_widths))
+
+
+@pytest.mark.parametrize("change", ["threads", "batch", "torch"])
+def test_another_machine_key_measures_anew(tiny, tmp_path, monkeypatch, change):
+    model, structure = tiny
+    LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    batch = 4
+    if change == "threads":
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    elif change == "batch":
+        batch = 8
+    else:
+        monkeypatch.setattr(torch, "__version__", "9.9.9")
+    other = LatencyModel(structure, model, (1, 16, 16), batch=batch, cache_dir=tmp_path)
+    assert other.measured > 0
+    assert len(list((tmp_path / "latency").glob("*.json"))) == 2  # the first table is kept
+
+
+def test_a_corrupt_table_is_measured_again(tiny, tmp_path):
+    model, structure = tiny
+    lm = LatencyModel(structure, model, (1, 16, 16), batch=2, cache_dir=tmp_path)
+    lm.path.write_text("{not json")
+    assert LatencyModel(structure, model, (1, 16, 16), batch=2, cache_dir=tmp_path).measured > 0
+
+
+def test_the_prediction_grows_with_every_width(tiny, tmp_path):
+    model, structure = tiny
+    lm = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    base = lm.base_widths
+    half = [max(1, b // 2) for b in base]
+    for i in range(len(base)):
+        wider = half[:i] + [base[i]] + half[i + 1:]
+        assert lm(wider) >= lm(half)
+    assert lm(base) >= lm(half) > 0
