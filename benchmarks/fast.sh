@@ -9,7 +9,7 @@
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench bash benchmarks/fast.sh
 #
 # Expects $OUT/vgg16_w025/model.pt and $OUT/resnet20/model.pt (section 1's and section 7's
-# commands). One thread per job, two jobs at a time, each in its own folder (rerunning
+# commands). One thread per job, JOBS (2) at a time, each in its own folder (rerunning
 # resumes); then benchmarks/fast_table.py re-measures every model's latency side by side
 # with nothing else running and writes the table and the Pareto plot.
 set -eu
@@ -19,20 +19,20 @@ SEEDS=${SEEDS:-0}
 export OMP_NUM_THREADS=1
 COMMON="--data $DATA --train-subset 5000 --budget 8 --step-size 0.25 --match flops --no-progress"
 
-jobs() {  # one line per job: folder, then compare's own arguments
+jobs() {  # one line per job, longest first: folder, then compare's own arguments
   for seed in $SEEDS; do
-    for b in 0 0.5 1; do
-      echo "$OUT/fast/vgg_b${b}_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods os-step --balance $b --train-seed $seed"
-    done
-    echo "$OUT/fast/vgg_tp_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods tp-l1 --train-seed $seed"
     for b in 0 1; do
       echo "$OUT/fast/r20_b${b}_s$seed --checkpoint $OUT/resnet20/model.pt --targets 0.5,0.65 --methods os-step --balance $b --train-seed $seed"
     done
+    for b in 0 0.5 1; do
+      echo "$OUT/fast/vgg_b${b}_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods os-step --balance $b --train-seed $seed"
+    done
     echo "$OUT/fast/r20_tp_s$seed --checkpoint $OUT/resnet20/model.pt --targets 0.5,0.65 --methods tp-l1 --train-seed $seed"
+    echo "$OUT/fast/vgg_tp_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods tp-l1 --train-seed $seed"
   done
 }
 
 mkdir -p "$OUT/fast"
-jobs | xargs -P 2 -L 1 bash -c \
+jobs | xargs -P "${JOBS:-2}" -L 1 bash -c \
   'dir=$0; "'"$ALPHAPRUNE"'" compare "$@" '"$COMMON"' --out "$dir" > "$dir.log" 2>&1 || echo "FAILED: $dir"'
 "${PYTHON:-python}" "$(dirname "$0")/fast_table.py" "$OUT/fast" --out "$OUT/fast/summary"
