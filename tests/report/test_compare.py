@@ -41,13 +41,15 @@ def _assert_one_line_error(capsys, rc):
 def test_write_comparison_files_and_rows(prune_run, train_run, tmp_path):
     out = tmp_path / "cmp"
     paths = write_comparison([prune_run, train_run], out)
-    assert paths == {"png": out / "compare.png", "md": out / "compare.md", "json": out / "compare.json"}
+    assert paths == {"png": out / "compare.png", "pareto": out / "pareto.png", "md": out / "compare.md",
+                     "json": out / "compare.json"}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["pareto"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     md = paths["md"].read_text()
     rows = _md_rows(md)
     assert [r[0] for r in rows] == ["prune_run", "train_run"]
-    assert "![validation accuracy](compare.png)" in md
+    assert "![validation accuracy](compare.png)" in md and "(pareto.png)" in md
     best_ship = max(r["ship_val_acc"] for r in prune_metrics())
     best_val = max(r["val_acc"] for r in train_metrics())
     assert rows[0] == ["prune_run", "step", "11", f"{best_ship:.4f}", "0.9132", "0.9057", "443,001",
@@ -60,6 +62,17 @@ def test_write_comparison_files_and_rows(prune_run, train_run, tmp_path):
     assert all(list(d) == _CMP_HEADER for d in data)
     assert data[0]["epochs"] == 11 and data[1]["epochs"] == 4
     assert data[0]["removed"] == "64.12%"
+
+
+def test_the_pareto_points_are_the_shipped_models(prune_run, train_run, tmp_path):
+    from alphaprune.report.page import _pareto_point
+    from alphaprune.report.runs import read_run
+
+    p, t = _pareto_point(read_run(prune_run)), _pareto_point(read_run(train_run))
+    assert p == {"method": "prune_run", "test_acc": 0.90567, "params": 443001, "latency_b128_ms": 20.04}
+    assert t == {"method": "train_run", "test_acc": 0.9276, "params": 612345, "latency_b128_ms": None}
+    partial = write_prune_run(tmp_path / "partial", phases=[(0.75, 2)], summary=None)
+    assert _pareto_point(read_run(partial)) is None
 
 
 def test_write_comparison_marks_unfinished_runs(prune_run, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alphaprune.errors import UserError
 from alphaprune.report.headline import headline, headline_rows
-from alphaprune.report.plots import plot_comparison, plot_run
+from alphaprune.report.plots import plot_comparison, plot_pareto, plot_run
 from alphaprune.report.runs import Run, read_run
 from alphaprune.report.size import measure_latency
 
@@ -160,16 +160,31 @@ _CMP_HEADER = ["run", "scheduler", "epochs", "best val acc (shipped net)", "fina
                "final test acc", "params", "removed", "finished"]
 
 
+def _pareto_point(run: Run) -> dict | None:
+    """A finished run's shipped model as a Pareto plot point (latency only for prune runs,
+    whose summary measured it)."""
+    s = run.summary
+    acc = s.get("test_acc_after", s.get("test_acc"))
+    if acc is None:
+        return None
+    lat = (s.get("latency") or {}).get("after", {}).get("latency_b128_ms")
+    return {"method": run.name, "test_acc": acc, "params": s.get("params_after", s.get("params")),
+            "latency_b128_ms": lat}
+
+
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Compare runs: ``compare.png`` (val accuracy per epoch), ``compare.md`` and ``.json``."""
+    """Compare runs: ``compare.png`` (val accuracy per epoch), ``pareto.png`` (test accuracy
+    against measured latency and against parameters), ``compare.md`` and ``.json``."""
     runs = [read_run(r) for r in run_dirs]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder for the comparison")
     out.mkdir(parents=True, exist_ok=True)
     png = plot_comparison(runs, out / "compare.png")
+    pareto = plot_pareto([p for p in map(_pareto_point, runs) if p], out / "pareto.png")
     rows = [_final_row(r) for r in runs]
     (out / "compare.md").write_text("# Run comparison\n\n" + markdown_table(_CMP_HEADER, rows)
-                                    + "\n\n![validation accuracy](compare.png)\n")
+                                    + "\n\n![validation accuracy](compare.png)\n"
+                                    + "\n![accuracy against cost](pareto.png)\n")
     (out / "compare.json").write_text(json.dumps([dict(zip(_CMP_HEADER, r)) for r in rows], indent=2))
-    return {"png": png, "md": out / "compare.md", "json": out / "compare.json"}
+    return {"png": png, "pareto": pareto, "md": out / "compare.md", "json": out / "compare.json"}
