@@ -118,11 +118,17 @@ def test_model_file_is_loadable_and_records_the_run(trained):
 def test_summary_matches_the_model(trained):
     summary = json.loads((trained.out / "summary.json").read_text())
     model = alphaprune.load_model(trained.out / "model.pt")
-    assert summary["model"] == "vgg11"
+    assert summary["arch"] == "vgg11"
     assert summary["params"] == count_params(model)
     assert summary["flops"] == count_flops(model, (3, 32, 32))
     for k in ("val_acc", "test_acc"):
         assert 0 <= summary[k] <= 1
+    # the schema every command shares: the shipped model's numbers under one set of names
+    assert summary["schema"] == 2 and summary["command"] == "train"
+    block = summary["model"]
+    assert set(block) == {"params", "flops", "val_acc", "val_loss", "test_acc", "test_loss",
+                          "latency_b1_ms", "latency_b128_ms"}
+    assert all(block[k] == summary[k] for k in ("params", "flops", "val_acc", "test_acc"))
 
 
 # --------------------------------------------------------------------------- evaluate

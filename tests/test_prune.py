@@ -190,6 +190,19 @@ def test_summary(env):
     assert abs(s["val_acc_after"] - float(phases[-1]["best_val_acc"])) <= 1 / N_VAL + 1e-9
 
 
+def test_the_summary_shares_the_model_schema(env):
+    s = json.loads((env.out / "summary.json").read_text())
+    assert s["schema"] == 2 and s["command"] == "prune"
+    for block, when in (("model", "after"), ("original", "before")):
+        b = s[block]
+        assert (b["params"], b["flops"], b["test_acc"], b["val_acc"]) == (
+            s[f"params_{when}"], s[f"flops_{when}"], s[f"test_acc_{when}"], s[f"val_acc_{when}"])
+        assert b["latency_b128_ms"] == s["latency"][when]["latency_b128_ms"] > 0
+        assert b["test_loss"] > 0 and b["val_loss"] > 0
+    fused = alphaprune.load_model(env.out / "pruned.pt")
+    assert s["model"]["params"] == count_params(fused)
+
+
 def test_the_summary_opens_with_what_was_gained(env):
     s = json.loads((env.out / "summary.json").read_text())
     assert next(iter(s)) == "headline"

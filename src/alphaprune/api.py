@@ -24,6 +24,7 @@ from alphaprune.pipeline import (  # noqa: F401  (re-exported)
     split_meta,
     split_scores,
 )
+from alphaprune.report.headline import SCHEMA, model_block
 from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, recorded, write_config, write_json
@@ -110,11 +111,11 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     meta = {"source_run": str(out.resolve()), "command": "train", "split": split_meta(cfg.data),
             "best_epoch": best_epoch, "input_shape": list(ds.x.shape[1:])}
     save_model(pending(out, "model.pt"), model, arch, mean, std, ds.classes, meta)
-    summary = {"model": cfg.model, "params": count_params(model),
-               "flops": count_flops(model, tuple(ds.x.shape[1:])), "best_epoch": best_epoch,
-               "diverged": diverged,
-               "seconds": round(time.perf_counter() - t0, 2),
-               **split_scores(model, ds, splits, mean, std)}
+    scores = split_scores(model, ds, splits, mean, std)
+    params, flops = count_params(model), count_flops(model, tuple(ds.x.shape[1:]))
+    summary = {"schema": SCHEMA, "command": "train", "model": model_block(params, flops, scores),
+               "arch": cfg.model, "params": params, "flops": flops, "best_epoch": best_epoch,
+               "diverged": diverged, "seconds": round(time.perf_counter() - t0, 2), **scores}
     write_json(out / "summary.json", summary)
     write_report(out)
     finish(out, "model.pt")  # the last file: the run is finished only now

@@ -284,7 +284,7 @@ def _cmd_train(a) -> int:
     s = api.train(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
     if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
         return 0
-    print(f"trained {s['model']}: val acc {s['val_acc']:.4f}, test acc {s['test_acc']:.4f}, "
+    print(f"trained {s['arch']}: val acc {s['val_acc']:.4f}, test acc {s['test_acc']:.4f}, "
           f"{s['params']:,} params -> {a.out}/model.pt")
     return 0
 

@@ -28,7 +28,7 @@ from alphaprune.pipeline import (
     split_meta,
     split_scores,
 )
-from alphaprune.report.headline import headline
+from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
@@ -357,6 +357,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "flops_before": before["flops"], "flops_after": after["flops"],
         "test_acc_before": before["test_acc"], "test_acc_after": after["test_acc"],
         "val_acc_before": before["val_acc"], "val_acc_after": after["val_acc"],
+        "test_loss_before": before["test_loss"], "test_loss_after": after["test_loss"],
+        "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
         "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
         "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
@@ -368,6 +370,16 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
+
+
+def after_scores(s: dict) -> dict:
+    """The fused model's split scores from a prune summary's flat keys."""
+    return {k: s[f"{k}_after"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
+
+
+def before_scores(s: dict) -> dict:
+    """The original model's split scores from a prune summary's flat keys."""
+    return {k: s[f"{k}_before"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
 
 
 def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
@@ -430,7 +442,13 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         return None  # rank 0 fuses, measures and writes
     fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
     summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
-    summary = {"headline": headline(summary), **summary}  # what was gained comes first
+    lat = summary["latency"]
+    summary = {"headline": headline(summary), "schema": SCHEMA, "command": "prune",  # gains first
+               "model": model_block(summary["params_after"], summary["flops_after"], after_scores(summary),
+                                    lat["after"]),
+               "original": model_block(summary["params_before"], summary["flops_before"],
+                                       before_scores(summary), lat["before"]),
+               **summary}
     write_json(out / "summary.json", summary)
     write_report(out)
     finish(out, "pruned.pt")  # the last file: the run is finished only now

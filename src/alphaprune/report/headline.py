@@ -1,9 +1,39 @@
-"""What a pruning run gained, in one place: the first block of ``summary.json`` and of the
-report page."""
+"""The summary schema every command shares, and what a pruning run gained in one place.
+
+``summary.json`` of ``train`` and ``prune`` carries ``schema`` (2), ``command`` and a
+``model`` block for the model the run ships; ``prune`` adds ``original`` with the same
+keys and, first of all, a ``headline``. ``compare``'s result rows use the same names
+(:data:`MODEL_KEYS`). Older flat keys (``params_after``, ``test_acc_before``, ...) stay for
+readers of earlier runs."""
 
 from __future__ import annotations
 
-__all__ = ["headline", "headline_rows"]
+__all__ = ["headline", "headline_rows", "model_block", "shipped", "MODEL_KEYS", "SCHEMA"]
+
+SCHEMA = 2
+MODEL_KEYS = ("params", "flops", "val_acc", "val_loss", "test_acc", "test_loss",
+              "latency_b1_ms", "latency_b128_ms")
+
+
+def model_block(params: int, flops: int, scores: dict, latency: dict | None = None) -> dict:
+    """One model's numbers under the shared names (``scores``: ``split_scores``'s dict;
+    ``latency``: ``measure_side_by_side``'s entry for the model, if measured)."""
+    latency = latency or {}
+    return {"params": params, "flops": flops,
+            **{k: scores.get(k) for k in ("val_acc", "val_loss", "test_acc", "test_loss")},
+            "latency_b1_ms": latency.get("latency_b1_ms"),
+            "latency_b128_ms": latency.get("latency_b128_ms")}
+
+
+def shipped(s: dict) -> dict:
+    """The shipped model's block of a summary, also for runs written before the schema (their
+    flat ``*_after`` or plain keys); empty for an unfinished run."""
+    if isinstance(s.get("model"), dict):
+        return s["model"]
+    if not s:
+        return {}
+    after = (s.get("latency") or {}).get("after", {})
+    return {k: s.get(f"{k}_after", s.get(k, after.get(k))) for k in MODEL_KEYS}
 
 
 def _ratio(a, b):

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from alphaprune.errors import UserError
-from alphaprune.report.headline import headline, headline_rows
+from alphaprune.report.headline import headline, headline_rows, shipped
 from alphaprune.report.plots import plot_comparison, plot_pareto, plot_run
 from alphaprune.report.runs import Run, read_run
 from alphaprune.report.size import measure_latency
@@ -148,10 +148,10 @@ def _final_row(run: Run) -> list:
     s, last = run.summary, run.metrics[-1]
     key = "ship_val_acc" if "ship_val_acc" in last else "val_acc"
     best_val = max(r[key] for r in run.metrics)
+    m = shipped(s)
     return [run.name, run.config.get(run.command, {}).get("scheduler", "–"), len(run.metrics),
-            f"{best_val:.4f}", _fmt(s.get("val_acc_after", s.get("val_acc")), ".4f"),
-            _fmt(s.get("test_acc_after", s.get("test_acc")), ".4f"),
-            _fmt(s.get("params_after", s.get("params"))),
+            f"{best_val:.4f}", _fmt(m.get("val_acc"), ".4f"), _fmt(m.get("test_acc"), ".4f"),
+            _fmt(m.get("params")),
             _fmt(s.get("achieved_reduction"), ".2%") if "achieved_reduction" in s else "–",
             "yes" if s else "no (unfinished)"]
 
@@ -163,13 +163,11 @@ _CMP_HEADER = ["run", "scheduler", "epochs", "best val acc (shipped net)", "fina
 def _pareto_point(run: Run) -> dict | None:
     """A finished run's shipped model as a Pareto plot point (latency only for prune runs,
     whose summary measured it)."""
-    s = run.summary
-    acc = s.get("test_acc_after", s.get("test_acc"))
-    if acc is None:
+    m = shipped(run.summary)
+    if m.get("test_acc") is None:
         return None
-    lat = (s.get("latency") or {}).get("after", {}).get("latency_b128_ms")
-    return {"method": run.name, "test_acc": acc, "params": s.get("params_after", s.get("params")),
-            "latency_b128_ms": lat}
+    return {"method": run.name, "test_acc": m["test_acc"], "params": m["params"],
+            "latency_b128_ms": m.get("latency_b128_ms")}
 
 
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
