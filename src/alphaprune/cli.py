@@ -132,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size at which --speedup is measured (default 1)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
-    r.add_argument("--balance", type=float, default=1.0,
-                   help="1 (default): cut the wide late layers harder and keep the narrow early "
-                        "ones (most accurate); 0: every layer keeps the same share (fewest FLOPs)")
+    r.add_argument("--balance", type=float, default=None,
+                   help="1: cut the wide late layers harder and keep the narrow early ones (the "
+                        "default of --prune: most accurate per parameter); 0: every layer keeps "
+                        "the same share (the default of --flops and --speedup: most accurate "
+                        "per FLOP)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")

@@ -39,7 +39,7 @@ from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
-from alphaprune.prune import TARGET_OPTIONS, PruneConfig, prune
+from alphaprune.prune import DEFAULT_BALANCE, TARGET_OPTIONS, PruneConfig, prune
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
@@ -193,12 +193,12 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     done = read_results(results_path, repair=lead)
     # the widths objective selection will solve, which scratch and kd train too
     round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
-    balance = cfg.os_options.get("balance", PruneConfig.balance)
+    balance = cfg.os_options.get("balance", DEFAULT_BALANCE[cfg.match])
     check_width_options(round_to, balance)
     if cfg.match not in MATCHES:
         raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
+    _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
     _check_same_balance(done, balance, out)
-    _check_same_match(done, cfg.match, out)
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
     if lead:
         make_dir(out)

@@ -57,11 +57,8 @@ class PruneConfig:
     speedup: float | None = None      # or: run this many times faster than the original
     latency_batch: int = 1            # ... at this batch size, on this machine's threads
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
-    # 1: cut the wide late layers, keep the narrow early ones (solve_widths); at equal
-    # parameters +5.3 / +8.5 points at 65 / 90% over 0, the uniform ratio, with 8 epochs on
-    # 5,000 images and +0.5 / +3.4 with 30 on 40,000, for 1.9 / 3.3x its FLOPs
-    # (BENCHMARKS.md sections 6.6 and 5.2)
-    balance: float = 1.0
+    # None: the measured default of the target (DEFAULT_BALANCE), recorded as a number
+    balance: float | None = None
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None
@@ -114,6 +111,13 @@ class PruneConfig:
 
 DEFAULT_PRUNE = 0.65
 TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
+# --balance by target. Parameters: 1 (cut the wide late layers, keep the narrow early ones):
+# at equal parameters +5.3 / +8.5 points at 65 / 90% over 0 with 8 epochs on 5,000 images,
+# +0.5 / +3.4 with 30 on 40,000 (BENCHMARKS.md sections 6.6, 5.2). FLOPs: 0 (every layer
+# the same share): at equal FLOPs it kept 2-3x the parameters of 1 and led by 2 to 5 points
+# on VGG-16/4 and resnet20, tied at VGG-16/4's 50% (section 8). Latency follows the FLOPs
+# (a measured speed-up was not yet compared at equal latency).
+DEFAULT_BALANCE = {"params": 1.0, "flops": 0.0, "latency": 0.0}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -234,6 +238,8 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
+    if cfg.balance is None:  # the target's measured default, recorded as a number
+        cfg = replace(cfg, balance=DEFAULT_BALANCE[cfg.target()[0]])
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
     return cfg, out, ckpt, recorded
