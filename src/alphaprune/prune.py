@@ -114,8 +114,8 @@ TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup
 # --balance by target. Parameters: 1 (cut the wide late layers, keep the narrow early ones):
 # at equal parameters +5.3 / +8.5 points at 65 / 90% over 0 with 8 epochs on 5,000 images,
 # +0.5 / +3.4 with 30 on 40,000 (BENCHMARKS.md sections 6.6, 5.2). FLOPs: 0 (every layer
-# the same share): at equal FLOPs it kept 2-3x the parameters of 1 and led by 2 to 5 points
-# on VGG-16/4 and resnet20, tied at VGG-16/4's 50% (section 8). Latency follows the FLOPs
+# the same share): at equal FLOPs it kept 1.2-6x the parameters of 1 and led by 2 to 7 points
+# on VGG-16/4 and resnet20, within a point at VGG-16/4's 50% (section 8). Latency follows the FLOPs
 # (a measured speed-up was not yet compared at equal latency).
 DEFAULT_BALANCE = {"params": 1.0, "flops": 0.0, "latency": 0.0}
 
