@@ -173,8 +173,36 @@ def _run_dir(path: Path, lead: bool = True) -> tuple[Path, Path | None]:
     return path, None
 
 
-def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list[dict]:
-    """Run the comparison matrix (see the module docstring); return all result rows."""
+@dataclass
+class _Bench:
+    """What every method of one comparison shares: the data, the pretrained model and its
+    traced units, where objective selection reads it (``source``), and who writes."""
+
+    cfg: CompareConfig
+    out: Path
+    lead: bool                 # rank 0 alone writes; the other ranks only train
+    progress: bool
+    data: DataConfig
+    ds: object
+    splits: object
+    mean: list
+    std: list
+    mf: object
+    source: dict
+    structure: object
+    balance: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.ds.x.shape[1:])
+
+    @property
+    def classes(self) -> list:
+        return self.mf.classes or self.ds.classes
+
+
+def _checked(cfg: CompareConfig) -> CompareConfig:
+    """The settings that apply (``--quick`` expanded), each checked; nothing is written."""
     if cfg.quick:
         cfg = quick_config(cfg)
     require_finite(cfg)
@@ -186,20 +214,22 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             raise UserError(f"targets must be between 0 and 1, got {t}")
     if cfg.budget < 1:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
-    resolve_accelerator(cfg.accelerator)
-    out = Path(out)
-    results_path = out / "results.jsonl"
-    lead = is_leader()  # rank 0 alone writes; the other ranks only train (alphaprune.parallel)
-    done = read_results(results_path, repair=lead)
-    # the widths objective selection will solve, which scratch and kd train too
-    round_to = cfg.os_options.get("round_to", PruneConfig.round_to)
-    balance = cfg.os_options.get("balance", DEFAULT_BALANCE[cfg.match])
-    check_width_options(round_to, balance)
     if cfg.match not in MATCHES:
         raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
+    Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
+    return cfg
+
+
+def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[dict]]:
+    """Check the rows already written against this run, load the data and the pretrained
+    model, and record the pretrained row; returns the shared context and the rows."""
+    lead = is_leader()
+    done = read_results(out / "results.jsonl", repair=lead)
+    # the widths objective selection will solve, which scratch and kd train too
+    balance = cfg.os_options.get("balance", DEFAULT_BALANCE[cfg.match])
+    check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
     _check_same_balance(done, balance, out)
-    Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
     if lead:
         make_dir(out)
     data = DataConfig(**cfg.data)
@@ -207,28 +237,35 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     mean, std = ds.mean_std()
     mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes, cfg.model_kwargs)
     mean, std = mf.mean or mean, mf.std or std
-    shape = tuple(ds.x.shape[1:])
-    arch, pretrained = mf.arch, mf.model.eval()
     ckpt_path = out / "pretrained.pt"
     # objective selection goes through prune, which reads a model file; another rank may
     # not see rank 0's copy yet and reads the same weights from the source
     source = {"checkpoint": str(ckpt_path)} if lead else {
         "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
+    pretrained, shape = mf.model.eval(), tuple(ds.x.shape[1:])
+    b = _Bench(cfg, out, lead, progress, data, ds, splits, mean, std, mf, source,
+               find_units(pretrained, torch.zeros(2, *shape)), balance)  # traced at the data's size
     if lead and not ckpt_path.exists():
-        save_model(ckpt_path, pretrained, arch, mean, std, mf.classes or ds.classes,
+        save_model(ckpt_path, pretrained, mf.arch, mean, std, b.classes,
                    {"source": str(cfg.checkpoint), "input_shape": list(shape)})
-    finished = {(r["method"], r["target"]) for r in done}
-    if lead and ("pretrained", 0.0) not in finished:
+    if lead and ("pretrained", 0.0) not in {(r["method"], r["target"]) for r in done}:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0)
-        _append(results_path, {**row, "model_file": str(ckpt_path)}, done)
-    structure = find_units(pretrained, torch.zeros(2, *shape))  # traced at the data's size
-    cost = CostModel(structure)
-    base_w = cost.base_widths
-    optim = OptimConfig(lr=cfg.lr, schedule="cosine")
+        _append(out / "results.jsonl", {**row, "model_file": str(ckpt_path)}, done)
+    return b, done
+
+
+def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list[dict]:
+    """Run the comparison matrix (see the module docstring); return all result rows (none on
+    a rank other than 0 of a multi-process run)."""
+    cfg, out = _checked(cfg), Path(out)
+    b, done = _setup(cfg, out, progress)
+    cost = CostModel(b.structure)
+    finished = {(r["method"], r["target"]) for r in done}
     for target in cfg.targets:
         # scratch and kd train objective selection's own compact architecture
-        widths = solve_widths(base_w, getattr(cost, cfg.match), target, round_to, balance,
+        widths = solve_widths(cost.base_widths, getattr(cost, cfg.match), target,
+                              cfg.os_options.get("round_to", PruneConfig.round_to), b.balance,
                               option=TARGET_OPTIONS[cfg.match])
         # the peers are sized to objective selection's fused model by --match; unstructured
         # pruning changes no FLOPs and is sized by its non-zero parameters either way
@@ -236,52 +273,60 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
         for method in cfg.methods:
             if (method, target) in finished:
                 continue
-            if lead:
-                print(f"[compare] target {target:.0%} removed: {method}", flush=True)
-            run, ck = _run_dir(out / f"p{round(target * 100):02d}" / method, lead)
-            t0 = time.perf_counter()
-            if method in SCHEDULER_METHODS:
-                sched = method.removeprefix("os-")
-                per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
-                pcfg = PruneConfig(**source, **{"prune" if cfg.match == "params" else "flops": target},
-                                   scheduler=sched,
-                                   patience=cfg.patience, max_epochs_per_phase=per,
-                                   final_max_epochs=final, final_patience=max(cfg.patience, final),
-                                   max_total_epochs=cfg.budget,
-                                   optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
-                                   **_hardware(cfg),
-                                   **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
-                                   **cfg.os_options)
-                s = prune(pcfg, run, resume=ck is not None, progress=progress)
-                if not lead:
-                    continue
-                model_file = run / "pruned.pt"
-                model = load_checkpoint(model_file).model
-                acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
-            else:
-                model, epochs, nonzero = _baseline(method, cfg, pretrained, arch,
-                                                   (structure, widths), size,
-                                                   shape, run, ck, ds, splits, mean, std, data,
-                                                   optim, progress)
-                if not lead:
-                    continue
-                acc = split_scores(model, ds, splits, mean, std)
-                model_file = run / "model.pt"
-                save_model(model_file, model, arch, mean, std, mf.classes or ds.classes,
-                           {"method": method, "target": target, "input_shape": list(shape)})
-            row = _row(method, target, model, acc, shape, epochs, time.perf_counter() - t0,
-                       nonzero=method == "unstructured")
-            _append(results_path, {**row, "model_file": str(model_file), "balance": balance,
-                                   "match": cfg.match}, done)
-    if not lead:
-        return []
+            row = _run_method(b, method, target, widths, size)
+            if row is not None:
+                _append(out / "results.jsonl", {**row, "balance": b.balance, "match": cfg.match}, done)
+    return _finish(b, done) if b.lead else []
+
+
+def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> dict | None:
+    """Train one method at one target; its result row (None on a rank other than 0)."""
+    cfg = b.cfg
+    if b.lead:
+        print(f"[compare] target {target:.0%} removed: {method}", flush=True)
+    run, ck = _run_dir(b.out / f"p{round(target * 100):02d}" / method, b.lead)
+    t0 = time.perf_counter()
+    if method in SCHEDULER_METHODS:
+        sched = method.removeprefix("os-")
+        per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
+        pcfg = PruneConfig(**b.source, **{"prune" if cfg.match == "params" else "flops": target},
+                           scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
+                           final_max_epochs=final, final_patience=max(cfg.patience, final),
+                           max_total_epochs=cfg.budget,
+                           optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
+                           **_hardware(cfg),
+                           **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
+                           **cfg.os_options)
+        s = prune(pcfg, run, resume=ck is not None, progress=b.progress)
+        if not b.lead:
+            return None
+        model_file = run / "pruned.pt"
+        model = load_checkpoint(model_file).model
+        acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
+    else:
+        model, epochs, _ = _baseline(method, cfg, b.mf.model, b.mf.arch, (b.structure, widths),
+                                     size, b.shape, run, ck, b.ds, b.splits, b.mean, b.std,
+                                     b.data, OptimConfig(lr=cfg.lr, schedule="cosine"), b.progress)
+        if not b.lead:
+            return None
+        acc = split_scores(model, b.ds, b.splits, b.mean, b.std)
+        model_file = run / "model.pt"
+        save_model(model_file, model, b.mf.arch, b.mean, b.std, b.classes,
+                   {"method": method, "target": target, "input_shape": list(b.shape)})
+    row = _row(method, target, model, acc, b.shape, epochs, time.perf_counter() - t0,
+               nonzero=method == "unstructured")
+    return {**row, "model_file": str(model_file)}
+
+
+def _finish(b: _Bench, done: list[dict]) -> list[dict]:
+    """Every row's latency measured side by side, then the tables and the Pareto plot."""
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
     # by target, then in METHODS order, however the rows were run (slices, resumes)
-    final = sorted(remeasure_latency(done, shape),
+    final = sorted(remeasure_latency(done, b.shape),
                    key=lambda r: (r["target"], order.get(r["method"], len(order))))
-    (out / "results.json").write_text(json.dumps(final, indent=2))
-    write_tables(final, out)
-    plot_pareto(final, out / "pareto.png", title=f"{arch}: accuracy against measured cost")
+    (b.out / "results.json").write_text(json.dumps(final, indent=2))
+    write_tables(final, b.out)
+    plot_pareto(final, b.out / "pareto.png", title=f"{b.mf.arch}: accuracy against measured cost")
     return final
 
 
