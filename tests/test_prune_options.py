@@ -352,3 +352,43 @@ def test_an_unreachable_speedup_names_the_measured_most(tiny_checkpoint, tmp_pat
     _assert_one_line_error(err)
     assert "--speedup 1000 cannot be reached at batch 1" in err and "pass --speedup" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(
+        tiny_checkpoint, tmp_path, monkeypatch):
+    """The search times candidates, so it could choose other widths on another run: the
+    chosen ones go into config.yaml, and a resume or a --config repeat builds that network
+    without searching again."""
+    chosen = [4, 8, 8, 16, 16, 16, 16, 16]
+
+    def search(*args, **kwargs):
+        return list(chosen), {"tried": [], "most": 3.0}
+
+    monkeypatch.setattr(prune_mod, "solve_speedup", search)
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    i = argv.index("--prune")
+    argv[i:i + 2] = ["--speedup", "1.5", "--latency-batch", "8"]
+    assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
+    assert cfg["widths"] == chosen and cfg["speedup"] == 1.5
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(prune_mod, "solve_speedup", no_search)
+    assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
+                 "--no-progress"]) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["widths_after"] == chosen and s["speedup"]["target"] == 1.5
+    assert main(["prune", "--config", str(tmp_path / "run" / "config.yaml"), "--out",
+                 str(tmp_path / "again"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["widths_after"] == chosen
+
+
+def test_widths_that_do_not_fit_the_model_are_a_one_line_error(tiny_checkpoint, tmp_path, capsys):
+    assert main([*_argv(tiny_checkpoint, tmp_path / "run"), "--widths", "4,8"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert "--widths 4,8 does not fit vgg11: it has 8 prunable units" in err
+    assert not (tmp_path / "run").exists()

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine (per-layer latency table, checked by timing at the end)")
     r.add_argument("--latency-batch", type=int, default=1,
                    help="batch size at which --speedup is measured (default 1)")
+    r.add_argument("--widths", type=_widths, default=None,
+                   help="explicit per-unit widths instead of the target's solver (a --speedup "
+                        "run records the ones its measured search chose)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
     r.add_argument("--balance", type=float, default=None,
@@ -298,7 +301,7 @@ def _cmd_prune(a) -> int:
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
-    keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "round_to",
+    keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
             "balance", "scheduler", "step_size", "decay_rate", "mu", "factor", "cooldown",
             "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",

@@ -56,6 +56,9 @@ class PruneConfig:
     flops: float | None = None        # or: fraction of the FLOPs to remove (at the data's size)
     speedup: float | None = None      # or: run this many times faster than the original
     latency_batch: int = 1            # ... at this batch size, on this machine's threads
+    # explicit unit widths instead of the target's solver; --speedup records the widths its
+    # measured search chose here, so a resume or a repeat builds the same network
+    widths: list[int] | None = None
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # None: the measured default of the target (DEFAULT_BALANCE), recorded as a number
     balance: float | None = None
@@ -277,6 +280,8 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
+    if cfg.widths is not None:
+        return _Plan(structure, base_w, _checked_widths(cfg.widths, base_w, src.mf.arch))
     measure, fraction = cfg.target()
     if measure == "latency":
         widths, search = solve_speedup(
@@ -287,6 +292,14 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     widths = solve_widths(base_w, getattr(cost, measure), fraction, cfg.round_to, cfg.balance,
                           option=TARGET_OPTIONS[measure])
     return _Plan(structure, base_w, widths)
+
+
+def _checked_widths(widths: list[int], base: list[int], arch: str) -> list[int]:
+    if len(widths) != len(base) or not all(1 <= w <= b for w, b in zip(widths, base)):
+        raise UserError(f"--widths {','.join(map(str, widths))} does not fit {arch}: it has "
+                        f"{len(base)} prunable units of widths {','.join(map(str, base))}; give "
+                        "one width per unit, each between 1 and the unit's own")
+    return list(widths)
 
 
 def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, before: dict,
@@ -378,6 +391,17 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     }
 
 
+def _with_schema(s: dict) -> dict:
+    """The summary with what was gained first, then the shared model blocks
+    (:mod:`alphaprune.report.headline`), then the flat keys of earlier versions."""
+    lat = s["latency"]
+    return {"headline": headline(s), "schema": SCHEMA, "command": "prune",
+            "model": model_block(s["params_after"], s["flops_after"], after_scores(s), lat["after"]),
+            "original": model_block(s["params_before"], s["flops_before"], before_scores(s),
+                                    lat["before"]),
+            **s}
+
+
 def after_scores(s: dict) -> dict:
     """The fused model's split scores from a prune summary's flat keys."""
     return {k: s[f"{k}_after"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
@@ -431,6 +455,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
+    if plan.search is not None:  # measured, not recomputable: recorded for resume and repeats
+        cfg = replace(cfg, widths=plan.widths)
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:
@@ -448,13 +474,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         return None  # rank 0 fuses, measures and writes
     fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
     summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
-    lat = summary["latency"]
-    summary = {"headline": headline(summary), "schema": SCHEMA, "command": "prune",  # gains first
-               "model": model_block(summary["params_after"], summary["flops_after"], after_scores(summary),
-                                    lat["after"]),
-               "original": model_block(summary["params_before"], summary["flops_before"],
-                                       before_scores(summary), lat["before"]),
-               **summary}
+    summary = _with_schema(summary)
     write_json(out / "summary.json", summary)
     write_report(out)
     finish(out, "pruned.pt")  # the last file: the run is finished only now
