@@ -272,8 +272,9 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
 
 
 def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
-    """The prunable units (traced) and the widths that meet the target (parameters or FLOPs,
-    exact from the traced graph at the data's input size)."""
+    """The prunable units (traced) and the widths that meet the target: parameters or FLOPs
+    exact from the traced graph at the data's input size, a speed-up by a measured search
+    (:mod:`alphaprune.speedup`), or the recorded ``widths``."""
     example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
     structure = find_units(src.model, example)
     if not structure.units:
