@@ -28,7 +28,7 @@ def test_the_table_is_measured_once_and_reused_from_its_cache(tiny, tmp_path, mo
     blob = json.loads(first.path.read_text())
     assert blob["key"] == machine_key(4) and len(blob["entries"]) == first.measured
     timed = []
-    monkeypatch.setattr(latency, "time_model", lambda *a, **k: timed.append(a) or 1.0)
+    monkeypatch.setattr(latency, "time_ms", lambda *a, **k: timed.append(a) or 1.0)
     again = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
     assert again.measured == 0 and timed == []  # nothing timed: every entry came from disk
     assert again(again.base_widths) == pytest.approx(first(first.base_widths))

@@ -372,14 +372,10 @@ def compact_model(structure, widths, arch: str, seed: int) -> torch.nn.Module:
     """The architecture objective selection ships at ``widths``, freshly initialised with
     ``seed``: the registry class with the fused widths, or for a user model the fused graph
     with every layer re-initialised."""
-    from alphaprune.blend import BlendedNet, fuse
+    from alphaprune.blend.fuse import fused_architecture
     from alphaprune.models.registry import infer_kwargs
 
-    state = torch.get_rng_state()  # building the branches draws their init: not the runs'
-    try:
-        fused = fuse(BlendedNet(structure, widths), None if arch == GRAPH_ARCH else arch)
-    finally:
-        torch.set_rng_state(state)
+    fused = fused_architecture(structure, widths, None if arch == GRAPH_ARCH else arch)
     torch.manual_seed(seed)
     if arch != GRAPH_ARCH:
         return create_model(arch, **infer_kwargs(arch, fused.state_dict()))

@@ -24,8 +24,6 @@ import copy
 import hashlib
 import json
 import platform
-import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,8 +36,9 @@ from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
 from alphaprune.graph.units import Structure
+from alphaprune.report.size import measure_latency
 
-__all__ = ["LatencyModel", "machine_key", "time_model"]
+__all__ = ["LatencyModel", "machine_key", "time_ms"]
 
 _GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -60,27 +59,10 @@ def machine_key(batch: int, threads: int | None = None) -> dict:
             "threads": threads or torch.get_num_threads(), "batch": batch}
 
 
-@torch.inference_mode()
-def time_model(model: nn.Module, input_shape, batch: int, rounds: int = 5) -> float:
-    """Median ms per forward pass of ``model`` (eval, channels-last for images) over
-    ``rounds`` rounds after a warm-up; each round is the median of a few passes."""
-    model = copy.deepcopy(model).eval()  # the caller's model keeps its mode and format
-    x = torch.randn(batch, *input_shape)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-        model = model.to(memory_format=torch.channels_last)
-    for _ in range(3):
-        model(x)
-    per_round = 7 if batch == 1 else 3
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(per_round):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-        medians.append(statistics.median(times))
-    return statistics.median(medians) * 1e3
+def time_ms(model: nn.Module, input_shape, batch: int) -> float:
+    """Median ms per forward pass (:func:`alphaprune.report.size.measure_latency`)."""
+    return measure_latency(model, input_shape, batch, repeats=15 if batch == 1 else 9,
+                           warmup=3) * 1e3
 
 
 class LatencyModel:
@@ -109,9 +91,8 @@ class LatencyModel:
         self.coefs = [self._fit(sig, lay, t) for sig, lay, t in self.layers]
         full = self.layers_ms(self.base_widths)
         whole = self._lookup({"whole": _digest(repr(model))},
-                             lambda: time_model(model, input_shape, batch))
+                             lambda: time_ms(model, input_shape, batch))
         self.rest = max(0.0, whole - full)
-        self.base = whole
         self._write()
 
     # -- the table -----------------------------------------------------------------------
@@ -141,8 +122,8 @@ class LatencyModel:
 
     def _at(self, sig: dict, tail: list, cin: int, cout: int) -> float:
         return self._lookup({**sig, "cin": cin, "cout": cout},
-                            lambda: time_model(_block(sig, tail, cin, cout), _in_shape(sig, cin),
-                                               self.batch, rounds=3))
+                            lambda: time_ms(_block(sig, tail, cin, cout), _in_shape(sig, cin),
+                                            self.batch))
 
     def _fit(self, sig: dict, lay, tail: list) -> list[float]:
         """Non-negative least-squares coefficients of the layer's cost model on its grid."""

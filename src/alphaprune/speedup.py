@@ -12,14 +12,15 @@ narrowest) is measured first: a target beyond it is a one-line error naming it.
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn as nn
 
-from alphaprune.blend import BlendedNet, fuse, solve_widths
+from alphaprune.blend import solve_widths
+from alphaprune.blend.fuse import fused_architecture
+from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import UserError
-from alphaprune.latency import LatencyModel, time_model
+from alphaprune.latency import LatencyModel
+from alphaprune.report.page import measure_side_by_side
 
 __all__ = ["solve_speedup", "measured_speedup"]
 
@@ -28,23 +29,16 @@ TOLERANCE = 0.03
 
 def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
                      rounds: int = 5) -> tuple[float, float, float]:
-    """(original ms / other ms, original ms, other ms): medians of interleaved rounds."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(time_model(original, shape, batch, rounds=1))
-        b.append(time_model(other, shape, batch, rounds=1))
-    ma, mb = statistics.median(a), statistics.median(b)
+    """(original ms / other ms, original ms, other ms) at ``batch``: medians of interleaved
+    rounds (:func:`alphaprune.report.page.measure_side_by_side`)."""
+    m = measure_side_by_side({"a": original, "b": other}, shape, rounds, batches=(batch,))
+    ma, mb = m["a"][f"latency_b{batch}_ms"], m["b"][f"latency_b{batch}_ms"]
     return ma / mb, ma, mb
 
 
 def _candidate(structure, widths, arch: str | None) -> nn.Module:
-    """The fused architecture at ``widths`` (branch weights drawn without touching the run's
-    random state: only its shape is timed)."""
-    state = torch.get_rng_state()
-    try:
-        return fuse(BlendedNet(structure, widths), arch).eval()
-    finally:
-        torch.set_rng_state(state)
+    """The fused architecture at ``widths``: only its shape is timed."""
+    return fused_architecture(structure, widths, arch).eval()
 
 
 def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):
@@ -68,7 +62,7 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
     measured speed-up."""
     lm = LatencyModel(structure, model, shape, batch, round_to, cache_dir=cache_dir)
     base = list(lm.base_widths)
-    narrowest = [round_to if b > round_to else 1 for b in base]
+    narrowest = narrow_widths(base, round_to)
     most, t_base, t_narrow = measured_speedup(model, _candidate(structure, narrowest, arch),
                                               shape, batch)
     threads = torch.get_num_threads()

@@ -210,8 +210,9 @@ def test_measure_side_by_side_takes_the_median_of_alternating_rounds(monkeypatch
     calls = []
     times = iter([5.0, 1.0, 9.0, 2.0, 7.0, 3.0])  # a, b, a, b, a, b
 
-    def fake(models, shape):
+    def fake(models, shape, batches):
         (name,) = models
+        assert batches == (1, 128)
         calls.append(name)
         t = next(times)
         return {name: {"latency_b1_ms": t, "latency_b128_ms": 10 * t}}
@@ -221,3 +222,11 @@ def test_measure_side_by_side_takes_the_median_of_alternating_rounds(monkeypatch
     assert calls == ["a", "b"] * 3
     assert out == {"a": {"latency_b1_ms": 7.0, "latency_b128_ms": 70.0},
                    "b": {"latency_b1_ms": 2.0, "latency_b128_ms": 20.0}}
+
+
+def test_measure_models_times_the_batch_sizes_asked():
+    import torch.nn as nn
+
+    out = measure_models({"m": nn.Conv2d(3, 4, 3)}, (3, 8, 8), repeats=1, batches=(1, 8))
+    assert set(out["m"]) == {"latency_b1_ms", "latency_b8_ms"}
+    assert all(v > 0 for v in out["m"].values())

@@ -30,7 +30,7 @@ from alphaprune.blend.branch import matrix
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs
 
-__all__ = ["fuse", "fuse_graph", "fold_layer"]
+__all__ = ["fuse", "fuse_graph", "fold_layer", "fused_architecture"]
 
 
 @torch.no_grad()
@@ -87,6 +87,18 @@ def fuse(blended: BlendedNet, arch: str | None = None) -> nn.Module:
 
 
 @torch.no_grad()
+def fused_architecture(structure, widths, arch: str | None = None) -> nn.Module:
+    """The compact network objective selection ships at ``widths`` (its shape; the weights
+    come from branches drawn without touching the caller's random state)."""
+    import torch
+
+    state = torch.get_rng_state()  # building the branches draws their init
+    try:
+        return fuse(BlendedNet(structure, widths), arch)
+    finally:
+        torch.set_rng_state(state)
+
+
 def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     """The fused network as a ``GraphModule`` (see :func:`fuse`)."""
     structure = blended.structure

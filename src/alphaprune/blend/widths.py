@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from alphaprune.errors import UserError
 
-__all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options"]
+__all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options", "narrowest"]
 
 
 def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
@@ -38,6 +38,12 @@ def check_width_options(round_to: int, balance: float) -> None:
         raise UserError(f"--round-to must be >= 1, got {round_to}")
     if not 0.0 <= balance <= 1.0:
         raise UserError(f"--balance must be between 0 and 1, got {balance}")
+
+
+def narrowest(base: Sequence[int], round_to: int) -> list[int]:
+    """The narrowest widths the solver may give: ``round_to`` channels, or 1 for a unit no
+    wider than ``round_to``."""
+    return [1 if b <= round_to else round_to for b in base]
 
 
 def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
@@ -68,7 +74,7 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
                         f"removes 65% of the {what}")
     base = [int(b) for b in base]
     target = (1.0 - prune) * count(base)
-    floor = count([1 if b <= round_to else round_to for b in base])  # snap()'s narrowest
+    floor = count(narrowest(base, round_to))
     if floor > target:
         raise UserError(f"{option} {prune} cannot be reached: with every prunable unit at its "
                         f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
