@@ -162,6 +162,32 @@ def test_balance_shapes_objective_selection_and_its_scratch_twin(results, tmp_pa
         assert [u.conv.out_channels for u in model.features] == want, method
 
 
+def test_the_sensitivity_solver_shapes_objective_selection_and_its_kd_twin(results, tmp_path,
+                                                                           capsys):
+    """``--solver sensitivity``: objective selection and the kd twin train the widths the
+    measured cuts chose, Torch-Pruning is sized to them, and a rerun with the ratio solver
+    is refused (it would mix architectures in one table)."""
+    import alphaprune
+
+    _, out, _ = results
+    run = tmp_path / "sens"
+    argv = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+            "--targets", "0.5", "--match", "flops", "--out", str(run), "--no-progress"]
+    assert main([*argv, "--methods", "os-step,kd,tp-l1", "--solver", "sensitivity"]) == 0
+    rows = {r["method"]: r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+    assert {rows[m]["solver"] for m in ("os-step", "kd", "tp-l1")} == {"sensitivity"}
+    widths = {m: [u.conv.out_channels for u in alphaprune.load_model(run / "p50" / m / f).features]
+              for m, f in (("os-step", "pruned.pt"), ("kd", "model.pt"))}
+    assert widths["os-step"] == widths["kd"]
+    full = [u.conv.out_channels for u in alphaprune.load_model(out / "pretrained.pt").features]
+    assert widths["os-step"] != full
+    assert abs(rows["tp-l1"]["flops"] - rows["os-step"]["flops"]) <= 0.02 * rows["os-step"]["flops"]
+    capsys.readouterr()
+    assert main([*argv, "--methods", "scratch", "--solver", "ratio"]) == 2
+    err = capsys.readouterr().err
+    assert "--solver sensitivity to continue it" in err and len(err.splitlines()) == 1
+
+
 def test_rerun_with_another_balance_is_refused(results, tmp_path, capsys):
     """The quick matrix ran with the default balance; continuing it with another would mix
     architectures in one table."""

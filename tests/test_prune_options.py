@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import alphaprune
+import alphaprune.plan as plan_mod
 import alphaprune.prune as prune_mod
 from alphaprune.blend import solve_widths
 from alphaprune.blend.widths import vgg_counter
@@ -309,6 +310,56 @@ def test_one_target_per_run(tiny_checkpoint, tmp_path, capsys):
     assert rc == 2 and not (tmp_path / "run").exists()
 
 
+# --------------------------------------------------------------------------- the sensitivity solver
+
+
+def test_the_sensitivity_solver_meets_a_flops_target_and_records_its_widths(
+        tiny_checkpoint, tmp_path, monkeypatch):
+    """The widths come from measured cuts on validation images: they are recorded with the
+    table they came from, and a resume builds the same network without measuring again."""
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    i = argv.index("--prune")
+    argv[i:i + 2] = ["--flops", "0.5", "--solver", "sensitivity", "--search-size", "20"]
+    assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
+    assert cfg["solver"] == "sensitivity" and cfg["widths"] is not None
+    assert cfg["widths"] != solve_widths([4, 8, 16, 16, 32, 32, 32, 32], lambda w: sum(w), 0.5, 8)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(plan_mod, "unit_sensitivity", no_search)
+    assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
+                 "--no-progress"]) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["widths_after"] == cfg["widths"] and s["solver"] == "sensitivity"
+    assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.01
+
+
+def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    assert main([*argv, "--solver", "sensitivity", "--search-size", "20"]) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    table = s["width_search"]["sensitivity"]
+    assert len(table) == len(s["widths_before"])
+    for unit, base in zip(table, s["widths_before"]):
+        assert unit[str(base)] == 0.0 and len(unit) >= 2  # the whole unit costs nothing
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.01
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--solver", "sensitivity", "--balance", "1"], ["--balance", "--solver sensitivity"]),
+    (["--solver", "sensitivity", "--search-size", "0"], ["--search-size must be >= 1"]),
+])
+def test_bad_solver_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsys, extra, words):
+    rc = main([*_argv(tiny_checkpoint, tmp_path / "run"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    _assert_one_line_error(err)
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- the speed-up target
 
 
@@ -364,7 +415,7 @@ def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(
     def search(*args, **kwargs):
         return list(chosen), {"tried": [], "most": 3.0}
 
-    monkeypatch.setattr(prune_mod, "solve_speedup", search)
+    monkeypatch.setattr(plan_mod, "solve_speedup", search)
     argv = _argv(tiny_checkpoint, tmp_path / "run")
     i = argv.index("--prune")
     argv[i:i + 2] = ["--speedup", "1.5", "--latency-batch", "8"]
@@ -375,7 +426,7 @@ def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(
     def no_search(*args, **kwargs):
         raise AssertionError("searched again")
 
-    monkeypatch.setattr(prune_mod, "solve_speedup", no_search)
+    monkeypatch.setattr(plan_mod, "solve_speedup", no_search)
     assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
                  "--no-progress"]) == 0
     s = json.loads((tmp_path / "run" / "summary.json").read_text())

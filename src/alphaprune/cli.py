@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "default of --prune: most accurate per parameter); 0: every layer keeps "
                         "the same share (the default of --flops and --speedup: most accurate "
                         "per FLOP)")
+    r.add_argument("--solver", choices=["ratio", "sensitivity"], default=None,
+                   help="ratio: one keep ratio, tilted by --balance; sensitivity: cut where the "
+                        "pretrained network's validation loss rises least per unit of the "
+                        "target's cost (measured cuts, FastNAS-like; the widths are recorded)")
+    r.add_argument("--search-size", type=int, default=1000,
+                   help="validation images the sensitivity solver scores its cuts on")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -217,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection: lr warm-up steps per phase")
     c.add_argument("--balance", type=float, default=None,
                    help="objective selection (and scratch/kd): width balance across layers")
+    c.add_argument("--solver", choices=["ratio", "sensitivity"], default=None,
+                   help="objective selection (and scratch/kd): width solver (see prune)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)
@@ -302,8 +310,8 @@ def _cmd_prune(a) -> int:
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
-            "balance", "scheduler", "step_size", "decay_rate", "mu", "factor", "cooldown",
-            "threshold", "patience", "min_delta", "max_epochs_per_phase",
+            "balance", "solver", "search_size", "scheduler", "step_size", "decay_rate", "mu",
+            "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *_HARDWARE]
@@ -360,7 +368,7 @@ def _cmd_compare(a) -> int:
     from alphaprune.compare import METHODS, CompareConfig, compare
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
-               "balance")
+               "balance", "solver")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,

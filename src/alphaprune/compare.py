@@ -30,7 +30,6 @@ import torch
 
 from alphaprune.atomic import atomic_write_text
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
-from alphaprune.blend import solve_widths
 from alphaprune.blend.widths import check_width_options
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -39,7 +38,8 @@ from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
-from alphaprune.prune import DEFAULT_BALANCE, TARGET_OPTIONS, PruneConfig, prune
+from alphaprune.plan import WidthTarget, check_solver, search_data, solve_target
+from alphaprune.prune import PruneConfig, prune, resolve_solver
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
@@ -190,7 +190,8 @@ class _Bench:
     mf: object
     source: dict
     structure: object
-    balance: float
+    balance: float | None       # None under the sensitivity solver
+    solver: str
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -226,10 +227,12 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     lead = is_leader()
     done = read_results(out / "results.jsonl", repair=lead)
     # the widths objective selection will solve, which scratch and kd train too
-    balance = cfg.os_options.get("balance", DEFAULT_BALANCE[cfg.match])
-    check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance)
+    picked = resolve_solver(cfg.os_options.get("solver"), cfg.os_options.get("balance"), cfg.match)
+    solver, balance = picked["solver"], picked["balance"]
+    check_solver(solver)
+    check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance or 0.0)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
-    _check_same_balance(done, balance, out)
+    _check_same_widths(done, balance, solver, out)
     if lead:
         make_dir(out)
     data = DataConfig(**cfg.data)
@@ -244,7 +247,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
         "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
     pretrained, shape = mf.model.eval(), tuple(ds.x.shape[1:])
     b = _Bench(cfg, out, lead, progress, data, ds, splits, mean, std, mf, source,
-               find_units(pretrained, torch.zeros(2, *shape)), balance)  # traced at the data's size
+               find_units(pretrained, torch.zeros(2, *shape)), balance, solver)  # at the data's size
     if lead and not ckpt_path.exists():
         save_model(ckpt_path, pretrained, mf.arch, mean, std, b.classes,
                    {"source": str(cfg.checkpoint), "input_shape": list(shape)})
@@ -262,11 +265,15 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     b, done = _setup(cfg, out, progress)
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
+    val = search_data(b.solver, b.ds, b.splits.val, cfg.os_options.get("search_size", 1000),
+                      b.mean, b.std, b.data.seed)
     for target in cfg.targets:
-        # scratch and kd train objective selection's own compact architecture
-        widths = solve_widths(cost.base_widths, getattr(cost, cfg.match), target,
-                              cfg.os_options.get("round_to", PruneConfig.round_to), b.balance,
-                              option=TARGET_OPTIONS[cfg.match])
+        # objective selection prunes to these widths; scratch and kd train them too
+        widths, _ = solve_target(
+            WidthTarget(cfg.match, target, b.solver,
+                        cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
+                        cfg.os_options.get("importance", PruneConfig.importance)),
+            b.structure, b.mf.model, None, b.shape, val)
         # the peers are sized to objective selection's fused model by --match; unstructured
         # pruning changes no FLOPs and is sized by its non-zero parameters either way
         size = {"params": cost.params(widths), "flops": cost.flops(widths)}
@@ -275,7 +282,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 continue
             row = _run_method(b, method, target, widths, size)
             if row is not None:
-                _append(out / "results.jsonl", {**row, "balance": b.balance, "match": cfg.match}, done)
+                _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
+                                                 "match": cfg.match}, done)
     return _finish(b, done) if b.lead else []
 
 
@@ -290,7 +298,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
         sched = method.removeprefix("os-")
         per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
         pcfg = PruneConfig(**b.source, **{"prune" if cfg.match == "params" else "flops": target},
-                           scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
+                           widths=widths, scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
                            final_max_epochs=final, final_patience=max(cfg.patience, final),
                            max_total_epochs=cfg.budget,
                            optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
@@ -340,12 +348,18 @@ def _check_same_match(done: list[dict], match: str, out: Path) -> None:
                         f"--match {was} to continue it, or another --out")
 
 
-def _check_same_balance(done: list[dict], balance: float, out: Path) -> None:
+def _check_same_widths(done: list[dict], balance: float, solver: str, out: Path) -> None:
     """A rerun must solve the same widths as the rows it continues (scratch and kd train
-    objective selection's architecture): refuse another ``--balance``. Rows written before
-    ``--balance`` existed had uniform widths (0)."""
-    used = {r.get("balance", 0.0) for r in done if r["method"] != "pretrained"}
-    if used and used != {balance}:
+    objective selection's architecture): refuse another ``--solver`` or ``--balance``.
+    Rows written before they existed had the ratio solver's uniform widths (balance 0)."""
+    rows = [r for r in done if r["method"] != "pretrained"]
+    used = {r.get("solver", "ratio") for r in rows}
+    if used and used != {solver}:
+        was = ", ".join(sorted(used))
+        raise UserError(f"{out} holds rows made with --solver {was}, this run would use "
+                        f"{solver}: pass --solver {was} to continue it, or another --out")
+    used = {r.get("balance", 0.0) for r in rows}
+    if solver == "ratio" and used and used != {balance}:
         was = ", ".join(f"{b:g}" for b in sorted(used))
         raise UserError(f"{out} holds rows made with --balance {was}, this run would use "
                         f"{balance:g}: pass --balance {was} to continue it, or another --out")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from alphaprune.blend import BlendedNet, fuse, solve_widths
+from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
-from alphaprune.graph import CostModel, find_units
+from alphaprune.graph import find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, is_leader
@@ -28,6 +28,7 @@ from alphaprune.pipeline import (
     split_meta,
     split_scores,
 )
+from alphaprune.plan import TARGET_OPTIONS, WidthTarget, check_solver, search_data, solve_target
 from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
@@ -35,7 +36,6 @@ from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
-from alphaprune.speedup import solve_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import PhaseController
@@ -62,6 +62,10 @@ class PruneConfig:
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # None: the measured default of the target (DEFAULT_BALANCE), recorded as a number
     balance: float | None = None
+    # ratio (one keep ratio, tilted by balance) or sensitivity (cut where the validation
+    # loss rises least per unit of cost); None: the target's measured default (DEFAULT_SOLVER)
+    solver: str | None = None
+    search_size: int = 1000           # validation images the sensitivity solver scores on
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None
@@ -113,7 +117,6 @@ class PruneConfig:
 
 
 DEFAULT_PRUNE = 0.65
-TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
 # --balance by target. Parameters: 1 (cut the wide late layers, keep the narrow early ones):
 # at equal parameters +5.3 / +8.5 points at 65 / 90% over 0 with 8 epochs on 5,000 images,
 # +0.5 / +3.4 with 30 on 40,000 (BENCHMARKS.md sections 6.6, 5.2). FLOPs: 0 (every layer
@@ -121,6 +124,25 @@ TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup
 # on VGG-16/4 and resnet20, within a point at VGG-16/4's 50% (section 8). Latency follows the FLOPs
 # (a measured speed-up was not yet compared at equal latency).
 DEFAULT_BALANCE = {"params": 1.0, "flops": 0.0, "latency": 0.0}
+DEFAULT_SOLVER = {"params": "ratio", "flops": "ratio", "latency": "ratio"}
+
+
+def resolve_solver(solver: str | None, balance: float | None, measure: str) -> dict:
+    """``{"solver", "balance"}`` as a run records them: a given ``balance`` means the ratio
+    solver; what is not given is the target's measured default (balance is None under
+    the sensitivity solver, which has no use for it).
+
+    Raises:
+        UserError: ``--balance`` with ``--solver sensitivity``.
+    """
+    if solver is None:
+        solver = "ratio" if balance is not None else DEFAULT_SOLVER[measure]
+    if solver == "sensitivity":
+        if balance is not None:
+            raise UserError("--balance tilts the ratio solver's widths; --solver sensitivity "
+                            "chooses them from measurements: pass one of the two")
+        return {"solver": solver, "balance": None}
+    return {"solver": solver, "balance": DEFAULT_BALANCE[measure] if balance is None else balance}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -129,6 +151,7 @@ def _config_from_dict(d: dict) -> PruneConfig:
     # a run recorded before --balance existed had uniform widths; resuming it with today's
     # default would build another architecture than its checkpoint holds
     d.setdefault("balance", 0.0)
+    d.setdefault("solver", "ratio")  # the one solver before --solver existed
     return PruneConfig(**d)
 
 
@@ -195,7 +218,10 @@ def _validate(cfg: PruneConfig) -> None:
     cfg.optim.validate()
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator),
                                DataConfig(**cfg.data).batch_size)
-    check_width_options(cfg.round_to, cfg.balance)
+    check_solver(cfg.solver)
+    check_width_options(cfg.round_to, cfg.balance or 0.0)
+    if cfg.search_size < 1:
+        raise UserError(f"--search-size must be >= 1, got {cfg.search_size}")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 
@@ -225,7 +251,7 @@ class _Plan:
     structure: object
     base_widths: list[int]
     widths: list[int]
-    search: dict | None = None   # --speedup: the measured search for the widths
+    search: dict | None = None   # how the widths were found (plan.solve_target); None: given
 
 
 def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
@@ -241,8 +267,7 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
-    if cfg.balance is None:  # the target's measured default, recorded as a number
-        cfg = replace(cfg, balance=DEFAULT_BALANCE[cfg.target()[0]])
+    cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
     return cfg, out, ckpt, recorded
@@ -283,16 +308,19 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     base_w = [u.width for u in structure.units]
     if cfg.widths is not None:
         return _Plan(structure, base_w, _checked_widths(cfg.widths, base_w, src.mf.arch))
+    widths, search = solve_target(width_target(cfg), structure, src.model,
+                                  None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
+                                  search_data(cfg.solver, src.ds, src.splits.val, cfg.search_size,
+                                              src.mean, src.std, src.data_cfg.seed),
+                                  src.data_cfg.cache_dir)
+    return _Plan(structure, base_w, widths, search)
+
+
+def width_target(cfg: PruneConfig) -> WidthTarget:
+    """The run's target and solver settings for :func:`alphaprune.plan.solve_target`."""
     measure, fraction = cfg.target()
-    if measure == "latency":
-        widths, search = solve_speedup(
-            structure, src.model, None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
-            cfg.speedup, cfg.latency_batch, cfg.round_to, cfg.balance, src.data_cfg.cache_dir)
-        return _Plan(structure, base_w, widths, search)
-    cost = CostModel(structure)
-    widths = solve_widths(base_w, getattr(cost, measure), fraction, cfg.round_to, cfg.balance,
-                          option=TARGET_OPTIONS[measure])
-    return _Plan(structure, base_w, widths)
+    return WidthTarget(measure, fraction, cfg.solver, cfg.round_to, cfg.balance or 0.0, cfg.importance,
+                       cfg.speedup, cfg.latency_batch)
 
 
 def _checked_widths(widths: list[int], base: list[int], arch: str) -> list[int]:
@@ -384,6 +412,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "test_loss_before": before["test_loss"], "test_loss_after": after["test_loss"],
         "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
         "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
+        "solver": cfg.solver, "width_search": plan.search,
         "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
@@ -460,7 +489,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
-    if plan.search is not None:  # measured, not recomputable: recorded for resume and repeats
+    if plan.search is not None and (cfg.speedup or cfg.solver == "sensitivity"):
+        # measured: recorded, so that a resume or a repeat builds the same network
         cfg = replace(cfg, widths=plan.widths)
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])

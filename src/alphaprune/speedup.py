@@ -12,10 +12,11 @@ narrowest) is measured first: a target beyond it is a one-line error naming it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
-from alphaprune.blend import solve_widths
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import UserError
@@ -55,11 +56,15 @@ def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):
 
 
 def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup: float,
-                  batch: int, round_to: int, balance: float, cache_dir=None,
+                  batch: int, round_to: int, solve: Callable, cache_dir=None,
                   iterations: int = 5) -> tuple[list[int], dict]:
     """Widths for ``speedup`` and a record of the search: the latency table's file and how
     many entries this run measured, the largest measured speed-up, and every candidate's
-    measured speed-up."""
+    measured speed-up.
+
+    ``solve(base, count, fraction, option=...)`` is the width solver
+    (:mod:`alphaprune.plan`): it decides where to cut to remove ``fraction`` of the
+    predicted latency ``count``."""
     lm = LatencyModel(structure, model, shape, batch, round_to, cache_dir=cache_dir)
     base = list(lm.base_widths)
     narrowest = narrow_widths(base, round_to)
@@ -76,7 +81,7 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
     keep, tried = 1.0 / speedup, []
     for _ in range(iterations):
         try:
-            widths = solve_widths(base, count, 1.0 - keep, round_to, balance, option="--speedup")
+            widths = solve(base, count, 1.0 - keep, option="--speedup")
         except UserError:  # beyond what the prediction reaches: the measured floor decides
             widths = narrowest
         x, _, _ = measured_speedup(model, _candidate(structure, widths, arch), shape, batch)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from alphaprune.errors import UserError
 
-__all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options", "narrowest"]
+__all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options", "narrowest",
+           "check_target", "refine"]
 
 
 def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
@@ -46,6 +47,28 @@ def narrowest(base: Sequence[int], round_to: int) -> list[int]:
     return [1 if b <= round_to else round_to for b in base]
 
 
+def check_target(base: Sequence[int], count: Callable[[Sequence[int]], float], prune: float,
+                 round_to: int, option: str = "--prune") -> float:
+    """``(1 - prune) * count(base)``, the count to meet, once ``prune`` is checked: strictly
+    between 0 and 1, and within reach of the narrowest widths.
+
+    Raises:
+        UserError: naming ``option`` and the largest reachable value.
+    """
+    what = "FLOPs" if option == "--flops" else "parameters"
+    if not 0.0 < prune < 1.0:
+        raise UserError(f"{option} must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
+                        f"removes 65% of the {what}")
+    target = (1.0 - prune) * count(base)
+    floor = count(narrowest(base, round_to))
+    if floor > target:
+        raise UserError(f"{option} {prune} cannot be reached: with every prunable unit at its "
+                        f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
+                        f"(the rest is in layers that cannot be pruned); pass {option} "
+                        f"{1 - floor / count(base):.3f} or less")
+    return target
+
+
 def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
                  prune: float, round_to: int = 1, balance: float = 0.0,
                  option: str = "--prune") -> list[int]:
@@ -68,18 +91,8 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
         ``balance`` outside [0, 1], or a target the prunable layers cannot reach.
     """
     check_width_options(round_to, balance)
-    what = "FLOPs" if option == "--flops" else "parameters"
-    if not 0.0 < prune < 1.0:
-        raise UserError(f"{option} must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
-                        f"removes 65% of the {what}")
     base = [int(b) for b in base]
-    target = (1.0 - prune) * count(base)
-    floor = count(narrowest(base, round_to))
-    if floor > target:
-        raise UserError(f"{option} {prune} cannot be reached: with every prunable unit at its "
-                        f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
-                        f"(the rest is in layers that cannot be pruned); pass {option} "
-                        f"{1 - floor / count(base):.3f} or less")
+    target = check_target(base, count, prune, round_to, option)
 
     def snap(w: float, b: int) -> int:
         if round_to == 1 or b <= round_to:
@@ -109,7 +122,7 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     for stage, layers in enumerate(stages):
         if stage and abs(count(ws) - target) <= 0.004 * count(base):
             break
-        ws = _refine(ws, layers, base, round_to, target, count)
+        ws = refine(ws, layers, base, round_to, target, count)
     if balance and abs(count(ws) - target) > 0.005 * count(base):
         # coarse widths (round_to on a tiny model) can leave no balanced fit within half a
         # point of the target: the uniform ratio's, if closer, keeps the size promise
@@ -118,7 +131,7 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     return ws
 
 
-def _refine(ws: list[int], layers: list[int], base: list[int], round_to: int, target: float,
+def refine(ws: list[int], layers: list[int], base: list[int], round_to: int, target: float,
             count) -> list[int]:
     """Single-channel (or ``round_to``) steps on ``layers`` while one brings ``count`` closer
     to ``target``; the best step each time."""

@@ -1,0 +1,152 @@
+"""The sensitivity width solver (``--solver sensitivity``): per-unit widths chosen by what
+each cut costs in validation loss per unit of the budgeted cost.
+
+Each unit is cut alone, to each width on a grid, keeping the channels ``select`` keeps
+(the same importance criterion), in the pretrained network, and the loss on a fixed set
+of validation images is measured. A cut is exact without rebuilding anything: the dropped
+channels are zeroed at the inputs of the unit's consumers, which is what the fused
+network's ``B`` gives them. The solver then starts from the full widths and takes, one
+grid step at a time, the cut with the smallest loss increase per unit of cost removed
+(parameters, FLOPs or predicted latency: any ``count``), until the budget is met; single
+``round_to`` steps on the cut layers then fit the target as the ratio solver's do.
+Losses of separate cuts are taken to add up, as NVIDIA ModelOpt's FastNAS takes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alphaprune.blend.widths import check_target, refine
+
+__all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity"]
+
+
+def width_grid(base: int, round_to: int, levels: int = 8) -> list[int]:
+    """At most ``levels`` candidate widths of a unit of width ``base``, ascending, ending
+    at ``base``: multiples of ``round_to`` (1 to ``base`` when it is no wider)."""
+    if base <= round_to:
+        cands = list(range(1, base + 1))
+    else:
+        cands = list(range(round_to, base + 1, round_to))
+        if cands[-1] != base:
+            cands.append(base)
+    if len(cands) > levels:
+        cands = [cands[i] for i in np.unique(np.linspace(0, len(cands) - 1, levels).round().astype(int))]
+    return cands
+
+
+@torch.no_grad()
+def _importance(gm, unit, criterion: str, x: torch.Tensor) -> torch.Tensor:
+    """The score ``select`` ranks the unit's channels by, read off the plain network."""
+    if criterion == "bn" and unit.bn is not None:
+        return gm.get_submodule(unit.bn).weight.detach().abs()
+    if criterion == "act":  # mean of what the unit hands its first consumer
+        seen = []
+        c = unit.consumers[0]
+        h = gm.get_submodule(c.name).register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+        try:
+            gm(x)
+        finally:
+            h.remove()
+        t = seen[0].reshape(len(x), unit.width, -1) if c.kind == "linear" else seen[0]
+        return t.transpose(0, 1).reshape(unit.width, -1).mean(dim=1)
+    return gm.get_submodule(unit.name).weight.detach().abs().flatten(1).sum(dim=1)
+
+
+def _zeroing_hook(drop: torch.Tensor, spatial: int, kind: str):
+    """A forward pre-hook that zeroes the dropped channels of a consumer's input."""
+    if kind == "linear" and spatial > 1:  # a flattened map: each channel is `spatial` features
+        drop = (drop[:, None] * spatial + torch.arange(spatial)).flatten()
+
+    def hook(module, args):
+        x = args[0].clone()
+        x[:, drop] = 0
+        return (x, *args[1:])
+    return hook
+
+
+@torch.no_grad()
+def _loss(gm, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    total = sum(float(F.cross_entropy(gm(x[i:i + batch]), y[i:i + batch], reduction="sum"))
+                for i in range(0, len(x), batch))
+    return total / len(x)
+
+
+@torch.no_grad()
+def unit_sensitivity(structure, x: torch.Tensor, y: torch.Tensor, round_to: int,
+                     criterion: str = "l1", levels: int = 8,
+                     batch: int = 250) -> list[dict[int, float]]:
+    """Per unit, ``{width: validation loss increase}`` with that unit alone cut to each
+    width of :func:`width_grid` (its base width: 0), on normalised images ``x`` and labels
+    ``y``, in eval mode."""
+    gm = structure.gm
+    was = gm.training
+    gm.eval()
+    try:
+        full = _loss(gm, x, y, batch)
+        out = []
+        for u in structure.units:
+            order = torch.argsort(_importance(gm, u, criterion, x[:batch]), descending=True)
+            sens = {}
+            for w in width_grid(u.width, round_to, levels):
+                if w == u.width:
+                    sens[w] = 0.0
+                    continue
+                hooks = [gm.get_submodule(c.name).register_forward_pre_hook(
+                    _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
+                try:
+                    sens[w] = _loss(gm, x, y, batch) - full
+                finally:
+                    for h in hooks:
+                        h.remove()
+            out.append(sens)
+    finally:
+        gm.train(was)
+    return out
+
+
+def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], float],
+                         prune: float, round_to: int, sens: list[dict[int, float]],
+                         option: str = "--prune") -> list[int]:
+    """Widths keeping ``1 - prune`` of what ``count`` measures, cut where the measured
+    ``sens`` (:func:`unit_sensitivity`) says a unit of cost loses the least.
+
+    Raises:
+        UserError: as :func:`alphaprune.blend.widths.solve_widths` does for a target out of
+        range or out of reach.
+    """
+    base = [int(b) for b in base]
+    target = check_target(base, count, prune, round_to, option)
+    grids = [sorted(s) for s in sens]
+    ws = list(base)
+    now = count(ws)
+    while now > target:
+        best = None
+        for i, g in enumerate(grids):
+            k = g.index(ws[i])
+            if k == 0:
+                continue
+            cand = ws[:i] + [g[k - 1]] + ws[i + 1:]
+            c = count(cand)
+            gain = now - c
+            if gain <= 0:
+                continue
+            # a cut that costs no loss (or seems to help: noise) still ranks by its gain
+            score = (max(sens[i][g[k - 1]] - sens[i][ws[i]], 0.0) + 1e-9) / gain
+            if best is None or score < best[0]:
+                best = (score, cand, c)
+        if best is None:
+            break
+        _, ws, now = best
+    # fit the target: first on the layers the solver cut, then (when still more than 0.4
+    # points away: coarse widths on a tiny model) on every layer
+    everywhere = list(range(len(ws)))
+    ws = refine(ws, [i for i in everywhere if ws[i] < base[i]] or everywhere, base, round_to,
+                target, count)
+    if abs(count(ws) - target) > 0.004 * count(base):
+        ws = refine(ws, everywhere, base, round_to, target, count)
+    return ws

@@ -1,0 +1,131 @@
+"""The sensitivity width solver: exact cuts by zeroing, and the greedy allocation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from alphaprune.blend import BlendedNet, fuse
+from alphaprune.blend.init import init_branches
+from alphaprune.blend.sensitivity import solve_by_sensitivity, unit_sensitivity, width_grid
+from alphaprune.errors import UserError
+from alphaprune.graph import CostModel, find_units
+from alphaprune.models import create_model
+
+
+class FlatHead(nn.Module):
+    """A conv unit read by a linear after a flatten (4 inputs per channel), then a linear
+    unit: the cut must zero every position of a dropped channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.bn = nn.BatchNorm2d(12)
+        self.fc1 = nn.Linear(12 * 4, 20)
+        self.fc2 = nn.Linear(20, 5)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "flathead":
+        m = FlatHead()
+    elif name == "vgg11":
+        m = create_model("vgg11", width=0.125, num_classes=5)
+    else:
+        m = create_model("resnet20", width=0.5, num_classes=5)
+    with torch.no_grad():  # distinct BN statistics: a cut changes the output
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.3)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize("base, round_to, want", [
+    (16, 8, [8, 16]), (4, 8, [1, 2, 3, 4]), (20, 8, [8, 16, 20]),
+    (128, 8, [8, 24, 40, 56, 80, 96, 112, 128]), (3, 1, [1, 2, 3]),
+])
+def test_the_grid_is_ascending_multiples_that_end_at_the_base(base, round_to, want):
+    assert width_grid(base, round_to) == want
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead"])
+def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
+    """What the solver scores is exactly the network objective selection starts its α = 0
+    path from: the same channels (select, L1), the same loss."""
+    model = _model(name)
+    x = torch.randn(40, 3, 8, 8)
+    y = torch.randint(0, 5, (40,))
+    structure = find_units(model, x[:2])
+    sens = unit_sensitivity(structure, x, y, round_to=1, levels=3)
+    full = float(F.cross_entropy(model(x), y))
+    for i, u in enumerate(structure.units):
+        for w, rise in sens[i].items():
+            widths = [v.width for v in structure.units]
+            widths[i] = w
+            blended = BlendedNet(find_units(copy.deepcopy(model), x[:2]), widths)
+            init_branches(blended, "select", "l1")
+            fused = fuse(blended).eval()
+            want = float(F.cross_entropy(fused(x), y)) - full
+            assert rise == pytest.approx(want, abs=1e-5), (u.name, w)
+    assert any(r > 1e-3 for s in sens for r in s.values())  # cuts do cost something
+
+
+def test_the_solver_cuts_the_insensitive_unit_and_meets_the_target():
+    """Two units of equal cost per channel: the one whose cuts cost no loss is cut first."""
+    base = [16, 16]
+
+    def count(ws):
+        return 10 * ws[0] + 10 * ws[1] + 5
+
+    grid = width_grid(16, 1, levels=16)
+    sens = [{w: (16 - w) * 1.0 for w in grid}, {w: (16 - w) * 0.01 for w in grid}]
+    ws = solve_by_sensitivity(base, count, 0.4, 1, sens)
+    assert ws[0] == 16 and ws[1] < 16
+    assert abs(count(ws) - 0.6 * count(base)) <= 10
+    flipped = solve_by_sensitivity(base, count, 0.4, 1, sens[::-1])
+    assert flipped == ws[::-1]
+
+
+def test_the_solver_weighs_loss_against_cost():
+    """Unit 0 loses twice as much per channel but a channel of it costs four times as much:
+    per unit of cost it is the cheaper cut."""
+    base = [16, 16]
+
+    def count(ws):
+        return 40 * ws[0] + 10 * ws[1]
+
+    grid = width_grid(16, 1, levels=16)
+    sens = [{w: (16 - w) * 2.0 for w in grid}, {w: (16 - w) * 1.0 for w in grid}]
+    ws = solve_by_sensitivity(base, count, 0.3, 1, sens)
+    assert ws[0] < 16 and ws[1] == 16
+
+
+@pytest.mark.parametrize("measure", ["params", "flops"])
+def test_it_meets_a_target_within_a_point_on_a_real_graph(measure):
+    model = _model("vgg11")
+    x = torch.randn(30, 3, 32, 32)
+    y = torch.randint(0, 5, (30,))
+    structure = find_units(model, x[:2])
+    cost = CostModel(structure)
+    sens = unit_sensitivity(structure, x, y, round_to=2)
+    count = getattr(cost, measure)
+    for prune in (0.3, 0.6):
+        ws = solve_by_sensitivity(cost.base_widths, count, prune, 2, sens, option="--flops")
+        assert abs(count(ws) / count(cost.base_widths) - (1 - prune)) <= 0.01
+        assert all(w % 2 == 0 and 2 <= w <= b for w, b in zip(ws, cost.base_widths))
+
+
+def test_an_unreachable_target_is_a_user_error():
+    with pytest.raises(UserError, match="--flops 0.99 cannot be reached"):
+        solve_by_sensitivity([16, 16], lambda ws: ws[0] + ws[1] + 100, 0.99, 8,
+                             [{8: 1.0, 16: 0.0}] * 2, option="--flops")
