@@ -233,3 +233,28 @@ def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_
     assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
                  "--targets", "0.5", "--methods", "tp-l1", "--out", str(run), "--no-progress"]) == 2
     assert "matched by flops, this run matches by params" in capsys.readouterr().err
+
+
+def test_match_latency_times_torch_pruning_against_the_fused_model(results, tmp_path,
+                                                                    monkeypatch):
+    """``--match latency``: a target T asks objective selection for --speedup 1/(1-T) and
+    Torch-Pruning is cut until it runs as fast as objective selection's fused architecture.
+    Timing is replaced by a FLOP count (latency proportional to FLOPs), so the sizes can be
+    checked on a busy machine; the per-layer latency table is measured for real."""
+    import alphaprune.speedup as speedup_mod
+
+    from .baselines.test_tp_l1 import _flops_timer
+
+    monkeypatch.setattr(speedup_mod, "measured_speedup", _flops_timer)
+    _, out, _ = results
+    run = tmp_path / "lat"
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.5", "--methods", "os-step,tp-l1", "--match", "latency",
+                 "--latency-batch", "8", "--out", str(run), "--no-progress"]) == 0
+    rows = {r["method"]: r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+    assert rows["os-step"]["match"] == rows["tp-l1"]["match"] == "latency"
+    os_, tp, base = (rows[m]["flops"] for m in ("os-step", "tp-l1", "pretrained"))
+    assert abs(base / os_ - 2.0) <= 0.1 * 2.0   # the speed-up asked, in the stand-in's terms
+    assert abs(tp / os_ - 1) <= 0.05
+    s = json.loads((run / "p50" / "os-step" / "summary.json").read_text())
+    assert s["speedup"]["target"] == 2.0 and s["speedup"]["batch"] == 8

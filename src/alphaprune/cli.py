@@ -199,10 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registry name or FILE.py:FACTORY, for a raw state_dict checkpoint")
     _add_model_kwargs(c)
     c.add_argument("--targets", type=_floats, default=[0.35, 0.65, 0.9],
-                   help="fractions of the parameters (or, with --match flops, FLOPs) to remove")
-    c.add_argument("--match", choices=["params", "flops"], default="params",
+                   help="fractions of the parameters (or, with --match, of the FLOPs or the latency) "
+                        "to remove")
+    c.add_argument("--match", choices=["params", "flops", "latency"], default="params",
                    help="what the targets count, and what the peers are sized to objective "
-                        "selection's fused model by")
+                        "selection's fused model by (latency: measured on this machine; a "
+                        "target T asks objective selection for --speedup 1/(1-T))")
+    c.add_argument("--latency-batch", type=int, default=1,
+                   help="--match latency: the batch size latency is measured at")
     c.add_argument("--methods", type=lambda t: t.split(","), default=None,
                    help="comma-separated subset of the methods (default: all)")
     c.add_argument("--budget", type=int, default=30, help="training epochs per method and target")
@@ -370,7 +374,7 @@ def _cmd_compare(a) -> int:
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
                "balance", "solver")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
-                        targets=a.targets, match=a.match,
+                        targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),

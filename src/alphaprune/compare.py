@@ -1,13 +1,14 @@
 """``alphaprune compare``: objective selection against its peers at equal epoch budgets.
 
 From one pretrained model and one data split, for each target fraction of parameters (or,
-with ``match="flops"``, of FLOPs) removed, every method gets the same number of training
-epochs; the peers are sized to objective selection's fused model by that measure:
+with ``match="flops"``, of FLOPs; with ``match="latency"``, of the latency measured on this
+machine) removed, every method gets the same number of training epochs; the peers are
+sized to objective selection's fused model by that measure:
 
 * ``os-<scheduler>``: objective selection with each alpha-scheduler; the epoch budget is
   split between the alpha > 0 phases (early stopping within each) and the alpha = 0 phase;
 * ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter (or FLOP)
-  count, then fine-tuning;
+  count, or to the same measured latency, then fine-tuning;
 * ``unstructured``: ``torch.nn.utils.prune`` global L1 to the same number of non-zeros, then
   masked fine-tuning (smaller on paper, not faster);
 * ``scratch``: the compact architecture (objective selection's widths) from random init;
@@ -30,6 +31,7 @@ import torch
 
 from alphaprune.atomic import atomic_write_text
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
+from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import check_width_options
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -52,7 +54,7 @@ __all__ = ["CompareConfig", "compare", "METHODS", "phase_budget"]
 
 SCHEDULER_METHODS = ("os-step", "os-exponential", "os-multiplicative", "os-plateau")
 METHODS = SCHEDULER_METHODS + ("tp-l1", "unstructured", "scratch", "kd")
-MATCHES = ("params", "flops")
+MATCHES = ("params", "flops", "latency")
 
 
 @dataclass
@@ -77,8 +79,10 @@ class CompareConfig:
     data: dict = field(default_factory=dict)
     quick: bool = False
     # what the targets are shares of, and what the peers are sized to objective selection's
-    # fused model by: params or flops
+    # fused model by: params, flops, or latency (measured on this machine at latency_batch;
+    # objective selection then prunes by --speedup 1 / (1 - target))
     match: str = "params"
+    latency_batch: int = 1
     accelerator: str = "auto"             # auto (a CUDA GPU when visible), cpu or gpu
     devices: int = 1                      # processes per node (alphaprune.parallel)
     num_nodes: int = 1
@@ -217,6 +221,8 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.match not in MATCHES:
         raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
+    if cfg.latency_batch < 1:
+        raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
     return cfg
 
@@ -267,16 +273,21 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     finished = {(r["method"], r["target"]) for r in done}
     val = search_data(b.solver, b.ds, b.splits.val, cfg.os_options.get("search_size", 1000),
                       b.mean, b.std, b.data.seed)
+    arch = None if b.mf.arch == GRAPH_ARCH else b.mf.arch
     for target in cfg.targets:
         # objective selection prunes to these widths; scratch and kd train them too
         widths, _ = solve_target(
             WidthTarget(cfg.match, target, b.solver,
                         cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
-                        cfg.os_options.get("importance", PruneConfig.importance)),
-            b.structure, b.mf.model, None, b.shape, val)
-        # the peers are sized to objective selection's fused model by --match; unstructured
-        # pruning changes no FLOPs and is sized by its non-zero parameters either way
+                        cfg.os_options.get("importance", PruneConfig.importance),
+                        _speedup(cfg.match, target), cfg.latency_batch),
+            b.structure, b.mf.model, arch, b.shape, val, b.data.cache_dir)
+        # the peers are sized to objective selection's fused model by --match (latency: the
+        # fused architecture itself, timed against); unstructured pruning changes no FLOPs
+        # and is sized by its non-zero parameters either way
         size = {"params": cost.params(widths), "flops": cost.flops(widths)}
+        if cfg.match == "latency":
+            size["latency"] = fused_architecture(b.structure, widths, arch).eval()
         for method in cfg.methods:
             if (method, target) in finished:
                 continue
@@ -285,6 +296,18 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
                                                  "match": cfg.match}, done)
     return _finish(b, done) if b.lead else []
+
+
+def _speedup(match: str, target: float) -> float | None:
+    """The speed-up a latency target asks for: removing ``target`` of the latency."""
+    return 1.0 / (1.0 - target) if match == "latency" else None
+
+
+def _os_target(cfg: CompareConfig, target: float) -> dict:
+    """Objective selection's target option for this ``--match``."""
+    if cfg.match == "latency":
+        return {"speedup": _speedup("latency", target), "latency_batch": cfg.latency_batch}
+    return {"prune" if cfg.match == "params" else "flops": target}
 
 
 def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> dict | None:
@@ -297,7 +320,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
     if method in SCHEDULER_METHODS:
         sched = method.removeprefix("os-")
         per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
-        pcfg = PruneConfig(**b.source, **{"prune" if cfg.match == "params" else "flops": target},
+        pcfg = PruneConfig(**b.source, **_os_target(cfg, target),
                            widths=widths, scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
                            final_max_epochs=final, final_patience=max(cfg.patience, final),
                            max_total_epochs=cfg.budget,
@@ -409,7 +432,8 @@ def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, 
 
     teacher, distill = None, 0.0
     if method == "tp-l1":
-        model = torch_pruning_l1(pretrained, size[cfg.match], shape, measure=cfg.match)
+        model = torch_pruning_l1(pretrained, size[cfg.match], shape, measure=cfg.match,
+                                 latency_batch=cfg.latency_batch)
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), size["params"])
     else:  # scratch / kd: objective selection's compact architecture from random init

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from alphaprune.report.size import count_flops, count_params
 
-__all__ = ["torch_pruning_l1", "output_layers"]
+__all__ = ["torch_pruning_l1", "match_latency", "output_layers"]
 
 _ROOTS = (nn.Conv2d, nn.Linear)
 
@@ -81,14 +81,18 @@ def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.
         m = _cut_one(m, best[1], input_shape, keep)
 
 
-def torch_pruning_l1(model: nn.Module, target: int, input_shape,
-                     measure: str = "params") -> nn.Module:
+def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "params",
+                     latency_batch: int = 1) -> nn.Module:
     """Channel-prune a copy of ``model`` with Torch-Pruning (L1 of each filter, per layer).
 
     The per-layer channel ratio is found by bisection so the ``measure`` (``params``, or
     ``flops``: multiply-accumulates at ``input_shape``) is just above ``target``; then
-    single lowest-L1 channels are removed while that brings it closer.
+    single lowest-L1 channels are removed while that brings it closer. With ``latency``,
+    ``target`` is a model to run as fast as, at ``latency_batch`` on this machine
+    (:func:`match_latency`).
     """
+    if measure == "latency":
+        return match_latency(model, target, input_shape, latency_batch)
     if measure not in ("params", "flops"):
         raise ValueError(f"unknown measure {measure!r}")
     count = count_params if measure == "params" else (lambda m: count_flops(m, input_shape))
@@ -102,3 +106,26 @@ def torch_pruning_l1(model: nn.Module, target: int, input_shape,
         else:
             hi = mid
     return _trim(_prune(model, lo, input_shape, keep), target, input_shape, keep, count)
+
+
+def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: int,
+                  steps: int = 8) -> nn.Module:
+    """The Torch-Pruning L1 cut of ``model`` that runs as fast as ``reference``: bisection
+    on the per-layer ratio, each candidate timed against ``reference`` side by side
+    (interleaved rounds, medians: a ratio of two timings of the same moment, steadier than
+    either); the candidate whose speed ratio came closest to 1."""
+    from alphaprune.speedup import measured_speedup
+
+    keep = output_layers(model, input_shape)
+    lo, hi, best = 0.0, 0.99, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cand = _prune(model, mid, input_shape, keep)
+        ratio, _, _ = measured_speedup(reference, cand, input_shape, batch)  # ref ms / cand ms
+        if best is None or abs(ratio - 1) < abs(best[0] - 1):
+            best = (ratio, cand)
+        if ratio < 1:  # slower than the reference: cut more
+            lo = mid
+        else:
+            hi = mid
+    return best[1]
