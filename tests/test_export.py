@@ -116,3 +116,22 @@ def test_an_existing_file_is_replaced_only_with_force(models, tmp_path, capsys):
     assert out.read_bytes() != b"the user's file"
     rc = main(["export", str(models["vgg"][0]), "--format", "onnx", "--out", str(tmp_path)])
     assert rc == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_an_export_killed_midway_leaves_a_file_the_next_export_removes(models, tmp_path):
+    """kill -9 runs no cleanup: a dead exporter's temporary file beside --out is removed by
+    the next export to that file; a live process's is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.onnx"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    torn = tmp_path / f".m.onnx.{dead}.tmp.onnx"
+    live = tmp_path / f".m.onnx.{os.getppid()}.tmp.onnx"
+    for f in (torn, live):
+        f.write_bytes(b"half a model")
+    export_model(models["vgg"][0], "onnx", out, latency_batches=(1,))
+    assert not torn.exists() and live.exists() and out.stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name])

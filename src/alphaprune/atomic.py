@@ -6,6 +6,7 @@ never a torn one; the temporary file is removed when the write fails.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +14,13 @@ from typing import IO
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "temp_path", "publish"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -34,6 +33,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     _fsync_dir(path.parent)
 
 
+def temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
+    """This process's temporary file beside ``path`` (``.NAME.PID.tmpSUFFIX``, for writers
+    that need a file name, such as exporters), after removing the ones killed writers left;
+    the folder is created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path, suffix)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+
+
+def publish(tmp: Path, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file (:func:`temp_path`) to ``path``, durably: the file's
+    data and then the rename are synced to disk."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` atomically."""
     atomic_write(path, lambda f: torch.save(obj, f))
@@ -44,11 +62,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _remove_stale(path: Path) -> None:
+def _remove_stale(path: Path, suffix: str = "") -> None:
     """Remove temporary files of ``path`` left by writers that were killed mid-write
     (``kill -9`` runs no cleanup); a live process's file is left alone."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp" + suffix)]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alphaprune.atomic import publish, temp_path
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint
 
@@ -134,7 +135,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     shape = input_shape_of(mf, input_size)
     model = mf.model.eval()
     gen = torch.Generator().manual_seed(0)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{_SUFFIX[fmt]}")
+    tmp = temp_path(out, _SUFFIX[fmt])
     try:
         try:
             _write(model, fmt, torch.randn(2, *shape, generator=gen), tmp)
@@ -156,7 +157,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
                 return model(torch.from_numpy(x))
 
             latency = {b: _latency(torch_fn, run, shape, b) for b in latency_batches}
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return {"format": fmt, "path": str(out), "input_shape": list(shape), "max_rel_error": err,
