@@ -12,7 +12,7 @@ from alphaprune.errors import UserError, require_finite
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
-from alphaprune.parallel import Processes, is_leader
+from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (  # noqa: F401  (re-exported)
     DataConfig,
     check_compatible,
@@ -81,8 +81,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     if resume:
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         # where to run is the resuming machine's choice, not the recorded one
-        cfg = replace(_config_from_dict(recorded(out, "train")), accelerator=cfg.accelerator,
-                      devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+        cfg = replace(_config_from_dict(recorded(out, "train")), **hardware(cfg, PLACEMENT))
     require_finite(cfg)
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")

@@ -71,9 +71,6 @@ def _add_accelerator(p: argparse.ArgumentParser) -> None:
                    help="32-true, bf16-mixed, or 16-mixed (GPU only)")
 
 
-_HARDWARE = ("accelerator", "devices", "num_nodes", "strategy", "precision")
-
-
 def _add_model_kwargs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help="keyword arguments of a FILE.py:FACTORY --model, as a JSON object")
@@ -291,13 +288,14 @@ def _model_kwargs(a) -> dict:
 
 def _cmd_train(a) -> int:
     from alphaprune import api
+    from alphaprune.parallel import hardware
 
     if a.data is None and not a.resume:
         raise UserError("--data is required: pass a dataset directory or 'digits'")
     cfg = api.TrainConfig(model=a.model, model_kwargs=_model_kwargs(a), width=a.width,
                           widths=a.widths, epochs=a.epochs,
                           optim=_optim_cfg(a), data=_data_cfg(a), channels_last=a.channels_last,
-                          **{k: getattr(a, k) for k in _HARDWARE})
+                          **hardware(a))
     s = api.train(cfg, a.out, force=a.force, resume=a.resume, progress=not a.no_progress)
     if s is None:  # another rank than 0 of a multi-process run: rank 0 reports
         return 0
@@ -309,6 +307,7 @@ def _cmd_train(a) -> int:
 def _cmd_prune(a) -> int:
     from dataclasses import asdict
 
+    from alphaprune.parallel import HARDWARE
     from alphaprune.prune import PruneConfig, prune
 
     if not a.resume and (a.checkpoint is None or a.data is None):
@@ -318,7 +317,7 @@ def _cmd_prune(a) -> int:
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *_HARDWARE]
+            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
                       model_kwargs=_model_kwargs(a),
@@ -370,6 +369,7 @@ def _cmd_compare(a) -> int:
     from dataclasses import asdict
 
     from alphaprune.compare import METHODS, CompareConfig, compare
+    from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
                "balance", "solver")
@@ -378,7 +378,7 @@ def _cmd_compare(a) -> int:
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),
-                        quick=a.quick, **{k: getattr(a, k) for k in _HARDWARE},
+                        quick=a.quick, **hardware(a),
                         os_options={k: getattr(a, k) for k in os_keys if getattr(a, k) is not None})
     if not compare(cfg, a.out, progress=not a.no_progress):
         return 0  # another rank than 0 of a multi-process run: rank 0 reports

@@ -38,7 +38,7 @@ from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
-from alphaprune.parallel import Processes, is_leader
+from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.plan import WidthTarget, check_solver, search_data, solve_target
 from alphaprune.prune import PruneConfig, prune, resolve_solver
@@ -91,12 +91,6 @@ class CompareConfig:
     # objective-selection settings beyond the schedule (handover, branch_init, importance,
     # distill, max_acc_drop, ...): PruneConfig field -> value; unset fields keep its defaults
     os_options: dict = field(default_factory=dict)
-
-
-def _hardware(cfg) -> dict:
-    """Where and how a method trains: the same for every method of the comparison."""
-    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "strategy",
-                                         "precision")}
 
 
 def quick_config(cfg: CompareConfig) -> CompareConfig:
@@ -325,7 +319,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
                            final_max_epochs=final, final_patience=max(cfg.patience, final),
                            max_total_epochs=cfg.budget,
                            optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
-                           **_hardware(cfg),
+                           **hardware(cfg),
                            **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
                            **cfg.os_options)
         s = prune(pcfg, run, resume=ck is not None, progress=b.progress)

@@ -27,11 +27,22 @@ import torch.distributed as dist
 
 from alphaprune.errors import UserError
 
-__all__ = ["Processes", "STRATEGIES", "PRECISIONS", "is_leader", "rank_world", "shard",
+__all__ = ["Processes", "STRATEGIES", "PRECISIONS", "HARDWARE", "PLACEMENT", "hardware",
+           "is_leader", "rank_world", "shard",
            "all_reduce_sums", "broadcast_floats", "broadcast_buffers", "any_rank"]
 
 STRATEGIES = ("auto", "ddp")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+# the config fields that say where a command trains, on how many processes, in what format
+HARDWARE = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+# the ones a resume takes from the resuming command (precision changes the numbers: the
+# run's recorded one stays)
+PLACEMENT = HARDWARE[:4]
+
+
+def hardware(cfg, fields: tuple[str, ...] = HARDWARE) -> dict:
+    """``{field: value}`` of a command's config (or parsed arguments) for ``fields``."""
+    return {k: getattr(cfg, k) for k in fields}
 
 
 @dataclass(frozen=True)

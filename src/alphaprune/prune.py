@@ -18,7 +18,7 @@ from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
-from alphaprune.parallel import Processes, is_leader
+from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
     DataConfig,
     check_compatible,
@@ -261,8 +261,7 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
         out, ckpt = prepare_run_dir(out, "pruned.pt", resume=True)
         recorded = recorded_config(out, "prune")
         # where and on how many processes it runs is the resuming machine's choice
-        cfg = replace(_config_from_dict(recorded), accelerator=cfg.accelerator,
-                      devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+        cfg = replace(_config_from_dict(recorded), **hardware(cfg, PLACEMENT))
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
