@@ -4,8 +4,12 @@ PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+PEERS_STAMP := $(VENV)/.installed-peers
+# compare's modelopt-fastnas peer, pinned to what was measured to work (pyproject.toml's
+# peers extra says why these two go in without their declared dependencies)
+PEERS := nvidia-modelopt==0.39.0 torchprofile==0.0.4
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint peers clean
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -17,9 +21,16 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e .
 	touch $@
 
-$(DEV_STAMP): $(STAMP)
+$(PEERS_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q --no-deps $(PEERS)
+	$(VENV)/bin/pip install -q -e '.[peers]'
+	touch $@
+
+$(DEV_STAMP): $(PEERS_STAMP)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
+
+peers: $(PEERS_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/alphaprune demo

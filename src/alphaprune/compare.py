@@ -23,16 +23,19 @@ resumes an interrupted method from its checkpoint.
 from __future__ import annotations
 
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from alphaprune.atomic import atomic_write_text
 from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_pruning_l1
+from alphaprune.baselines.fastnas import INSTALL_HINT, fastnas_available, modelopt_fastnas
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import check_width_options
+from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint, save_model
@@ -53,7 +56,12 @@ from alphaprune.train.module import OptimConfig
 __all__ = ["CompareConfig", "compare", "METHODS", "phase_budget"]
 
 SCHEDULER_METHODS = ("os-step", "os-exponential", "os-multiplicative", "os-plateau")
-METHODS = SCHEDULER_METHODS + ("tp-l1", "unstructured", "scratch", "kd")
+FASTNAS = "modelopt-fastnas"
+METHODS = SCHEDULER_METHODS + ("tp-l1", FASTNAS, "unstructured", "scratch", "kd")
+SEARCH_SIZE = 1000  # validation images a width search scores on (sensitivity, FastNAS)
+# FastNAS recalibrates BatchNorm from a queue of 50 batches before scoring a candidate and
+# skips it (scoring stale statistics) while fewer have been seen
+CALIB_BATCHES, CALIB_BATCH = 50, 20
 MATCHES = ("params", "flops", "latency")
 
 
@@ -218,7 +226,22 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
-    return cfg
+    return _without_unavailable(cfg)
+
+
+def _without_unavailable(cfg: CompareConfig) -> CompareConfig:
+    """``cfg`` without FastNAS where it cannot run (the extra is missing, or a latency
+    match, which its search has no constraint for), said once on stderr."""
+    if FASTNAS not in cfg.methods:
+        return cfg
+    why = (None if fastnas_available() and cfg.match != "latency" else
+           f"{FASTNAS} skipped: " + (INSTALL_HINT if cfg.match != "latency" else
+                                     "it is sized by --match params or flops"))
+    if why is None:
+        return cfg
+    if is_leader():
+        print(f"[compare] {why}", file=sys.stderr, flush=True)
+    return replace(cfg, methods=[m for m in cfg.methods if m != FASTNAS])
 
 
 def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[dict]]:
@@ -265,8 +288,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     b, done = _setup(cfg, out, progress)
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
-    val = search_data(b.solver, b.ds, b.splits.val, cfg.os_options.get("search_size", 1000),
-                      b.mean, b.std, b.data.seed)
+    val = search_data(b.ds, b.splits.val, cfg.os_options.get("search_size", SEARCH_SIZE),
+                      b.mean, b.std, b.data.seed) if b.solver == "sensitivity" else None
     arch = None if b.mf.arch == GRAPH_ARCH else b.mf.arch
     for target in cfg.targets:
         # objective selection prunes to these widths; scratch and kd train them too
@@ -428,6 +451,9 @@ def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, 
     if method == "tp-l1":
         model = torch_pruning_l1(pretrained, size[cfg.match], shape, measure=cfg.match,
                                  latency_batch=cfg.latency_batch)
+    elif method == FASTNAS:
+        model = modelopt_fastnas(pretrained, size[cfg.match], shape, cfg.match,
+                                 *_fastnas_data(ds, splits, mean, std, data), verbose=progress)
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), size["params"])
     else:  # scratch / kd: objective selection's compact architecture from random init
@@ -442,6 +468,22 @@ def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, 
     if method == "unstructured":
         model = make_permanent(model)
     return model.eval(), cfg.budget, method == "unstructured"
+
+
+def _fastnas_data(ds, splits, mean, std, data: DataConfig):
+    """What FastNAS searches with: its score (accuracy on the validation images objective
+    selection's sensitivity solver scores on) and the training batches it recalibrates
+    BatchNorm on before scoring each candidate (seeded)."""
+    vx, vy = search_data(ds, splits.val, SEARCH_SIZE, mean, std, data.seed)
+
+    @torch.no_grad()
+    def score(model) -> float:
+        return float((model.eval()(vx).argmax(1) == vy).float().mean())
+
+    gen = torch.Generator().manual_seed(data.run_seed)
+    n = CALIB_BATCHES * CALIB_BATCH
+    pick = splits.train[torch.randperm(len(splits.train), generator=gen)[:n].numpy()]
+    return score, list(normalize(torch.as_tensor(ds.x[pick]), mean, std).split(CALIB_BATCH))
 
 
 def _append(path: Path, row: dict, rows: list) -> None:

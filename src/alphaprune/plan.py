@@ -53,11 +53,9 @@ def check_solver(solver: str) -> None:
         raise UserError(f"unknown --solver '{solver}': use one of {', '.join(SOLVERS)}")
 
 
-def search_data(solver: str, ds, val_idx, size: int, mean, std, seed: int = 0):
+def search_data(ds, val_idx, size: int, mean, std, seed: int = 0):
     """A stratified, seeded pick of ``size`` validation images (normalised) and their
-    labels, for the sensitivity solver to score cuts on; None for another solver."""
-    if solver != "sensitivity":
-        return None
+    labels, for a width search to score candidates on."""
     pick = val_idx[stratified_subset(ds.y[val_idx], min(size, len(val_idx)), seed)]
     return normalize(torch.as_tensor(ds.x[pick]), mean, std), torch.as_tensor(ds.y[pick])
 

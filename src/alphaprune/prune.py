@@ -309,10 +309,16 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         return _Plan(structure, base_w, _checked_widths(cfg.widths, base_w, src.mf.arch))
     widths, search = solve_target(width_target(cfg), structure, src.model,
                                   None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
-                                  search_data(cfg.solver, src.ds, src.splits.val, cfg.search_size,
-                                              src.mean, src.std, src.data_cfg.seed),
-                                  src.data_cfg.cache_dir)
+                                  _search_data(cfg, src), src.data_cfg.cache_dir)
     return _Plan(structure, base_w, widths, search)
+
+
+def _search_data(cfg: PruneConfig, src: _Source):
+    """The validation images the sensitivity solver scores on (None for another solver)."""
+    if cfg.solver != "sensitivity":
+        return None
+    return search_data(src.ds, src.splits.val, cfg.search_size, src.mean, src.std,
+                       src.data_cfg.seed)
 
 
 def width_target(cfg: PruneConfig) -> WidthTarget:

@@ -32,23 +32,15 @@ def test_output_layers_come_from_the_graph():
     assert output_layers(model, (3, 32, 32)) == ["classifier.6"]
 
 
-def _flops_timer(original, other, shape, batch, rounds=5):
-    """A stand-in for the side-by-side timing: latency proportional to the FLOPs, so the
-    match can be checked without a quiet machine."""
-    from alphaprune.report.size import count_flops
-
-    a, b = count_flops(original, shape), count_flops(other, shape)
-    return a / b, float(a), float(b)
-
-
 @pytest.mark.parametrize("name", ["vgg11", "resnet20"])
 def test_a_latency_match_runs_as_fast_as_the_reference(name, monkeypatch):
     """Sized to a reference model's measured latency: the bisection keeps the candidate
     whose timing ratio against the reference came closest to 1."""
-    import alphaprune.speedup as speedup_mod
     from alphaprune.report.size import count_flops
 
-    monkeypatch.setattr(speedup_mod, "measured_speedup", _flops_timer)
+    from ..standins import stand_in_timing
+
+    stand_in_timing(monkeypatch)
     model = create_model(name, width=0.25, num_classes=10).eval()
     reference = create_model(name, width=0.125, num_classes=10).eval()
     shape = (3, 16, 16)

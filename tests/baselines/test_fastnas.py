@@ -1,0 +1,52 @@
+"""NVIDIA ModelOpt's FastNAS as a peer: sized to a FLOP or parameter budget on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.baselines.fastnas import fastnas_available, modelopt_fastnas
+from alphaprune.errors import UserError
+from alphaprune.models import create_model
+from alphaprune.report.size import count_flops, count_params
+
+needs_modelopt = pytest.mark.skipif(
+    not fastnas_available(),
+    reason="nvidia-modelopt (the peers extra) is not installed: run 'make peers'")
+
+SHAPE = (3, 16, 16)
+
+
+def _setup():
+    torch.manual_seed(0)
+    model = create_model("vgg11", width=0.25, num_classes=5).eval()
+    x = torch.randn(64, *SHAPE)
+    with torch.no_grad():
+        ref = model(x)
+
+    @torch.no_grad()
+    def score(m) -> float:  # fidelity to the unpruned outputs: graded, unlike a random accuracy
+        return -float(((m.eval()(x) - ref) ** 2).mean())
+
+    return model, score, list(torch.randn(200, *SHAPE).split(4))  # the 50 batches it recalibrates on
+
+
+@needs_modelopt
+@pytest.mark.parametrize("measure, share", [("flops", 0.5), ("params", 0.3)])
+def test_fastnas_meets_the_budget_and_keeps_the_output(measure, share):
+    model, score, calib = _setup()
+    count = (lambda m: count_flops(m, SHAPE)) if measure == "flops" else count_params
+    target = int(share * count(model))
+    pruned = modelopt_fastnas(model, target, SHAPE, measure, score, calib)
+    got = count(pruned)
+    assert 0.8 * target <= got <= target  # an upper bound, reached up to its width grid
+    assert pruned(torch.randn(2, *SHAPE)).shape == (2, 5)
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any(w < b for w, b in zip(widths, [16, 32, 64, 64, 128, 128, 128, 128]))
+    assert count(model) > got  # the caller's model is left whole
+
+
+def test_a_latency_match_is_refused_with_the_fix():
+    model, score, calib = _setup()
+    with pytest.raises(UserError, match="--match params or --match flops"):
+        modelopt_fastnas(model, 1, SHAPE, "latency", score, calib)
