@@ -8,7 +8,7 @@ import torch
 from alphaprune.errors import UserError
 from alphaprune.graph import CostModel, find_units
 from alphaprune.models import create_model
-from alphaprune.plan import WidthTarget, check_solver, solve_target
+from alphaprune.plan import SearchData, WidthTarget, check_solver, solve_target
 
 from .standins import stand_in_timing
 
@@ -18,22 +18,27 @@ SHAPE = (3, 16, 16)
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = create_model("vgg11", width=0.25, num_classes=5).eval()
-    x = torch.randn(60, *SHAPE)
-    with torch.no_grad():
-        y = model(x).argmax(1)  # labels the model gets right: cuts can only lose
-    return model, find_units(model, x[:2]), (x, y)
+    model = create_model("vgg11", width=0.25, num_classes=5)
+    x, calib = torch.randn(60, *SHAPE), torch.randn(40, *SHAPE)
+    with torch.no_grad():  # BatchNorm statistics of the data, as a trained network has
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        model.train()(calib)
+        y = model.eval()(x).argmax(1)  # labels the model gets right: cuts can only lose
+    assert len(set(y.tolist())) > 2
+    return model, find_units(model, x[:2]), SearchData(x, y, calib)
 
 
-@pytest.mark.parametrize("solver", ["ratio", "sensitivity"])
-def test_a_flops_target_is_met_by_either_solver(setup, solver):
+@pytest.mark.parametrize("solver", ["ratio", "sensitivity", "auto"])
+def test_a_flops_target_is_met_by_every_solver(setup, solver):
     model, structure, val = setup
     widths, record = solve_target(WidthTarget("flops", 0.5, solver), structure, model, "vgg11",
                                   SHAPE, val)
     cost = CostModel(structure)
     assert abs(cost.flops(widths) / cost.base_flops - 0.5) <= 0.01
     assert record["solver"] == solver
-    assert ("sensitivity" in record) == (solver == "sensitivity")
+    assert ("sensitivity" in record) == (solver != "ratio")
 
 
 def test_the_solvers_choose_different_networks(setup):
@@ -58,6 +63,40 @@ def test_a_speedup_with_the_sensitivity_solver_closes_on_the_measured_ratio(setu
     assert record["solver"] == "sensitivity" and record["tried"] and "sensitivity" in record
 
 
+def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup):
+    """auto solves the target three ways and keeps the one that, cut into the pretrained
+    network at once (BatchNorm re-measured), keeps the most validation accuracy."""
+    from alphaprune.blend.sensitivity import cut_score
+
+    model, structure, val = setup
+    widths, record = solve_target(WidthTarget("params", 0.6, "auto"), structure, model,
+                                  "vgg11", SHAPE, val)
+    (c,) = record["candidates"]
+    assert set(c) == {"fraction", "chosen", "ratio", "balance1", "sensitivity"}
+    assert widths == c[c["chosen"]]["widths"]
+    for name in ("ratio", "balance1", "sensitivity"):
+        acc, loss = cut_score(structure, c[name]["widths"], val.x, val.y, val.calib)
+        assert (round(acc, 4), round(loss, 4)) == (c[name]["val_acc"], c[name]["val_loss"])
+        assert (acc, -loss) <= (c[c["chosen"]]["val_acc"] + 1e-4, -c[c["chosen"]]["val_loss"] + 1e-4)
+
+
+def test_a_cut_score_leaves_the_network_as_it_was(setup):
+    """Scoring a cut re-measures BatchNorm and hooks the layers: both are undone, and a
+    deeper cut scores no better on labels the whole network gets right."""
+    from alphaprune.blend.sensitivity import cut_score
+
+    model, structure, val = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    base = [u.width for u in structure.units]
+    whole = cut_score(structure, base, val.x, val.y, val.calib)
+    narrow = cut_score(structure, [1] * len(base), val.x, val.y, val.calib)
+    assert narrow[0] < whole[0] and narrow[1] > whole[1]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+    with torch.no_grad():
+        assert torch.equal(model(val.x).argmax(1), val.y)
+
+
 def test_an_unknown_solver_is_a_user_error():
-    with pytest.raises(UserError, match="unknown --solver 'greedy': use one of ratio, sensitivity"):
+    with pytest.raises(UserError, match="unknown --solver 'greedy': use one of ratio, sensitivity, auto"):
         check_solver("greedy")

@@ -313,16 +313,17 @@ def test_one_target_per_run(tiny_checkpoint, tmp_path, capsys):
 # --------------------------------------------------------------------------- the sensitivity solver
 
 
-def test_the_sensitivity_solver_meets_a_flops_target_and_records_its_widths(
-        tiny_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("solver", ["sensitivity", "auto"])
+def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
+        tiny_checkpoint, tmp_path, monkeypatch, solver):
     """The widths come from measured cuts on validation images: they are recorded with the
     table they came from, and a resume builds the same network without measuring again."""
     argv = _argv(tiny_checkpoint, tmp_path / "run")
     i = argv.index("--prune")
-    argv[i:i + 2] = ["--flops", "0.5", "--solver", "sensitivity", "--search-size", "20"]
+    argv[i:i + 2] = ["--flops", "0.5", "--solver", solver, "--search-size", "20"]
     assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
-    assert cfg["solver"] == "sensitivity" and cfg["widths"] is not None
+    assert cfg["solver"] == solver and cfg["widths"] is not None
     assert cfg["widths"] != solve_widths([4, 8, 16, 16, 32, 32, 32, 32], lambda w: sum(w), 0.5, 8)
 
     def no_search(*args, **kwargs):
@@ -332,8 +333,19 @@ def test_the_sensitivity_solver_meets_a_flops_target_and_records_its_widths(
     assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
                  "--no-progress"]) == 0
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert s["widths_after"] == cfg["widths"] and s["solver"] == "sensitivity"
+    assert s["widths_after"] == cfg["widths"] and s["solver"] == solver
     assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.01
+
+
+def test_auto_records_every_candidate_and_ships_the_chosen_one(tiny_checkpoint, tmp_path):
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    i = argv.index("--prune")
+    argv[i:i + 2] = ["--flops", "0.5", "--solver", "auto", "--search-size", "20"]
+    assert main(argv) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (c,) = s["width_search"]["candidates"]
+    assert s["widths_after"] == c[c["chosen"]]["widths"]
+    assert c[c["chosen"]]["val_acc"] == max(c[k]["val_acc"] for k in ("ratio", "balance1", "sensitivity"))
 
 
 def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):
@@ -349,6 +361,7 @@ def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     (["--solver", "sensitivity", "--balance", "1"], ["--balance", "--solver sensitivity"]),
+    (["--solver", "auto", "--balance", "0"], ["--balance", "--solver auto"]),
     (["--solver", "sensitivity", "--search-size", "0"], ["--search-size must be >= 1"]),
 ])
 def test_bad_solver_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsys, extra, words):

@@ -137,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "default of --prune: most accurate per parameter); 0: every layer keeps "
                         "the same share (the default of --flops and --speedup: most accurate "
                         "per FLOP)")
-    r.add_argument("--solver", choices=["ratio", "sensitivity"], default=None,
+    r.add_argument("--solver", choices=["ratio", "sensitivity", "auto"], default=None,
                    help="ratio: one keep ratio, tilted by --balance; sensitivity: cut where the "
                         "pretrained network's validation loss rises least per unit of the "
-                        "target's cost (measured cuts, FastNAS-like; the widths are recorded)")
+                        "target's cost (measured cuts, FastNAS-like); auto: of the uniform, "
+                        "balance-1 and sensitivity widths, the one whose whole cut keeps the "
+                        "most validation accuracy (measured widths are recorded)")
     r.add_argument("--search-size", type=int, default=1000,
-                   help="validation images the sensitivity solver scores its cuts on")
+                   help="validation images the sensitivity and auto solvers score on")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection: lr warm-up steps per phase")
     c.add_argument("--balance", type=float, default=None,
                    help="objective selection (and scratch/kd): width balance across layers")
-    c.add_argument("--solver", choices=["ratio", "sensitivity"], default=None,
+    c.add_argument("--solver", choices=["ratio", "sensitivity", "auto"], default=None,
                    help="objective selection (and scratch/kd): width solver (see prune)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")

@@ -288,8 +288,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     b, done = _setup(cfg, out, progress)
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
-    val = search_data(b.ds, b.splits.val, cfg.os_options.get("search_size", SEARCH_SIZE),
-                      b.mean, b.std, b.data.seed) if b.solver == "sensitivity" else None
+    val = search_data(b.ds, b.splits, cfg.os_options.get("search_size", SEARCH_SIZE),
+                      b.mean, b.std, b.data.seed) if b.solver != "ratio" else None
     arch = None if b.mf.arch == GRAPH_ARCH else b.mf.arch
     for target in cfg.targets:
         # objective selection prunes to these widths; scratch and kd train them too
@@ -474,7 +474,7 @@ def _fastnas_data(ds, splits, mean, std, data: DataConfig):
     """What FastNAS searches with: its score (accuracy on the validation images objective
     selection's sensitivity solver scores on) and the training batches it recalibrates
     BatchNorm on before scoring each candidate (seeded)."""
-    vx, vy = search_data(ds, splits.val, SEARCH_SIZE, mean, std, data.seed)
+    vx, vy, _ = search_data(ds, splits, SEARCH_SIZE, mean, std, data.seed)
 
     @torch.no_grad()
     def score(model) -> float:

@@ -6,29 +6,36 @@ Solvers (``--solver``):
 * ``ratio``: every unit keeps a share of its channels set by one ratio, tilted by
   ``--balance`` (:func:`alphaprune.blend.widths.solve_widths`);
 * ``sensitivity``: cuts where the pretrained network's validation loss rises least per
-  unit of the budgeted cost (:mod:`alphaprune.blend.sensitivity`).
+  unit of the budgeted cost (:mod:`alphaprune.blend.sensitivity`);
+* ``auto``: solves the target with the uniform ratio, with balance 1 and with the
+  sensitivity table, cuts the pretrained network to each allocation at once, re-measures
+  its BatchNorm statistics on training images, and keeps the allocation that keeps the
+  most validation accuracy.
 
-Under ``--speedup`` either solver decides where to cut against the latency table and the
+Under ``--speedup`` each solver decides where to cut against the latency table and the
 closed loop of :mod:`alphaprune.speedup` decides how much.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import torch
 
-from alphaprune.blend.sensitivity import solve_by_sensitivity, unit_sensitivity
+from alphaprune.blend.sensitivity import cut_score, solve_by_sensitivity, unit_sensitivity
 from alphaprune.blend.widths import solve_widths
 from alphaprune.data import normalize, stratified_subset
 from alphaprune.errors import UserError
 from alphaprune.graph import CostModel
 from alphaprune.speedup import solve_speedup
 
-__all__ = ["SOLVERS", "TARGET_OPTIONS", "WidthTarget", "check_solver", "search_data", "solve_target"]
+__all__ = ["SOLVERS", "TARGET_OPTIONS", "WidthTarget", "SearchData", "check_solver", "search_data",
+           "solve_target"]
 
-SOLVERS = ("ratio", "sensitivity")
+SOLVERS = ("ratio", "sensitivity", "auto")
 TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
 
 
@@ -53,11 +60,47 @@ def check_solver(solver: str) -> None:
         raise UserError(f"unknown --solver '{solver}': use one of {', '.join(SOLVERS)}")
 
 
-def search_data(ds, val_idx, size: int, mean, std, seed: int = 0):
-    """A stratified, seeded pick of ``size`` validation images (normalised) and their
-    labels, for a width search to score candidates on."""
-    pick = val_idx[stratified_subset(ds.y[val_idx], min(size, len(val_idx)), seed)]
-    return normalize(torch.as_tensor(ds.x[pick]), mean, std), torch.as_tensor(ds.y[pick])
+class SearchData(NamedTuple):
+    """What a data-driven width search scores on: normalised validation images and labels,
+    and normalised training images to re-measure BatchNorm statistics on."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    calib: torch.Tensor
+
+
+def search_data(ds, splits, size: int, mean, std, seed: int = 0, calib_size: int = 500) -> SearchData:
+    """Stratified, seeded picks of ``size`` validation images and ``calib_size`` training
+    images (the same for every training seed: they depend on the split seed only)."""
+    def pick(idx, n):
+        idx = idx[stratified_subset(ds.y[idx], min(n, len(idx)), seed)]
+        return normalize(torch.as_tensor(ds.x[idx]), mean, std), torch.as_tensor(ds.y[idx])
+
+    (x, y), (calib, _) = pick(splits.val, size), pick(splits.train, calib_size)
+    return SearchData(x, y, calib)
+
+
+def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
+    """The ``auto`` solver: the candidates (uniform ratio, balance 1, sensitivity) each
+    solved for the target, and the one whose whole cut keeps the most validation accuracy
+    (BatchNorm re-measured; ties: the lower loss) kept. Every call's scores are recorded."""
+    tried: list[dict] = []
+
+    def solve(base, count, fraction, option="--prune"):
+        cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option=option),
+                 "balance1": solve_widths(base, count, fraction, t.round_to, 1.0, option=option),
+                 "sensitivity": solve_by_sensitivity(base, count, fraction, t.round_to, sens,
+                                                     option=option)}
+        scores = {k: cut_score(structure, w, val.x, val.y, val.calib, t.importance)
+                  for k, w in cands.items()}
+        best = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
+        tried.append({"fraction": fraction, "chosen": best,
+                      **{k: {"widths": cands[k], "val_acc": round(scores[k][0], 4),
+                             "val_loss": round(scores[k][1], 4)} for k in cands}})
+        return cands[best]
+
+    solve.tried = tried
+    return solve
 
 
 def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | None, shape,
@@ -66,24 +109,28 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
     """The unit widths meeting ``t`` and a record of how they were found (``solver``; the
     measured search of ``--speedup``; the sensitivity table).
 
-    ``val``: normalised validation images and their labels, which the sensitivity solver
-    scores cuts on (required by it, unused by ``ratio``).
+    ``val``: what the ``sensitivity`` and ``auto`` solvers score on (:func:`search_data`;
+    unused by ``ratio``).
     """
     check_solver(t.solver)
     record: dict = {"solver": t.solver}
-    if t.solver == "sensitivity":
-        if val is None:
-            raise ValueError("the sensitivity solver needs validation data")
-        sens = unit_sensitivity(structure, *val, t.round_to, t.importance)
-        record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
-        solve = partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
-    else:
+    if t.solver == "ratio":
         solve = partial(solve_widths, round_to=t.round_to, balance=t.balance)
+    else:
+        if val is None:
+            raise ValueError(f"the {t.solver} solver needs validation data")
+        sens = unit_sensitivity(structure, val.x, val.y, t.round_to, t.importance)
+        record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
+        solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
+                 if t.solver == "sensitivity" else _auto(t, structure, val, sens))
     if t.measure == "latency":
         widths, search = solve_speedup(structure, model, arch, shape, t.speedup, t.latency_batch,
                                        t.round_to, solve, cache_dir)
-        return widths, {**record, **search}
-    cost = CostModel(structure)
-    widths = solve(cost.base_widths, getattr(cost, t.measure), t.fraction,
-                   option=TARGET_OPTIONS[t.measure])
+        record = {**record, **search}
+    else:
+        cost = CostModel(structure)
+        widths = solve(cost.base_widths, getattr(cost, t.measure), t.fraction,
+                       option=TARGET_OPTIONS[t.measure])
+    if t.solver == "auto":
+        record["candidates"] = solve.tried
     return widths, record

@@ -130,16 +130,16 @@ DEFAULT_SOLVER = {"params": "ratio", "flops": "ratio", "latency": "ratio"}
 def resolve_solver(solver: str | None, balance: float | None, measure: str) -> dict:
     """``{"solver", "balance"}`` as a run records them: a given ``balance`` means the ratio
     solver; what is not given is the target's measured default (balance is None under
-    the sensitivity solver, which has no use for it).
+    the sensitivity and auto solvers, which have no use for it).
 
     Raises:
-        UserError: ``--balance`` with ``--solver sensitivity``.
+        UserError: ``--balance`` with ``--solver sensitivity`` or ``auto``.
     """
     if solver is None:
         solver = "ratio" if balance is not None else DEFAULT_SOLVER[measure]
-    if solver == "sensitivity":
+    if solver != "ratio":
         if balance is not None:
-            raise UserError("--balance tilts the ratio solver's widths; --solver sensitivity "
+            raise UserError(f"--balance tilts the ratio solver's widths; --solver {solver} "
                             "chooses them from measurements: pass one of the two")
         return {"solver": solver, "balance": None}
     return {"solver": solver, "balance": DEFAULT_BALANCE[measure] if balance is None else balance}
@@ -314,10 +314,10 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
 
 
 def _search_data(cfg: PruneConfig, src: _Source):
-    """The validation images the sensitivity solver scores on (None for another solver)."""
-    if cfg.solver != "sensitivity":
+    """What the sensitivity and auto solvers score on (None for the ratio solver)."""
+    if cfg.solver == "ratio":
         return None
-    return search_data(src.ds, src.splits.val, cfg.search_size, src.mean, src.std,
+    return search_data(src.ds, src.splits, cfg.search_size, src.mean, src.std,
                        src.data_cfg.seed)
 
 
@@ -494,7 +494,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
-    if plan.search is not None and (cfg.speedup or cfg.solver == "sensitivity"):
+    if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
         # measured: recorded, so that a resume or a repeat builds the same network
         cfg = replace(cfg, widths=plan.widths)
     if lead and not resume:  # only now that every input checked out may an old run be replaced
