@@ -30,7 +30,10 @@ def collect(root: Path) -> list[dict]:
             if r["method"] == "pretrained" and any(
                     x["family"] == family and x["method"] == "pretrained" for x in rows):
                 continue
-            label = r["method"] if r["method"] != "os-step" else f"os b{r.get('balance', 1.0):g}"
+            label = r["method"]
+            if r["method"] == "os-step":  # by its width solver (and the ratio solver's balance)
+                solver = r.get("solver", "ratio")
+                label = f"os b{r.get('balance', 1.0):g}" if solver == "ratio" else f"os {solver}"
             rows.append({**r, "family": family, "label": label, "folder": results.parent.name})
     return rows
 
@@ -58,14 +61,16 @@ def main() -> None:
         r["speedup_b128"] = base["latency_b128_ms"] / r["latency_b128_ms"]
         r["speedup_share_of_flop_ratio_b128"] = r["speedup_b128"] / r["flop_ratio"]
     (a.out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cols = ["family", "target", "label", "test_acc", "val_acc", "params", "flops", "flop_ratio",
+    cols = ["family", "match", "target", "label", "test_acc", "val_acc", "params", "flops", "flop_ratio",
             "latency_b1_ms", "latency_b128_ms", "speedup_b1", "speedup_b128",
             "speedup_share_of_flop_ratio_b128", "folder"]
     fmt = {"target": "{:.0%}", "test_acc": "{:.4f}", "val_acc": "{:.4f}", "params": "{:,}",
            "flops": "{:,}", "flop_ratio": "{:.2f}", "latency_b1_ms": "{:.2f}",
            "latency_b128_ms": "{:.1f}", "speedup_b1": "{:.2f}", "speedup_b128": "{:.2f}",
            "speedup_share_of_flop_ratio_b128": "{:.2f}"}
-    ordered = sorted(rows, key=lambda r: (r["family"], r["target"], r["label"]))
+    for r in rows:
+        r.setdefault("match", "params" if r["method"] == "pretrained" else "flops")
+    ordered = sorted(rows, key=lambda r: (r["family"], r["match"], r["target"], r["label"]))
     table = [[fmt.get(c, "{}").format(r[c]) for c in cols] for r in ordered]
     (a.out / "table.md").write_text(markdown_table(cols, table) + "\n")
     for family in sorted({r["family"] for r in rows}):

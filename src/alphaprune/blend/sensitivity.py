@@ -10,6 +10,10 @@ grid step at a time, the cut with the smallest loss increase per unit of cost re
 (parameters, FLOPs or predicted latency: any ``count``), until the budget is met; single
 ``round_to`` steps on the cut layers then fit the target as the ratio solver's do.
 Losses of separate cuts are taken to add up, as NVIDIA ModelOpt's FastNAS takes them.
+
+They do not quite: :func:`cut_score` scores a whole allocation, every unit cut at once and
+BatchNorm re-measured on training images, which is how the ``auto`` solver
+(:mod:`alphaprune.plan`) picks among allocations.
 """
 
 from __future__ import annotations
