@@ -287,20 +287,21 @@ def test_flops_target_removes_that_share_of_the_flops(tiny_checkpoint, tmp_path)
     assert "% removed; target 50% of the FLOPs)" in buf.getvalue()
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
     assert cfg["flops"] == 0.5 and cfg["prune"] is None
-    assert cfg["balance"] == 0.0  # the measured default of a FLOPs target, recorded
+    # the measured default solver of a FLOPs target, recorded with the widths it chose
+    assert cfg["solver"] == "auto" and cfg["balance"] is None and cfg["widths"] == s["widths_after"]
 
 
 def test_a_parameter_target_records_its_own_default_balance(tiny_checkpoint, tmp_path):
     from alphaprune.prune import PruneConfig, _settings
 
     cfg, _, _, _ = _settings(PruneConfig(checkpoint=str(tiny_checkpoint)), tmp_path / "r", False, None)
-    assert (cfg.prune, cfg.balance) == (0.65, 1.0)
+    assert (cfg.prune, cfg.solver, cfg.balance) == (0.65, "ratio", 1.0)
     cfg, _, _, _ = _settings(PruneConfig(checkpoint=str(tiny_checkpoint), speedup=2.0),
                              tmp_path / "r", False, None)
-    assert (cfg.prune, cfg.balance) == (None, 0.0)
+    assert (cfg.prune, cfg.solver, cfg.balance) == (None, "auto", None)
     cfg, _, _, _ = _settings(PruneConfig(checkpoint=str(tiny_checkpoint), flops=0.5, balance=0.5),
                              tmp_path / "r", False, None)
-    assert cfg.balance == 0.5  # a given balance is kept
+    assert (cfg.solver, cfg.balance) == ("ratio", 0.5)  # a given balance means the ratio solver
     assert not (tmp_path / "r").exists()  # settings touch no disk
 
 
