@@ -24,7 +24,7 @@ import torch
 
 from alphaprune.blend.blended import BlendedNet
 
-__all__ = ["ship_bn_stats", "using_bn_stats"]
+__all__ = ["ship_bn_stats", "using_bn_stats", "restored_bn"]
 
 BNStats = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -39,26 +39,36 @@ def ship_bn_stats(model: BlendedNet, calib: torch.Tensor, batch_size: int = 256)
     were.
     """
     bns = [u.bn2 for u in model.features if u.has_bn]
-    saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone(),
-              b.momentum) for b in bns]
     alpha, training = float(model.alpha), model.training
     try:
-        model.set_alpha(0.0).train()
-        for b in bns:
-            b.reset_running_stats()
-            b.momentum = None  # cumulative average over the calibration batches
-        # near-equal batches: equal weights in the average, and never a last batch of one
-        # image (BN in train mode rejects a single value per channel)
-        for batch in torch.tensor_split(calib, math.ceil(len(calib) / batch_size)):
-            model(batch)
-        return [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
+        with restored_bn(bns):
+            model.set_alpha(0.0).train()
+            for b in bns:
+                b.reset_running_stats()
+                b.momentum = None  # cumulative average over the calibration batches
+            # near-equal batches: equal weights in the average, and never a last batch of
+            # one image (BN in train mode rejects a single value per channel)
+            for batch in torch.tensor_split(calib, math.ceil(len(calib) / batch_size)):
+                model(batch)
+            return [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
+    finally:
+        model.set_alpha(alpha).train(training)
+
+
+@contextmanager
+def restored_bn(bns: list):
+    """Within the block the BatchNorms ``bns`` may re-estimate their statistics (reset,
+    another momentum); on exit their statistics, batch count and momentum are as before."""
+    saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone(),
+              b.momentum) for b in bns]
+    try:
+        yield
     finally:
         for b, (m, v, n, mom) in zip(bns, saved):
             b.running_mean.copy_(m)
             b.running_var.copy_(v)
             b.num_batches_tracked.copy_(n)
             b.momentum = mom
-        model.set_alpha(alpha).train(training)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine
 
 __all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "cut_score"]
@@ -88,25 +89,18 @@ def _bn_recalibrated(gm, calib: torch.Tensor, batch: int):
     the network as it is now (cuts included): fine-tuning fixes stale statistics at once,
     so a cut is scored without them. Restored on exit."""
     bns = [m for m in gm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone(),
-              b.momentum) for b in bns]
-    try:
-        for b in bns:
-            b.reset_running_stats()
-            b.momentum = None  # the plain average over the calibration batches
-            b.train()
-        for part in torch.tensor_split(calib, max(1, len(calib) // batch)):
-            gm(part)
-        for b in bns:
-            b.eval()
+    with restored_bn(bns):
+        try:
+            for b in bns:
+                b.reset_running_stats()
+                b.momentum = None  # the plain average over the calibration batches
+                b.train()
+            for part in torch.tensor_split(calib, max(1, len(calib) // batch)):
+                gm(part)
+        finally:
+            for b in bns:
+                b.eval()
         yield
-    finally:
-        for b, (m, v, n, mom) in zip(bns, saved):
-            b.running_mean.copy_(m)
-            b.running_var.copy_(v)
-            b.num_batches_tracked.copy_(n)
-            b.momentum = mom
-            b.eval()
 
 
 @contextlib.contextmanager
