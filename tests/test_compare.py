@@ -168,7 +168,7 @@ def test_balance_shapes_objective_selection_and_its_scratch_twin(results, tmp_pa
 
 
 def test_the_sensitivity_solver_shapes_objective_selection_and_its_kd_twin(results, tmp_path,
-                                                                           capsys):
+                                                                           capsys, monkeypatch):
     """``--solver sensitivity``: objective selection and the kd twin train the widths the
     measured cuts chose, Torch-Pruning is sized to them, and a rerun with the ratio solver
     is refused (it would mix architectures in one table)."""
@@ -187,6 +187,17 @@ def test_the_sensitivity_solver_shapes_objective_selection_and_its_kd_twin(resul
     full = [u.conv.out_channels for u in alphaprune.load_model(out / "pretrained.pt").features]
     assert widths["os-step"] != full
     assert abs(rows["tp-l1"]["flops"] - rows["os-step"]["flops"]) <= 0.02 * rows["os-step"]["flops"]
+    # a rerun trains the remaining methods on the recorded widths, solving nothing again
+    assert json.loads((run / "p50" / "widths.json").read_text())["widths"] == widths["kd"]
+    import alphaprune.compare as compare_mod
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("solved again")
+
+    monkeypatch.setattr(compare_mod, "solve_target", no_solve)
+    assert main([*argv, "--methods", "os-step,kd,tp-l1,scratch", "--solver", "sensitivity"]) == 0
+    scratch = alphaprune.load_model(run / "p50" / "scratch" / "model.pt")
+    assert [u.conv.out_channels for u in scratch.features] == widths["kd"]
     capsys.readouterr()
     assert main([*argv, "--methods", "scratch", "--solver", "ratio"]) == 2
     err = capsys.readouterr().err

@@ -288,7 +288,8 @@ def test_flops_target_removes_that_share_of_the_flops(tiny_checkpoint, tmp_path)
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
     assert cfg["flops"] == 0.5 and cfg["prune"] is None
     # the measured default solver of a FLOPs target, recorded with the widths it chose
-    assert cfg["solver"] == "auto" and cfg["balance"] is None and cfg["widths"] == s["widths_after"]
+    assert cfg["solver"] == "auto" and cfg["balance"] is None
+    assert cfg["solved"]["widths"] == s["widths_after"] and cfg["widths"] is None
 
 
 def test_a_parameter_target_records_its_own_default_balance(tiny_checkpoint, tmp_path):
@@ -324,8 +325,8 @@ def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
     argv[i:i + 2] = ["--flops", "0.5", "--solver", solver, "--search-size", "20"]
     assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
-    assert cfg["solver"] == solver and cfg["widths"] is not None
-    assert cfg["widths"] != solve_widths([4, 8, 16, 16, 32, 32, 32, 32], lambda w: sum(w), 0.5, 8)
+    widths = cfg["solved"]["widths"]
+    assert cfg["solver"] == solver and cfg["solved"]["for"]["fraction"] == 0.5
 
     def no_search(*args, **kwargs):
         raise AssertionError("measured again")
@@ -334,8 +335,27 @@ def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
     assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
                  "--no-progress"]) == 0
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert s["widths_after"] == cfg["widths"] and s["solver"] == solver
+    assert s["widths_after"] == widths and s["solver"] == solver
     assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.01
+    assert len(s["width_search"]["sensitivity"]) == len(widths)  # the record survives a resume
+
+
+def test_a_repeat_with_another_target_solves_anew(tiny_checkpoint, tmp_path, monkeypatch):
+    """A run's config.yaml repeats it without measuring again, but only for the settings
+    the widths were solved for: another --flops solves for that target."""
+    argv = _argv(tiny_checkpoint, tmp_path / "run")
+    i = argv.index("--prune")
+    argv[i:i + 2] = ["--flops", "0.3", "--solver", "sensitivity", "--search-size", "20"]
+    assert main([*argv, "--max-total-epochs", "1"]) == 2
+    config = str(tmp_path / "run" / "config.yaml")
+    calls = []
+    real = plan_mod.unit_sensitivity
+    monkeypatch.setattr(plan_mod, "unit_sensitivity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(["prune", "--config", config, "--flops", "0.6", "--max-total-epochs", "20",
+                 "--out", str(tmp_path / "again"),
+                 "--no-progress"]) == 0
+    s = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert calls and abs(s["achieved_flops_reduction"] - 0.6) <= 0.01
 
 
 def test_auto_records_every_candidate_and_ships_the_chosen_one(tiny_checkpoint, tmp_path):
@@ -435,7 +455,7 @@ def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(
     argv[i:i + 2] = ["--speedup", "1.5", "--latency-batch", "8"]
     assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
-    assert cfg["widths"] == chosen and cfg["speedup"] == 1.5
+    assert cfg["solved"]["widths"] == chosen and cfg["speedup"] == 1.5
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched again")

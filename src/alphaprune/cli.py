@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "target's cost (measured cuts, FastNAS-like); auto: of the uniform, "
                         "balance-1 and sensitivity widths, the one whose whole cut keeps the "
                         "most validation accuracy (measured widths are recorded)")
+    # what a run's config.yaml records of a measuring solver's widths (read back by --config)
+    r.add_argument("--solved", type=json.loads, default=None, help=argparse.SUPPRESS)
     r.add_argument("--search-size", type=int, default=1000,
                    help="validation images the sensitivity and auto solvers score on")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
@@ -315,7 +317,7 @@ def _cmd_prune(a) -> int:
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
-            "balance", "solver", "search_size", "scheduler", "step_size", "decay_rate", "mu",
+            "balance", "solver", "solved", "search_size", "scheduler", "step_size", "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",

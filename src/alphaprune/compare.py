@@ -9,6 +9,8 @@ sized to objective selection's fused model by that measure:
   split between the alpha > 0 phases (early stopping within each) and the alpha = 0 phase;
 * ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter (or FLOP)
   count, or to the same measured latency, then fine-tuning;
+* ``modelopt-fastnas``: NVIDIA Model Optimizer's FastNAS search (the ``peers`` extra) under
+  the same parameter or FLOP budget, then the same fine-tuning;
 * ``unstructured``: ``torch.nn.utils.prune`` global L1 to the same number of non-zeros, then
   masked fine-tuning (smaller on paper, not faster);
 * ``scratch``: the compact architecture (objective selection's widths) from random init;
@@ -196,7 +198,7 @@ class _Bench:
     mf: object
     source: dict
     structure: object
-    balance: float | None       # None under the sensitivity solver
+    balance: float | None       # None under the sensitivity and auto solvers
     solver: str
 
     @property
@@ -225,8 +227,18 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
+    if _search_size(cfg) < 1:
+        raise UserError(f"--search-size must be >= 1, got {_search_size(cfg)}")
+    if cfg.match == "latency" and cfg.devices * cfg.num_nodes > 1:
+        raise UserError("--match latency times models on this machine, which several "
+                        "processes would each do differently: run it with one process")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
     return _without_unavailable(cfg)
+
+
+def _search_size(cfg: CompareConfig) -> int:
+    """Validation images a width search scores on (objective selection's and FastNAS's)."""
+    return cfg.os_options.get("search_size", SEARCH_SIZE)
 
 
 def _without_unavailable(cfg: CompareConfig) -> CompareConfig:
@@ -288,17 +300,14 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     b, done = _setup(cfg, out, progress)
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
-    val = search_data(b.ds, b.splits, cfg.os_options.get("search_size", SEARCH_SIZE),
-                      b.mean, b.std, b.data.seed) if b.solver != "ratio" else None
-    arch = None if b.mf.arch == GRAPH_ARCH else b.mf.arch
+    val = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std,
+                      b.data.seed) if b.solver != "ratio" else None
+    arch, memo = None if b.mf.arch == GRAPH_ARCH else b.mf.arch, {}
     for target in cfg.targets:
+        if all((m, target) in finished for m in cfg.methods):
+            continue
         # objective selection prunes to these widths; scratch and kd train them too
-        widths, _ = solve_target(
-            WidthTarget(cfg.match, target, b.solver,
-                        cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
-                        cfg.os_options.get("importance", PruneConfig.importance),
-                        _speedup(cfg.match, target), cfg.latency_batch),
-            b.structure, b.mf.model, arch, b.shape, val, b.data.cache_dir)
+        widths = _target_widths(b, target, arch, val, memo)
         # the peers are sized to objective selection's fused model by --match (latency: the
         # fused architecture itself, timed against); unstructured pruning changes no FLOPs
         # and is sized by its non-zero parameters either way
@@ -313,6 +322,26 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
                                                  "match": cfg.match}, done)
     return _finish(b, done) if b.lead else []
+
+
+def _target_widths(b: _Bench, target: float, arch: str | None, val, memo: dict) -> list[int]:
+    """The widths of one target, solved once: written to ``pNN/widths.json`` so that a
+    rerun trains the remaining methods on the network the finished ones used (a measured
+    solve, such as a latency match, could come out otherwise the second time)."""
+    cfg = b.cfg
+    path = b.out / f"p{round(target * 100):02d}" / "widths.json"
+    if path.exists():
+        return json.loads(path.read_text())["widths"]
+    t = WidthTarget(cfg.match, target, b.solver,
+                    cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
+                    cfg.os_options.get("importance", PruneConfig.importance),
+                    _speedup(cfg.match, target), cfg.latency_batch)
+    widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, val, b.data.cache_dir,
+                             memo)
+    if b.lead:
+        atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver,
+                                            "match": cfg.match}))
+    return widths
 
 
 def _speedup(match: str, target: float) -> float | None:
@@ -426,7 +455,6 @@ def compact_model(structure, widths, arch: str, seed: int) -> torch.nn.Module:
     """The architecture objective selection ships at ``widths``, freshly initialised with
     ``seed``: the registry class with the fused widths, or for a user model the fused graph
     with every layer re-initialised."""
-    from alphaprune.blend.fuse import fused_architecture
     from alphaprune.models.registry import infer_kwargs
 
     fused = fused_architecture(structure, widths, None if arch == GRAPH_ARCH else arch)
@@ -453,7 +481,8 @@ def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, 
                                  latency_batch=cfg.latency_batch)
     elif method == FASTNAS:
         model = modelopt_fastnas(pretrained, size[cfg.match], shape, cfg.match,
-                                 *_fastnas_data(ds, splits, mean, std, data), verbose=progress)
+                                 *_fastnas_data(cfg, ds, splits, mean, std, data),
+                                 verbose=progress)
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), size["params"])
     else:  # scratch / kd: objective selection's compact architecture from random init
@@ -470,11 +499,11 @@ def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, 
     return model.eval(), cfg.budget, method == "unstructured"
 
 
-def _fastnas_data(ds, splits, mean, std, data: DataConfig):
+def _fastnas_data(cfg: CompareConfig, ds, splits, mean, std, data: DataConfig):
     """What FastNAS searches with: its score (accuracy on the validation images objective
     selection's sensitivity solver scores on) and the training batches it recalibrates
     BatchNorm on before scoring each candidate (seeded)."""
-    vx, vy, _ = search_data(ds, splits, SEARCH_SIZE, mean, std, data.seed)
+    vx, vy, _ = search_data(ds, splits, _search_size(cfg), mean, std, data.seed)
 
     @torch.no_grad()
     def score(model) -> float:

@@ -104,13 +104,14 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
 
 
 def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | None, shape,
-                 val: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 cache_dir=None) -> tuple[list[int], dict]:
+                 val: SearchData | None = None, cache_dir=None,
+                 memo: dict | None = None) -> tuple[list[int], dict]:
     """The unit widths meeting ``t`` and a record of how they were found (``solver``; the
     measured search of ``--speedup``; the sensitivity table).
 
     ``val``: what the ``sensitivity`` and ``auto`` solvers score on (:func:`search_data`;
-    unused by ``ratio``).
+    unused by ``ratio``). ``memo``: a dict kept across calls on the same model and data
+    (several targets): the sensitivity table, which no target changes, is measured once.
     """
     check_solver(t.solver)
     record: dict = {"solver": t.solver}
@@ -119,7 +120,11 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
     else:
         if val is None:
             raise ValueError(f"the {t.solver} solver needs validation data")
-        sens = unit_sensitivity(structure, val.x, val.y, t.round_to, t.importance)
+        memo = {} if memo is None else memo
+        key = ("sensitivity", t.round_to, t.importance)
+        if key not in memo:
+            memo[key] = unit_sensitivity(structure, val.x, val.y, t.round_to, t.importance)
+        sens = memo[key]
         record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
         solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
                  if t.solver == "sensitivity" else _auto(t, structure, val, sens))

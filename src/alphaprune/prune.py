@@ -56,14 +56,18 @@ class PruneConfig:
     flops: float | None = None        # or: fraction of the FLOPs to remove (at the data's size)
     speedup: float | None = None      # or: run this many times faster than the original
     latency_batch: int = 1            # ... at this batch size, on this machine's threads
-    # explicit unit widths instead of the target's solver; --speedup records the widths its
-    # measured search chose here, so a resume or a repeat builds the same network
+    # explicit unit widths instead of the target's solver
     widths: list[int] | None = None
+    # widths a measuring solver chose (--speedup, sensitivity, auto) with the settings they
+    # were solved for: a resume or a --config repeat with those settings builds the same
+    # network without measuring again; changed settings solve anew
+    solved: dict | None = None
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
     # None: the measured default of the target (DEFAULT_BALANCE), recorded as a number
     balance: float | None = None
-    # ratio (one keep ratio, tilted by balance) or sensitivity (cut where the validation
-    # loss rises least per unit of cost); None: the target's measured default (DEFAULT_SOLVER)
+    # ratio (one keep ratio, tilted by balance), sensitivity (cut where the validation loss
+    # rises least per unit of cost) or auto (of those, the allocation whose whole cut keeps
+    # the most validation accuracy); None: the target's measured default (DEFAULT_SOLVER)
     solver: str | None = None
     search_size: int = 1000           # validation images the sensitivity solver scores on
     scheduler: str = "step"
@@ -143,6 +147,7 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
     """
     if solver is None:
         solver = "ratio" if balance is not None else DEFAULT_SOLVER[measure]
+    check_solver(solver)
     if solver != "ratio":
         if balance is not None:
             raise UserError(f"--balance tilts the ratio solver's widths; --solver {solver} "
@@ -313,6 +318,9 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     base_w = [u.width for u in structure.units]
     if cfg.widths is not None:
         return _Plan(structure, base_w, _checked_widths(cfg.widths, base_w, src.mf.arch))
+    if cfg.solved is not None and cfg.solved.get("for") == solved_for(cfg):
+        return _Plan(structure, base_w, _checked_widths(cfg.solved["widths"], base_w, src.mf.arch),
+                     cfg.solved.get("search"))
     widths, search = solve_target(width_target(cfg), structure, src.model,
                                   None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
                                   _search_data(cfg, src), src.data_cfg.cache_dir)
@@ -325,6 +333,14 @@ def _search_data(cfg: PruneConfig, src: _Source):
         return None
     return search_data(src.ds, src.splits, cfg.search_size, src.mean, src.std,
                        src.data_cfg.seed)
+
+
+def solved_for(cfg: PruneConfig) -> dict:
+    """The settings a measuring solver's widths depend on (the data and model aside)."""
+    measure, fraction = cfg.target()
+    return {"measure": measure, "fraction": fraction, "solver": cfg.solver,
+            "round_to": cfg.round_to, "balance": cfg.balance, "importance": cfg.importance,
+            "latency_batch": cfg.latency_batch, "search_size": cfg.search_size}
 
 
 def width_target(cfg: PruneConfig) -> WidthTarget:
@@ -501,8 +517,10 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     plan = _plan(cfg, src)                              # plan: units and their widths
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
-        # measured: recorded, so that a resume or a repeat builds the same network
-        cfg = replace(cfg, widths=plan.widths)
+        # measured: recorded with what it was measured for, so that a resume or a repeat
+        # builds the same network (and keeps the record for its summary)
+        cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,
+                                   "search": plan.search})
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:
