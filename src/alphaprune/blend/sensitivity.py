@@ -2,8 +2,10 @@
 each cut costs in validation loss per unit of the budgeted cost.
 
 Each unit is cut alone, to each width on a grid, keeping the channels ``select`` keeps
-(the same importance criterion), in the pretrained network, and the loss on a fixed set
-of validation images is measured. A cut is exact without rebuilding anything: the dropped
+(the same importance criterion: exactly for ``l1`` and ``bn``; for ``act`` the mean
+activation the unit hands its first consumer on the validation images, where ``select``
+reads the unit's output on training images), in the pretrained network, and the loss on a
+fixed set of validation images is measured. A cut is exact without rebuilding anything: the dropped
 channels are zeroed at the inputs of the unit's consumers, which is what the fused
 network's ``B`` gives them. The solver then starts from the full widths and takes, one
 grid step at a time, the cut with the smallest loss increase per unit of cost removed
@@ -106,12 +108,14 @@ def _bn_recalibrated(gm, calib: torch.Tensor, batch: int):
 @contextlib.contextmanager
 def _cut(gm, structure, widths: Sequence[int], criterion: str, x: torch.Tensor):
     """Within the block every unit keeps only its ``widths`` most important channels."""
+    # every ranking first, on the whole network (``act`` reads activations)
+    orders = [torch.argsort(_importance(gm, u, criterion, x), descending=True)
+              for u in structure.units]
     hooks = []
     try:
-        for u, w in zip(structure.units, widths):
-            drop = torch.argsort(_importance(gm, u, criterion, x), descending=True)[w:]
+        for u, w, order in zip(structure.units, widths, orders):
             hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
-                _zeroing_hook(drop, c.spatial, c.kind)) for c in u.consumers]
+                _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
         yield
     finally:
         for h in hooks:
