@@ -1,5 +1,3 @@
-import sys
+from alphaprune.cli import entry
 
-from alphaprune.cli import main
-
-sys.exit(main())
+entry()

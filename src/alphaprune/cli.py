@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -567,5 +568,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``alphaprune`` console script and ``python -m alphaprune``: :func:`main`, then
+    exit with its code. After an interrupt the process ends at once: what an interrupted
+    run keeps is already on disk (atomic writes, the resume checkpoint), and the
+    interpreter's own shutdown after a Ctrl-C during training has been seen to abort in a
+    C++ destructor writing to the closed stderr (exit -6 instead of 130)."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
