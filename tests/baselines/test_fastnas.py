@@ -28,7 +28,7 @@ def _setup():
     def score(m) -> float:  # fidelity to the unpruned outputs: graded, unlike a random accuracy
         return -float(((m.eval()(x) - ref) ** 2).mean())
 
-    return model, score, list(torch.randn(200, *SHAPE).split(4))  # the 50 batches it recalibrates on
+    return model, score, list(torch.randn(100, *SHAPE).split(2))  # the 50 batches it recalibrates on
 
 
 @needs_modelopt
