@@ -29,6 +29,8 @@ jobs() {  # one line per job: folder, then compare's own arguments
   echo "$OUT/fast/vgg_lat_ratio $VGG --targets 0.5 --match latency --latency-batch 128 --methods os-step,tp-l1 --solver ratio --train-seed 0"
   echo "$OUT/fast/vgg_p65 $VGG --targets 0.65 --match params --methods os-step,modelopt-fastnas,tp-l1 --train-seed 0"
   echo "$OUT/fast/vgg_p65_sens $VGG --targets 0.65 --match params --methods os-step --solver sensitivity --train-seed 0"
+  echo "$OUT/fast/r20_p50 $R20 --targets 0.5 --match params --methods os-step,tp-l1 --train-seed 0"
+  echo "$OUT/fast/r20_p50_fastnas $R20 --targets 0.5 --match params --methods modelopt-fastnas --train-seed 0"
 }
 
 mkdir -p "$OUT/fast"
