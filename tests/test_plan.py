@@ -66,16 +66,17 @@ def test_a_speedup_with_the_sensitivity_solver_closes_on_the_measured_ratio(setu
 def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup):
     """auto solves the target three ways and keeps the one that, cut into the pretrained
     network at once (BatchNorm re-measured), keeps the most validation accuracy."""
-    from alphaprune.blend.sensitivity import cut_score
+    from alphaprune.blend.sensitivity import channel_orders, cut_score
 
     model, structure, val = setup
+    orders = channel_orders(structure, "l1", val.x)
     widths, record = solve_target(WidthTarget("params", 0.6, "auto"), structure, model,
                                   "vgg11", SHAPE, val)
     (c,) = record["candidates"]
     assert set(c) == {"fraction", "chosen", "ratio", "balance1", "sensitivity"}
     assert widths == c[c["chosen"]]["widths"]
     for name in ("ratio", "balance1", "sensitivity"):
-        acc, loss = cut_score(structure, c[name]["widths"], val.x, val.y, val.calib)
+        acc, loss = cut_score(structure, c[name]["widths"], val.x, val.y, val.calib, orders)
         assert (round(acc, 4), round(loss, 4)) == (c[name]["val_acc"], c[name]["val_loss"])
         assert (acc, -loss) <= (c[c["chosen"]]["val_acc"] + 1e-4, -c[c["chosen"]]["val_loss"] + 1e-4)
 
@@ -83,13 +84,14 @@ def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup):
 def test_a_cut_score_leaves_the_network_as_it_was(setup):
     """Scoring a cut re-measures BatchNorm and hooks the layers: both are undone, and a
     deeper cut scores no better on labels the whole network gets right."""
-    from alphaprune.blend.sensitivity import cut_score
+    from alphaprune.blend.sensitivity import channel_orders, cut_score
 
     model, structure, val = setup
+    orders = channel_orders(structure, "l1", val.x)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     base = [u.width for u in structure.units]
-    whole = cut_score(structure, base, val.x, val.y, val.calib)
-    narrow = cut_score(structure, [1] * len(base), val.x, val.y, val.calib)
+    whole = cut_score(structure, base, val.x, val.y, val.calib, orders)
+    narrow = cut_score(structure, [1] * len(base), val.x, val.y, val.calib, orders)
     assert narrow[0] < whole[0] and narrow[1] > whole[1]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.training

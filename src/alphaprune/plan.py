@@ -25,7 +25,12 @@ from typing import NamedTuple
 
 import torch
 
-from alphaprune.blend.sensitivity import cut_score, solve_by_sensitivity, unit_sensitivity
+from alphaprune.blend.sensitivity import (
+    channel_orders,
+    cut_score,
+    solve_by_sensitivity,
+    unit_sensitivity,
+)
 from alphaprune.blend.widths import solve_widths
 from alphaprune.data import normalize, stratified_subset
 from alphaprune.errors import UserError
@@ -85,13 +90,14 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
     solved for the target, and the one whose whole cut keeps the most validation accuracy
     (BatchNorm re-measured; ties: the lower loss) kept. Every call's scores are recorded."""
     tried: list[dict] = []
+    orders = channel_orders(structure, t.importance, val.x[:250])
 
     def solve(base, count, fraction, option="--prune"):
         cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option=option),
                  "balance1": solve_widths(base, count, fraction, t.round_to, 1.0, option=option),
                  "sensitivity": solve_by_sensitivity(base, count, fraction, t.round_to, sens,
                                                      option=option)}
-        scores = {k: cut_score(structure, w, val.x, val.y, val.calib, t.importance)
+        scores = {k: cut_score(structure, w, val.x, val.y, val.calib, orders)
                   for k, w in cands.items()}
         best = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
         tried.append({"fraction": fraction, "chosen": best,

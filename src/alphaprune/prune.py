@@ -444,7 +444,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         "latency": latency,
-        **({"speedup": _speedup_check(cfg, latency, plan.search)} if cfg.speedup else {}),
+        **({"speedup": _speedup_check(cfg, latency)} if cfg.speedup else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
@@ -471,15 +471,16 @@ def before_scores(s: dict) -> dict:
     return {k: s[f"{k}_before"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
 
 
-def _speedup_check(cfg: PruneConfig, latency: dict, search: dict | None) -> dict:
+def _speedup_check(cfg: PruneConfig, latency: dict) -> dict:
     """The ``--speedup`` target against the trained, fused model's speed-up at
-    ``--latency-batch`` in the run's side-by-side latency measurement."""
+    ``--latency-batch`` in the run's side-by-side latency measurement (the search that
+    chose the widths is the summary's ``width_search``)."""
     key = f"latency_b{cfg.latency_batch}_ms"
     before, after = latency["before"][key], latency["after"][key]
     achieved = before / after
     return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
             "threads": latency["threads"], "original_ms": before, "pruned_ms": after,
-            "shortfall": max(0.0, 1.0 - achieved / cfg.speedup), "search": search}
+            "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,

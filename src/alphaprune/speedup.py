@@ -37,11 +37,6 @@ def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
     return ma / mb, ma, mb
 
 
-def _candidate(structure, widths, arch: str | None) -> nn.Module:
-    """The fused architecture at ``widths``: only its shape is timed."""
-    return fused_architecture(structure, widths, arch).eval()
-
-
 def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):
     """``widths -> ms``: the table's layer sum scaled and offset to match measured whole-model
     latencies (``points``: widths and their measured ms; the first two span the range).
@@ -68,8 +63,9 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
     lm = LatencyModel(structure, model, shape, batch, round_to, cache_dir=cache_dir)
     base = list(lm.base_widths)
     narrowest = narrow_widths(base, round_to)
-    most, t_base, t_narrow = measured_speedup(model, _candidate(structure, narrowest, arch),
-                                              shape, batch)
+    # candidates are the fused architecture at their widths: only the shape is timed
+    most, t_base, t_narrow = measured_speedup(
+        model, fused_architecture(structure, narrowest, arch).eval(), shape, batch)
     threads = torch.get_num_threads()
     if most < speedup * (1 - TOLERANCE):
         raise UserError(
@@ -84,7 +80,8 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
             widths = solve(base, count, 1.0 - keep, option="--speedup")
         except UserError:  # beyond what the prediction reaches: the measured floor decides
             widths = narrowest
-        x, _, _ = measured_speedup(model, _candidate(structure, widths, arch), shape, batch)
+        x, _, _ = measured_speedup(model, fused_architecture(structure, widths, arch).eval(),
+                                   shape, batch)
         tried.append({"widths": widths, "latency_share": keep, "measured_speedup": x})
         if abs(x / speedup - 1) <= TOLERANCE:
             break

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine
 
-__all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "cut_score"]
+__all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "channel_orders",
+           "cut_score"]
 
 
 def width_grid(base: int, round_to: int, levels: int = 8) -> list[int]:
@@ -105,17 +106,30 @@ def _bn_recalibrated(gm, calib: torch.Tensor, batch: int):
         yield
 
 
+@torch.no_grad()
+def channel_orders(structure, criterion: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every unit's channels, most important first, ranked on the whole uncut network
+    (``act`` reads activations on ``x``)."""
+    gm = structure.gm
+    was = gm.training
+    gm.eval()
+    try:
+        return [torch.argsort(_importance(gm, u, criterion, x), descending=True)
+                for u in structure.units]
+    finally:
+        gm.train(was)
+
+
 @contextlib.contextmanager
-def _cut(gm, structure, widths: Sequence[int], criterion: str, x: torch.Tensor):
-    """Within the block every unit keeps only its ``widths`` most important channels."""
-    # every ranking first, on the whole network (``act`` reads activations)
-    orders = [torch.argsort(_importance(gm, u, criterion, x), descending=True)
-              for u in structure.units]
+def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
+    """Within the block every unit keeps only its ``widths`` first channels of ``orders``
+    (a unit kept whole gets no hook)."""
     hooks = []
     try:
         for u, w, order in zip(structure.units, widths, orders):
-            hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
-                _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
+            if w < u.width:
+                hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
+                    _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
         yield
     finally:
         for h in hooks:
@@ -124,16 +138,17 @@ def _cut(gm, structure, widths: Sequence[int], criterion: str, x: torch.Tensor):
 
 @torch.no_grad()
 def cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.Tensor,
-              calib: torch.Tensor, criterion: str = "l1", batch: int = 250) -> tuple[float, float]:
+              calib: torch.Tensor, orders: list[torch.Tensor],
+              batch: int = 250) -> tuple[float, float]:
     """``(accuracy, loss)`` on ``x``, ``y`` of the pretrained network with every unit cut to
-    ``widths`` at once (the network objective selection's α = 0 path starts from), its
-    BatchNorm statistics re-measured on ``calib``: how well a whole allocation survives,
-    which single-unit sensitivities do not see."""
+    ``widths`` at once (the network objective selection's α = 0 path starts from; channels
+    in :func:`channel_orders`), its BatchNorm statistics re-measured on ``calib``: how well a
+    whole allocation survives, which single-unit sensitivities do not see."""
     gm = structure.gm
     was = gm.training
     gm.eval()
     try:
-        with _cut(gm, structure, widths, criterion, x[:batch]), _bn_recalibrated(gm, calib, batch):
+        with _cut(gm, structure, widths, orders), _bn_recalibrated(gm, calib, batch):
             logits = torch.cat([gm(x[i:i + batch]) for i in range(0, len(x), batch)])
     finally:
         gm.train(was)
@@ -149,25 +164,18 @@ def unit_sensitivity(structure, x: torch.Tensor, y: torch.Tensor, round_to: int,
     ``y``, in eval mode. (Re-measuring BatchNorm for every cut, as FastNAS does, tripled the
     time and chose no better widths on VGG-16/4.)"""
     gm = structure.gm
+    orders = channel_orders(structure, criterion, x[:batch])
+    base = [u.width for u in structure.units]
     was = gm.training
     gm.eval()
     try:
         full = _loss(gm, x, y, batch)
         out = []
-        for u in structure.units:
-            order = torch.argsort(_importance(gm, u, criterion, x[:batch]), descending=True)
+        for i, u in enumerate(structure.units):
             sens = {}
             for w in width_grid(u.width, round_to, levels):
-                if w == u.width:
-                    sens[w] = 0.0
-                    continue
-                hooks = [gm.get_submodule(c.name).register_forward_pre_hook(
-                    _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
-                try:
-                    sens[w] = _loss(gm, x, y, batch) - full
-                finally:
-                    for h in hooks:
-                        h.remove()
+                with _cut(gm, structure, base[:i] + [w] + base[i + 1:], orders):
+                    sens[w] = _loss(gm, x, y, batch) - full if w < u.width else 0.0
             out.append(sens)
     finally:
         gm.train(was)
