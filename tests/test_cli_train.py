@@ -128,7 +128,11 @@ def test_summary_matches_the_model(trained):
     block = summary["model"]
     assert set(block) == {"params", "flops", "val_acc", "val_loss", "test_acc", "test_loss",
                           "latency_b1_ms", "latency_b128_ms"}
-    assert all(block[k] == summary[k] for k in ("params", "flops", "val_acc", "test_acc"))
+    from alphaprune.api import evaluate
+
+    test = evaluate(trained.out / "model.pt", split="test")  # the model file, evaluated anew
+    assert (block["params"], block["flops"]) == (test["params"], test["flops"])
+    assert block["test_acc"] == pytest.approx(test["accuracy"])
 
 
 # --------------------------------------------------------------------------- evaluate

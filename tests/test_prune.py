@@ -193,11 +193,17 @@ def test_summary(env):
 def test_the_summary_shares_the_model_schema(env):
     s = json.loads((env.out / "summary.json").read_text())
     assert s["schema"] == 2 and s["command"] == "prune"
-    for block, when in (("model", "after"), ("original", "before")):
+    from alphaprune.api import evaluate
+
+    # each block against the model file it describes, evaluated and counted anew
+    for block, path in (("model", env.out / "pruned.pt"), ("original", env.checkpoint)):
         b = s[block]
-        assert (b["params"], b["flops"], b["test_acc"], b["val_acc"]) == (
-            s[f"params_{when}"], s[f"flops_{when}"], s[f"test_acc_{when}"], s[f"val_acc_{when}"])
-        assert b["latency_b128_ms"] == s["latency"][when]["latency_b128_ms"] > 0
+        test, val = (evaluate(path, split=split) for split in ("test", "val"))
+        assert (b["params"], b["flops"]) == (test["params"], test["flops"])
+        assert b["test_acc"] == pytest.approx(test["accuracy"])
+        assert b["val_acc"] == pytest.approx(val["accuracy"])
+        assert b["test_loss"] == pytest.approx(test["loss"], rel=1e-5)
+        assert b["latency_b128_ms"] > 0 and b["latency_b1_ms"] > 0
         assert b["test_loss"] > 0 and b["val_loss"] > 0
     fused = alphaprune.load_model(env.out / "pruned.pt")
     assert s["model"]["params"] == count_params(fused)
