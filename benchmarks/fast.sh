@@ -27,8 +27,10 @@ jobs() {  # one line per job, longest first: folder, then compare's own argument
     for b in 0 0.5 1; do
       echo "$OUT/fast/vgg_b${b}_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods os-step --balance $b --train-seed $seed"
     done
-    echo "$OUT/fast/r20_tp_s$seed --checkpoint $OUT/resnet20/model.pt --targets 0.5,0.65 --methods tp-l1 --train-seed $seed"
-    echo "$OUT/fast/vgg_tp_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods tp-l1 --train-seed $seed"
+    # Torch-Pruning is sized to objective selection's uniform widths (--balance 0: the
+    # default of --flops when these ran; today's default is --solver auto)
+    echo "$OUT/fast/r20_tp_s$seed --checkpoint $OUT/resnet20/model.pt --targets 0.5,0.65 --methods tp-l1 --balance 0 --train-seed $seed"
+    echo "$OUT/fast/vgg_tp_s$seed --checkpoint $OUT/vgg16_w025/model.pt --targets 0.5,0.75 --methods tp-l1 --balance 0 --train-seed $seed"
   done
 }
 

@@ -23,8 +23,9 @@ jobs() {  # one line per job: folder, then compare's own arguments
     echo "$OUT/fast/vgg_sens_s$seed $VGG --targets 0.5,0.75 --match flops --methods os-step --solver sensitivity --train-seed $seed"
     echo "$OUT/fast/r20_sens_s$seed $R20 --targets 0.5,0.65 --match flops --methods os-step --solver sensitivity --train-seed $seed"
   done
-  echo "$OUT/fast/vgg_fastnas_s0 $VGG --targets 0.5,0.75 --match flops --methods modelopt-fastnas --train-seed 0"
-  echo "$OUT/fast/r20_fastnas_s0 $R20 --targets 0.5,0.65 --match flops --methods modelopt-fastnas --train-seed 0"
+  # FastNAS sized to the uniform widths' FLOPs (the default when these ran)
+  echo "$OUT/fast/vgg_fastnas_s0 $VGG --targets 0.5,0.75 --match flops --methods modelopt-fastnas --balance 0 --train-seed 0"
+  echo "$OUT/fast/r20_fastnas_s0 $R20 --targets 0.5,0.65 --match flops --methods modelopt-fastnas --balance 0 --train-seed 0"
   echo "$OUT/fast/vgg_lat_sens $VGG --targets 0.5 --match latency --latency-batch 128 --methods os-step,tp-l1 --solver sensitivity --train-seed 0"
   echo "$OUT/fast/vgg_lat_ratio $VGG --targets 0.5 --match latency --latency-batch 128 --methods os-step,tp-l1 --solver ratio --train-seed 0"
   echo "$OUT/fast/vgg_p65 $VGG --targets 0.65 --match params --methods os-step,modelopt-fastnas,tp-l1 --train-seed 0"

@@ -132,8 +132,8 @@ DEFAULT_BALANCE = {"params": 1.0, "flops": 0.0, "latency": 0.0}
 # picked the one that trained best in all four cells measured at equal FLOPs (VGG-16/4 50 /
 # 75%, resnet20 50 / 65%): +1.4 / +0.5 points over uniform at 50%, uniform itself at the
 # larger cuts (BENCHMARKS.md section 10). Latency follows the FLOPs. Parameters: the ratio
-# solver with balance 1 (auto chose the same widths at VGG-16/4 65 / 90%, and costs a
-# minute of measuring on one thread).
+# solver with balance 1 (auto chose the same widths at VGG-16/4 65 / 90%, and costs the
+# measuring before training).
 DEFAULT_SOLVER = {"params": "ratio", "flops": "auto", "latency": "auto"}
 
 
