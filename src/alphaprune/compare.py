@@ -45,7 +45,7 @@ from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
-from alphaprune.plan import WidthTarget, check_solver, search_data, solve_target
+from alphaprune.plan import WidthTarget, search_data, solve_target
 from alphaprune.prune import PruneConfig, prune, resolve_solver
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
@@ -264,7 +264,6 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     # the widths objective selection will solve, which scratch and kd train too
     picked = resolve_solver(cfg.os_options.get("solver"), cfg.os_options.get("balance"), cfg.match)
     solver, balance = picked["solver"], picked["balance"]
-    check_solver(solver)
     check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance or 0.0)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
     _check_same_widths(done, balance, solver, out)
@@ -300,14 +299,12 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     b, done = _setup(cfg, out, progress)
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
-    val = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std,
-                      b.data.seed) if b.solver != "ratio" else None
     arch, memo = None if b.mf.arch == GRAPH_ARCH else b.mf.arch, {}
     for target in cfg.targets:
         if all((m, target) in finished for m in cfg.methods):
             continue
         # objective selection prunes to these widths; scratch and kd train them too
-        widths = _target_widths(b, target, arch, val, memo)
+        widths = _target_widths(b, target, arch, memo)
         # the peers are sized to objective selection's fused model by --match (latency: the
         # fused architecture itself, timed against); unstructured pruning changes no FLOPs
         # and is sized by its non-zero parameters either way
@@ -324,20 +321,23 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     return _finish(b, done) if b.lead else []
 
 
-def _target_widths(b: _Bench, target: float, arch: str | None, val, memo: dict) -> list[int]:
+def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> list[int]:
     """The widths of one target, solved once: written to ``pNN/widths.json`` so that a
     rerun trains the remaining methods on the network the finished ones used (a measured
-    solve, such as a latency match, could come out otherwise the second time)."""
+    solve, such as a latency match, could come out otherwise the second time). ``memo``
+    keeps what every target's solve shares: the search images and sensitivity table."""
     cfg = b.cfg
     path = b.out / f"p{round(target * 100):02d}" / "widths.json"
     if path.exists():
         return json.loads(path.read_text())["widths"]
+    if b.solver != "ratio" and "val" not in memo:
+        memo["val"] = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std, b.data.seed)
     t = WidthTarget(cfg.match, target, b.solver,
                     cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
                     cfg.os_options.get("importance", PruneConfig.importance),
                     _speedup(cfg.match, target), cfg.latency_batch)
-    widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, val, b.data.cache_dir,
-                             memo)
+    widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
+                             b.data.cache_dir, memo)
     if b.lead:
         atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver,
                                             "match": cfg.match}))
