@@ -37,6 +37,25 @@ def _argv(checkpoint, out, *extra) -> list[str]:
     return ["prune", "--checkpoint", str(checkpoint), *DATA, *PRUNE, "--out", str(out), *extra]
 
 
+def _resume_without(monkeypatch, measuring: str, out) -> dict:
+    """Resume the run in ``out`` to its end with ``alphaprune.plan.<measuring>`` failing
+    if called (nothing may be measured again); its summary."""
+    def measured(*args, **kwargs):
+        raise AssertionError(f"{measuring} ran again")
+
+    monkeypatch.setattr(plan_mod, measuring, measured)
+    assert main(["prune", "--out", str(out), "--resume", "--max-total-epochs", "20",
+                 "--no-progress"]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def _target_argv(checkpoint, out, *target) -> list[str]:
+    """:func:`_argv` with another target (and its options) in place of ``--prune 0.5``."""
+    argv = _argv(checkpoint, out)
+    i = argv.index("--prune")
+    return argv[:i] + list(target) + argv[i + 2:]
+
+
 @dataclass
 class Run:
     checkpoint: Path
@@ -273,9 +292,7 @@ def test_bad_option_exits_2_with_one_line_and_no_run_folder(run, tmp_path, capsy
 def test_flops_target_removes_that_share_of_the_flops(tiny_checkpoint, tmp_path):
     from alphaprune.report.size import count_flops
 
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--flops", "0.5"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--flops", "0.5")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(argv) == 0
@@ -324,21 +341,14 @@ def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
     """The widths come from measured cuts on validation images: they are recorded with the
     table they came from, and a resume builds the same network without measuring again."""
     solver = "sensitivity"
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--flops", "0.5", "--solver", solver, "--search-size", "20"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--flops", "0.5", "--solver", solver,
+                        "--search-size", "20")
     assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
     widths = cfg["solved"]["widths"]
     assert cfg["solver"] == solver and cfg["solved"]["for"]["fraction"] == 0.5
 
-    def no_search(*args, **kwargs):
-        raise AssertionError("measured again")
-
-    monkeypatch.setattr(plan_mod, "unit_sensitivity", no_search)
-    assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
-                 "--no-progress"]) == 0
-    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    s = _resume_without(monkeypatch, "unit_sensitivity", tmp_path / "run")
     assert s["widths_after"] == widths and s["solver"] == solver
     assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.01
     assert len(s["width_search"]["sensitivity"]) == len(widths)  # the record survives a resume
@@ -347,9 +357,8 @@ def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
 def test_a_repeat_with_another_target_solves_anew(tiny_checkpoint, tmp_path, monkeypatch):
     """A run's config.yaml repeats it without measuring again, but only for the settings
     the widths were solved for: another --flops solves for that target."""
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--flops", "0.3", "--solver", "sensitivity", "--search-size", "20"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--flops", "0.3", "--solver",
+                        "sensitivity", "--search-size", "20")
     assert main([*argv, "--max-total-epochs", "1"]) == 2
     config = str(tmp_path / "run" / "config.yaml")
     calls = []
@@ -395,9 +404,7 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
     the target was met and by how much it fell short otherwise. (This model is so small that
     per-layer overheads bound its speed-up near 1.3x at batch 128; where a busy machine
     measures less than the target at the narrowest widths, the run must say so up front.)"""
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--speedup", "1.1", "--latency-batch", "128"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--speedup", "1.1", "--latency-batch", "128")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(argv)
@@ -422,9 +429,7 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
 
 
 def test_an_unreachable_speedup_names_the_measured_most(tiny_checkpoint, tmp_path, capsys):
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--speedup", "1000"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--speedup", "1000")
     assert main(argv) == 2
     err = capsys.readouterr().err
     _assert_one_line_error(err)
@@ -443,20 +448,12 @@ def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(
         return list(chosen), {"tried": [], "most": 3.0}
 
     monkeypatch.setattr(plan_mod, "solve_speedup", search)
-    argv = _argv(tiny_checkpoint, tmp_path / "run")
-    i = argv.index("--prune")
-    argv[i:i + 2] = ["--speedup", "1.5", "--latency-batch", "8"]
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--speedup", "1.5", "--latency-batch", "8")
     assert main([*argv, "--max-total-epochs", "1"]) == 2  # stops before the alpha = 0 phase
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]
     assert cfg["solved"]["widths"] == chosen and cfg["speedup"] == 1.5
 
-    def no_search(*args, **kwargs):
-        raise AssertionError("searched again")
-
-    monkeypatch.setattr(plan_mod, "solve_speedup", no_search)
-    assert main(["prune", "--out", str(tmp_path / "run"), "--resume", "--max-total-epochs", "20",
-                 "--no-progress"]) == 0
-    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    s = _resume_without(monkeypatch, "solve_speedup", tmp_path / "run")
     assert s["widths_after"] == chosen and s["speedup"]["target"] == 1.5
     assert main(["prune", "--config", str(tmp_path / "run" / "config.yaml"), "--out",
                  str(tmp_path / "again"), "--no-progress"]) == 0
