@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "most validation accuracy (measured widths are recorded)")
     # what a run's config.yaml records of a measuring solver's widths (read back by --config)
     r.add_argument("--solved", type=json.loads, default=None, help=argparse.SUPPRESS)
+    r.add_argument("--folds", type=int, default=None,
+                   help="cross-validation: run K times, each fold of the train and val images "
+                        "validating once (the test split fixed); report mean and std, ship the "
+                        "fold with the best validation accuracy (runs in OUT/fold<i>)")
     r.add_argument("--search-size", type=int, default=1000,
                    help="validation images the sensitivity and auto solvers score on")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
@@ -274,7 +278,8 @@ def _data_cfg(a):
 
     return DataConfig(data=a.data or "digits", val_frac=a.val_frac, test_frac=a.test_frac,
                       seed=a.seed, subset=a.subset, train_subset=a.train_subset,
-                      cache_dir=a.cache_dir, batch_size=a.batch_size, train_seed=a.train_seed)
+                      cache_dir=a.cache_dir, batch_size=a.batch_size, train_seed=a.train_seed,
+                      folds=getattr(a, "folds", None))
 
 
 def _optim_cfg(a):
@@ -343,6 +348,11 @@ def _cmd_prune(a) -> int:
           f"({s['achieved_reduction']:.1%} removed); FLOPs {s['flops_before']:,} -> "
           f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; {target}); "
           f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
+    if "folds" in s:
+        f = s["folds"]
+        print(f"{f['k']} folds: test acc {f['mean']['test_acc_after']:.4f} ± "
+              f"{f['std']['test_acc_after']:.4f} (mean ± std); pruned.pt is fold "
+              f"{f['shipped_fold']}'s, the best val acc")
     return 0
 
 

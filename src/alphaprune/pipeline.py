@@ -15,7 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alphaprune.data import BatchLoader, Dataset, Splits, load_dataset, make_splits, stratified_subset
+from alphaprune.data import (
+    BatchLoader,
+    Dataset,
+    Splits,
+    load_dataset,
+    make_splits,
+    rotate_fold,
+    stratified_subset,
+)
 from alphaprune.errors import UserError
 from alphaprune.modelfile import ModelFile
 from alphaprune.parallel import Processes
@@ -42,6 +50,10 @@ class DataConfig:
     # seed of training alone (shuffling, augmentation, init, draws); None: ``seed``. Repeats
     # with other training seeds keep the same splits, so their spread is the training noise
     train_seed: int | None = None
+    # cross-validation: the train and val splits dealt into ``folds`` parts, part ``fold``
+    # (1-based) validating (data.splits.rotate_fold); the test split is unchanged
+    folds: int | None = None
+    fold: int | None = None
 
     @property
     def run_seed(self) -> int:
@@ -60,6 +72,9 @@ class DataConfig:
             n = getattr(self, name)
             if n is not None and n < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {n}")
+        if self.folds is not None and self.folds < 2:
+            raise UserError(f"--folds must be at least 2, got {self.folds}: 2 or more folds "
+                            "rotate the validation split (leave --folds out for one run)")
 
 
 def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
@@ -69,6 +84,8 @@ def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
     if len(ds.y) == 0:
         raise UserError(f"dataset {cfg.data} is empty: add images")
     splits = make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+    if cfg.fold is not None:
+        splits = rotate_fold(ds.y, splits, cfg.folds or 0, cfg.fold, cfg.seed)
     if cfg.train_subset is not None:  # same val/test as the full run: comparable numbers
         n = min(cfg.train_subset, len(splits.train))  # "at most N"
         splits.train = splits.train[stratified_subset(ds.y[splits.train], n, cfg.seed)]
@@ -77,8 +94,11 @@ def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
 
 def split_meta(cfg: DataConfig) -> dict:
     """What a model file records to re-carve the same splits later."""
-    return {"data": cfg.data, "seed": cfg.seed, "val_frac": cfg.val_frac,
+    meta = {"data": cfg.data, "seed": cfg.seed, "val_frac": cfg.val_frac,
             "test_frac": cfg.test_frac, "subset": cfg.subset}
+    if cfg.fold is not None:
+        meta.update(folds=cfg.folds, fold=cfg.fold)
+    return meta
 
 
 def check_splits(splits: Splits) -> None:

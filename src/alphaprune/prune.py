@@ -15,6 +15,7 @@ from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branch
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
+from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
@@ -36,6 +37,7 @@ from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
+from alphaprune.speedup import measured_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import PhaseController
@@ -423,10 +425,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
              **split_scores(fused, src.ds, src.splits, src.mean, src.std)}
     # a fresh copy of the original: the blended model trained the loaded one in place
     original = load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model
-    # one side-by-side measurement serves the report and the --speedup check
-    batches = sorted({1, 128, cfg.latency_batch}) if cfg.speedup else (1, 128)
-    latency = {**measure_side_by_side({"before": original, "after": fused}, src.shape,
-                                      batches=batches), "threads": torch.get_num_threads()}
+    latency = {**measure_side_by_side({"before": original, "after": fused}, src.shape),
+               "threads": torch.get_num_threads()}
     return {
         "arch": src.mf.arch, "target_measure": cfg.target()[0],
         "target_reduction": cfg.target()[1],
@@ -444,7 +444,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         "latency": latency,
-        **({"speedup": _speedup_check(cfg, latency)} if cfg.speedup else {}),
+        **({"speedup": _speedup_check(cfg, original, fused, src.shape)} if cfg.speedup else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
@@ -471,15 +471,15 @@ def before_scores(s: dict) -> dict:
     return {k: s[f"{k}_before"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
 
 
-def _speedup_check(cfg: PruneConfig, latency: dict) -> dict:
+def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
     """The ``--speedup`` target against the trained, fused model's speed-up at
-    ``--latency-batch`` in the run's side-by-side latency measurement (the search that
-    chose the widths is the summary's ``width_search``)."""
-    key = f"latency_b{cfg.latency_batch}_ms"
-    before, after = latency["before"][key], latency["after"][key]
-    achieved = before / after
+    ``--latency-batch``, timed side by side as the search timed its candidates
+    (:func:`alphaprune.speedup.measured_speedup`, more rounds); the search that chose the
+    widths is the summary's ``width_search``."""
+    achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch,
+                                               rounds=9)
     return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
-            "threads": latency["threads"], "original_ms": before, "pruned_ms": after,
+            "threads": torch.get_num_threads(), "original_ms": before, "pruned_ms": after,
             "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
@@ -510,6 +510,11 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     Returns:
         The summary dict (None on a rank other than 0).
     """
+    if is_folds_run(cfg.data, Path(out), resume):
+        if model is not None:
+            raise UserError("--folds prunes a checkpoint file: save the model with "
+                            "alphaprune.save_model and pass its path as checkpoint")
+        return prune_folds(cfg, out, force, resume, progress, callbacks, max_total_epochs)
     t0 = time.perf_counter()
     lead = is_leader()
     if model is not None and resume:

@@ -49,7 +49,7 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
         if not is_run:
             raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune run: "
                             "choose a new folder")
-        stray = not finished and not (out / LAST_CKPT).exists()  # killed before a checkpoint
+        stray = not finished and not _has_progress(out)  # killed before a checkpoint
         if not force and not stray:
             state = "a finished run" if finished else "an unfinished run"
             raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
@@ -58,6 +58,14 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
         shutil.rmtree(out)
     make_dir(out)
     return out, None
+
+
+def _has_progress(out: Path) -> bool:
+    """A resume checkpoint, or (a ``--folds`` run) a fold with a checkpoint or a model."""
+    if (out / LAST_CKPT).exists():
+        return True
+    return any((d / LAST_CKPT).exists() or any(d.glob("*.pt")) for d in out.glob("fold*")
+               if d.is_dir())
 
 
 def _check_out(out: Path) -> None:

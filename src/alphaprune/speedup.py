@@ -12,6 +12,9 @@ narrowest) is measured first: a target beyond it is a one-line error naming it.
 
 from __future__ import annotations
 
+import copy
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -21,7 +24,6 @@ from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import UserError
 from alphaprune.latency import LatencyModel
-from alphaprune.report.page import measure_side_by_side
 
 __all__ = ["solve_speedup", "measured_speedup"]
 
@@ -29,12 +31,45 @@ TOLERANCE = 0.03
 
 
 def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
-                     rounds: int = 5) -> tuple[float, float, float]:
-    """(original ms / other ms, original ms, other ms) at ``batch``: medians of interleaved
-    rounds (:func:`alphaprune.report.page.measure_side_by_side`)."""
-    m = measure_side_by_side({"a": original, "b": other}, shape, rounds, batches=(batch,))
-    ma, mb = m["a"][f"latency_b{batch}_ms"], m["b"][f"latency_b{batch}_ms"]
-    return ma / mb, ma, mb
+                     rounds: int = 5, repeats: int | None = None) -> tuple[float, float, float]:
+    """(speed-up, original ms, other ms) at ``batch``, timed side by side.
+
+    Each round times both models back to back and keeps each one's fastest pass; the
+    speed-up is the median of the rounds' ratios, the ms the medians of the rounds' fastest
+    passes. A shared machine only ever adds time to a pass, so the fastest pass is the
+    steadiest, and a ratio taken within one round cancels a slow spell that spans it
+    (BENCHMARKS.md section 11)."""
+    repeats = repeats or (15 if batch == 1 else 9)
+    a, b = _prepared(original, batch, shape), _prepared(other, batch, shape)
+    for m, x in (a, b):
+        _passes(m, x, 3)
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(min(_passes(*a, repeats)))
+        tb.append(min(_passes(*b, repeats)))
+    ratio = statistics.median(p / q for p, q in zip(ta, tb))
+    return ratio, statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+
+
+def _prepared(model: nn.Module, batch: int, shape) -> tuple[nn.Module, torch.Tensor]:
+    """A channels-last eval copy of ``model`` and a random batch for it."""
+    model = copy.deepcopy(model).eval()
+    x = torch.randn(batch, *shape)
+    if x.dim() == 4:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(
+            memory_format=torch.channels_last)
+    return model, x
+
+
+def _passes(model: nn.Module, x: torch.Tensor, n: int) -> list[float]:
+    """Seconds of each of ``n`` forward passes."""
+    out = []
+    with torch.inference_mode():
+        for _ in range(n):
+            t0 = time.perf_counter()
+            model(x)
+            out.append(time.perf_counter() - t0)
+    return out
 
 
 def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):

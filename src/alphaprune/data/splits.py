@@ -8,7 +8,7 @@ import numpy as np
 
 from alphaprune.errors import UserError
 
-__all__ = ["Splits", "make_splits", "stratified_subset"]
+__all__ = ["Splits", "make_splits", "stratified_subset", "rotate_fold"]
 
 
 @dataclass
@@ -67,3 +67,27 @@ def make_splits(y: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.1,
         parts["test"].append(idx[n_val:n_val + n_test])
         parts["train"].append(idx[n_val + n_test:])
     return Splits(**{k: np.sort(np.concatenate(v)) for k, v in parts.items()})
+
+
+def rotate_fold(y: np.ndarray, splits: Splits, folds: int, fold: int, seed: int = 0) -> Splits:
+    """Cross-validation fold ``fold`` (1-based) of ``folds``: the images of the train and val
+    splits are dealt, per class and seeded, into ``folds`` parts of near-equal size; part
+    ``fold`` is the validation split and the others the training split. The test split is
+    kept as it is, so every fold is scored on the same held-out images."""
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}: 2 or more folds rotate the "
+                        "validation split (leave --folds out for one run)")
+    if not 1 <= fold <= folds:
+        raise UserError(f"fold {fold} is not among folds 1..{folds}")
+    pool = np.concatenate([splits.train, splits.val])
+    rng = np.random.default_rng(seed + 2)
+    val = []
+    for c in np.unique(y[pool]):
+        idx = rng.permutation(pool[y[pool] == c])
+        val.append(np.array_split(idx, folds)[fold - 1])
+    val = np.sort(np.concatenate(val))
+    train = np.setdiff1d(pool, val)
+    if len(val) == 0 or len(train) == 0:
+        raise UserError(f"--folds {folds} leaves an empty split on {len(pool)} images: use fewer "
+                        "folds or more data")
+    return Splits(train=train, val=val, test=splits.test)

@@ -58,7 +58,16 @@ def headline(s: dict) -> dict:
         "test_acc_before": s["test_acc_before"], "test_acc_after": s["test_acc_after"],
         "val_acc_before": s["val_acc_before"], "val_acc_after": s["val_acc_after"],
         **({"speedup": s["speedup"]} if "speedup" in s else {}),
+        **({"folds": _folds(s["folds"])} if "folds" in s else {}),
     }
+
+
+def _folds(f: dict) -> dict:
+    """A ``--folds`` run in the headline: how many folds, the mean and spread of their
+    accuracies and the fold that ships."""
+    return {"k": f["k"], "shipped_fold": f["shipped_fold"], "chosen_by": f["chosen_by"],
+            **{f"{key}_{stat}": f[stat].get(f"{key}_after")
+               for key in ("test_acc", "val_acc") for stat in ("mean", "std")}}
 
 
 def _x(v) -> str:
@@ -88,4 +97,14 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
             [f"measured speed-up, batch 128{on}", _x(h["speedup_b128"])],
             ["test accuracy", f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}"],
             ["val accuracy", f"{h['val_acc_before']:.4f} → {h['val_acc_after']:.4f}"]]
+    f = h.get("folds")
+    if f:
+        cv = f"{f['test_acc_mean']:.4f} ± {f['test_acc_std']:.4f}"
+        text += (f" Over {f['k']} cross-validation folds the test accuracy was {cv} (mean ± "
+                 f"std); the model shipped is fold {f['shipped_fold']}'s, the best validation "
+                 "accuracy, and the accuracies above are its.")
+        rows += [[f"test accuracy over {f['k']} folds (mean ± std)", cv],
+                 [f"val accuracy over {f['k']} folds (mean ± std)",
+                  f"{f['val_acc_mean']:.4f} ± {f['val_acc_std']:.4f}"],
+                 ["shipped fold (best val accuracy)", str(f["shipped_fold"])]]
     return text, rows

@@ -102,6 +102,8 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
     if "params_before" in s:  # the result first: what was removed, gained and kept
         text, rows = headline_rows(s.get("headline") or headline(s))
         out.append(("Result", text, ["", ""], rows))
+    if "folds" in s:
+        out.append(_folds_section(s["folds"]))
     if run.phases:
         rows = [[r.get(c, "") if not isinstance(r.get(c), float) or c in ("alpha",)
                  else f"{r[c]:.4f}" for c in _PHASE_COLS] for r in run.phases]
@@ -120,6 +122,20 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
         out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
     out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
     return out
+
+
+_FOLD_COLS = ["fold", "test_acc_after", "val_acc_after", "params_after", "flops_after"]
+
+
+def _folds_section(f: dict) -> tuple[str, str, list, list]:
+    """Every fold of a ``--folds`` run, then their mean and standard deviation."""
+    def cells(r):
+        return [_fmt(r.get(c), ".4f") if "acc" in c else _fmt(r.get(c)) for c in _FOLD_COLS[1:]]
+
+    rows = [[f"fold {r['fold']}" + (" (shipped)" if r["fold"] == f["shipped_fold"] else ""),
+             *cells(r)] for r in f["per_fold"]]
+    rows += [["mean", *cells(f["mean"])], ["std", *cells(f["std"])]]
+    return ("Cross-validation", f["note"] + ".", _FOLD_COLS, rows)
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:

@@ -1,0 +1,163 @@
+"""``prune --folds K``: objective selection run K times on rotating validation folds.
+
+The images of the train and val splits are dealt into K stratified parts
+(:func:`alphaprune.data.rotate_fold`); fold ``i`` validates on part ``i`` (early stopping,
+best weights, the measuring width solvers) and trains on the rest, and every fold is
+scored on the same test split. Each fold is a whole prune run in ``OUT/fold<i>`` (its own
+config, checkpoints, summary and report). When all K are done, ``OUT`` gets:
+
+* ``summary.json``: the shipped fold's summary with a ``folds`` block: every fold's
+  scores, their mean and standard deviation, and which fold shipped and why;
+* ``pruned.pt``: the model of the fold with the best validation accuracy (its val split
+  is its own part, so this picks the best of K networks on images it did not train on;
+  the test accuracy, on the same images for every fold, is the comparable number);
+* ``metrics.csv``, ``phases.csv`` and the report of the shipped fold, with a
+  cross-validation section.
+
+An interrupted run resumes where it stopped: finished folds are kept, the fold in
+progress resumes from its checkpoint, later folds start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from alphaprune.errors import UserError
+from alphaprune.parallel import PLACEMENT, hardware, is_leader
+from alphaprune.rundir import (
+    CONFIG,
+    LAST_CKPT,
+    finish,
+    pending,
+    prepare_run_dir,
+    read_config,
+    write_config,
+    write_json,
+)
+
+__all__ = ["is_folds_run", "prune_folds", "aggregate", "SCORES"]
+
+# what is averaged over the folds (the flat keys of a prune summary)
+SCORES = ("test_acc_after", "val_acc_after", "test_loss_after", "val_loss_after",
+          "achieved_reduction", "achieved_flops_reduction", "params_after", "flops_after")
+CHOSEN_BY = "val_acc_after"
+
+
+def is_folds_run(data: dict, out: Path, resume: bool) -> bool:
+    """Whether this prune call is a ``--folds`` run: asked for by ``data`` (a new run) or
+    recorded in ``out``'s config (a resume)."""
+    if resume:
+        if not (Path(out) / CONFIG).exists():
+            return False
+        section = read_config(Path(out)).get("prune")
+        data = section.get("data") or {} if isinstance(section, dict) else {}
+    # one fold of a folds run (``fold`` set) is a plain run
+    return bool(data.get("folds")) and data.get("fold") is None
+
+
+def fold_dir(out: Path, i: int) -> Path:
+    return Path(out) / f"fold{i}"
+
+
+def _fold_cfg(cfg, i: int):
+    return replace(cfg, data={**cfg.data, "fold": i})
+
+
+def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: bool = True,
+                callbacks: list | None = None, max_total_epochs: int | None = None) -> dict | None:
+    """Run :func:`alphaprune.prune.prune` once per fold and aggregate (module docstring).
+
+    Returns:
+        The shipped fold's summary with the ``folds`` block (None on a rank other than 0).
+    """
+    from alphaprune import prune as prune_mod
+
+    out = Path(out)
+    if resume:
+        cfg = _recorded(out, cfg)
+    if max_total_epochs is not None:
+        cfg = replace(cfg, max_total_epochs=max_total_epochs)
+    cfg = replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"})
+    k = int(cfg.data["folds"])
+    if not resume:
+        # every input checked (settings, data, fold 1's splits, the checkpoint) before the
+        # run folder is touched
+        first, _, _, _ = prune_mod._settings(_fold_cfg(cfg, 1), fold_dir(out, 1), False, None)
+        prune_mod._load(first)
+        if is_leader():
+            prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
+    if is_leader() and (not resume or max_total_epochs is not None):
+        write_config(out, {"command": "prune", "prune": asdict(cfg)})
+    summaries = [_run_fold(cfg, out, i, progress, callbacks, max_total_epochs, prune_mod)
+                 for i in range(1, k + 1)]
+    if not is_leader():
+        return None
+    return _ship(out, summaries)
+
+
+def _recorded(out: Path, cfg):
+    """The settings a folds run recorded, on the resuming machine's hardware."""
+    from alphaprune.prune import _config_from_dict
+
+    if (out / "pruned.pt").exists():
+        raise UserError(f"run {out} is already finished (pruned.pt exists): nothing to resume; "
+                        "use --force to start it again")
+    recorded = read_config(out)["prune"]
+    return replace(_config_from_dict(recorded), **hardware(cfg, PLACEMENT))
+
+
+def _run_fold(cfg, out: Path, i: int, progress, callbacks, max_total_epochs, prune_mod) -> dict:
+    """Fold ``i``'s summary: read when the fold is finished, else resumed or started."""
+    d = fold_dir(out, i)
+    if (d / "pruned.pt").exists():
+        import json
+
+        return json.loads((d / "summary.json").read_text())
+    if progress:
+        print(f"fold {i} of {cfg.data['folds']} -> {d}", flush=True)
+    if (d / LAST_CKPT).exists():
+        return prune_mod.prune(cfg, d, resume=True, progress=progress, callbacks=callbacks,
+                               max_total_epochs=max_total_epochs)
+    # a fold folder left before its first checkpoint holds nothing to lose: it is replaced
+    return prune_mod.prune(_fold_cfg(cfg, i), d, progress=progress, callbacks=callbacks)
+
+
+def aggregate(summaries: list[dict]) -> dict:
+    """The ``folds`` block: each fold's scores, their mean and sample standard deviation,
+    and the fold that ships (the best validation accuracy; the first of a tie)."""
+    per_fold = [{"fold": i, "run": f"fold{i}", **{key: s.get(key) for key in SCORES}}
+                for i, s in enumerate(summaries, start=1)]
+    mean, std = {}, {}
+    for key in SCORES:
+        vals = [r[key] for r in per_fold if r[key] is not None]
+        if vals:
+            mean[key] = statistics.fmean(vals)
+            std[key] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    best = max(per_fold, key=lambda r: (r[CHOSEN_BY], -r["fold"]))
+    return {"k": len(summaries), "shipped_fold": best["fold"], "chosen_by": CHOSEN_BY,
+            "note": (f"pruned.pt is fold {best['fold']}'s model, the best validation accuracy "
+                     f"of the {len(summaries)} folds; each fold validated on its own part of "
+                     "the train and val images, all were tested on the same test split"),
+            "per_fold": per_fold, "mean": mean, "std": std}
+
+
+def _ship(out: Path, summaries: list[dict]) -> dict:
+    """Copy the chosen fold's model, curves and summary to ``out`` and write its report."""
+    from alphaprune.report.headline import headline
+    from alphaprune.report.page import write_report
+
+    folds = aggregate(summaries)
+    src = fold_dir(out, folds["shipped_fold"])
+    summary = {**summaries[folds["shipped_fold"] - 1], "folds": folds}
+    summary["headline"] = headline(summary)
+    for name in ("metrics.csv", "phases.csv"):
+        if (src / name).exists():
+            shutil.copyfile(src / name, out / name)
+    write_json(out / "summary.json", summary)
+    write_report(out)
+    shutil.copyfile(src / "pruned.pt", pending(out, "pruned.pt"))
+    finish(out, "pruned.pt")  # the last file: the run is finished only now
+    return summary

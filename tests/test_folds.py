@@ -1,0 +1,174 @@
+"""``prune --folds K``: K runs on rotating validation folds, aggregated, resumable mid-fold."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from alphaprune import api
+from alphaprune.cli import main
+from alphaprune.data import make_splits, rotate_fold
+from alphaprune.errors import UserError
+from alphaprune.folds import aggregate
+from alphaprune.modelfile import load_checkpoint
+from alphaprune.prune import PruneConfig, prune
+from alphaprune.train.module import OptimConfig
+
+from .test_prune_resume import DATA, _cfg, _rows
+
+FOLDS = 3
+
+
+class CrashInFold(pl.Callback):
+    """Raises at the start of epoch ``at`` of the run in folder ``fold``."""
+
+    def __init__(self, fold: str, at: int):
+        self.fold, self.at = fold, at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if Path(trainer.default_root_dir).name == self.fold and trainer.current_epoch == self.at:
+            raise RuntimeError(f"simulated crash in {self.fold} at epoch {self.at}")
+
+
+def _folds_cfg(checkpoint):
+    cfg = _cfg(checkpoint)
+    return replace(cfg, data={**cfg.data, "folds": FOLDS})
+
+
+@pytest.fixture(scope="module")
+def folds_run(tmp_path_factory):
+    """A tiny trained checkpoint and one uninterrupted ``--folds 3`` prune of it."""
+    base = tmp_path_factory.mktemp("folds")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
+        torch.manual_seed(0)
+        tcfg = api.TrainConfig(model="vgg11", width=0.0625, epochs=2, data=DATA,
+                               optim=OptimConfig(lr=0.05, schedule="onecycle"))
+        api.train(tcfg, base / "train", progress=False)
+        checkpoint = base / "train" / "model.pt"
+        summary = prune(_folds_cfg(checkpoint), base / "ref", progress=False)
+    return checkpoint, base / "ref", summary
+
+
+def test_rotated_folds_partition_train_and_val_and_keep_the_test_split():
+    y = np.repeat(np.arange(4), 50)
+    base = make_splits(y, 0.1, 0.2, seed=3)
+    folds = [rotate_fold(y, base, 3, i, seed=3) for i in (1, 2, 3)]
+    pool = np.sort(np.concatenate([base.train, base.val]))
+    vals = [f.val for f in folds]
+    assert np.array_equal(np.sort(np.concatenate(vals)), pool)  # each image validates once
+    for f in folds:
+        assert np.array_equal(f.test, base.test)
+        assert np.array_equal(np.sort(np.concatenate([f.train, f.val])), pool)
+        assert not set(f.train) & set(f.val)
+    # stratified: 40 images per class dealt into 14 + 13 + 13
+    assert [list(np.bincount(y[v])) for v in vals] == [[14] * 4, [13] * 4, [13] * 4]
+    assert np.array_equal(rotate_fold(y, base, 3, 2, seed=3).val, vals[1])  # seeded
+
+
+@pytest.mark.parametrize("folds, fold, match", [(1, 1, "at least 2"), (3, 4, "not among folds")])
+def test_bad_folds_are_one_line_errors(folds, fold, match):
+    y = np.repeat(np.arange(2), 20)
+    with pytest.raises(UserError, match=match):
+        rotate_fold(y, make_splits(y), folds, fold)
+
+
+def test_three_folds_run_aggregate_and_ship_the_best_validation_fold(folds_run):
+    checkpoint, out, summary = folds_run
+    per = [json.loads((out / f"fold{i}" / "summary.json").read_text()) for i in (1, 2, 3)]
+    f = summary["folds"]
+    assert f["k"] == FOLDS and [r["fold"] for r in f["per_fold"]] == [1, 2, 3]
+    for key in ("test_acc_after", "val_acc_after", "params_after"):
+        vals = [s[key] for s in per]
+        assert [r[key] for r in f["per_fold"]] == vals
+        assert f["mean"][key] == pytest.approx(statistics.fmean(vals))
+        assert f["std"][key] == pytest.approx(statistics.stdev(vals))
+    best = max(range(3), key=lambda i: (per[i]["val_acc_after"], -i))
+    assert f["shipped_fold"] == best + 1
+    # the shipped model is that fold's file, and the summary's numbers are its
+    assert (out / "pruned.pt").read_bytes() == (out / f"fold{best + 1}" / "pruned.pt").read_bytes()
+    assert summary["test_acc_after"] == per[best]["test_acc_after"]
+    assert json.loads((out / "summary.json").read_text())["folds"] == f
+    # every fold pruned the same checkpoint on its own validation part, scored on one test split
+    splits = [load_checkpoint(out / f"fold{i}" / "pruned.pt").meta["split"] for i in (1, 2, 3)]
+    assert [s["fold"] for s in splits] == [1, 2, 3] and {s["folds"] for s in splits} == {3}
+    report = (out / "report.md").read_text()
+    assert "## Cross-validation" in report and f"fold {best + 1} (shipped)" in report
+    assert f"Over 3 cross-validation folds the test accuracy was {f['mean']['test_acc_after']:.4f}" \
+        in report
+    assert summary["headline"]["folds"]["test_acc_std"] == f["std"]["test_acc_after"]
+
+
+def test_a_fold_model_evaluates_on_its_own_validation_part(folds_run):
+    """The fold's model file records its fold, so ``evaluate --split val`` re-carves it."""
+    _, out, _ = folds_run
+    path = out / "fold2" / "pruned.pt"
+    r = api.evaluate(path, split="val")
+    want = json.loads((out / "fold2" / "summary.json").read_text())["val_acc_after"]
+    assert r["accuracy"] == pytest.approx(want)
+
+
+def test_a_folds_run_resumes_mid_fold_and_repeats_the_uninterrupted_run(folds_run, tmp_path):
+    checkpoint, ref, ref_summary = folds_run
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(_folds_cfg(checkpoint), out, progress=False, callbacks=[CrashInFold("fold2", 3)])
+    assert (out / "fold1" / "pruned.pt").exists() and not (out / "fold2" / "pruned.pt").exists()
+    assert not (out / "fold3").exists() and not (out / "pruned.pt").exists()
+    fold1 = (out / "fold1" / "pruned.pt").stat().st_mtime_ns
+    # a fresh run in the folder is refused (its finished fold is not cleared)
+    with pytest.raises(UserError, match="--resume"):
+        prune(_folds_cfg(checkpoint), out, progress=False)
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    assert (out / "fold1" / "pruned.pt").stat().st_mtime_ns == fold1  # kept, not rerun
+    assert [int(r["epoch"]) for r in _rows(out / "fold2" / "metrics.csv")] == list(range(7))
+    for a, b in zip(summary["folds"]["per_fold"], ref_summary["folds"]["per_fold"]):
+        assert a["val_acc_after"] == b["val_acc_after"] and a["test_acc_after"] == b["test_acc_after"]
+    assert summary["folds"]["shipped_fold"] == ref_summary["folds"]["shipped_fold"]
+    with pytest.raises(UserError, match="already finished"):
+        prune(PruneConfig(), out, resume=True, progress=False)
+
+
+def test_the_cli_runs_folds_and_says_which_fold_ships(folds_run, tmp_path):
+    checkpoint, _, _ = folds_run
+    argv = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+            "--batch-size", "32", "--prune", "0.5", "--step-size", "0.5", "--patience", "1",
+            "--max-epochs-per-phase", "1", "--final-max-epochs", "1", "--folds", "2",
+            "--no-progress", "--out", str(tmp_path / "cv")]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    s = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    f = s["folds"]
+    assert f"2 folds: test acc {f['mean']['test_acc_after']:.4f} ± " in buf.getvalue()
+    assert f"pruned.pt is fold {f['shipped_fold']}'s" in buf.getvalue()
+    cfg = yaml.safe_load((tmp_path / "cv" / "config.yaml").read_text())
+    assert cfg["prune"]["data"]["folds"] == 2 and "fold" not in cfg["prune"]["data"]
+
+
+def test_folds_below_two_are_refused_before_anything_is_written(folds_run, tmp_path, capsys):
+    checkpoint, _, _ = folds_run
+    argv = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--folds", "1",
+            "--out", str(tmp_path / "cv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--folds must be at least 2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cv").exists()
+
+
+def test_aggregate_breaks_a_validation_tie_by_the_first_fold():
+    s = [{"val_acc_after": 0.5, "test_acc_after": 0.4}, {"val_acc_after": 0.7, "test_acc_after": 0.3},
+         {"val_acc_after": 0.7, "test_acc_after": 0.9}]
+    f = aggregate(s)
+    assert f["shipped_fold"] == 2 and f["mean"]["test_acc_after"] == pytest.approx(1.6 / 3)
+    assert "params_after" not in f["mean"]  # nothing to average where no fold has it
