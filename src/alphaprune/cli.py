@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alpha=0 phase (2x max-epochs-per-phase)")
     r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
     r.add_argument("--final-schedule", default="cosine",
-                   help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs) or constant")
+                   help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs), constant, or "
+                        "onecycle (up from 1/25 over 30%% of it, then cosine)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,

@@ -40,7 +40,7 @@ from alphaprune.schedules import make_scheduler
 from alphaprune.speedup import measured_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
-from alphaprune.train.controller import PhaseController
+from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -85,7 +85,7 @@ class PruneConfig:
     final_patience: int | None = None
     final_max_epochs: int | None = None
     final_lr: float | None = None
-    final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, or constant
+    final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, constant, onecycle
     # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
     # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
@@ -182,8 +182,9 @@ def fusion_error(blended: BlendedNet, fused: torch.nn.Module, input_shape) -> fl
 
 def _validate(cfg: PruneConfig) -> None:
     require_finite(cfg)
-    if cfg.final_schedule not in ("cosine", "constant"):
-        raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use cosine or constant")
+    if cfg.final_schedule not in FINAL_SCHEDULES:
+        raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use "
+                        f"{', '.join(FINAL_SCHEDULES)}")
     if sum(v is not None for v in (cfg.prune, cfg.flops, cfg.speedup)) > 1:
         raise UserError("one target per run: pass --prune P (parameters), --flops F (FLOPs) or "
                         "--speedup S (measured latency), not several")

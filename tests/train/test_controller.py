@@ -165,3 +165,12 @@ def test_no_warmup_leaves_the_lr_alone(tmp_path):
 def test_negative_warmup_is_rejected(tmp_path):
     with pytest.raises(UserError, match="warmup-steps"):
         PhaseController(make_scheduler("step"), tmp_path / "phases.csv", warmup_steps=-1)
+
+
+def test_the_onecycle_final_schedule_rises_then_anneals():
+    from alphaprune.train.controller import final_lr_factor
+
+    f = [final_lr_factor("onecycle", e, 30) for e in range(30)]
+    assert f[0] == pytest.approx(1 / 25) and f[9] == pytest.approx(1.0)  # 9 rising epochs
+    assert all(a < b for a, b in zip(f[:9], f[1:10]))
+    assert all(a > b for a, b in zip(f[9:-1], f[10:])) and 0 < f[-1] < 0.01

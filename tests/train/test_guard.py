@@ -326,7 +326,7 @@ def test_collapse_uses_the_best_epoch(tmp_path):
     assert rows[0]["stop_reason"] == "collapsed" and rows[0]["detail"] == "patience"
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+@pytest.mark.parametrize("schedule", ["cosine", "constant", "onecycle"])
 def test_final_phase_lr_schedule(tmp_path, schedule):
     import math
 
@@ -339,8 +339,11 @@ def test_final_phase_lr_schedule(tmp_path, schedule):
         h.ctrl.on_train_epoch_start(h.trainer, h.module)
         lrs.append(h.lr)
         h.epoch(1.0 - 0.1 * e, 0.8)  # improving: only max epochs ends the phase
-    want = [0.002 * (0.5 * (1 + math.cos(math.pi * e / 4)) if schedule == "cosine" else 1.0)
-            for e in range(4)]
+    want = {"cosine": [0.002 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)],
+            "constant": [0.002] * 4,
+            # a rise over round(0.3 * 4) = 1 epoch from 1/25, then a cosine over the other 3
+            "onecycle": [0.002 / 25] + [0.002 * 0.5 * (1 + math.cos(math.pi * e / 3))
+                                        for e in range(3)]}[schedule]
     assert lrs == pytest.approx(want)
     assert h.trainer.should_stop
 

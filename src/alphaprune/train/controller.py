@@ -16,10 +16,31 @@ from alphaprune.errors import UserError
 from alphaprune.schedules.base import AlphaScheduler
 from alphaprune.train.callbacks import append_csv_row
 
-__all__ = ["phase_decision", "PhaseController", "COLLAPSE_FACTOR"]
+__all__ = ["phase_decision", "PhaseController", "COLLAPSE_FACTOR", "FINAL_SCHEDULES",
+           "final_lr_factor"]
+
+FINAL_SCHEDULES = ("cosine", "constant", "onecycle")
+ONECYCLE_RISE, ONECYCLE_START = 0.3, 1 / 25  # torch's OneCycleLR defaults (pct_start, div_factor)
 
 # A phase whose best validation accuracy is below this many times chance has collapsed.
 COLLAPSE_FACTOR = 1.5
+
+
+def final_lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The share of ``--final-lr`` at ``epoch`` (0-based) of an alpha = 0 phase of ``epochs``.
+
+    ``cosine`` anneals from 1 towards 0; ``constant`` stays at 1; ``onecycle`` (per epoch,
+    as the ``kd`` peer's one-cycle runs per step) rises linearly from 1/25 over the first 30%
+    of the phase, then anneals by a cosine: a hot phase that can leave the basin the
+    inherited weights sit in."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "onecycle":
+        rise = max(1, round(ONECYCLE_RISE * epochs))
+        if epoch < rise:
+            return ONECYCLE_START + (1.0 - ONECYCLE_START) * epoch / rise
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - rise) / max(1, epochs - rise)))
+    return 1.0
 
 
 def phase_decision(losses: list[float], patience: int, min_delta: float = 0.0,
@@ -63,7 +84,8 @@ class PhaseController(pl.Callback):
             branches, what ships); early stopping and best weights follow it.
         final_schedule: ``cosine`` anneals the alpha = 0 phase's lr from ``final_lr`` towards
             0 over ``final_max_epochs`` (per epoch), like the fine-tuning it competes with;
-            ``constant`` keeps it.
+            ``constant`` keeps it; ``onecycle`` rises to it, then anneals
+            (:func:`final_lr_factor`).
         warmup_steps: the first this many optimiser steps of every phase ramp the lr up
             linearly to the phase's lr: each new alpha hands more work to branches that are
             not yet trained for it, and a full lr on their first large gradients can wreck
@@ -99,8 +121,9 @@ class PhaseController(pl.Callback):
         self.lr, self.final_lr = lr, final_lr if final_lr is not None else lr
         self.chance = 1.0 / num_classes
         self.monitor = monitor
-        if final_schedule not in ("cosine", "constant"):
-            raise UserError(f"unknown --final-schedule '{final_schedule}': use cosine or constant")
+        if final_schedule not in FINAL_SCHEDULES:
+            raise UserError(f"unknown --final-schedule '{final_schedule}': use "
+                            f"{', '.join(FINAL_SCHEDULES)}")
         self.final_schedule = final_schedule
         if warmup_steps < 0:
             raise UserError(f"--warmup-steps must be >= 0, got {warmup_steps}")
@@ -144,10 +167,8 @@ class PhaseController(pl.Callback):
         """The lr of the current epoch of the current phase (before warm-up)."""
         if self.alpha > 0.0:
             return self.lr
-        if self.final_schedule == "cosine":
-            return self.final_lr * 0.5 * (1.0 + math.cos(math.pi * len(self.losses)
-                                                         / self.final_max_epochs))
-        return self.final_lr
+        return self.final_lr * final_lr_factor(self.final_schedule, len(self.losses),
+                                               self.final_max_epochs)
 
     @staticmethod
     def _set_lr(trainer, lr: float) -> None:
@@ -181,7 +202,7 @@ class PhaseController(pl.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_start(self, trainer, pl_module):
-        if self.alpha <= 0.0 and self.final_schedule == "cosine" and not self.done:
+        if self.alpha <= 0.0 and self.final_schedule != "constant" and not self.done:
             self._set_lr(trainer, self._base_lr())
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
