@@ -7,7 +7,7 @@ from alphaprune.graph import CostModel
 from alphaprune.report.size import count_flops
 
 
-def flops_timer(original, other, shape, batch, rounds=5):
+def flops_timer(original, other, shape, batch, pairs=40):
     """For :func:`alphaprune.speedup.measured_speedup`: (ratio, "ms", "ms") in FLOPs."""
     a, b = count_flops(original, shape), count_flops(other, shape)
     return a / b, float(a), float(b)

@@ -68,26 +68,27 @@ def test_the_prediction_grows_with_every_width(tiny, tmp_path):
     assert lm(base) >= lm(half) > 0
 
 
-def test_measured_speedup_is_the_median_of_round_ratios_of_fastest_passes(monkeypatch):
-    """Each round keeps each model's fastest pass; the speed-up is the median of the
-    rounds' ratios, so one slow spell in a round of one model moves neither number."""
+def test_measured_speedup_is_the_median_ratio_of_alternating_passes(monkeypatch):
+    """Passes alternate original, other, original; each triple is one ratio and the
+    speed-up their median, so a slow spell in one triple moves neither number."""
     from alphaprune import speedup
 
     a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
-    # 3 warm-up passes of each, then 3 rounds of 3 passes of a, then of b
-    seq = iter([[1.0] * 3, [1.0] * 3,                  # warm-up a, b
-                [4.0, 2.0, 9.0], [1.0, 5.0, 1.0],      # round 1: a 2, b 1 -> 2
-                [3.0, 30.0, 3.0], [1.0, 1.0, 1.0],     # round 2: a 3, b 1 -> 3
-                [8.0, 8.0, 8.0], [2.0, 2.0, 2.0]])     # round 3: a 8, b 2 -> 4
+    seq = iter([[1.0] * 3, [1.0] * 3,               # warm-up of each
+                [2.0], [1.0], [2.0],                # ratio 2
+                [3.0], [1.0], [5.0],                # ratio 4
+                [90.0], [1.0], [90.0],              # a slow spell of the original: 90
+                [2.0], [2.0], [2.0]])               # ratio 1
     monkeypatch.setattr(speedup, "_passes", lambda m, x, n: next(seq))
-    ratio, ms_a, ms_b = speedup.measured_speedup(a, b, (4,), batch=2, rounds=3, repeats=3)
-    assert ratio == 3.0 and ms_a == 3000.0 and ms_b == 1000.0
+    ratio, ms_a, ms_b = speedup.measured_speedup(a, b, (4,), batch=2, pairs=4)
+    assert ratio == 3.0  # median of 1, 2, 4, 90
+    assert ms_a == 2500.0 and ms_b == 1000.0  # medians of 2,2,3,5,90,90,2,2 and 1,1,1,2
 
 
 def test_measured_speedup_times_real_models_in_inference_mode():
     from alphaprune.speedup import measured_speedup
 
     big, small = torch.nn.Linear(256, 256), torch.nn.Linear(256, 8)
-    ratio, ms_a, ms_b = measured_speedup(big, small, (256,), batch=64, rounds=3, repeats=3)
+    ratio, ms_a, ms_b = measured_speedup(big, small, (256,), batch=64, pairs=3)
     assert ms_a > 0 and ms_b > 0 and ratio > 0
     assert big.training and small.training  # the callers' models keep their mode

@@ -475,10 +475,10 @@ def before_scores(s: dict) -> dict:
 def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
     """The ``--speedup`` target against the trained, fused model's speed-up at
     ``--latency-batch``, timed side by side as the search timed its candidates
-    (:func:`alphaprune.speedup.measured_speedup`, more rounds); the search that chose the
+    (:func:`alphaprune.speedup.measured_speedup`, more pairs); the search that chose the
     widths is the summary's ``width_search``."""
     achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch,
-                                               rounds=9)
+                                               pairs=80)
     return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
             "threads": torch.get_num_threads(), "original_ms": before, "pruned_ms": after,
             "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}

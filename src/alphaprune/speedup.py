@@ -4,7 +4,7 @@ this machine, at ``--latency-batch``.
 The per-layer latency table (:class:`alphaprune.latency.LatencyModel`) decides *where* to
 cut: the width solver meets a share of its predicted latency. How much to cut is then
 closed on measurements: the candidate architecture (random weights; only its shape
-matters) is timed against the original in interleaved rounds, and the latency share asked
+matters) is timed against the original in alternating passes, and the latency share asked
 of the solver is corrected by the measured miss, a few times, until the measured speed-up
 is within 3% of the target. The most the prunable layers can give (every unit at its
 narrowest) is measured first: a target beyond it is a one-line error naming it.
@@ -31,24 +31,25 @@ TOLERANCE = 0.03
 
 
 def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
-                     rounds: int = 5, repeats: int | None = None) -> tuple[float, float, float]:
+                     pairs: int = 40) -> tuple[float, float, float]:
     """(speed-up, original ms, other ms) at ``batch``, timed side by side.
 
-    Each round times both models back to back and keeps each one's fastest pass; the
-    speed-up is the median of the rounds' ratios, the ms the medians of the rounds' fastest
-    passes. A shared machine only ever adds time to a pass, so the fastest pass is the
-    steadiest, and a ratio taken within one round cancels a slow spell that spans it
-    (BENCHMARKS.md section 11)."""
-    repeats = repeats or (15 if batch == 1 else 9)
+    Single passes alternate: original, other, original. Each triple gives one ratio (the
+    mean of the two original passes over the other's pass), and the speed-up is the median
+    of ``pairs`` such ratios; the ms are the medians of each model's passes. On a shared
+    machine a model's time drifts by tens of percent within a minute; passes this close
+    in time see the same drift, so their ratio cancels it (BENCHMARKS.md section 11)."""
     a, b = _prepared(original, batch, shape), _prepared(other, batch, shape)
     for m, x in (a, b):
         _passes(m, x, 3)
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(min(_passes(*a, repeats)))
-        tb.append(min(_passes(*b, repeats)))
-    ratio = statistics.median(p / q for p, q in zip(ta, tb))
-    return ratio, statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+    ta, tb, ratios = [], [], []
+    for _ in range(pairs):
+        t1, t2, t3 = _passes(*a, 1)[0], _passes(*b, 1)[0], _passes(*a, 1)[0]
+        ta += [t1, t3]
+        tb.append(t2)
+        ratios.append((t1 + t3) / 2 / t2)
+    return (statistics.median(ratios), statistics.median(ta) * 1e3,
+            statistics.median(tb) * 1e3)
 
 
 def _prepared(model: nn.Module, batch: int, shape) -> tuple[nn.Module, torch.Tensor]:

@@ -112,7 +112,7 @@ def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: in
                   steps: int = 8) -> nn.Module:
     """The Torch-Pruning L1 cut of ``model`` that runs as fast as ``reference``: bisection
     on the per-layer ratio, each candidate timed against ``reference`` side by side
-    (interleaved rounds, medians: a ratio of two timings of the same moment, steadier than
+    (alternating single passes, the median of their ratios: timings of the same moment, steadier than
     either); the candidate whose speed ratio came closest to 1."""
     from alphaprune.speedup import measured_speedup
 
