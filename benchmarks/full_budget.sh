@@ -12,6 +12,7 @@
 # BALANCE=0 (uniform widths, the default when the table ran) reproduces section 5.1;
 # BALANCE=1 measures today's default (objective selection, scratch and kd; tp-l1 and
 # unstructured do not depend on it): section 5.2, which lists its ROWS.
+# onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 set -u
@@ -39,6 +40,13 @@ one() {  # method@target[#train-seed], or a variant name
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
+        --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
+    onecycle@*)  # alpha = 0 from the start: 30 epochs on the inherited weights, distilled
+      # from the pretrained network throughout, lr one-cycle up to 0.05 (the kd peer's recipe)
+      local t=${row#*@} d="$OUT/onecycle-${row#*@}$sfx"; [ -f "$d/pruned.pt" ] && return 0
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
+        --step-size 1.0 --final-max-epochs 30 --final-patience 30 --max-total-epochs 30 \
+        --lr 0.01 --schedule constant --final-lr 0.05 --final-schedule onecycle \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
     *)
       m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
