@@ -41,7 +41,8 @@ class CrashInFold(pl.Callback):
 
 
 def _folds_cfg(checkpoint):
-    cfg = _cfg(checkpoint)
+    # 3 epochs per fold: alpha 0.5 for 1 epoch, then alpha 0 for 2 (its maximum)
+    cfg = replace(_cfg(checkpoint), step_size=0.5, max_epochs_per_phase=1, final_max_epochs=2)
     return replace(cfg, data={**cfg.data, "folds": FOLDS})
 
 
@@ -122,7 +123,7 @@ def test_a_folds_run_resumes_mid_fold_and_repeats_the_uninterrupted_run(folds_ru
     checkpoint, ref, ref_summary = folds_run
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        prune(_folds_cfg(checkpoint), out, progress=False, callbacks=[CrashInFold("fold2", 3)])
+        prune(_folds_cfg(checkpoint), out, progress=False, callbacks=[CrashInFold("fold2", 2)])
     assert (out / "fold1" / "pruned.pt").exists() and not (out / "fold2" / "pruned.pt").exists()
     assert not (out / "fold3").exists() and not (out / "pruned.pt").exists()
     fold1 = (out / "fold1" / "pruned.pt").stat().st_mtime_ns
@@ -131,7 +132,7 @@ def test_a_folds_run_resumes_mid_fold_and_repeats_the_uninterrupted_run(folds_ru
         prune(_folds_cfg(checkpoint), out, progress=False)
     summary = prune(PruneConfig(), out, resume=True, progress=False)
     assert (out / "fold1" / "pruned.pt").stat().st_mtime_ns == fold1  # kept, not rerun
-    assert [int(r["epoch"]) for r in _rows(out / "fold2" / "metrics.csv")] == list(range(7))
+    assert [int(r["epoch"]) for r in _rows(out / "fold2" / "metrics.csv")] == list(range(3))
     for a, b in zip(summary["folds"]["per_fold"], ref_summary["folds"]["per_fold"]):
         assert a["val_acc_after"] == b["val_acc_after"] and a["test_acc_after"] == b["test_acc_after"]
     assert summary["folds"]["shipped_fold"] == ref_summary["folds"]["shipped_fold"]
@@ -154,6 +155,18 @@ def test_the_cli_runs_folds_and_says_which_fold_ships(folds_run, tmp_path):
     assert f"pruned.pt is fold {f['shipped_fold']}'s" in buf.getvalue()
     cfg = yaml.safe_load((tmp_path / "cv" / "config.yaml").read_text())
     assert cfg["prune"]["data"]["folds"] == 2 and "fold" not in cfg["prune"]["data"]
+
+
+def test_a_folds_run_is_repeated_by_its_own_config_not_by_a_folds(folds_run, tmp_path, capsys):
+    from alphaprune.cli import _config_settings
+
+    _, out, _ = folds_run
+    assert _config_settings(str(out / "config.yaml"), "prune")["folds"] == FOLDS
+    argv = ["prune", "--config", str(out / "fold1" / "config.yaml"), "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is one fold of a --folds run" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_folds_below_two_are_refused_before_anything_is_written(folds_run, tmp_path, capsys):

@@ -531,7 +531,11 @@ def _config_settings(path: str, command: str) -> dict:
         for nested in ("optim", "data"):
             if isinstance(section.get(nested), dict):
                 section.update(section.pop(nested))
-        doc = section
+        if section.get("fold") is not None:
+            raise UserError(f"--config {path} is one fold of a --folds run: repeat the folds "
+                            "run's own config.yaml (the folder above it)")
+        # cross-validation keys a run records whether or not it used them
+        doc = {k: v for k, v in section.items() if not (k in ("fold", "folds") and v is None)}
     elif "command" in doc and doc["command"] != command:
         raise UserError(f"--config {path} records a '{doc['command']}' run, not '{command}'")
     return doc
