@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 from alphaprune import api
 from alphaprune.cli import main
 from alphaprune.data import make_splits, rotate_fold
-from alphaprune.errors import UserError
+from alphaprune.errors import OutOfBudget, UserError
 from alphaprune.folds import aggregate
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.prune import PruneConfig, prune
@@ -138,6 +139,43 @@ def test_a_folds_run_resumes_mid_fold_and_repeats_the_uninterrupted_run(folds_ru
     assert summary["folds"]["shipped_fold"] == ref_summary["folds"]["shipped_fold"]
     with pytest.raises(UserError, match="already finished"):
         prune(PruneConfig(), out, resume=True, progress=False)
+
+
+def test_a_kill_after_the_last_fold_resumes_without_training_again(folds_run, tmp_path):
+    _, ref, ref_summary = folds_run
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    (out / "pruned.pt").unlink()  # killed before the finished marker: not finished
+    stamps = [(out / f"fold{i}" / "pruned.pt").stat().st_mtime_ns for i in (1, 2, 3)]
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    assert [(out / f"fold{i}" / "pruned.pt").stat().st_mtime_ns for i in (1, 2, 3)] == stamps
+    assert summary["folds"] == ref_summary["folds"] and (out / "pruned.pt").exists()
+
+
+def test_a_fold_out_of_budget_names_the_run_to_resume(folds_run, tmp_path):
+    checkpoint, _, ref_summary = folds_run
+    out = tmp_path / "run"
+    with pytest.raises(OutOfBudget, match=f"fold 1 of run {out} stopped") as e:
+        prune(replace(_folds_cfg(checkpoint), max_total_epochs=1), out, progress=False)
+    assert f"'alphaprune prune --out {out} --resume --max-total-epochs N'" in str(e.value)
+    summary = prune(PruneConfig(), out, resume=True, progress=False, max_total_epochs=3)
+    assert [r["test_acc_after"] for r in summary["folds"]["per_fold"]] == \
+        [r["test_acc_after"] for r in ref_summary["folds"]["per_fold"]]
+
+
+def test_force_replaces_a_finished_folds_run_only_after_its_inputs_check_out(folds_run, tmp_path):
+    checkpoint, ref, _ = folds_run
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(UserError, match="finished run"):
+        prune(_folds_cfg(checkpoint), out, progress=False)
+    with pytest.raises(UserError, match="--widths"):  # a bad input: nothing is deleted
+        prune(replace(_folds_cfg(checkpoint), widths=[1, 2]), out, force=True, progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    s = prune(replace(_folds_cfg(checkpoint), data={**_folds_cfg(checkpoint).data, "folds": 2}),
+              out, force=True, progress=False)
+    assert s["folds"]["k"] == 2 and not (out / "fold3").exists()
 
 
 def test_the_cli_runs_folds_and_says_which_fold_ships(folds_run, tmp_path):

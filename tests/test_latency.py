@@ -85,7 +85,7 @@ def test_measured_speedup_is_the_median_ratio_of_alternating_passes(monkeypatch)
     assert ms_a == 2500.0 and ms_b == 1000.0  # medians of 2,2,3,5,90,90,2,2 and 1,1,1,2
 
 
-def test_measured_speedup_times_real_models_in_inference_mode():
+def test_measured_speedup_times_real_models_and_leaves_them_as_they_were():
     from alphaprune.speedup import measured_speedup
 
     big, small = torch.nn.Linear(256, 256), torch.nn.Linear(256, 8)

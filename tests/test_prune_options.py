@@ -418,7 +418,8 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     sp = s["speedup"]
     assert sp["target"] == 1.1 and sp["batch"] == 128 and sp["threads"] >= 1
-    assert sp["original_ms"] > 0 and sp["pruned_ms"] > 0 and sp["achieved"] > 0
+    # a median of per-pass ratios, near the ratio of the median times
+    assert 0.5 < sp["achieved"] / (sp["original_ms"] / sp["pruned_ms"]) < 2.0
     assert sp["shortfall"] == pytest.approx(max(0.0, 1 - sp["achieved"] / 1.1))
     search = s["width_search"]
     assert "search" not in sp and search["tried"] and search["most"] >= 1.1 * 0.97

@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["UserError", "require_finite"]
+__all__ = ["UserError", "OutOfBudget", "require_finite"]
 
 
 class UserError(Exception):
     """A problem with the user's input. The CLI prints it on one line and exits with 2."""
+
+
+class OutOfBudget(UserError):
+    """A run stopped on its epoch budget before it finished; ``--resume`` with a larger
+    ``--max-total-epochs`` continues it."""
 
 
 def require_finite(config) -> None:

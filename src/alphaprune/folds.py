@@ -8,9 +8,11 @@ config, checkpoints, summary and report). When all K are done, ``OUT`` gets:
 
 * ``summary.json``: the shipped fold's summary with a ``folds`` block: every fold's
   scores, their mean and standard deviation, and which fold shipped and why;
-* ``pruned.pt``: the model of the fold with the best validation accuracy (its val split
-  is its own part, so this picks the best of K networks on images it did not train on;
-  the test accuracy, on the same images for every fold, is the comparable number);
+* ``pruned.pt``: the model of the fold with the best validation accuracy. A fold's
+  validation part held out of that fold's pruning, but the pretrained network was trained
+  on most of it (all of the train split's share), so validation scores are optimistic;
+  the test accuracy, on images neither saw and the same for every fold, is the number to
+  compare;
 * ``metrics.csv``, ``phases.csv`` and the report of the shipped fold, with a
   cross-validation section.
 
@@ -20,12 +22,13 @@ progress resumes from its checkpoint, later folds start.
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from alphaprune.errors import UserError
+from alphaprune.errors import OutOfBudget, UserError
 from alphaprune.parallel import PLACEMENT, hardware, is_leader
 from alphaprune.rundir import (
     CONFIG,
@@ -82,20 +85,41 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     cfg = replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"})
     k = int(cfg.data["folds"])
+    first = None
     if not resume:
-        # every input checked (settings, data, fold 1's splits, the checkpoint) before the
-        # run folder is touched
-        first, _, _, _ = prune_mod._settings(_fold_cfg(cfg, 1), fold_dir(out, 1), False, None)
-        prune_mod._load(first)
-        if is_leader():
+        first = _checked(cfg, out, k, prune_mod)
+        if is_leader():  # only now that every input checked out may an old run be replaced
             prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if is_leader() and (not resume or max_total_epochs is not None):
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
-    summaries = [_run_fold(cfg, out, i, progress, callbacks, max_total_epochs, prune_mod)
-                 for i in range(1, k + 1)]
+    summaries = []
+    for i in range(1, k + 1):
+        fold_cfg = first if i == 1 and first is not None else _fold_cfg(cfg, i)
+        try:
+            summaries.append(_run_fold(fold_cfg, out, i, resume, progress, callbacks,
+                                       max_total_epochs, prune_mod))
+        except OutOfBudget as e:
+            raise OutOfBudget(
+                f"fold {i} of run {out} stopped before its alpha = 0 phase finished "
+                f"(--max-total-epochs {cfg.max_total_epochs}, per fold): continue the whole "
+                f"run with 'alphaprune prune --out {out} --resume --max-total-epochs N' "
+                f"(N > {cfg.max_total_epochs})") from e
     if not is_leader():
         return None
     return _ship(out, summaries)
+
+
+def _checked(cfg, out: Path, k: int, prune_mod):
+    """Fold 1's settings, planned, once every input checked out: the settings, every fold's
+    splits, the data and checkpoint, and fold 1's widths (a measuring solver's are
+    recorded in the settings, so fold 1's run does not measure them again)."""
+    from alphaprune.pipeline import DataConfig, check_splits, load_data
+
+    first, _, _, _ = prune_mod._settings(_fold_cfg(cfg, 1), fold_dir(out, 1), False, None)
+    for i in range(2, k + 1):
+        check_splits(load_data(DataConfig(**_fold_cfg(cfg, i).data))[1])
+    first, _ = prune_mod.planned(first, prune_mod._load(first))
+    return first
 
 
 def _recorded(out: Path, cfg):
@@ -109,20 +133,21 @@ def _recorded(out: Path, cfg):
     return replace(_config_from_dict(recorded), **hardware(cfg, PLACEMENT))
 
 
-def _run_fold(cfg, out: Path, i: int, progress, callbacks, max_total_epochs, prune_mod) -> dict:
-    """Fold ``i``'s summary: read when the fold is finished, else resumed or started."""
+def _run_fold(cfg, out: Path, i: int, resume: bool, progress, callbacks, max_total_epochs,
+              prune_mod) -> dict:
+    """Fold ``i``'s summary. A fresh run starts every fold (its folder was just prepared:
+    nothing on disk is read, so every process of a multi-process run agrees); a resume
+    reads a finished fold, resumes one with a checkpoint and starts the others."""
     d = fold_dir(out, i)
-    if (d / "pruned.pt").exists():
-        import json
-
+    if resume and (d / "pruned.pt").exists():
         return json.loads((d / "summary.json").read_text())
     if progress:
         print(f"fold {i} of {cfg.data['folds']} -> {d}", flush=True)
-    if (d / LAST_CKPT).exists():
+    if resume and (d / LAST_CKPT).exists():
         return prune_mod.prune(cfg, d, resume=True, progress=progress, callbacks=callbacks,
                                max_total_epochs=max_total_epochs)
     # a fold folder left before its first checkpoint holds nothing to lose: it is replaced
-    return prune_mod.prune(_fold_cfg(cfg, i), d, progress=progress, callbacks=callbacks)
+    return prune_mod.prune(cfg, d, progress=progress, callbacks=callbacks)
 
 
 def aggregate(summaries: list[dict]) -> dict:

@@ -14,7 +14,7 @@ from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
-from alphaprune.errors import UserError, require_finite
+from alphaprune.errors import OutOfBudget, UserError, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
@@ -330,6 +330,17 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     return _Plan(structure, base_w, widths, search)
 
 
+def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
+    """The plan (:func:`_plan`) and the settings that rebuild it: widths a measuring solver
+    chose are recorded with what they were measured for, so that a resume or a repeat
+    builds the same network without measuring again (and keeps the record for its summary)."""
+    plan = _plan(cfg, src)
+    if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
+        cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,
+                                   "search": plan.search})
+    return cfg, plan
+
+
 def _search_data(cfg: PruneConfig, src: _Source):
     """What the sensitivity and auto solvers score on (None for the ratio solver)."""
     if cfg.solver == "ratio":
@@ -406,7 +417,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     blended.train()  # evaluating the original left its modules in eval mode
     fit(trainer, module, tr, va, ckpt)
     if not controller.done:
-        raise UserError(f"run {out} stopped before the alpha = 0 phase finished "
+        raise OutOfBudget(f"run {out} stopped before the alpha = 0 phase finished "
                         f"(--max-total-epochs {cfg.max_total_epochs}): continue it with "
                         f"'alphaprune prune --out {out} --resume --max-total-epochs N' "
                         f"(N > {cfg.max_total_epochs})")
@@ -522,12 +533,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         raise UserError("resume=True continues from the run folder: do not pass model")
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
-    plan = _plan(cfg, src)                              # plan: units and their widths
-    if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
-        # measured: recorded with what it was measured for, so that a resume or a repeat
-        # builds the same network (and keeps the record for its summary)
-        cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,
-                                   "search": plan.search})
+    cfg, plan = planned(cfg, src)                       # plan: units and their widths
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:

@@ -114,9 +114,9 @@ def finish(out: Path, finished_file: str) -> Path:
 
 
 def write_config(out: Path, config: dict) -> None:
-    """Write the resolved settings as YAML."""
-    with open(out / CONFIG, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
+    """Write the resolved settings as YAML, atomically: a resume that records a new budget
+    and is killed midway leaves the old file, not a torn one."""
+    atomic_write_text(out / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_json(path: Path, data) -> None:

@@ -353,3 +353,19 @@ def test_unknown_final_schedule_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError):
         PhaseController(make_scheduler("step"), tmp_path / "p.csv", final_schedule="linear")
+
+
+def test_onecycle_patience_counts_from_the_top_of_the_rise(tmp_path):
+    """The loss worsens while a one-cycle lr climbs: patience must not end the alpha = 0
+    phase before the annealing part, however early the best epoch was."""
+    h = Harness(tmp_path / "phases.csv", max_acc_drop=None, final_max_epochs=10, final_patience=2)
+    h.ctrl.final_schedule = "onecycle"
+    h.play([0.8])              # alpha 0.5 -> alpha 0
+    for e in range(3):         # the rise (round(0.3 * 10) = 3 epochs): ever worse
+        h.epoch(1.0 + e, 0.8)
+        assert not h.trainer.should_stop, e
+    for _ in range(2):         # the first epoch after the rise, then one without improving
+        h.epoch(5.0, 0.8)
+        assert not h.trainer.should_stop
+    h.epoch(5.0, 0.8)          # the second without improving: patience 2 ends the phase
+    assert h.trainer.should_stop and h.rows()[-1]["detail"] == "patience"

@@ -26,6 +26,11 @@ ONECYCLE_RISE, ONECYCLE_START = 0.3, 1 / 25  # torch's OneCycleLR defaults (pct_
 COLLAPSE_FACTOR = 1.5
 
 
+def onecycle_rise(epochs: int) -> int:
+    """Epochs of a one-cycle phase of ``epochs`` during which the lr climbs."""
+    return min(epochs - 1, max(1, round(ONECYCLE_RISE * epochs))) if epochs > 1 else 0
+
+
 def final_lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     """The share of ``--final-lr`` at ``epoch`` (0-based) of an alpha = 0 phase of ``epochs``.
 
@@ -36,7 +41,7 @@ def final_lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     if schedule == "onecycle":
-        rise = max(1, round(ONECYCLE_RISE * epochs))
+        rise = onecycle_rise(epochs)
         if epoch < rise:
             return ONECYCLE_START + (1.0 - ONECYCLE_START) * epoch / rise
         return 0.5 * (1.0 + math.cos(math.pi * (epoch - rise) / max(1, epochs - rise)))
@@ -236,7 +241,11 @@ class PhaseController(pl.Callback):
                      and self.alpha == self.scheduler.alpha)
         if per_epoch:  # the scheduler itself watches for the plateau
             patience = math.inf
-        stop, reason = phase_decision(self.losses, patience, self.min_delta, max_epochs)
+        # patience counts from the top of a one-cycle rise: the loss worsens while the lr climbs
+        rise = (onecycle_rise(max_epochs)
+                if self.alpha <= 0.0 and self.final_schedule == "onecycle" else 0)
+        stop, reason = phase_decision(self.losses[rise:], patience, self.min_delta,
+                                      max_epochs - rise)
         if per_epoch and not stop and self.scheduler.step(loss) != self.alpha:
             stop, reason = True, "plateau"
         if stop:
