@@ -13,7 +13,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from alphaprune import api
@@ -23,9 +22,8 @@ from alphaprune.errors import OutOfBudget, UserError
 from alphaprune.folds import aggregate
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.prune import PruneConfig, prune
-from alphaprune.train.module import OptimConfig
 
-from .test_prune_resume import DATA, _cfg, _rows
+from .test_prune_resume import _cfg, _rows, train_and_prune
 
 FOLDS = 3
 
@@ -50,16 +48,7 @@ def _folds_cfg(checkpoint):
 @pytest.fixture(scope="module")
 def folds_run(tmp_path_factory):
     """A tiny trained checkpoint and one uninterrupted ``--folds 3`` prune of it."""
-    base = tmp_path_factory.mktemp("folds")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
-        torch.manual_seed(0)
-        tcfg = api.TrainConfig(model="vgg11", width=0.0625, epochs=2, data=DATA,
-                               optim=OptimConfig(lr=0.05, schedule="onecycle"))
-        api.train(tcfg, base / "train", progress=False)
-        checkpoint = base / "train" / "model.pt"
-        summary = prune(_folds_cfg(checkpoint), base / "ref", progress=False)
-    return checkpoint, base / "ref", summary
+    return train_and_prune(tmp_path_factory.mktemp("folds"), _folds_cfg)
 
 
 def test_rotated_folds_partition_train_and_val_and_keep_the_test_split():

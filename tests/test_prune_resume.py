@@ -49,10 +49,9 @@ def _cfg(checkpoint: Path) -> PruneConfig:
                        optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A tiny trained checkpoint and one uninterrupted prune of it."""
-    base = tmp_path_factory.mktemp("resume")
+def train_and_prune(base: Path, make_cfg) -> tuple[Path, Path, dict]:
+    """Train a tiny checkpoint in ``base`` and prune it once, uninterrupted, with
+    ``make_cfg(checkpoint)``: (checkpoint, run folder, summary)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALPHAPRUNE_CACHE", str(base / "cache"))
         torch.manual_seed(0)
@@ -60,8 +59,14 @@ def reference(tmp_path_factory):
                                optim=OptimConfig(lr=0.05, schedule="onecycle"))
         api.train(tcfg, base / "train", progress=False)
         checkpoint = base / "train" / "model.pt"
-        summary = prune(_cfg(checkpoint), base / "ref", progress=False)
+        summary = prune(make_cfg(checkpoint), base / "ref", progress=False)
     return checkpoint, base / "ref", summary
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A tiny trained checkpoint and one uninterrupted prune of it."""
+    return train_and_prune(tmp_path_factory.mktemp("resume"), _cfg)
 
 
 def test_reference_run_has_the_planned_phases(reference):
