@@ -37,8 +37,10 @@ def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
     Single passes alternate: original, other, original. Each triple gives one ratio (the
     mean of the two original passes over the other's pass), and the speed-up is the median
     of ``pairs`` such ratios; the ms are the medians of each model's passes. On a shared
-    machine a model's time drifts by tens of percent within a minute; passes this close
-    in time see the same drift, so their ratio cancels it (BENCHMARKS.md section 11)."""
+    machine a model's time drifts by tens of percent within a minute; passes this close in
+    time see the same state of the machine, so a drift slower than a pass cancels in their
+    ratio. What the host does to the two models differently does not (BENCHMARKS.md
+    section 11)."""
     a, b = _prepared(original, batch, shape), _prepared(other, batch, shape)
     for m, x in (a, b):
         _passes(m, x, 3)
