@@ -154,35 +154,29 @@ def test_a_fold_out_of_budget_names_the_run_to_resume(folds_run, tmp_path):
     assert [int(r["epoch"]) for r in _rows(out / "fold1" / "metrics.csv")] == list(range(3))
 
 
-def test_force_replaces_a_finished_folds_run_only_after_its_inputs_check_out(folds_run, tmp_path):
+def test_the_cli_replaces_a_finished_folds_run_only_with_force_and_good_inputs(folds_run,
+                                                                              tmp_path):
+    """--force replaces a finished folds run once every input checked out; the CLI prints
+    the folds line and the run records --folds, not a fold."""
     checkpoint, ref, _ = folds_run
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    with pytest.raises(UserError, match="finished run"):
-        prune(_folds_cfg(checkpoint), out, progress=False)
-    with pytest.raises(UserError, match="--widths"):  # a bad input: nothing is deleted
-        prune(replace(_folds_cfg(checkpoint), widths=[1, 2]), out, force=True, progress=False)
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
-    s = prune(replace(_folds_cfg(checkpoint), data={**_folds_cfg(checkpoint).data, "folds": 2}),
-              out, force=True, progress=False)
-    assert s["folds"]["k"] == 2 and not (out / "fold3").exists()
-
-
-def test_the_cli_runs_folds_and_says_which_fold_ships(folds_run, tmp_path):
-    checkpoint, _, _ = folds_run
     argv = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
             "--batch-size", "32", "--prune", "0.5", "--step-size", "0.5", "--patience", "1",
             "--max-epochs-per-phase", "1", "--final-max-epochs", "1", "--folds", "2",
-            "--no-progress", "--out", str(tmp_path / "cv")]
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 2  # a finished run, no --force
+    assert main([*argv, "--force", "--widths", "1,2"]) == 2  # a bad input: nothing deleted
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(argv) == 0
-    s = json.loads((tmp_path / "cv" / "summary.json").read_text())
-    f = s["folds"]
+        assert main([*argv, "--force"]) == 0
+    f = json.loads((out / "summary.json").read_text())["folds"]
+    assert f["k"] == 2 and not (out / "fold3").exists()
     assert f"2 folds: test acc {f['mean']['test_acc_after']:.4f} ± " in buf.getvalue()
     assert f"pruned.pt is fold {f['shipped_fold']}'s" in buf.getvalue()
-    cfg = yaml.safe_load((tmp_path / "cv" / "config.yaml").read_text())
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["prune"]["data"]["folds"] == 2 and "fold" not in cfg["prune"]["data"]
 
 
