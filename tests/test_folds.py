@@ -192,6 +192,19 @@ def test_a_folds_run_is_repeated_by_its_own_config_not_by_a_folds(folds_run, tmp
     assert not (tmp_path / "x").exists()
 
 
+def test_a_later_fold_without_images_is_refused_before_anything_is_written(folds_run, tmp_path,
+                                                                           capsys):
+    """300 digits leave about 24 train and val images per class: with 100 folds the first
+    has validation images and the last has none."""
+    checkpoint, _, _ = folds_run
+    argv = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+            "--folds", "100", "--out", str(tmp_path / "cv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--folds 100 leaves an empty split" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cv").exists()
+
+
 def test_folds_below_two_are_refused_before_anything_is_written(folds_run, tmp_path, capsys):
     checkpoint, _, _ = folds_run
     argv = ["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--folds", "1",

@@ -110,15 +110,17 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
 
 
 def _checked(cfg, out: Path, k: int, prune_mod):
-    """Fold 1's settings, planned, once every input checked out: the settings, every fold's
-    splits, the data and checkpoint, and fold 1's widths (a measuring solver's are
-    recorded in the settings, so fold 1's run does not measure them again)."""
-    from alphaprune.pipeline import DataConfig, check_splits, load_data
+    """Fold 1's settings, planned, once every input checked out: the settings, the data and
+    checkpoint, every fold's splits (of the labels loaded once), and fold 1's widths (a
+    measuring solver's are recorded in the settings, so fold 1's run does not measure them
+    again)."""
+    from alphaprune.pipeline import DataConfig, carve_splits, check_splits
 
     first, _, _, _ = prune_mod._settings(_fold_cfg(cfg, 1), fold_dir(out, 1), False, None)
+    src = prune_mod._load(first)
     for i in range(2, k + 1):
-        check_splits(load_data(DataConfig(**_fold_cfg(cfg, i).data))[1])
-    first, _ = prune_mod.planned(first, prune_mod._load(first))
+        check_splits(carve_splits(DataConfig(**_fold_cfg(cfg, i).data), src.ds.y))
+    first, _ = prune_mod.planned(first, src)
     return first
 
 

@@ -31,7 +31,7 @@ from alphaprune.train.callbacks import BestWeights, MetricsCSV
 from alphaprune.train.engine import DivergenceGuard, fit, make_trainer
 from alphaprune.train.module import ClassifierModule, OptimConfig
 
-__all__ = ["DataConfig", "load_data", "split_meta", "check_splits", "loaders", "split_scores",
+__all__ = ["DataConfig", "load_data", "carve_splits", "split_meta", "check_splits", "loaders", "split_scores",
            "fit_classifier", "evaluate_model", "check_compatible"]
 
 
@@ -83,13 +83,19 @@ def load_data(cfg: DataConfig) -> tuple[Dataset, Splits]:
     ds = load_dataset(cfg.data, cfg.cache_dir)
     if len(ds.y) == 0:
         raise UserError(f"dataset {cfg.data} is empty: add images")
-    splits = make_splits(ds.y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
+    return ds, carve_splits(cfg, ds.y)
+
+
+def carve_splits(cfg: DataConfig, y: np.ndarray) -> Splits:
+    """The seeded, stratified splits ``cfg`` asks for of a dataset with labels ``y``: train,
+    val and test, then the cross-validation fold, then the training subset."""
+    splits = make_splits(y, cfg.val_frac, cfg.test_frac, cfg.seed, cfg.subset)
     if cfg.fold is not None:
-        splits = rotate_fold(ds.y, splits, cfg.folds or 0, cfg.fold, cfg.seed)
+        splits = rotate_fold(y, splits, cfg.folds or 0, cfg.fold, cfg.seed)
     if cfg.train_subset is not None:  # same val/test as the full run: comparable numbers
         n = min(cfg.train_subset, len(splits.train))  # "at most N"
-        splits.train = splits.train[stratified_subset(ds.y[splits.train], n, cfg.seed)]
-    return ds, splits
+        splits.train = splits.train[stratified_subset(y[splits.train], n, cfg.seed)]
+    return splits
 
 
 def split_meta(cfg: DataConfig) -> dict:
