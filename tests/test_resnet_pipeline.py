@@ -61,3 +61,24 @@ def test_an_unreachable_target_is_refused_before_the_run_folder_exists(resnet20,
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "cannot be reached" in err and "--prune 0." in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_prune_streams_cuts_the_residual_stream_and_fuses_exactly(resnet20, tmp_path):
+    out = tmp_path / "s50"
+    assert main(["prune", "--checkpoint", str(resnet20), *DATA, "--prune-streams",
+                 "--flops", "0.5", "--solver", "ratio", "--step-size", "0.5",
+                 "--max-epochs-per-phase", "1", "--final-max-epochs", "2", "--round-to", "1",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert abs(s["achieved_flops_reduction"] - 0.5) <= 0.005
+    assert s["fusion_rel_error"] <= 1e-5
+    fused = alphaprune.load_model(out / "pruned.pt")
+    assert isinstance(fused, ResNet)
+    # 9 inner convs and 3 streams, in graph order: stream 1 first (the stem writes it)
+    assert len(s["widths_after"]) == 12
+    streams = [s["widths_after"][i] for i in (0, 4, 8)]
+    assert streams != [4, 8, 16] and all(w >= 1 for w in streams)
+    # the stem, every block's last conv and the shortcuts keep one stream width per stage
+    assert fused.conv1.out_channels == streams[0] == fused.layer1[2].conv2.out_channels
+    assert fused.layer2[0].downsample[0].out_channels == streams[1] == fused.layer3[0].conv1.in_channels
+    assert fused.fc.in_features == streams[2]

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "run records the ones its measured search chose)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
+    r.add_argument("--prune-streams", dest="streams", action="store_true",
+                   help="cut residual streams too: every conv writing into a chain of sums "
+                        "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels")
     r.add_argument("--balance", type=float, default=None,
                    help="1: cut the wide late layers harder and keep the narrow early ones (the "
                         "default of --prune: most accurate per parameter); 0: every layer keeps "
@@ -324,7 +327,8 @@ def _cmd_prune(a) -> int:
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
-            "balance", "solver", "solved", "search_size", "scheduler", "step_size", "decay_rate", "mu",
+            "streams", "balance", "solver", "solved", "search_size", "scheduler", "step_size",
+            "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",

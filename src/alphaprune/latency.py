@@ -80,7 +80,7 @@ class LatencyModel:
         gm = structure.gm
         inputs = {n.target: shape_of(n.args[0]) for n in gm.graph.nodes
                   if n.op == "call_module" and n.target in cost.layers}
-        tails = {u.name: _tail(gm, u) for u in structure.units}
+        tails = {u.name: _tail(gm, u) for u in structure.units if u.kind != "stream"}
         self.layers = []
         for name, lay in cost.layers.items():
             m = lay.module

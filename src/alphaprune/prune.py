@@ -11,6 +11,7 @@ import torch
 
 from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.branch import HANDOVER_MODES
+from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options
 from alphaprune.data import normalize
@@ -65,6 +66,9 @@ class PruneConfig:
     # network without measuring again; changed settings solve anew
     solved: dict | None = None
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
+    # cut the residual streams too (every conv writing into a chain of sums keeps one set
+    # of channels): without it a ResNet's stream convs, shortcuts and stem keep their width
+    streams: bool = False
     # None: the measured default of the target (DEFAULT_BALANCE), recorded as a number
     balance: float | None = None
     # ratio (one keep ratio, tilted by balance), sensitivity (cut where the validation loss
@@ -165,6 +169,7 @@ def _config_from_dict(d: dict) -> PruneConfig:
     # default would build another architecture than its checkpoint holds
     d.setdefault("balance", 0.0)
     d.setdefault("solver", "ratio")  # the one solver before --solver existed
+    d.setdefault("streams", False)   # nor did --prune-streams
     return PruneConfig(**d)
 
 
@@ -314,7 +319,7 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     exact from the traced graph at the data's input size, a speed-up by a measured search
     (:mod:`alphaprune.speedup`), or the recorded ``widths``."""
     example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
-    structure = find_units(src.model, example)
+    structure = find_units(src.model, example, streams=cfg.streams)
     if not structure.units:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
@@ -327,7 +332,20 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     widths, search = solve_target(width_target(cfg), structure, src.model,
                                   None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
                                   _search_data(cfg, src), src.data_cfg.cache_dir)
+    if cfg.streams and src.mf.arch != GRAPH_ARCH:
+        _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
+
+
+def _check_rebuilds(structure, widths: list[int], arch: str) -> None:
+    """The registry model ``arch`` can hold the fused network at ``widths`` (a bottleneck
+    ResNet's stream is four times its stage's planes): checked before any training."""
+    try:
+        fused_architecture(structure, widths, arch)
+    except (UserError, RuntimeError, ValueError) as e:
+        raise UserError(f"{arch} cannot be rebuilt with stream widths "
+                        f"{[w for u, w in zip(structure.units, widths) if u.kind == 'stream']} "
+                        f"({type(e).__name__}): pass --round-to 8, or drop --prune-streams") from e
 
 
 def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
@@ -354,6 +372,8 @@ def solved_for(cfg: PruneConfig) -> dict:
     measure, fraction = cfg.target()
     return {"measure": measure, "fraction": fraction, "solver": cfg.solver,
             "round_to": cfg.round_to, "balance": cfg.balance, "importance": cfg.importance,
+            # only when set: the widths recorded before --prune-streams existed still match
+            **({"streams": True} if cfg.streams else {}),
             "latency_batch": cfg.latency_batch, "search_size": cfg.search_size}
 
 

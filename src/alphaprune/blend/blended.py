@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from alphaprune.blend.branch import HANDOVER_MODES, BranchedUnit
+from alphaprune.blend.branch import HANDOVER_MODES, BranchedUnit, StreamUnit, StreamWriter, original_modules
 from alphaprune.graph.units import Structure, Unit, find_units
 
 __all__ = ["BlendedNet", "node_op", "default_example"]
@@ -48,29 +48,44 @@ def default_example(model: nn.Module, size: int = 32) -> torch.Tensor:
     return torch.zeros(2, conv.in_channels, size, size)
 
 
-def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit:
+def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
+    if u.kind == "stream":
+        return StreamUnit([StreamWriter(gm.get_submodule(w.conv),
+                                        gm.get_submodule(w.bn) if w.bn else None, k)
+                           for w in u.writers])
     post = [node_op(gm, n) for n in u.post]
     return BranchedUnit(gm.get_submodule(u.name), gm.get_submodule(u.bn) if u.bn else None,
                         node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k)
 
 
-def _rewrite(structure: Structure, units: list[BranchedUnit]) -> fx.GraphModule:
-    """A copy of the traced graph in which unit ``i``'s nodes are one call of ``units[i]``."""
+def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str) -> None:
+    """Replace the single-user chain ``layer -> ... -> out`` by one call of ``target``."""
+    with g.inserting_after(out):
+        new = g.call_module(target, (layer.args[0],))
+    out.replace_all_uses_with(new)
+    chain, n = [], layer
+    while n is not out:
+        chain.append(n)
+        n = next(iter(n.users))
+    for n in [out, *reversed(chain)]:
+        g.erase_node(n)
+
+
+def _rewrite(structure: Structure, units: list[nn.Module]) -> fx.GraphModule:
+    """A copy of the traced graph in which unit ``i``'s nodes are one call of ``units[i]``
+    (a stream's: each writer's ``conv [-> bn]`` one call of that writer)."""
     gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
     gm.add_submodule("alpha_units", nn.ModuleList(units))
     g, by_name = gm.graph, {n.name: n for n in gm.graph.nodes}
+    module_node = {n.target: n for n in g.nodes if n.op == "call_module"}
     for i, u in enumerate(structure.units):
-        layer = next(n for n in g.nodes if n.op == "call_module" and n.target == u.name)
-        out = by_name[u.out.name]
-        with g.inserting_after(out):
-            new = g.call_module(f"alpha_units.{i}", (layer.args[0],))
-        out.replace_all_uses_with(new)
-        chain, n = [], layer
-        while n is not out:
-            chain.append(n)
-            n = next(iter(n.users))
-        for n in [out, *reversed(chain)]:
-            g.erase_node(n)
+        if u.kind == "stream":
+            for j, w in enumerate(u.writers):
+                layer = module_node[w.conv]
+                out = module_node[w.bn] if w.bn else layer
+                _replace_chain(g, layer, out, f"alpha_units.{i}.writers.{j}")
+            continue
+        _replace_chain(g, module_node[u.name], by_name[u.out.name], f"alpha_units.{i}")
     g.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
@@ -118,8 +133,9 @@ class BlendedNet(nn.Module):
         self.train_original = train_original
         if not train_original:
             for u in self.features:
-                for p in list(u.conv.parameters()) + list(u.bn.parameters()):
-                    p.requires_grad_(False)
+                for layer, bn in original_modules(u):
+                    for p in list(layer.parameters()) + list(bn.parameters()):
+                        p.requires_grad_(False)
 
     @property
     def features(self) -> nn.ModuleList:
@@ -160,5 +176,6 @@ class BlendedNet(nn.Module):
         super().train(mode)
         if not self.train_original:  # frozen BNs keep their running statistics
             for u in self.features:
-                u.bn.eval()
+                for _, bn in original_modules(u):
+                    bn.eval()
         return self

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["BranchedUnit", "HANDOVER_MODES", "matrix"]
+__all__ = ["BranchedUnit", "StreamUnit", "StreamWriter", "HANDOVER_MODES", "matrix", "branch_bns",
+           "original_modules"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -25,6 +26,18 @@ HANDOVER_MODES = ("blend", "stochastic", "progressive")
 def matrix(layer: nn.Module) -> torch.Tensor:
     """The weight of a 1x1 conv or a linear as a (out, in) matrix view."""
     return layer.weight.view(layer.weight.shape[0], layer.weight.shape[1])
+
+
+def branch_bns(unit: nn.Module) -> list[nn.Module]:
+    """The branch BatchNorms (``BN'``) of a branched unit or stream."""
+    parts = unit.writers if isinstance(unit, StreamUnit) else [unit]
+    return [p.bn2 for p in parts if p.has_bn]
+
+
+def original_modules(unit: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The original ``(layer, BN)`` pairs of a branched unit or stream (BN may be Identity)."""
+    parts = unit.writers if isinstance(unit, StreamUnit) else [unit]
+    return [(p.conv, p.bn) for p in parts]
 
 
 class BranchedUnit(nn.Module):
@@ -83,3 +96,79 @@ class BranchedUnit(nn.Module):
         # lerp = branch + a * (original - branch): one fused kernel forward and backward,
         # measurably cheaper on CPU than two scalings and an add
         return torch.lerp(self.branch(z), self.original(z), a)
+
+
+class StreamWriter(nn.Module):
+    """One conv writing into a residual stream, with its branch (DESIGN.md section 2 with a
+    fixed ``B``):
+
+        original = BN(z),  branch = S^T BN'(A z),  y' = a * original + (1 - a) * branch
+
+    ``S^T`` scatters the ``k`` kept channels (``idx``) back to their places and leaves the
+    rest zero. Unlike a unit's learnt ``B`` it commutes with the activations after the
+    sums, so at a gate of 0 in every writer the stream's dropped channels are zero
+    everywhere and the fused network drops them.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.Module | None, k: int):
+        super().__init__()
+        n = conv.out_channels
+        self.kind = "conv"
+        self.conv = conv
+        self.bn = bn if bn is not None else nn.Identity()
+        self.has_bn = bn is not None
+        self.A = nn.Conv2d(n, k, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(k) if bn is not None else nn.Identity()
+        if bn is not None:
+            self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
+        self.register_buffer("idx", torch.arange(k))
+        self.gate = 1.0
+
+    def branch(self, z: torch.Tensor) -> torch.Tensor:
+        v = self.bn2(self.A(z))
+        out = v.new_zeros((v.shape[0], self.conv.out_channels, *v.shape[2:]))
+        return out.index_copy(1, self.idx, v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.conv(x)
+        if self.gate >= 1.0:
+            return self.bn(z)
+        if self.gate <= 0.0:
+            return self.branch(z)
+        return torch.lerp(self.branch(z), self.bn(z), self.gate)
+
+
+class StreamUnit(nn.Module):
+    """A residual stream's writers, cut together to ``k`` channels: one gate for all."""
+
+    kind = "stream"
+
+    def __init__(self, writers: list[StreamWriter]):
+        super().__init__()
+        self.writers = nn.ModuleList(writers)
+
+    @property
+    def width(self) -> int:
+        """Kept width ``k``."""
+        return len(self.writers[0].idx)
+
+    @property
+    def gate(self) -> float:
+        return self.writers[0].gate
+
+    @gate.setter
+    def gate(self, a: float) -> None:
+        for w in self.writers:
+            w.gate = a
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """The kept channels of the stream (the same in every writer)."""
+        return self.writers[0].idx
+
+    def B(self) -> torch.Tensor:
+        """``S^T`` as an (n, k) matrix: the map every consumer absorbs."""
+        n = self.writers[0].conv.out_channels
+        S = torch.zeros(n, self.width, dtype=self.writers[0].A.weight.dtype)
+        S[self.idx, torch.arange(self.width)] = 1.0
+        return S

@@ -11,7 +11,10 @@ Fold rules, one per layer a unit touches:
   padding, stride and dilation commute with a channel mix, so any such conv absorbs it;
 * a consumer linear on a 2-d input: ``B`` on its inputs;
 * a consumer linear after a channel-major flatten of an H x W map: ``B (x) I_HW``;
-* a layer that is both (a unit fed by a unit) gets both.
+* a layer that is both (a unit fed by a unit) gets both;
+* a residual stream: each writer's conv gets its ``A`` on its outputs (its ``BN'`` becomes
+  its BatchNorm) and every consumer the fixed scatter ``S^T`` (a column selection); the
+  sums and activations in between then run on the kept channels alone.
 
 The ``B`` maps have no bias, so the result equals the blended network at alpha = 0 up to
 float rounding (computed in float64).
@@ -26,7 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
-from alphaprune.blend.branch import matrix
+from alphaprune.blend.branch import StreamUnit, matrix
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs
 
@@ -104,16 +107,26 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     structure = blended.structure
     gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
     maps: dict[str, dict] = {}
+    bns: dict[str, nn.Module] = {}
     for unit, br in zip(structure.units, blended.features):
-        maps.setdefault(unit.name, {})["A"] = matrix(br.A)
+        if isinstance(br, StreamUnit):
+            for w, wb in zip(unit.writers, br.writers):
+                maps.setdefault(w.conv, {})["A"] = matrix(wb.A)
+                if w.bn is not None:
+                    bns[w.bn] = wb.bn2
+            B = br.B()
+        else:
+            maps.setdefault(unit.name, {})["A"] = matrix(br.A)
+            if unit.bn is not None:
+                bns[unit.bn] = br.bn2
+            B = matrix(br.B)
         for c in unit.consumers:
-            maps.setdefault(c.name, {}).update(B=matrix(br.B), spatial=c.spatial)
+            maps.setdefault(c.name, {}).update(B=B, spatial=c.spatial)
     for name, m in maps.items():
         new = fold_layer(gm.get_submodule(name), m.get("A"), m.get("B"), m.get("spatial", 1))
         _set(gm, name, new)
-    for unit, br in zip(structure.units, blended.features):
-        if unit.bn is not None:
-            _set(gm, unit.bn, copy.deepcopy(br.bn2))
+    for name, bn in bns.items():
+        _set(gm, name, copy.deepcopy(bn))
     gm.recompile()
     return gm
 

@@ -10,6 +10,11 @@
   through the *already initialised* branches (the inputs the pruned network will see):
   BN' statistics are re-estimated and B is fitted by (ridge) least squares so that
   ``B(narrow(z))`` reconstructs the original unit's output.
+
+A residual stream (:class:`alphaprune.blend.branch.StreamUnit`) keeps one channel set in
+all its writers: ``bn`` and ``l1`` sum each writer's scores over their mean (every writer
+counts alike), ``act`` reads the stream where its first consumer takes it in. Its ``B`` is
+fixed, so ``lstsq`` selects its channels and fits nothing.
 """
 
 from __future__ import annotations
@@ -17,22 +22,38 @@ from __future__ import annotations
 import torch
 
 from alphaprune.blend.blended import BlendedNet
-from alphaprune.blend.branch import matrix
+from alphaprune.blend.branch import StreamUnit, matrix
 from alphaprune.errors import UserError
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
-           "reconstruction_error"]
+           "reconstruction_error", "stream_importance"]
 
 BRANCH_INITS = ("select", "lstsq", "random")
 IMPORTANCE_CRITERIA = ("bn", "l1", "act")
 
 
+def _stream_hook(seen: dict, i: int, consumer):
+    """A pre-hook keeping a stream's tensor (N, C, ...) as its consumer takes it in."""
+    def hook(m, a):
+        x = a[0]
+        seen[i] = (None, x.reshape(len(x), -1, consumer.spatial) if consumer.kind == "linear" else x)
+    return hook
+
+
 @torch.no_grad()
 def _unit_io(model: BlendedNet, x: torch.Tensor, gates: list[float]):
-    """Every unit's (input, output) in one pass of ``x`` with these gates."""
+    """Every unit's (input, output) in one pass of ``x`` with these gates (a stream's: no
+    input, and the stream as its first consumer takes it in)."""
     seen: dict[int, tuple] = {}
-    hooks = [u.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, (a[0], out)))
-             for i, u in enumerate(model.features)]
+    hooks = []
+    for i, (u, s) in enumerate(zip(model.features, model.structure.units)):
+        if isinstance(u, StreamUnit):
+            c = s.consumers[0]
+            hooks.append(model.structure.gm.get_submodule(c.name).register_forward_pre_hook(
+                _stream_hook(seen, i, c)))
+        else:
+            hooks.append(u.register_forward_hook(
+                lambda m, a, out, i=i: seen.__setitem__(i, (a[0], out))))
     try:
         model.run(x, gates)
     finally:
@@ -51,10 +72,13 @@ def _channel_dims(t: torch.Tensor) -> tuple[int, ...]:
 
 @torch.no_grad()
 def channel_importance(unit, criterion: str = "bn", activation: torch.Tensor | None = None):
-    """Importance of each output channel of a branched unit's original conv.
+    """Importance of each output channel of a branched unit's original conv (or of a stream).
 
     ``activation`` (the unit's original output on a calibration batch) is needed for ``act``.
     """
+    if isinstance(unit, StreamUnit) and criterion != "act":
+        return stream_importance([(w.conv, w.bn if w.has_bn else None) for w in unit.writers],
+                                 criterion)
     if criterion == "bn":
         return unit.bn.weight.detach().abs()
     if criterion == "l1":
@@ -67,9 +91,38 @@ def channel_importance(unit, criterion: str = "bn", activation: torch.Tensor | N
 
 
 @torch.no_grad()
+def stream_importance(writers: list, criterion: str) -> torch.Tensor:
+    """A stream's channel scores from its writers' ``(conv, bn or None)``: each writer's
+    |BN gamma| (``bn``; filter L1 where it has no BN) or filter L1 (``l1``) over its mean,
+    summed over the writers."""
+    total = 0.0
+    for conv, bn in writers:
+        s = bn.weight.detach().abs() if criterion == "bn" and bn is not None else \
+            conv.weight.detach().abs().flatten(1).sum(dim=1)
+        total = total + s / s.mean().clamp_min(1e-12)
+    return total
+
+
+@torch.no_grad()
+def _select_stream(unit: StreamUnit, idx: torch.Tensor) -> None:
+    k = unit.width
+    for w in unit.writers:
+        w.idx.copy_(idx)
+        A = matrix(w.A)
+        A.zero_()
+        A[torch.arange(k), idx] = 1.0
+        if w.has_bn:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(w.bn2, name).copy_(getattr(w.bn, name)[idx])
+            w.bn2.num_batches_tracked.copy_(w.bn.num_batches_tracked)
+
+
+@torch.no_grad()
 def _select(unit, scores: torch.Tensor) -> None:
     k = unit.width
     idx = torch.sort(torch.argsort(scores, descending=True)[:k]).values
+    if isinstance(unit, StreamUnit):
+        return _select_stream(unit, idx)
     A, B = matrix(unit.A), matrix(unit.B)
     A.zero_()
     A[torch.arange(k), idx] = 1.0
@@ -142,7 +195,8 @@ def init_branches(model: BlendedNet, method: str = "select", criterion: str = "b
     targets = _original_outputs(model, calib) if calib is not None else [None] * n
     for i, (u, t) in enumerate(zip(model.features, targets)):
         _select(u, channel_importance(u, criterion, t))
-        if method == "lstsq":  # the input the pruned network gives unit i: branches upstream
+        # the input the pruned network gives unit i: branches upstream (a stream's B is fixed)
+        if method == "lstsq" and not isinstance(u, StreamUnit):
             h = _unit_io(model, calib, [0.0] * i + [1.0] * (n - i))[i][0]
             _fit_unit(u, h, t, ridge)
     model.train(was)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 
 from alphaprune.blend.blended import BlendedNet
+from alphaprune.blend.branch import branch_bns
 
 __all__ = ["ship_bn_stats", "using_bn_stats", "restored_bn"]
 
@@ -38,7 +39,7 @@ def ship_bn_stats(model: BlendedNet, calib: torch.Tensor, batch_size: int = 256)
     after training. The model's own statistics, alpha and train/eval mode are left as they
     were.
     """
-    bns = [u.bn2 for u in model.features if u.has_bn]
+    bns = [b for u in model.features for b in branch_bns(u)]
     alpha, training = float(model.alpha), model.training
     try:
         with restored_bn(bns):
@@ -77,7 +78,7 @@ def using_bn_stats(model: BlendedNet, stats: BNStats | None):
     if stats is None:
         yield
         return
-    bns = [u.bn2 for u in model.features if u.has_bn]
+    bns = [b for u in model.features for b in branch_bns(u)]
     own = [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
     try:
         for b, (m, v) in zip(bns, stats):

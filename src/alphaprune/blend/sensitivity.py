@@ -5,12 +5,14 @@ Each unit is cut alone, to each width on a grid, keeping the channels ``select``
 (the same importance criterion: exactly for ``l1`` and ``bn``; for ``act`` the mean
 activation the unit hands its first consumer on the validation images, where ``select``
 reads the unit's output on training images), in the pretrained network, and the loss on a
-fixed set of validation images is measured. A cut is exact without rebuilding anything: the dropped
-channels are zeroed at the inputs of the unit's consumers, which is what the fused
-network's ``B`` gives them. The solver then starts from the full widths and takes, one
-grid step at a time, the cut with the smallest loss increase per unit of cost removed
-(parameters, FLOPs or predicted latency: any ``count``), until the budget is met; single
-``round_to`` steps on the cut layers then fit the target as the ratio solver's do.
+fixed set of validation images is measured. A cut is exact without rebuilding anything:
+the dropped channels are zeroed at the inputs of the unit's consumers, which is what the
+fused network's ``B`` gives them (a residual stream's are zeroed where its writers put
+them in, so they are zero all along the stream, as fused). The solver then starts from
+the full widths and takes, one grid step at a time, the cut with the smallest loss
+increase per unit of cost removed (parameters, FLOPs or predicted latency: any
+``count``), until the budget is met; single ``round_to`` steps on the cut layers then
+fit the target as the ratio solver's do.
 Losses of separate cuts are taken to add up, as NVIDIA ModelOpt's FastNAS takes them.
 
 They do not quite: :func:`cut_score` scores a whole allocation, every unit cut at once and
@@ -28,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.blend.init import stream_importance
 from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine
 
@@ -52,6 +55,9 @@ def width_grid(base: int, round_to: int, levels: int = 8) -> list[int]:
 @torch.no_grad()
 def _importance(gm, unit, criterion: str, x: torch.Tensor) -> torch.Tensor:
     """The score ``select`` ranks the unit's channels by, read off the plain network."""
+    if unit.kind == "stream" and criterion != "act":
+        return stream_importance([(gm.get_submodule(w.conv), gm.get_submodule(w.bn) if w.bn else None)
+                                  for w in unit.writers], criterion)
     if criterion == "bn" and unit.bn is not None:
         return gm.get_submodule(unit.bn).weight.detach().abs()
     if criterion == "act":  # mean of what the unit hands its first consumer
@@ -65,6 +71,15 @@ def _importance(gm, unit, criterion: str, x: torch.Tensor) -> torch.Tensor:
         t = seen[0].reshape(len(x), unit.width, -1) if c.kind == "linear" else seen[0]
         return t.transpose(0, 1).reshape(unit.width, -1).mean(dim=1)
     return gm.get_submodule(unit.name).weight.detach().abs().flatten(1).sum(dim=1)
+
+
+def _output_zeroing_hook(drop: torch.Tensor):
+    """A forward hook that zeroes the dropped channels of a stream writer's output."""
+    def hook(module, args, out):
+        out = out.clone()
+        out[:, drop] = 0
+        return out
+    return hook
 
 
 def _zeroing_hook(drop: torch.Tensor, spatial: int, kind: str):
@@ -127,7 +142,10 @@ def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
     hooks = []
     try:
         for u, w, order in zip(structure.units, widths, orders):
-            if w < u.width:
+            if w < u.width and u.kind == "stream":
+                hooks += [gm.get_submodule(wr.bn or wr.conv).register_forward_hook(
+                    _output_zeroing_hook(order[w:])) for wr in u.writers]
+            elif w < u.width:
                 hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
                     _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
         yield

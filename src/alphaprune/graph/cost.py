@@ -1,11 +1,11 @@
 """Exact parameters and FLOPs of the fused model for any unit widths, from the traced graph.
 
-Only the layers a unit touches change size: the unit's own conv or linear (its outputs),
-its BatchNorm, and its consumers (their inputs; ``spatial`` inputs per channel after a
-flatten). Everything else, unprunable layers included, keeps its count. Parameters count
-BatchNorm's affine terms (as :func:`alphaprune.report.size.count_params` does); FLOPs are
-the multiply-accumulates of every conv and linear call (as ``count_flops`` does), at the
-traced input size.
+Only the layers a unit touches change size: the unit's own conv or linear (its outputs; a
+residual stream's: every writer's), its BatchNorm, and its consumers (their inputs;
+``spatial`` inputs per channel after a flatten). Everything else, unprunable layers
+included, keeps its count. Parameters count BatchNorm's affine terms (as
+:func:`alphaprune.report.size.count_params` does); FLOPs are the multiply-accumulates of
+every conv and linear call (as ``count_flops`` does), at the traced input size.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class CostModel:
         self.base_widths = [u.width for u in structure.units]
         self.layers: dict[str, _Layer] = {}
         for i, u in enumerate(structure.units):
-            self._layer(gm, u.name).out_unit = i
-            if u.bn is not None:
-                self._layer(gm, u.bn).out_unit = i
+            for layer, bn in _written(u):
+                self._layer(gm, layer).out_unit = i
+                if bn is not None:
+                    self._layer(gm, bn).out_unit = i
             for c in u.consumers:
                 lay = self._layer(gm, c.name)
                 lay.in_unit, lay.spatial = i, c.spatial
@@ -95,6 +96,13 @@ class CostModel:
     def max_prune(self) -> float:
         """The largest parameter fraction that can be removed (every unit one channel wide)."""
         return 1 - self.params([1] * len(self.base_widths)) / self.base_params
+
+
+def _written(u) -> list[tuple[str, str | None]]:
+    """The (layer, BatchNorm) pairs whose outputs a unit's width sets: a stream's writers."""
+    if u.kind == "stream":
+        return [(w.conv, w.bn) for w in u.writers]
+    return [(u.name, u.bn)]
 
 
 def _io(m: nn.Module) -> tuple[int, int]:

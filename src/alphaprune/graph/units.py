@@ -9,6 +9,13 @@ consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit
 several consumers. Everything else is listed with its reason: channels tied by an add, cat
 or multiply (a residual stream), grouped or depthwise convs, the output layer, a consumer
 that cannot absorb ``B``, an op alphaprune does not know.
+
+With ``streams=True`` a **residual stream** (channels tied by additions) becomes one unit
+of kind ``"stream"`` as well: every conv that writes into the sums (``conv [-> bn]``, the
+**writers**), the sums and what passes their channels on unchanged (an activation that
+maps 0 to 0, pooling, dropout), and the layers that read the stream and absorb ``B`` (its
+consumers). Cutting such a unit keeps one set of channels in every writer at once, so
+the dropped channels are zero everywhere in the stream and the fused network drops them.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch.nn.functional as F
 
 from alphaprune.graph.trace import shape_of, trace
 
-__all__ = ["Consumer", "Unit", "Skipped", "Structure", "find_units"]
+__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -38,6 +45,12 @@ TIES = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mu
         torch.mul: "multiply", operator.imul: "multiply", torch.cat: "cat", operator.sub: "subtract",
         torch.sub: "subtract", torch.stack: "stack"}
 TIE_METHODS = {"add": "add", "add_": "add", "mul": "multiply", "mul_": "multiply", "sub": "subtract"}
+# activations with f(0) = 0: a stream's dropped channels stay zero through them
+ZERO_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
+                    nn.Mish, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU)
+ZERO_ACT_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu,
+                      F.hardswish, F.mish, torch.tanh, F.hardtanh, F.selu, F.celu)
+ZERO_ACT_METHODS = ("relu", "relu_", "tanh")
 
 
 @dataclass
@@ -50,17 +63,27 @@ class Consumer:
 
 
 @dataclass
-class Unit:
-    """One prunable unit: ``layer [-> bn] -> act [-> pool/dropout ...]``."""
+class Writer:
+    """A conv that writes into a residual stream: ``conv [-> bn] -> (sum)``."""
 
-    name: str                    # the conv or linear, as in named_modules()
-    kind: str                    # "conv" or "linear"
+    conv: str
+    bn: str | None
+
+
+@dataclass
+class Unit:
+    """One prunable unit: ``layer [-> bn] -> act [-> pool/dropout ...]``, or a residual
+    stream (kind ``"stream"``: no layer of its own, its ``writers`` instead)."""
+
+    name: str                    # the conv or linear, as in named_modules(); "stream@<conv>"
+    kind: str                    # "conv", "linear" or "stream"
     width: int                   # its output channels
     bn: str | None               # its BatchNorm, if any
-    act: fx.Node                 # the activation node
+    act: fx.Node | None          # the activation node (None for a stream)
     post: list[fx.Node]          # pool/dropout/identity nodes after the activation
-    out: fx.Node                 # the last node of the unit
+    out: fx.Node | None          # the last node of the unit (None for a stream)
     consumers: list[Consumer] = field(default_factory=list)
+    writers: list[Writer] = field(default_factory=list)   # a stream's convs, in graph order
 
 
 @dataclass
@@ -199,36 +222,141 @@ def _linear_after(gm, n: fx.Node) -> list[fx.Node] | str:
     return out
 
 
+def _consumer(gm, u: fx.Node, out: fx.Node, kind: str) -> list[Consumer] | str | None:
+    """What user ``u`` of ``out`` takes in: consumers that absorb ``B``, the reason it
+    cannot, or ``None`` for a use that needs no channels (the batch size)."""
+    tie = _tie(gm, u)
+    if tie:
+        return f"channels tied by {tie} ({u.name}): a residual or concatenated stream"
+    m = _mod(gm, u)
+    shape = shape_of(out)
+    if u.op == "output":
+        return "output layer: its width is the model's output"
+    if u.op == "call_method" and u.target == "size" and len(u.args) == 2 and u.args[1] == 0:
+        return None  # the batch size, as in x.view(x.size(0), -1)
+    if isinstance(m, nn.Conv2d) and kind == "conv" and u.args[0] is out:
+        if m.groups != 1:
+            return f"consumer {u.target} is a grouped conv (groups={m.groups}): it cannot absorb B"
+        return [Consumer(u.target, "conv")]
+    if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
+        return [Consumer(u.target, "linear")]
+    if kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
+        lins = _linear_after(gm, u)
+        if isinstance(lins, str):
+            return lins
+        spatial = 1 if _is_global_mean(u, out) else shape[2] * shape[3]
+        return [Consumer(n.target, "linear", spatial) for n in lins]
+    return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
+
+
 def _consumers(gm, out: fx.Node, kind: str) -> list[Consumer] | str:
     """Every consumer of a unit's output, or the reason one cannot absorb ``B``."""
     found = []
-    shape = shape_of(out)
     for u in out.users:
-        tie = _tie(gm, u)
-        if tie:
-            return f"channels tied by {tie} ({u.name}): a residual or concatenated stream"
-        m = _mod(gm, u)
-        if u.op == "output":
-            return "output layer: its width is the model's output"
-        if u.op == "call_method" and u.target == "size" and len(u.args) == 2 and u.args[1] == 0:
-            continue  # the batch size, as in x.view(x.size(0), -1)
-        if isinstance(m, nn.Conv2d) and kind == "conv" and u.args[0] is out:
-            if m.groups != 1:
-                return f"consumer {u.target} is a grouped conv (groups={m.groups}): it cannot absorb B"
-            found.append(Consumer(u.target, "conv"))
-        elif isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
-            found.append(Consumer(u.target, "linear"))
-        elif kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
-            lins = _linear_after(gm, u)
-            if isinstance(lins, str):
-                return lins
-            spatial = 1 if _is_global_mean(u, out) else shape[2] * shape[3]
-            found += [Consumer(n.target, "linear", spatial) for n in lins]
-        else:
-            return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
+        got = _consumer(gm, u, out, kind)
+        if isinstance(got, str):
+            return got
+        found += got or []
     if not found:
         return "its output reaches no layer that can absorb B"
     return found
+
+
+def _is_sum(gm, n: fx.Node) -> bool:
+    """``a + b`` of two graph values (a constant would make a dropped channel non-zero)."""
+    rest = list(n.args[2:]) + list(n.kwargs.values())
+    return _tie(gm, n) == "add" and len(n.args) >= 2 and \
+        all(isinstance(a, fx.Node) for a in n.args[:2]) and not any(isinstance(a, fx.Node) for a in rest)
+
+
+def _keeps_zero(gm, n: fx.Node, src: fx.Node) -> bool:
+    """``n`` passes ``src``'s channels on one by one and maps a zero channel to zero."""
+    ok = _is(gm, n, ZERO_ACT_MODULES + PASS_MODULES + POOL_MODULES,
+             ZERO_ACT_FUNCTIONS + PASS_FUNCTIONS + POOL_FUNCTIONS, ZERO_ACT_METHODS)
+    return ok and _only_input(n, src)
+
+
+def _writer(gm, n: fx.Node, calls: dict[str, int]) -> Writer | None:
+    """``n`` as the end of ``conv [-> bn]``, the conv used once and by nothing else."""
+    bn = None
+    if _is(gm, n, (nn.BatchNorm2d,)) and n.args and isinstance(n.args[0], fx.Node):
+        bn, n = n, n.args[0]
+    m = _mod(gm, n)
+    if not isinstance(m, nn.Conv2d) or m.groups != 1 or calls.get(n.target, 0) != 1:
+        return None
+    if bn is not None and (len(n.users) != 1 or calls.get(bn.target, 0) != 1):
+        return None
+    return Writer(n.target, bn.target if bn is not None else None)
+
+
+def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list] | str:
+    """One node of a stream: (stream nodes it reaches, writers feeding it, consumers)."""
+    more, writers, found = [], [], []
+    srcs = [] if n in ends else (n.args[:2] if _tie(gm, n) else n.args[:1])
+    for a in srcs:
+        if _is_sum(gm, a) or (a.args and _keeps_zero(gm, a, a.args[0])):
+            more.append(a)
+            continue
+        w = _writer(gm, a, calls)
+        if w is None:
+            return f"the stream is fed by {_describe(gm, a)}, which is not a conv [-> BatchNorm]"
+        writers.append((a, w))
+    for u in n.users:
+        if _is_sum(gm, u) or _keeps_zero(gm, u, n):
+            more.append(u)
+            continue
+        got = _consumer(gm, u, n, "conv")
+        if isinstance(got, str):
+            return got
+        found += got or []
+    return more, writers, found
+
+
+def _stream(gm, start: fx.Node, calls: dict[str, int]):
+    """The residual stream through the sum ``start``: ``(nodes, writers, consumers)`` or
+    the reason it cannot be cut."""
+    nodes, ends, writers, consumers, todo = set(), set(), {}, {}, [start]
+    while todo:
+        n = todo.pop()
+        if n in nodes:
+            continue
+        nodes.add(n)
+        step = _stream_step(gm, n, ends, calls)
+        if isinstance(step, str):
+            return step
+        more, ws, found = step
+        for end, w in ws:
+            writers.setdefault(w.conv, w)
+            ends.add(end)
+            todo.append(end)
+        todo += more
+        consumers.update({c.name: c for c in found})
+    shapes = {tuple(shape_of(n) or ())[1:2] for n in nodes}
+    if len(shapes) != 1 or not next(iter(shapes)) or any(len(shape_of(n) or ()) != 4 for n in nodes):
+        return "its tensors are not all (N, C, H, W) maps of one channel count"
+    if not consumers:
+        return "it reaches no layer that can absorb B"
+    order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
+    return nodes, sorted(writers.values(), key=lambda w: order[w.conv]), list(consumers.values())
+
+
+def _streams(gm, calls: dict[str, int]) -> tuple[list[Unit], list[Skipped]]:
+    """Every residual stream as a unit of kind ``"stream"``, and those that cannot be cut."""
+    units, skipped, seen = [], [], set()
+    for n in gm.graph.nodes:
+        if n in seen or not _is_sum(gm, n):
+            continue
+        got = _stream(gm, n, calls)
+        if isinstance(got, str):
+            seen.add(n)
+            skipped.append(Skipped(f"stream@{n.name}", f"residual stream: {got}"))
+            continue
+        nodes, writers, consumers = got
+        seen |= nodes
+        width = shape_of(next(iter(nodes)))[1]
+        units.append(Unit(f"stream@{writers[0].conv}", "stream", int(width), None, None, [], None,
+                          consumers, writers))
+    return units, skipped
 
 
 def _layer_reason(gm, n: fx.Node, m: nn.Module, calls: int) -> str | None:
@@ -243,9 +371,10 @@ def _layer_reason(gm, n: fx.Node, m: nn.Module, calls: int) -> str | None:
     return None
 
 
-def find_units(model: nn.Module, example: torch.Tensor) -> Structure:
+def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -> Structure:
     """Trace ``model`` on ``example`` (a batch of at least 2) and sort its layers into units
-    and the rest.
+    and the rest; with ``streams``, every residual stream that can be cut is a unit too
+    (module docstring), placed in graph order at its first writer.
 
     Raises:
         UserError: the model cannot be traced or fails on ``example``.
@@ -284,4 +413,16 @@ def find_units(model: nn.Module, example: torch.Tensor) -> Structure:
         width = m.out_channels if kind == "conv" else m.out_features
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
                           out, cons))
+    if streams:
+        units, skipped = _with_streams(gm, calls, units, skipped)
     return Structure(gm, units, skipped)
+
+
+def _with_streams(gm, calls, units: list[Unit], skipped: list[Skipped]):
+    """``units`` and the streams in graph order; the streams' writers leave ``skipped``."""
+    found, failed = _streams(gm, calls)
+    writing = {w.conv for u in found for w in u.writers}
+    order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
+    first = {id(u): order[u.writers[0].conv if u.kind == "stream" else u.name] for u in units + found}
+    units = sorted(units + found, key=lambda u: first[id(u)])
+    return units, [s for s in skipped if s.name not in writing] + failed
