@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection (and scratch/kd): width balance across layers")
     c.add_argument("--solver", choices=["ratio", "sensitivity", "auto"], default=None,
                    help="objective selection (and scratch/kd): width solver (see prune)")
+    c.add_argument("--prune-streams", dest="streams", action="store_true", default=None,
+                   help="objective selection (and scratch/kd): cut residual streams too (see prune)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--num-classes", type=int, default=10, help="classes (without --checkpoint)")
     i.add_argument("--in-channels", type=int, default=3, help="input channels (without --checkpoint)")
     i.add_argument("--input-size", type=int, default=32, help="input height and width (default 32)")
+    i.add_argument("--prune-streams", dest="streams", action="store_true",
+                   help="list residual streams as units, as prune --prune-streams cuts them")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     for sp in sub.choices.values():
         sp.add_argument("--config", default=None, metavar="FILE.yaml",
@@ -392,7 +396,7 @@ def _cmd_compare(a) -> int:
     from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
-               "balance", "solver")
+               "balance", "solver", "streams")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
@@ -426,7 +430,7 @@ def _cmd_inspect(a) -> int:
         model = create_model(a.model, width=a.width, num_classes=a.num_classes,
                              in_channels=a.in_channels)
         in_ch = a.in_channels
-    r = inspect_model(model, (in_ch, a.input_size, a.input_size))
+    r = inspect_model(model, (in_ch, a.input_size, a.input_size), streams=a.streams)
     print(json.dumps(r) if a.json else format_inspection(r))
     return 0
 

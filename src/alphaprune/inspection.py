@@ -17,15 +17,17 @@ __all__ = ["inspect_model", "format_inspection"]
 
 
 def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
-    mods = [gm.get_submodule(unit.name)] + ([gm.get_submodule(unit.bn)] if unit.bn else [])
+    """Parameters and FLOPs of a unit's own layers (a stream's: all its writers')."""
+    pairs = [(w.conv, w.bn) for w in unit.writers] if unit.kind == "stream" else [(unit.name, unit.bn)]
+    mods = [gm.get_submodule(n) for layer, bn in pairs for n in (layer, bn) if n]
     params = sum(p.numel() for m in mods for p in m.parameters())
-    return params, shape_flops.get(unit.name, 0)
+    return params, sum(shape_flops.get(layer, 0) for layer, _ in pairs)
 
 
-def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool = False) -> dict:
     """Units, unprunable layers and prunable shares of ``model`` for inputs of ``input_shape``
-    (C, H, W), as one JSON-ready dict."""
-    structure = find_units(model, torch.zeros(2, *input_shape))
+    (C, H, W), as one JSON-ready dict; with ``streams``, residual streams are units too."""
+    structure = find_units(model, torch.zeros(2, *input_shape), streams=streams)
     cost = CostModel(structure)
     flops = layer_flops(model, input_shape)
     units = []
@@ -33,7 +35,8 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
-                      "consumers": [c.name for c in u.consumers]})
+                      "consumers": [c.name for c in u.consumers],
+                      **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
             "params": count_params(model), "flops": count_flops(model, input_shape),

@@ -102,3 +102,33 @@ class Untraceable(nn.Module):
 
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": Depthwise}
+
+
+class PreActivation(nn.Module):
+    """A pre-activation block: BatchNorm reads the stream (a dropped channel would leave it
+    non-zero), so the stream cannot be cut."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = h + self.conv(F.relu(self.bn(h)))
+        return self.head(h.mean((2, 3)))
+
+
+class SigmoidStream(nn.Module):
+    """A sum followed by a sigmoid: sigmoid(0) = 0.5, so a dropped channel is not zero."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.sigmoid(self.a(x) + self.b(x)).mean((2, 3)))

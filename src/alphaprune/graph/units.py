@@ -337,7 +337,8 @@ def _stream(gm, start: fx.Node, calls: dict[str, int]):
     if not consumers:
         return "it reaches no layer that can absorb B"
     order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
-    return nodes, sorted(writers.values(), key=lambda w: order[w.conv]), list(consumers.values())
+    return (nodes, sorted(writers.values(), key=lambda w: order[w.conv]),
+            sorted(consumers.values(), key=lambda c: order[c.name]))
 
 
 def _streams(gm, calls: dict[str, int]) -> tuple[list[Unit], list[Skipped]]:

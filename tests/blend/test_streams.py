@@ -1,0 +1,160 @@
+"""Residual streams branched, initialised, cut and fused (``--prune-streams``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from alphaprune.blend import BlendedNet, fuse
+from alphaprune.blend.branch import StreamUnit, matrix
+from alphaprune.blend.init import init_branches
+from alphaprune.blend.recalibrate import ship_bn_stats
+from alphaprune.blend.sensitivity import unit_sensitivity
+from alphaprune.graph import CostModel, find_units
+from alphaprune.models import create_model
+from alphaprune.report.size import count_flops, count_params
+from tests.graph.zoo import ZOO
+
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name in ZOO:
+        m = ZOO[name]()
+    else:
+        m = create_model(name, width=0.5 if name == "resnet20" else 0.125, num_classes=10)
+    with torch.no_grad():  # distinct BN statistics: a cut changes the output
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.3)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.2)
+    return m.eval()
+
+
+@torch.no_grad()
+def _scramble(blended: BlendedNet, seed: int) -> None:
+    """Dense A (and B of plain units) and trained-looking BN': fusion tested beyond a
+    selection. A stream's B stays its fixed scatter."""
+    g = torch.Generator().manual_seed(seed)
+    for u in blended.features:
+        parts = u.writers if isinstance(u, StreamUnit) else [u]
+        for p in parts:
+            lays = [p.A] if isinstance(u, StreamUnit) else [p.A, p.B]
+            for lay in lays:
+                matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
+            if p.has_bn:
+                k = u.width
+                p.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
+                p.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
+                p.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
+                p.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
+
+
+def _widths(structure, keep: float) -> list[int]:
+    return [max(1, round(u.width * keep)) for u in structure.units]
+
+
+@pytest.mark.parametrize("name, arch", [("resnet20", "resnet20"), ("resnet50", "resnet50"),
+                                        ("two_consumers", None)])
+def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch):
+    model = _model(name)
+    structure = find_units(model, X[:2], streams=True)
+    assert any(u.kind == "stream" for u in structure.units)
+    widths = _widths(structure, 0.5)
+    blended = BlendedNet(structure, widths).eval()
+    with torch.no_grad():
+        assert torch.equal(blended.set_alpha(1.0)(X), model(X))  # alpha 1: the original
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=1)
+    fused = fuse(blended, arch).eval()
+    with torch.no_grad():
+        want, got = blended.set_alpha(0.0)(X), fused(X)
+    assert float((want - got).abs().max() / want.abs().max()) <= 1e-5
+    cost = CostModel(structure)
+    assert count_params(fused) == cost.params(widths) < count_params(model)
+    assert count_flops(fused, (3, 32, 32)) == cost.flops(widths)
+    if arch is not None:
+        assert type(fused) is type(model)
+        s0 = next(u for u in structure.units if u.kind == "stream")
+        assert fused.get_submodule(s0.writers[-1].conv).out_channels == widths[structure.units.index(s0)]
+
+
+def test_select_keeps_one_channel_set_in_every_writer_and_zeroes_the_rest():
+    model = _model("resnet20")
+    structure = find_units(model, X[:2], streams=True)
+    blended = BlendedNet(structure, _widths(structure, 0.5)).eval()
+    init_branches(blended, "select", "bn")
+    stream = blended.features[0]
+    assert isinstance(stream, StreamUnit) and len(stream.writers) == 4
+    assert all(torch.equal(w.idx, stream.idx) for w in stream.writers)
+    seen = []
+    h = structure.gm.get_submodule("layer1.1.conv1").register_forward_pre_hook(
+        lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        blended.set_alpha(0.0)(X)
+    h.remove()
+    dropped = sorted(set(range(stream.writers[0].conv.out_channels)) - set(stream.idx.tolist()))
+    assert dropped and seen[0][:, dropped].abs().max() == 0  # the stream carries zeros there
+
+
+@pytest.mark.parametrize("init", ["lstsq", "act"])
+def test_data_driven_inits_fuse_exactly(init):
+    model = _model("resnet20")
+    structure = find_units(model, X[:2], streams=True)
+    blended = BlendedNet(structure, _widths(structure, 0.5)).eval()
+    method, criterion = ("lstsq", "l1") if init == "lstsq" else ("select", "act")
+    init_branches(blended, method, criterion, calib=X)
+    fused = fuse(blended, "resnet20").eval()
+    with torch.no_grad():
+        want, got = blended.set_alpha(0.0)(X), fused(X)
+    assert float((want - got).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_the_shipped_bn_statistics_cover_every_writer():
+    model = _model("resnet20")
+    structure = find_units(model, X[:2], streams=True)
+    blended = BlendedNet(structure, _widths(structure, 0.5))
+    init_branches(blended, "select", "l1")
+    stats = ship_bn_stats(blended, X)
+    n_bn2 = sum(len(u.writers) if isinstance(u, StreamUnit) else 1 for u in blended.features)
+    assert len(stats) == n_bn2
+
+
+def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network():
+    """The sensitivity solver's cut of a stream (zeroed where its writers put the channels
+    in) is exactly the network select starts the alpha = 0 path from."""
+    model = _model("resnet20")
+    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 10, (40,))
+    structure = find_units(model, x[:2], streams=True)
+    sens = unit_sensitivity(structure, x, y, round_to=1, levels=3)
+    full = float(F.cross_entropy(model(x), y))
+    for i, u in enumerate(structure.units):
+        if u.kind != "stream":
+            continue
+        for w, rise in sens[i].items():
+            widths = [v.width for v in structure.units]
+            widths[i] = w
+            blended = BlendedNet(find_units(copy.deepcopy(model), x[:2], streams=True), widths)
+            init_branches(blended, "select", "l1")
+            want = float(F.cross_entropy(fuse(blended).eval()(x), y)) - full
+            assert rise == pytest.approx(want, abs=1e-5), (u.name, w)
+
+
+def test_a_bottleneck_stream_width_its_class_cannot_hold_is_refused_before_training():
+    from alphaprune.errors import UserError
+    from alphaprune.prune import _check_rebuilds
+
+    structure = find_units(_model("resnet50"), X[:2], streams=True)
+    widths = [u.width for u in structure.units]
+    first = next(i for i, u in enumerate(structure.units) if u.kind == "stream")
+    _check_rebuilds(structure, widths, "resnet50")  # whole widths rebuild
+    widths[first] -= 1  # a stream of 4 * planes - 1 channels: no planes fit
+    with pytest.raises(UserError, match="--round-to 8"):
+        _check_rebuilds(structure, widths, "resnet50")
