@@ -45,7 +45,7 @@ def test_prune_resnet20_end_to_end(resnet20, tmp_path):
 def test_compare_resnet20_sizes_every_peer_to_the_same_count(resnet20, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--checkpoint", str(resnet20), *DATA, "--quick", "--targets", "0.5",
-                 "--methods", "os-step,tp-l1,scratch", "--out", str(out)]) == 0
+                 "--methods", "os-step,tp-l1,scratch", "--prune-streams", "--out", str(out)]) == 0
     rows = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     base = rows["pretrained"]["params"]
     for m in ("os-step", "tp-l1", "scratch"):
@@ -53,6 +53,11 @@ def test_compare_resnet20_sizes_every_peer_to_the_same_count(resnet20, tmp_path)
     # scratch trains objective selection's own compact architecture
     assert rows["scratch"]["params"] == rows["os-step"]["params"]
     assert rows["scratch"]["flops"] == rows["os-step"]["flops"]
+    # --prune-streams reached objective selection: its residual stream was cut too
+    fused = alphaprune.load_model(rows["os-step"]["model_file"])
+    streams = (fused.conv1.out_channels, fused.layer2[0].downsample[0].out_channels,
+               fused.fc.in_features)
+    assert streams != (4, 8, 16) and all(a <= b for a, b in zip(streams, (4, 8, 16)))
 
 
 def test_an_unreachable_target_is_refused_before_the_run_folder_exists(resnet20, tmp_path, capsys):
