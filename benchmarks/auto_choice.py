@@ -6,7 +6,7 @@ and scored on 1,000 validation images (the split and images of the section 8 pro
 the printed candidates are what ``summary.json``'s ``width_search.candidates`` records.
 
     OMP_NUM_THREADS=1 python benchmarks/auto_choice.py /tmp/bench/vgg16_w025/model.pt flops 0.5,0.75 \
-        --data ../shared/datasets/cifar10/train
+        --data ../shared/datasets/cifar10/train [--prune-streams]
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ def main() -> None:
     p.add_argument("targets", type=lambda t: [float(v) for v in t.split(",")])
     p.add_argument("--data", required=True)
     p.add_argument("--train-subset", type=int, default=5000)
+    p.add_argument("--prune-streams", action="store_true", help="residual streams are units too")
     a = p.parse_args()
     torch.set_num_threads(1)
     ds, splits = load_data(DataConfig(data=a.data, train_subset=a.train_subset))
     mf = load_checkpoint(a.checkpoint)
     model = mf.model.eval()
     shape = tuple(ds.x.shape[1:])
-    structure = find_units(model, torch.zeros(2, *shape))
+    structure = find_units(model, torch.zeros(2, *shape), streams=a.prune_streams)
     val = search_data(ds, splits, 1000, mf.mean, mf.std, 0)
     for target in a.targets:
         widths, rec = solve_target(WidthTarget(a.measure, target, "auto"), structure, model,

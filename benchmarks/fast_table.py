@@ -34,8 +34,21 @@ def collect(root: Path) -> list[dict]:
             if r["method"] == "os-step":  # by its width solver (and the ratio solver's balance)
                 solver = r.get("solver", "ratio")
                 label = f"os b{r.get('balance', 1.0):g}" if solver == "ratio" else f"os {solver}"
+                if _streams(r["model_file"]):
+                    label += " +streams"
             rows.append({**r, "family": family, "label": label, "folder": results.parent.name})
     return rows
+
+
+def _streams(model_file: str) -> bool:
+    """Whether the prune run that wrote ``model_file`` cut the residual streams."""
+    import yaml
+
+    config = Path(model_file).parent / "config.yaml"
+    if not config.exists():
+        return False
+    doc = yaml.safe_load(config.read_text()) or {}
+    return bool((doc.get("prune") or doc).get("streams"))
 
 
 def main() -> None:

@@ -19,12 +19,23 @@ jobs() {  # one line per job: folder, then compare's own arguments
   for seed in 0 1; do
     echo "$OUT/streams/r20_streams_s$seed $R20 --targets 0.5,0.65,0.75 --match flops --methods os-step --prune-streams --train-seed $seed"
   done
+  # the uniform ratio with the streams cut alike (auto keeps them whole at 50 and 65%)
+  for seed in 0 1; do
+    echo "$OUT/streams/r20_streams_uni_s$seed $R20 --targets 0.5,0.65 --match flops --methods os-step --prune-streams --solver ratio --balance 0 --train-seed $seed"
+  done
   # Torch-Pruning at 75% of the FLOPs (50 and 65% are section 8's r20_tp_s*)
   for seed in 0 1; do
-    echo "$OUT/streams/r20_tp75_s$seed $R20 --targets 0.75 --match flops --methods tp-l1 --balance 0 --train-seed $seed"
+    echo "$OUT/streams/r20_tp75_s$seed $R20 --targets 0.75 --match flops --methods tp-l1 --balance 0 --prune-streams --train-seed $seed"
   done
 }
 
 mkdir -p "$OUT/streams"
 jobs | xargs -P "${JOBS:-2}" -L 1 bash -c \
   'dir=$0; "'"$ALPHAPRUNE"'" compare "$@" '"$COMMON"' --out "$dir" > "$dir.log" 2>&1 || echo "FAILED: $dir"'
+# the speed table: the seed-0 folders of this section beside section 8's resnet20 rows
+# without streams (uniform widths, Torch-Pruning at 50 / 65%), timed side by side on an
+# otherwise idle machine
+mkdir -p "$OUT/streams_view"
+for d in r20_streams_s0 r20_streams_uni_s0 r20_tp75_s0; do ln -sfn "$OUT/streams/$d" "$OUT/streams_view/$d"; done
+for d in r20_b0_s0 r20_tp_s0 r20_sens_s0; do ln -sfn "$OUT/fast/$d" "$OUT/streams_view/$d"; done
+"${PYTHON:-python}" "$(dirname "$0")/fast_table.py" "$OUT/streams_view" --out "$OUT/streams_view_summary"
