@@ -10,6 +10,7 @@ import torch
 from alphaprune.baselines.fastnas import fastnas_available
 from alphaprune.cli import main
 from alphaprune.compare import METHODS, phase_budget
+from alphaprune.errors import UserError
 
 # every method that can run here: FastNAS needs the peers extra (compare skips it without)
 RUNNABLE = [m for m in METHODS if m != "modelopt-fastnas" or fastnas_available()]
@@ -297,3 +298,15 @@ def test_fastnas_is_skipped_with_the_reason_where_it_cannot_run(results, tmp_pat
     assert "[compare] modelopt-fastnas skipped: " in err and said in err
     methods = [json.loads(line)["method"] for line in (run / "results.jsonl").read_text().splitlines()]
     assert methods == ["pretrained", "unstructured"]
+
+
+def test_a_rerun_with_or_without_prune_streams_is_refused(tmp_path):
+    from alphaprune.compare import _check_same_widths
+
+    rows = [{"method": "pretrained"}, {"method": "os-step", "solver": "ratio", "balance": 1.0}]
+    _check_same_widths(rows, 1.0, "ratio", tmp_path)  # rows from before the option: without
+    with pytest.raises(UserError, match="made without --prune-streams, this run is with it"):
+        _check_same_widths(rows, 1.0, "ratio", tmp_path, streams=True)
+    rows[1]["streams"] = True
+    with pytest.raises(UserError, match="made with --prune-streams, this run is without it"):
+        _check_same_widths(rows, 1.0, "ratio", tmp_path)

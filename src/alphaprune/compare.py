@@ -266,7 +266,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     solver, balance = picked["solver"], picked["balance"]
     check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance or 0.0)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
-    _check_same_widths(done, balance, solver, out)
+    _check_same_widths(done, balance, solver, out, bool(cfg.os_options.get("streams")))
     if lead:
         make_dir(out)
     data = DataConfig(**cfg.data)
@@ -318,7 +318,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             row = _run_method(b, method, target, widths, size)
             if row is not None:
                 _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
-                                                 "match": cfg.match}, done)
+                                                 "match": cfg.match, **_streams_key(cfg)}, done)
     return _finish(b, done) if b.lead else []
 
 
@@ -330,7 +330,12 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
     cfg = b.cfg
     path = b.out / f"p{round(target * 100):02d}" / "widths.json"
     if path.exists():
-        return json.loads(path.read_text())["widths"]
+        recorded = json.loads(path.read_text())
+        if bool(recorded.get("streams")) != bool(cfg.os_options.get("streams")):
+            raise UserError(f"{path} holds widths solved {_with(recorded.get('streams'))} "
+                            f"--prune-streams, this run is {_with(cfg.os_options.get('streams'))} it: "
+                            "run it as they were, or use another --out")
+        return recorded["widths"]
     if b.solver != "ratio" and "val" not in memo:
         memo["val"] = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std, b.data.seed)
     t = WidthTarget(cfg.match, target, b.solver,
@@ -340,7 +345,7 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
     widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
                              b.data.cache_dir, memo)
     if b.lead:
-        atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver,
+        atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver, **_streams_key(cfg),
                                             "match": cfg.match}))
     return widths
 
@@ -418,11 +423,27 @@ def _check_same_match(done: list[dict], match: str, out: Path) -> None:
                         f"--match {was} to continue it, or another --out")
 
 
-def _check_same_widths(done: list[dict], balance: float, solver: str, out: Path) -> None:
+def _streams_key(cfg: CompareConfig) -> dict:
+    """``{"streams": True}`` for a ``--prune-streams`` run (nothing otherwise: the rows and
+    widths written before the option existed read as without it)."""
+    return {"streams": True} if cfg.os_options.get("streams") else {}
+
+
+def _with(streams) -> str:
+    return "with" if streams else "without"
+
+
+def _check_same_widths(done: list[dict], balance: float, solver: str, out: Path,
+                       streams: bool = False) -> None:
     """A rerun must solve the same widths as the rows it continues (scratch and kd train
-    objective selection's architecture): refuse another ``--solver`` or ``--balance``.
-    Rows written before they existed had the ratio solver's uniform widths (balance 0)."""
+    objective selection's architecture): refuse another ``--solver``, ``--balance`` or
+    ``--prune-streams``. Rows written before they existed had the ratio solver's uniform
+    widths (balance 0) and no stream units."""
     rows = [r for r in done if r["method"] != "pretrained"]
+    used = {bool(r.get("streams")) for r in rows}
+    if used and used != {streams}:
+        raise UserError(f"{out} holds rows made {_with(not streams)} --prune-streams, this run "
+                        f"is {_with(streams)} it: run it as they were, or use another --out")
     used = {r.get("solver", "ratio") for r in rows}
     if used and used != {solver}:
         was = ", ".join(sorted(used))

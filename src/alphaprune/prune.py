@@ -19,6 +19,7 @@ from alphaprune.errors import OutOfBudget, UserError, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
+from alphaprune.models.resnet import Bottleneck
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
@@ -324,15 +325,22 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
+    registry = cfg.streams and src.mf.arch != GRAPH_ARCH
+    if registry and cfg.round_to % 4 and any(isinstance(m, Bottleneck) for m in src.model.modules()):
+        raise UserError(f"--prune-streams on {src.mf.arch}: a bottleneck stream is four times its "
+                        f"stage's planes, so its width must be a multiple of 4; pass --round-to 8 "
+                        f"(got {cfg.round_to})")
+    search = None
     if cfg.widths is not None:
-        return _Plan(structure, base_w, _checked_widths(cfg.widths, base_w, src.mf.arch))
-    if cfg.solved is not None and cfg.solved.get("for") == solved_for(cfg):
-        return _Plan(structure, base_w, _checked_widths(cfg.solved["widths"], base_w, src.mf.arch),
-                     cfg.solved.get("search"))
-    widths, search = solve_target(width_target(cfg), structure, src.model,
-                                  None if src.mf.arch == GRAPH_ARCH else src.mf.arch, src.shape,
-                                  _search_data(cfg, src), src.data_cfg.cache_dir)
-    if cfg.streams and src.mf.arch != GRAPH_ARCH:
+        widths = _checked_widths(cfg.widths, base_w, src.mf.arch)
+    elif cfg.solved is not None and cfg.solved.get("for") == solved_for(cfg):
+        widths = _checked_widths(cfg.solved["widths"], base_w, src.mf.arch)
+        search = cfg.solved.get("search")
+    else:
+        widths, search = solve_target(width_target(cfg), structure, src.model,
+                                      None if src.mf.arch == GRAPH_ARCH else src.mf.arch,
+                                      src.shape, _search_data(cfg, src), src.data_cfg.cache_dir)
+    if registry:
         _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
 
@@ -343,9 +351,10 @@ def _check_rebuilds(structure, widths: list[int], arch: str) -> None:
     try:
         fused_architecture(structure, widths, arch)
     except (UserError, RuntimeError, ValueError) as e:
-        raise UserError(f"{arch} cannot be rebuilt with stream widths "
-                        f"{[w for u, w in zip(structure.units, widths) if u.kind == 'stream']} "
-                        f"({type(e).__name__}): pass --round-to 8, or drop --prune-streams") from e
+        streams = [w for u, w in zip(structure.units, widths) if u.kind == "stream"]
+        raise UserError(f"{arch} cannot be rebuilt with stream widths {streams} "
+                        f"({type(e).__name__}): give each stream a multiple of 4 channels "
+                        f"(--round-to 8), or drop --prune-streams") from e
 
 
 def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:

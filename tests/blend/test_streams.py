@@ -155,6 +155,9 @@ def test_a_bottleneck_stream_width_its_class_cannot_hold_is_refused_before_train
     widths = [u.width for u in structure.units]
     first = next(i for i, u in enumerate(structure.units) if u.kind == "stream")
     _check_rebuilds(structure, widths, "resnet50")  # whole widths rebuild
+    # the narrowest: stage 1's stream as wide as the stem, its projection still built
+    from alphaprune.blend.widths import narrowest
+    _check_rebuilds(structure, narrowest(widths, 8), "resnet50")
     widths[first] -= 1  # a stream of 4 * planes - 1 channels: no planes fit
-    with pytest.raises(UserError, match="--round-to 8"):
+    with pytest.raises(UserError, match="multiple of 4"):
         _check_rebuilds(structure, widths, "resnet50")

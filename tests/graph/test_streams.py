@@ -85,3 +85,33 @@ def test_inspect_lists_the_streams_with_their_writers(capsys):
     # every conv and BN of a stream counts: 3 writers of 16x16x9 + the stem's 3x16x9, 4 BNs
     assert stream["params"] == 3 * 16 * 16 * 9 + 3 * 16 * 9 + 4 * 32
     assert r["unprunable"] == [{"name": "fc", "reason": "output layer: its width is the model's output"}]
+
+
+class _Sum(torch.nn.Module):
+    """Two convs summed, then ``act``, read by a 1x1 conv ``head`` (called ``calls`` times)."""
+
+    def __init__(self, act, calls: int = 1):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(3, 8, 1)
+        self.head = torch.nn.Conv2d(8, 4, 1)
+        self.act, self.calls = act, calls
+
+    def forward(self, x):
+        h = self.act(self.a(x) + self.b(x))
+        for _ in range(self.calls - 1):
+            h = h + self.head(h).repeat(1, 2, 1, 1)
+        return self.head(h)
+
+
+def test_an_activation_that_may_move_zero_leaves_the_stream_whole():
+    s = find_units(_Sum(torch.nn.Hardtanh(0.5, 2.0)), X, streams=True)
+    assert not _streams(s)
+    assert len(_streams(find_units(_Sum(torch.nn.ReLU6()), X, streams=True))) == 1
+
+
+def test_a_consumer_called_twice_cannot_absorb_one_b():
+    s = find_units(_Sum(torch.nn.ReLU(), calls=2), X, streams=True)
+    assert not _streams(s)
+    assert any("head is called 2 times" in k.reason for k in s.skipped)
+    # (one entry for the stream, however many sums it has)
+    assert sum(k.name.startswith("stream@") for k in s.skipped) == 1

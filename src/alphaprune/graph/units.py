@@ -46,10 +46,11 @@ TIES = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mu
         torch.sub: "subtract", torch.stack: "stack"}
 TIE_METHODS = {"add": "add", "add_": "add", "mul": "multiply", "mul_": "multiply", "sub": "subtract"}
 # activations with f(0) = 0: a stream's dropped channels stay zero through them
+# (not Hardtanh: its bounds may leave 0 out; ReLU6 is checked as its own class)
 ZERO_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
-                    nn.Mish, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU)
+                    nn.Mish, nn.Tanh, nn.CELU, nn.SELU)
 ZERO_ACT_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu,
-                      F.hardswish, F.mish, torch.tanh, F.hardtanh, F.selu, F.celu)
+                      F.hardswish, F.mish, torch.tanh, F.selu, F.celu)
 ZERO_ACT_METHODS = ("relu", "relu_", "tanh")
 
 
@@ -222,9 +223,19 @@ def _linear_after(gm, n: fx.Node) -> list[fx.Node] | str:
     return out
 
 
-def _consumer(gm, u: fx.Node, out: fx.Node, kind: str) -> list[Consumer] | str | None:
+def _consumer(gm, u: fx.Node, out: fx.Node, kind: str,
+              calls: dict[str, int]) -> list[Consumer] | str | None:
     """What user ``u`` of ``out`` takes in: consumers that absorb ``B``, the reason it
     cannot, or ``None`` for a use that needs no channels (the batch size)."""
+    got = _absorbers(gm, u, out, kind)
+    shared = [c.name for c in got if calls.get(c.name, 0) > 1] if isinstance(got, list) else []
+    if shared:  # each call would need its own B folded into the one layer
+        return f"consumer {shared[0]} is called {calls[shared[0]]} times: it cannot absorb one B"
+    return got
+
+
+def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str) -> list[Consumer] | str | None:
+    """:func:`_consumer` before the check that each consumer is called once."""
     tie = _tie(gm, u)
     if tie:
         return f"channels tied by {tie} ({u.name}): a residual or concatenated stream"
@@ -249,11 +260,11 @@ def _consumer(gm, u: fx.Node, out: fx.Node, kind: str) -> list[Consumer] | str |
     return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
 
 
-def _consumers(gm, out: fx.Node, kind: str) -> list[Consumer] | str:
+def _consumers(gm, out: fx.Node, kind: str, calls: dict[str, int]) -> list[Consumer] | str:
     """Every consumer of a unit's output, or the reason one cannot absorb ``B``."""
     found = []
     for u in out.users:
-        got = _consumer(gm, u, out, kind)
+        got = _consumer(gm, u, out, kind, calls)
         if isinstance(got, str):
             return got
         found += got or []
@@ -289,9 +300,10 @@ def _writer(gm, n: fx.Node, calls: dict[str, int]) -> Writer | None:
     return Writer(n.target, bn.target if bn is not None else None)
 
 
-def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list] | str:
-    """One node of a stream: (stream nodes it reaches, writers feeding it, consumers)."""
-    more, writers, found = [], [], []
+def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list, list]:
+    """One node of a stream: (stream nodes it reaches, writers feeding it, consumers, the
+    reasons it cannot be cut)."""
+    more, writers, found, why = [], [], [], []
     srcs = [] if n in ends else (n.args[:2] if _tie(gm, n) else n.args[:1])
     for a in srcs:
         if _is_sum(gm, a) or (a.args and _keeps_zero(gm, a, a.args[0])):
@@ -299,43 +311,45 @@ def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list] | 
             continue
         w = _writer(gm, a, calls)
         if w is None:
-            return f"the stream is fed by {_describe(gm, a)}, which is not a conv [-> BatchNorm]"
-        writers.append((a, w))
+            why.append(f"the stream is fed by {_describe(gm, a)}, which is not a conv [-> BatchNorm]")
+        else:
+            writers.append((a, w))
     for u in n.users:
         if _is_sum(gm, u) or _keeps_zero(gm, u, n):
             more.append(u)
             continue
-        got = _consumer(gm, u, n, "conv")
+        got = _consumer(gm, u, n, "conv", calls)
         if isinstance(got, str):
-            return got
-        found += got or []
-    return more, writers, found
+            why.append(got)
+        else:
+            found += got or []
+    return more, writers, found, why
 
 
 def _stream(gm, start: fx.Node, calls: dict[str, int]):
-    """The residual stream through the sum ``start``: ``(nodes, writers, consumers)`` or
-    the reason it cannot be cut."""
-    nodes, ends, writers, consumers, todo = set(), set(), {}, {}, [start]
-    while todo:
+    """The residual stream through the sum ``start``: ``(nodes, writers, consumers)``, or
+    the reason it cannot be cut with the nodes reached so far."""
+    nodes, ends, writers, consumers, todo, why = set(), set(), {}, {}, [start], []
+    while todo:  # the whole stream, even past a reason: it is reported once
         n = todo.pop()
         if n in nodes:
             continue
         nodes.add(n)
-        step = _stream_step(gm, n, ends, calls)
-        if isinstance(step, str):
-            return step
-        more, ws, found = step
+        more, ws, found, reasons = _stream_step(gm, n, ends, calls)
+        why += reasons
         for end, w in ws:
             writers.setdefault(w.conv, w)
             ends.add(end)
             todo.append(end)
         todo += more
         consumers.update({c.name: c for c in found})
+    if why:
+        return why[0], nodes
     shapes = {tuple(shape_of(n) or ())[1:2] for n in nodes}
     if len(shapes) != 1 or not next(iter(shapes)) or any(len(shape_of(n) or ()) != 4 for n in nodes):
-        return "its tensors are not all (N, C, H, W) maps of one channel count"
+        return "its tensors are not all (N, C, H, W) maps of one channel count", nodes
     if not consumers:
-        return "it reaches no layer that can absorb B"
+        return "it reaches no layer that can absorb B", nodes
     order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
     return (nodes, sorted(writers.values(), key=lambda w: order[w.conv]),
             sorted(consumers.values(), key=lambda c: order[c.name]))
@@ -348,9 +362,9 @@ def _streams(gm, calls: dict[str, int]) -> tuple[list[Unit], list[Skipped]]:
         if n in seen or not _is_sum(gm, n):
             continue
         got = _stream(gm, n, calls)
-        if isinstance(got, str):
-            seen.add(n)
-            skipped.append(Skipped(f"stream@{n.name}", f"residual stream: {got}"))
+        if isinstance(got[0], str):  # one entry per stream, named after the sum that found it
+            seen |= got[1]
+            skipped.append(Skipped(f"stream@{n.name}", f"residual stream: {got[0]}"))
             continue
         nodes, writers, consumers = got
         seen |= nodes
@@ -407,7 +421,7 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
             skipped.append(Skipped(n.target, chain))
             continue
         bn, act, post, out = chain
-        cons = _consumers(gm, out, kind)
+        cons = _consumers(gm, out, kind, calls)
         if isinstance(cons, str):
             skipped.append(Skipped(n.target, cons))
             continue

@@ -42,8 +42,8 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
-def _projection(cin: int, cout: int, stride: int) -> nn.Sequential | None:
-    if stride == 1 and cin == cout:
+def _projection(cin: int, cout: int, stride: int, force: bool = False) -> nn.Sequential | None:
+    if stride == 1 and cin == cout and not force:
         return None
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
@@ -78,7 +78,8 @@ class Bottleneck(nn.Module):
     expansion = 4
     n_units = 2
 
-    def __init__(self, cin: int, planes: int, stride: int = 1, inner: Sequence[int] | None = None):
+    def __init__(self, cin: int, planes: int, stride: int = 1, inner: Sequence[int] | None = None,
+                 project: bool = False):
         super().__init__()
         w1, w2 = (int(inner[0]), int(inner[1])) if inner else (planes, planes)
         self.conv1 = nn.Conv2d(cin, w1, 1, bias=False)
@@ -88,7 +89,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(w2, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(cin, planes * 4, stride)
+        self.downsample = _projection(cin, planes * 4, stride, project)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,10 @@ class ResNet(nn.Module):
             blocks = []
             for b in range(n):
                 stride = 2 if (s > 0 and b == 0) else 1
-                blocks.append(cls(cin, p, stride, next(inner) if inner else None))
+                # a bottleneck stage always opens with a projection, as torchvision's does: a
+                # pruned stream may come out as wide as the stem, and still has its weights
+                extra = {"project": True} if cls is Bottleneck and b == 0 else {}
+                blocks.append(cls(cin, p, stride, next(inner) if inner else None, **extra))
                 cin = p * cls.expansion
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.n_stages = len(layers)
