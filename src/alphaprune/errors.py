@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["UserError", "OutOfBudget", "require_finite"]
+__all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite"]
 
 
 class UserError(Exception):
@@ -15,6 +15,10 @@ class UserError(Exception):
 class OutOfBudget(UserError):
     """A run stopped on its epoch budget before it finished; ``--resume`` with a larger
     ``--max-total-epochs`` continues it."""
+
+
+class Unreachable(UserError):
+    """A target beyond what the prunable layers can give (the message names the most)."""
 
 
 def require_finite(config) -> None:

@@ -13,11 +13,11 @@ from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
-from alphaprune.blend.widths import check_width_options
+from alphaprune.blend.widths import check_width_options, narrowest
 from alphaprune.data import normalize
-from alphaprune.errors import OutOfBudget, UserError, require_finite
+from alphaprune.errors import OutOfBudget, Unreachable, UserError, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
-from alphaprune.graph import find_units
+from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.resnet import Bottleneck
 from alphaprune.models.user import GRAPH_ARCH
@@ -337,12 +337,32 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         widths = _checked_widths(cfg.solved["widths"], base_w, src.mf.arch)
         search = cfg.solved.get("search")
     else:
-        widths, search = solve_target(width_target(cfg), structure, src.model,
-                                      None if src.mf.arch == GRAPH_ARCH else src.mf.arch,
-                                      src.shape, _search_data(cfg, src), src.data_cfg.cache_dir)
+        try:
+            widths, search = solve_target(width_target(cfg), structure, src.model,
+                                          None if src.mf.arch == GRAPH_ARCH else src.mf.arch,
+                                          src.shape, _search_data(cfg, src), src.data_cfg.cache_dir)
+        except Unreachable as e:
+            if not _streams_reach(cfg, src.model, example):
+                raise
+            raise Unreachable(f"{e}; or add --prune-streams, which cuts the residual streams "
+                              "too and reaches it") from e
     if registry:
         _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
+
+
+def _streams_reach(cfg: PruneConfig, model, example) -> bool:
+    """Whether ``--prune-streams`` would reach a parameter or FLOP target this run cannot."""
+    measure, fraction = cfg.target()
+    if cfg.streams or measure == "latency":
+        return False
+    structure = find_units(model, example, streams=True)
+    if not any(u.kind == "stream" for u in structure.units):
+        return False
+    cost = CostModel(structure)
+    count = cost.params if measure == "params" else cost.flops
+    base = [u.width for u in structure.units]
+    return count(narrowest(base, cfg.round_to)) <= (1.0 - fraction) * count(base)
 
 
 def _check_rebuilds(structure, widths: list[int], arch: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from alphaprune.errors import UserError
+from alphaprune.errors import Unreachable, UserError
 
 __all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options", "narrowest",
            "check_target", "refine"]
@@ -62,7 +62,7 @@ def check_target(base: Sequence[int], count: Callable[[Sequence[int]], float], p
     target = (1.0 - prune) * count(base)
     floor = count(narrowest(base, round_to))
     if floor > target:
-        raise UserError(f"{option} {prune} cannot be reached: with every prunable unit at its "
+        raise Unreachable(f"{option} {prune} cannot be reached: with every prunable unit at its "
                         f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
                         f"(the rest is in layers that cannot be pruned); pass {option} "
                         f"{1 - floor / count(base):.3f} or less")
