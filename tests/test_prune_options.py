@@ -468,3 +468,15 @@ def test_widths_that_do_not_fit_the_model_are_a_one_line_error(tiny_checkpoint, 
     _assert_one_line_error(err)
     assert "--widths 4,8 does not fit vgg11: it has 8 prunable units" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_final_phase_takes_the_epochs_the_others_left(tiny_checkpoint, tmp_path):
+    """alpha 0.5 stops after its 1 epoch; --final-max-epochs 1 would end the run at 2 of
+    the 4 epochs, --final-takes-rest lets the alpha = 0 phase run the other 3."""
+    out = tmp_path / "rest"
+    argv = _argv(tiny_checkpoint, out, "--final-max-epochs", "1", "--final-patience", "9",
+                 "--max-total-epochs", "4", "--final-takes-rest")
+    assert main(argv) == 0
+    _, phases = _rows(out / "phases.csv")
+    assert [(r["alpha"], int(r["epochs"])) for r in phases] == [("0.5", 1), ("0.0", 3)]
+    assert yaml.safe_load((out / "config.yaml").read_text())["prune"]["final_takes_rest"] is True

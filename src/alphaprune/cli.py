@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-schedule", default="cosine",
                    help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs), constant, or "
                         "onecycle (up from 1/25 over 30%% of it, then cosine)")
+    r.add_argument("--final-takes-rest", action="store_true",
+                   help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
+                        "the alpha>0 phases left by stopping early (its lr schedule spans them)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,
@@ -239,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection (and scratch/kd): width balance across layers")
     c.add_argument("--solver", choices=["ratio", "sensitivity", "auto"], default=None,
                    help="objective selection (and scratch/kd): width solver (see prune)")
+    c.add_argument("--final-takes-rest", action="store_true", default=None,
+                   help="objective selection: its alpha=0 phase takes the epochs of --budget "
+                        "the alpha>0 phases left (see prune)")
     c.add_argument("--prune-streams", dest="streams", action="store_true", default=None,
                    help="objective selection (and scratch/kd): cut residual streams too (see prune)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
@@ -334,7 +340,8 @@ def _cmd_prune(a) -> int:
             "streams", "balance", "solver", "solved", "search_size", "scheduler", "step_size",
             "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
-            "final_patience", "final_max_epochs", "final_lr", "final_schedule", "warmup_steps",
+            "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
+            "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
@@ -396,7 +403,7 @@ def _cmd_compare(a) -> int:
     from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
-               "balance", "solver", "streams")
+               "balance", "solver", "streams", "final_takes_rest")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,

@@ -91,6 +91,9 @@ class PruneConfig:
     final_max_epochs: int | None = None
     final_lr: float | None = None
     final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, constant, onecycle
+    # the alpha = 0 phase may also take the epochs of max_total_epochs that the alpha > 0
+    # phases left by stopping early (not measured at the full budget yet: off)
+    final_takes_rest: bool = False
     # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
     # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
@@ -171,6 +174,7 @@ def _config_from_dict(d: dict) -> PruneConfig:
     d.setdefault("balance", 0.0)
     d.setdefault("solver", "ratio")  # the one solver before --solver existed
     d.setdefault("streams", False)   # nor did --prune-streams
+    d.setdefault("final_takes_rest", False)
     return PruneConfig(**d)
 
 
@@ -449,6 +453,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
         final_max_epochs=cfg.final_max_epochs, lr=cfg.optim.lr, final_lr=cfg.final_lr,
         num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
         max_retries=cfg.max_retries, final_schedule=cfg.final_schedule,
+        total_epochs=cfg.max_total_epochs if cfg.final_takes_rest else None,
         warmup_steps=cfg.warmup_steps,
         # the first phase of the mixture is held to the pretrained accuracy; the all-branch
         # network (what stochastic mode evaluates) starts lower by design: no reference

@@ -174,3 +174,16 @@ def test_the_onecycle_final_schedule_rises_then_anneals():
     assert f[0] == pytest.approx(1 / 25) and f[9] == pytest.approx(1.0)  # 9 rising epochs
     assert all(a < b for a, b in zip(f[:9], f[1:10]))
     assert all(a > b for a, b in zip(f[9:-1], f[10:])) and 0 < f[-1] < 0.01
+
+
+def test_the_final_phase_may_take_what_the_others_left(tmp_path):
+    c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv",
+                        final_max_epochs=4, total_epochs=10)
+    c.history = [{"epochs": 2}, {"epochs": 1}, {"epochs": "1"}]  # as read back from a CSV
+    assert c.final_epochs() == 6
+    c.history.append({"epochs": 5})
+    assert c.final_epochs() == 4  # never less than its own limit
+    c.alpha = 0.0
+    assert c._limits()[1] == 4
+    assert PhaseController(make_scheduler("step"), tmp_path / "p.csv",
+                           final_max_epochs=4).final_epochs() == 4  # off by default

@@ -91,6 +91,10 @@ class PhaseController(pl.Callback):
             0 over ``final_max_epochs`` (per epoch), like the fine-tuning it competes with;
             ``constant`` keeps it; ``onecycle`` rises to it, then anneals
             (:func:`final_lr_factor`).
+        total_epochs: when given, the alpha = 0 phase may run until the run has trained this
+            many epochs in all, if that is more than ``final_max_epochs``: it takes the epochs
+            the alpha > 0 phases left when they stopped early (its cosine or one-cycle lr
+            spans the longer phase).
         warmup_steps: the first this many optimiser steps of every phase ramp the lr up
             linearly to the phase's lr: each new alpha hands more work to branches that are
             not yet trained for it, and a full lr on their first large gradients can wreck
@@ -107,7 +111,8 @@ class PhaseController(pl.Callback):
                  lr: float = 0.01, final_lr: float | None = None, num_classes: int = 10,
                  monitor: str = "val_loss", max_acc_drop: float | None = None,
                  max_retries: int = 3, initial_acc: float | None = None,
-                 final_schedule: str = "cosine", warmup_steps: int = 0):
+                 final_schedule: str = "cosine", warmup_steps: int = 0,
+                 total_epochs: int | None = None):
         if patience < 1:
             raise UserError(f"--patience must be >= 1, got {patience}")
         if min_delta < 0:
@@ -133,6 +138,7 @@ class PhaseController(pl.Callback):
         if warmup_steps < 0:
             raise UserError(f"--warmup-steps must be >= 0, got {warmup_steps}")
         self.warmup_steps = warmup_steps
+        self.total_epochs = total_epochs
         self.acc_key = "ship_val_acc" if monitor == "ship_val_loss" else "val_acc"
         self.max_acc_drop, self.max_retries = max_acc_drop, max_retries
         # state (checkpointed)
@@ -152,9 +158,18 @@ class PhaseController(pl.Callback):
         self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
+    def final_epochs(self) -> int:
+        """The alpha = 0 phase's epoch limit: ``final_max_epochs``, or with ``total_epochs``
+        what the earlier phases left of it if that is more (from the checkpointed history,
+        so a resumed run gets the same)."""
+        if self.total_epochs is None:
+            return self.final_max_epochs
+        used = sum(int(h["epochs"]) for h in self.history)
+        return max(self.final_max_epochs, self.total_epochs - used)
+
     def _limits(self) -> tuple[int, int]:
         if self.alpha <= 0.0:
-            return self.final_patience, self.final_max_epochs
+            return self.final_patience, self.final_epochs()
         return self.patience, self.max_epochs
 
     def patience_left(self) -> int:
@@ -173,7 +188,7 @@ class PhaseController(pl.Callback):
         if self.alpha > 0.0:
             return self.lr
         return self.final_lr * final_lr_factor(self.final_schedule, len(self.losses),
-                                               self.final_max_epochs)
+                                               self.final_epochs())
 
     @staticmethod
     def _set_lr(trainer, lr: float) -> None:
