@@ -23,6 +23,8 @@ jobs() {  # one line per job: folder, then compare's own arguments
   for seed in 0 1; do
     echo "$OUT/streams/r20_streams_uni_s$seed $R20 --targets 0.5,0.65 --match flops --methods os-step --prune-streams --solver ratio --balance 0 --train-seed $seed"
   done
+  # a parameter target (balance 1, the --prune default) beside section 10's r20_p50
+  echo "$OUT/streams/r20_streams_p50 $R20 --targets 0.5 --match params --methods os-step --prune-streams --train-seed 0"
   # Torch-Pruning at 75% of the FLOPs (50 and 65% are section 8's r20_tp_s*)
   for seed in 0 1; do
     echo "$OUT/streams/r20_tp75_s$seed $R20 --targets 0.75 --match flops --methods tp-l1 --balance 0 --prune-streams --train-seed $seed"

@@ -480,3 +480,17 @@ def test_the_final_phase_takes_the_epochs_the_others_left(tiny_checkpoint, tmp_p
     _, phases = _rows(out / "phases.csv")
     assert [(r["alpha"], int(r["epochs"])) for r in phases] == [("0.5", 1), ("0.0", 3)]
     assert yaml.safe_load((out / "config.yaml").read_text())["prune"]["final_takes_rest"] is True
+
+
+def test_streams_are_cut_by_default_under_a_flops_target_only(tiny_checkpoint, tmp_path):
+    from alphaprune.prune import PruneConfig, _settings
+
+    def streams(**kw):
+        cfg, _, _, _ = _settings(PruneConfig(checkpoint=str(tiny_checkpoint), **kw), tmp_path / "r",
+                                 False, None)
+        return cfg.streams
+
+    assert streams(flops=0.5) is True and streams(prune=0.5) is False
+    assert streams(speedup=2.0) is False
+    assert streams(flops=0.5, streams=False) is False and streams(prune=0.5, streams=True) is True
+    assert not (tmp_path / "r").exists()

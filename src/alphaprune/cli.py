@@ -133,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "run records the ones its measured search chose)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
-    r.add_argument("--prune-streams", dest="streams", action="store_true",
+    r.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
+                   default=None,
                    help="cut residual streams too: every conv writing into a chain of sums "
-                        "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels")
+                        "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels "
+                        "(default: on for --flops, off for --prune and --speedup)")
     r.add_argument("--balance", type=float, default=None,
                    help="1: cut the wide late layers harder and keep the narrow early ones (the "
                         "default of --prune: most accurate per parameter); 0: every layer keeps "
@@ -245,8 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--final-takes-rest", action="store_true", default=None,
                    help="objective selection: its alpha=0 phase takes the epochs of --budget "
                         "the alpha>0 phases left (see prune)")
-    c.add_argument("--prune-streams", dest="streams", action="store_true", default=None,
-                   help="objective selection (and scratch/kd): cut residual streams too (see prune)")
+    c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="objective selection (and scratch/kd): cut residual streams too (see "
+                        "prune; default: on for --match flops)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)

@@ -46,7 +46,7 @@ from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.plan import WidthTarget, search_data, solve_target
-from alphaprune.prune import PruneConfig, prune, resolve_solver
+from alphaprune.prune import DEFAULT_STREAMS, PruneConfig, prune, resolve_solver
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
@@ -233,6 +233,8 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError("--match latency times models on this machine, which several "
                         "processes would each do differently: run it with one process")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
+    if cfg.os_options.get("streams") is None:  # the target's default, as prune resolves it
+        cfg = replace(cfg, os_options={**cfg.os_options, "streams": DEFAULT_STREAMS[cfg.match]})
     return _without_unavailable(cfg)
 
 
@@ -334,7 +336,7 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
         if bool(recorded.get("streams")) != bool(cfg.os_options.get("streams")):
             raise UserError(f"{path} holds widths solved {_with(recorded.get('streams'))} "
                             f"--prune-streams, this run is {_with(cfg.os_options.get('streams'))} it: "
-                            "run it as they were, or use another --out")
+                            f"pass {_flag(recorded.get('streams'))} to continue it, or another --out")
         return recorded["widths"]
     if b.solver != "ratio" and "val" not in memo:
         memo["val"] = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std, b.data.seed)
@@ -433,6 +435,10 @@ def _with(streams) -> str:
     return "with" if streams else "without"
 
 
+def _flag(streams) -> str:
+    return "--prune-streams" if streams else "--no-prune-streams"
+
+
 def _check_same_widths(done: list[dict], balance: float, solver: str, out: Path,
                        streams: bool = False) -> None:
     """A rerun must solve the same widths as the rows it continues (scratch and kd train
@@ -443,7 +449,8 @@ def _check_same_widths(done: list[dict], balance: float, solver: str, out: Path,
     used = {bool(r.get("streams")) for r in rows}
     if used and used != {streams}:
         raise UserError(f"{out} holds rows made {_with(not streams)} --prune-streams, this run "
-                        f"is {_with(streams)} it: run it as they were, or use another --out")
+                        f"is {_with(streams)} it: pass {_flag(not streams)} to continue it, or "
+                        "another --out")
     used = {r.get("solver", "ratio") for r in rows}
     if used and used != {solver}:
         was = ", ".join(sorted(used))
