@@ -6,7 +6,7 @@
 #
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench JOBS=2 bash benchmarks/streams.sh
 #
-# Expects $OUT/resnet20/model.pt (section 8) and section 8's $OUT/fast/r20_* folders. Rerunning
+# Expects $OUT/resnet20/model.pt (section 8) and the $OUT/fast/r20_* folders of sections 8 and 10. Rerunning
 # resumes; the last step times every model side by side twice (fast_table.py, into
 # $OUT/streams_view_summary and $OUT/streams_view_summary2): run it on an idle machine.
 set -eu
