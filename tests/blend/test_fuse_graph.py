@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alphaprune.blend import BlendedNet, fuse, solve_widths
-from alphaprune.blend.branch import matrix
+from alphaprune.blend.branch import StreamUnit, matrix
 from alphaprune.blend.init import init_branches
 from alphaprune.graph import CostModel, find_units
 from alphaprune.models import create_model, list_models
@@ -20,17 +20,20 @@ X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 @torch.no_grad()
 def _scramble(blended: BlendedNet, seed: int) -> None:
     """Random A, B and BN' (trained-looking, not a plain selection) so fusion is tested on
-    dense maps."""
+    dense maps; a residual stream's writers get a random A and BN' (its B stays the fixed
+    scatter)."""
     g = torch.Generator().manual_seed(seed)
     for u in blended.features:
-        for lay in (u.A, u.B):
-            matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
-        if u.has_bn:
-            k = u.width
-            u.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
-            u.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
-            u.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
-            u.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
+        stream = isinstance(u, StreamUnit)
+        for p in (u.writers if stream else [u]):
+            for lay in ((p.A,) if stream else (p.A, p.B)):
+                matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
+            if p.has_bn:
+                k = u.width
+                p.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
+                p.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
+                p.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
+                p.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
 
 
 def _check_exact(blended: BlendedNet, fused: torch.nn.Module) -> None:

@@ -41,13 +41,21 @@ def _model(name: str) -> nn.Module:
         m = create_model("vgg11", width=0.125, num_classes=5)
     else:
         m = create_model("resnet20", width=0.5, num_classes=5)
-    with torch.no_grad():  # distinct BN statistics: a cut changes the output
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.3)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-    return m.eval()
+    return distinct_bn(m).eval()
+
+
+@torch.no_grad()
+def distinct_bn(m: nn.Module, bias: float = 0.0) -> nn.Module:
+    """Random BatchNorm statistics and scales (and biases, at ``bias`` > 0), so that a cut
+    changes the output; returns ``m``."""
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.3)
+            mod.running_var.uniform_(0.5, 1.5)
+            mod.weight.uniform_(0.5, 1.5)
+            if bias:
+                mod.bias.normal_(0, bias)
+    return m
 
 
 @pytest.mark.parametrize("base, round_to, want", [

@@ -10,13 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from alphaprune.blend import BlendedNet, fuse
-from alphaprune.blend.branch import StreamUnit, matrix
+from alphaprune.blend.branch import StreamUnit
 from alphaprune.blend.init import init_branches
 from alphaprune.blend.recalibrate import ship_bn_stats
 from alphaprune.blend.sensitivity import unit_sensitivity
 from alphaprune.graph import CostModel, find_units
 from alphaprune.models import create_model
 from alphaprune.report.size import count_flops, count_params
+from tests.blend.test_fuse_graph import _scramble
+from tests.blend.test_sensitivity import distinct_bn
 from tests.graph.zoo import ZOO
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -28,33 +30,7 @@ def _model(name: str) -> nn.Module:
         m = ZOO[name]()
     else:
         m = create_model(name, width=0.5 if name == "resnet20" else 0.125, num_classes=10)
-    with torch.no_grad():  # distinct BN statistics: a cut changes the output
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.3)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.2)
-    return m.eval()
-
-
-@torch.no_grad()
-def _scramble(blended: BlendedNet, seed: int) -> None:
-    """Dense A (and B of plain units) and trained-looking BN': fusion tested beyond a
-    selection. A stream's B stays its fixed scatter."""
-    g = torch.Generator().manual_seed(seed)
-    for u in blended.features:
-        parts = u.writers if isinstance(u, StreamUnit) else [u]
-        for p in parts:
-            lays = [p.A] if isinstance(u, StreamUnit) else [p.A, p.B]
-            for lay in lays:
-                matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
-            if p.has_bn:
-                k = u.width
-                p.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
-                p.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
-                p.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
-                p.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
+    return distinct_bn(m, bias=0.2).eval()
 
 
 def _widths(structure, keep: float) -> list[int]:
