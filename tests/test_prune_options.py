@@ -482,15 +482,27 @@ def test_the_final_phase_takes_the_epochs_the_others_left(tiny_checkpoint, tmp_p
     assert yaml.safe_load((out / "config.yaml").read_text())["prune"]["final_takes_rest"] is True
 
 
-def test_streams_are_cut_by_default_under_a_flops_target_only(tiny_checkpoint, tmp_path):
-    from alphaprune.prune import PruneConfig, _settings
+def test_streams_are_cut_by_default_under_a_flops_target_only():
+    from alphaprune.models import create_model
+    from alphaprune.models.user import GRAPH_ARCH
+    from alphaprune.prune import resolve_streams
 
-    def streams(**kw):
-        cfg, _, _, _ = _settings(PruneConfig(checkpoint=str(tiny_checkpoint), **kw), tmp_path / "r",
-                                 False, None)
-        return cfg.streams
+    basic = create_model("resnet20", width=0.25)
+    bottleneck = create_model("resnet50", width=0.0625, num_classes=10)
+    assert resolve_streams(None, "flops", basic, "resnet20") is True
+    assert resolve_streams(None, "params", basic, "resnet20") is False
+    assert resolve_streams(None, "latency", basic, "resnet20") is False
+    assert resolve_streams(False, "flops", basic, "resnet20") is False
+    assert resolve_streams(True, "params", basic, "resnet20") is True
+    # a registry bottleneck holds only multiples of 4: its streams are cut when asked
+    assert resolve_streams(None, "flops", bottleneck, "resnet50") is False
+    assert resolve_streams(True, "flops", bottleneck, "resnet50") is True
+    assert resolve_streams(None, "flops", bottleneck, GRAPH_ARCH) is True  # any width saves
 
-    assert streams(flops=0.5) is True and streams(prune=0.5) is False
-    assert streams(speedup=2.0) is False
-    assert streams(flops=0.5, streams=False) is False and streams(prune=0.5, streams=True) is True
-    assert not (tmp_path / "r").exists()
+
+def test_final_takes_rest_needs_a_budget(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "nobudget"
+    argv = [a for a in _argv(tiny_checkpoint, out, "--final-takes-rest")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--final-takes-rest" in err and "--max-total-epochs N" in err and not out.exists()

@@ -77,7 +77,8 @@ def test_an_unreachable_target_is_refused_before_the_run_folder_exists(resnet20,
 
 def test_prune_streams_cuts_the_residual_stream_and_fuses_exactly(resnet20, tmp_path):
     out = tmp_path / "s50"
-    assert main(["prune", "--checkpoint", str(resnet20), *DATA, "--prune-streams",
+    # (no --prune-streams: a FLOPs target cuts the streams by default)
+    assert main(["prune", "--checkpoint", str(resnet20), *DATA,
                  "--flops", "0.5", "--solver", "ratio", "--step-size", "0.5",
                  "--max-epochs-per-phase", "1", "--final-max-epochs", "2", "--round-to", "1",
                  "--out", str(out)]) == 0
@@ -94,3 +95,4 @@ def test_prune_streams_cuts_the_residual_stream_and_fuses_exactly(resnet20, tmp_
     assert fused.conv1.out_channels == streams[0] == fused.layer1[2].conv2.out_channels
     assert fused.layer2[0].downsample[0].out_channels == streams[1] == fused.layer3[0].conv1.in_channels
     assert fused.fc.in_features == streams[2]
+    assert "streams: true" in (out / "config.yaml").read_text()  # recorded resolved

@@ -46,7 +46,7 @@ from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.plan import WidthTarget, search_data, solve_target
-from alphaprune.prune import DEFAULT_STREAMS, PruneConfig, prune, resolve_solver
+from alphaprune.prune import PruneConfig, prune, resolve_solver, resolve_streams
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
@@ -233,8 +233,6 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError("--match latency times models on this machine, which several "
                         "processes would each do differently: run it with one process")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
-    if cfg.os_options.get("streams") is None:  # the target's default, as prune resolves it
-        cfg = replace(cfg, os_options={**cfg.os_options, "streams": DEFAULT_STREAMS[cfg.match]})
     return _without_unavailable(cfg)
 
 
@@ -268,13 +266,16 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     solver, balance = picked["solver"], picked["balance"]
     check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance or 0.0)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
-    _check_same_widths(done, balance, solver, out, bool(cfg.os_options.get("streams")))
-    if lead:
-        make_dir(out)
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
     mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes, cfg.model_kwargs)
+    # the target's default, as prune resolves it (it depends on the model)
+    streams = resolve_streams(cfg.os_options.get("streams"), cfg.match, mf.model, mf.arch)
+    cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})
+    _check_same_widths(done, balance, solver, out, streams)
+    if lead:
+        make_dir(out)
     mean, std = mf.mean or mean, mf.std or std
     ckpt_path = out / "pretrained.pt"
     # objective selection goes through prune, which reads a model file; another rank may
@@ -300,6 +301,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
     a rank other than 0 of a multi-process run)."""
     cfg, out = _checked(cfg), Path(out)
     b, done = _setup(cfg, out, progress)
+    cfg = b.cfg  # its os_options resolved against the model
     cost = CostModel(b.structure)
     finished = {(r["method"], r["target"]) for r in done}
     arch, memo = None if b.mf.arch == GRAPH_ARCH else b.mf.arch, {}

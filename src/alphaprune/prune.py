@@ -155,6 +155,18 @@ DEFAULT_SOLVER = {"params": "ratio", "flops": "auto", "latency": "auto"}
 DEFAULT_STREAMS = {"params": False, "flops": True, "latency": False}
 
 
+def resolve_streams(streams: bool | None, measure: str, model, arch: str) -> bool:
+    """``--prune-streams`` as a run records it: the given value, or the target's measured
+    default (:data:`DEFAULT_STREAMS`). A registry bottleneck ResNet is left whole unless
+    asked: its class holds only stream widths that are multiples of 4, which the solvers
+    do not promise at every width."""
+    if streams is not None:
+        return bool(streams)
+    if not DEFAULT_STREAMS[measure]:
+        return False
+    return arch == GRAPH_ARCH or not any(isinstance(m, Bottleneck) for m in model.modules())
+
+
 def resolve_solver(solver: str | None, balance: float | None, measure: str) -> dict:
     """``{"solver", "balance"}`` as a run records them: a given ``balance`` means the ratio
     solver; what is not given is the target's measured default (balance is None under
@@ -254,6 +266,9 @@ def _validate(cfg: PruneConfig) -> None:
     check_width_options(cfg.round_to, cfg.balance or 0.0)
     if cfg.search_size < 1:
         raise UserError(f"--search-size must be >= 1, got {cfg.search_size}")
+    if cfg.final_takes_rest and cfg.max_total_epochs == PruneConfig.max_total_epochs:
+        raise UserError("--final-takes-rest fills the budget the alpha > 0 phases leave: pass "
+                        "--max-total-epochs N with it")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
 
@@ -299,8 +314,6 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
-    if cfg.streams is None:
-        cfg = replace(cfg, streams=DEFAULT_STREAMS[cfg.target()[0]])
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
     return cfg, out, ckpt, recorded
@@ -343,7 +356,7 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
     if registry and cfg.round_to % 4 and any(isinstance(m, Bottleneck) for m in src.model.modules()):
         raise UserError(f"--prune-streams on {src.mf.arch}: a bottleneck stream is four times its "
                         f"stage's planes, so its width must be a multiple of 4; pass --round-to 8 "
-                        f"(got {cfg.round_to})")
+                        f"(got {cfg.round_to}) or --no-prune-streams")
     search = None
     if cfg.widths is not None:
         widths = _checked_widths(cfg.widths, base_w, src.mf.arch)
@@ -388,13 +401,14 @@ def _check_rebuilds(structure, widths: list[int], arch: str) -> None:
         streams = [w for u, w in zip(structure.units, widths) if u.kind == "stream"]
         raise UserError(f"{arch} cannot be rebuilt with stream widths {streams} "
                         f"({type(e).__name__}): give each stream a multiple of 4 channels "
-                        f"(--round-to 8), or drop --prune-streams") from e
+                        f"(--round-to 8), or pass --no-prune-streams") from e
 
 
 def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
     """The plan (:func:`_plan`) and the settings that rebuild it: widths a measuring solver
     chose are recorded with what they were measured for, so that a resume or a repeat
     builds the same network without measuring again (and keeps the record for its summary)."""
+    cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0], src.model, src.mf.arch))
     plan = _plan(cfg, src)
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
         cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,

@@ -176,14 +176,28 @@ def test_the_onecycle_final_schedule_rises_then_anneals():
     assert all(a > b for a, b in zip(f[9:-1], f[10:])) and 0 < f[-1] < 0.01
 
 
-def test_the_final_phase_may_take_what_the_others_left(tmp_path):
+def _final(tmp_path, total, history):
     c = PhaseController(make_scheduler("step", step_size=0.5), tmp_path / "phases.csv",
-                        final_max_epochs=4, total_epochs=10)
-    c.history = [{"epochs": 2}, {"epochs": 1}, {"epochs": "1"}]  # as read back from a CSV
-    assert c.final_epochs() == 6
-    c.history.append({"epochs": 5})
-    assert c.final_epochs() == 4  # never less than its own limit
-    c.alpha = 0.0
-    assert c._limits()[1] == 4
+                        final_max_epochs=4, total_epochs=total)
+    c.history, c.alpha = list(history), 0.0
+    return c
+
+
+def test_the_final_phase_may_take_what_the_others_left(tmp_path):
+    c = _final(tmp_path, 10, [{"epochs": 2}, {"epochs": 1}, {"epochs": "1"}])  # "1": from a CSV
+    assert c.final_epochs() == 6 and c._limits()[1] == 6
+    assert _final(tmp_path, 10, [{"epochs": 9}]).final_epochs() == 4  # never below its own
     assert PhaseController(make_scheduler("step"), tmp_path / "p.csv",
                            final_max_epochs=4).final_epochs() == 4  # off by default
+
+
+def test_a_resume_with_a_larger_budget_does_not_stretch_the_final_phase(tmp_path):
+    c = _final(tmp_path, 10, [{"epochs": 3}])
+    assert c.final_epochs() == 7
+    resumed = _final(tmp_path, 30, [])
+    resumed.load_state_dict(c.state_dict())
+    assert resumed.final_epochs() == 7  # fixed when the phase started, as checkpointed
+    fresh = _final(tmp_path, 30, [{"epochs": 3}])
+    state = {k: v for k, v in c.state_dict().items() if k != "final_limit"}
+    fresh.load_state_dict(state)  # a checkpoint from before the option: set at the phase start
+    assert fresh.final_epochs() == 27

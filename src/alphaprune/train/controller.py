@@ -155,17 +155,20 @@ class PhaseController(pl.Callback):
         self.best_state: dict | None = None
         self.history: list[dict] = []
         self.done = False
+        self.final_limit: int | None = None   # set when the alpha = 0 phase starts
         self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
     def final_epochs(self) -> int:
         """The alpha = 0 phase's epoch limit: ``final_max_epochs``, or with ``total_epochs``
-        what the earlier phases left of it if that is more (from the checkpointed history,
-        so a resumed run gets the same)."""
+        what the earlier phases left of it if that is more. Fixed when the phase starts and
+        checkpointed: a resume with a larger budget does not stretch a phase under way."""
         if self.total_epochs is None:
             return self.final_max_epochs
-        used = sum(int(h["epochs"]) for h in self.history)
-        return max(self.final_max_epochs, self.total_epochs - used)
+        if self.final_limit is None:
+            used = sum(int(h["epochs"]) for h in self.history)
+            self.final_limit = max(self.final_max_epochs, self.total_epochs - used)
+        return self.final_limit
 
     def _limits(self) -> tuple[int, int]:
         if self.alpha <= 0.0:
@@ -303,6 +306,7 @@ class PhaseController(pl.Callback):
                "detail": reason}
         self._record(row)
         if undo:  # back to the last accepted weights; retry with half the step
+            self.final_limit = None  # an undone alpha = 0 phase is no longer under way
             pl_module.model.load_state_dict(self.prev_state)
             self.scheduler.load_state_dict(copy.deepcopy(self.sched_state))
             self.retries += 1
@@ -337,13 +341,14 @@ class PhaseController(pl.Callback):
                 "best_state": self.best_state, "history": list(self.history), "done": self.done,
                 "prev_acc": self.prev_acc, "prev_alpha": self.prev_alpha,
                 "prev_state": self.prev_state, "retries": self.retries,
-                "sched_state": self.sched_state}
+                "sched_state": self.sched_state, "final_limit": self.final_limit}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         for k in ("alpha", "phase", "losses", "best", "best_state", "history", "done", "prev_acc",
                   "prev_alpha", "prev_state", "retries", "sched_state"):
             setattr(self, k, state[k])
+        self.final_limit = state.get("final_limit")  # absent before --final-takes-rest
 
     def progress_info(self) -> dict:
         """Phase, alpha, epoch within phase and patience left, for the progress bar."""
