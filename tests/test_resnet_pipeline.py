@@ -75,6 +75,19 @@ def test_an_unreachable_target_is_refused_before_the_run_folder_exists(resnet20,
     assert not out.exists()
 
 
+def test_an_unreachable_speedup_says_the_streams_may_reach_it(resnet20, tmp_path, capsys,
+                                                             monkeypatch):
+    from tests.standins import stand_in_timing
+
+    stand_in_timing(monkeypatch)  # speed-ups as FLOP ratios: no timing noise
+    out = tmp_path / "sp"
+    rc = main(["prune", "--checkpoint", str(resnet20), *DATA, "--speedup", "1000", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--speedup 1000 cannot be reached" in err and len(err.splitlines()) == 1
+    assert "add --prune-streams, which cuts the residual streams too and may reach it" in err
+    assert not out.exists()
+
+
 def test_prune_streams_cuts_the_residual_stream_and_fuses_exactly(resnet20, tmp_path):
     out = tmp_path / "s50"
     # (no --prune-streams: a FLOPs target cuts the streams by default)

@@ -369,23 +369,27 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
                                           None if src.mf.arch == GRAPH_ARCH else src.mf.arch,
                                           src.shape, _search_data(cfg, src), src.data_cfg.cache_dir)
         except Unreachable as e:
-            if not _streams_reach(cfg, src.model, example):
+            reach = _streams_reach(cfg, src.model, example)
+            if reach is False:
                 raise
             raise Unreachable(f"{e}; or add --prune-streams, which cuts the residual streams "
-                              "too and reaches it") from e
+                              f"too and {'reaches it' if reach else 'may reach it'}") from e
     if registry:
         _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
 
 
-def _streams_reach(cfg: PruneConfig, model, example) -> bool:
-    """Whether ``--prune-streams`` would reach a parameter or FLOP target this run cannot."""
+def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
+    """Whether ``--prune-streams`` would reach a target this run cannot: for parameters and
+    FLOPs exactly; for a speed-up ``None`` (it could, untimed) where the model has streams."""
     measure, fraction = cfg.target()
-    if cfg.streams or measure == "latency":
+    if cfg.streams:
         return False
     structure = find_units(model, example, streams=True)
     if not any(u.kind == "stream" for u in structure.units):
         return False
+    if measure == "latency":
+        return None
     cost = CostModel(structure)
     count = cost.params if measure == "params" else cost.flops
     base = [u.width for u in structure.units]

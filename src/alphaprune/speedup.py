@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import narrowest as narrow_widths
-from alphaprune.errors import UserError
+from alphaprune.errors import Unreachable, UserError
 from alphaprune.latency import LatencyModel
 
 __all__ = ["solve_speedup", "measured_speedup"]
@@ -106,7 +106,7 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
         model, fused_architecture(structure, narrowest, arch).eval(), shape, batch)
     threads = torch.get_num_threads()
     if most < speedup * (1 - TOLERANCE):
-        raise UserError(
+        raise Unreachable(
             f"--speedup {speedup:g} cannot be reached at batch {batch} on this machine "
             f"({threads} thread(s)): with every prunable unit at its narrowest the model ran "
             f"{most:.2f}x faster (the rest of its time is in layers no width changes); pass "
