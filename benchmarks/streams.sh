@@ -44,3 +44,11 @@ for d in r20_b0_s0 r20_tp_s0 r20_sens_s0; do ln -sfn "$OUT/fast/$d" "$OUT/stream
 for pass in "" 2; do
   "${PYTHON:-python}" "$(dirname "$0")/fast_table.py" "$OUT/streams_view" --out "$OUT/streams_view_summary$pass"
 done
+# --speedup 2 at batch 128 without and with the streams, one after the other (each times
+# candidates and checks the result side by side: nothing else may run)
+for s in no-prune-streams prune-streams; do
+  "$ALPHAPRUNE" prune --checkpoint "$OUT/resnet20/model.pt" --data "$DATA" --train-subset 5000 \
+    --speedup 2 --latency-batch 128 --step-size 0.25 --patience 2 --max-epochs-per-phase 1 \
+    --final-max-epochs 5 --final-patience 5 --max-total-epochs 8 --lr 0.01 --schedule constant \
+    --no-progress --$s --out "$OUT/sp_r20_$s" > "$OUT/sp_r20_$s.log" 2>&1 || echo "FAILED: sp_r20_$s"
+done
