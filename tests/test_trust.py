@@ -215,11 +215,12 @@ def unfinished_prune(tiny_checkpoint, tmp_path):
 def test_resume_refuses_a_changed_setting_naming_it(unfinished_prune, capsys):
     capsys.readouterr()
     rc = main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.9", "--lr=0.5",
-               "--precision", "bf16-mixed", "--no-progress"])
+               "--precision", "bf16-mixed", "--prune-streams", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "--prune (recorded 0.5, given 0.9)" in err and "--lr (recorded" in err
     assert "--precision (recorded '32-true', given 'bf16-mixed')" in err
+    assert "--prune-streams (recorded False, given True)" in err  # named by its option
 
 
 def test_resume_takes_what_may_change(unfinished_prune):

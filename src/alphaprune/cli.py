@@ -497,6 +497,10 @@ def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return {flags[t.split("=", 1)[0]] for t in argv if t.split("=", 1)[0] in flags}
 
 
+# settings whose option is not named after them
+OPTION_OF = {"streams": "--prune-streams"}
+
+
 def _check_resume(a, given: set[str], section: str) -> None:
     """Refuse ``--resume`` with a setting that differs from the run's recorded one."""
     from alphaprune.rundir import recorded as recorded_config
@@ -511,7 +515,8 @@ def _check_resume(a, given: set[str], section: str) -> None:
         if dest == "model_kwargs":
             value = _model_kwargs(a)
         if dest in flat and _norm(value) != _norm(flat[dest]):
-            changed.append(f"--{dest.replace('_', '-')} (recorded {flat[dest]!r}, given {value!r})")
+            flag = OPTION_OF.get(dest, f"--{dest.replace('_', '-')}")
+            changed.append(f"{flag} (recorded {flat[dest]!r}, given {value!r})")
     if changed:
         raise UserError(f"--resume continues the run as recorded, but {', '.join(changed)} "
                         "changed: drop them to continue, or start a new run (another --out, or "
