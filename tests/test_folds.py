@@ -221,3 +221,16 @@ def test_aggregate_breaks_a_validation_tie_by_the_first_fold():
     f = aggregate(s)
     assert f["shipped_fold"] == 2 and f["mean"]["test_acc_after"] == pytest.approx(1.6 / 3)
     assert "params_after" not in f["mean"]  # nothing to average where no fold has it
+
+
+def test_a_run_from_before_prune_streams_is_repeated_with_its_streams_whole(tmp_path):
+    import yaml
+
+    from alphaprune.cli import _config_settings
+
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump({"command": "prune", "prune": {"flops": 0.5, "optim": {"lr": 0.01}}}))
+    assert _config_settings(str(old), "prune")["streams"] is False
+    new = tmp_path / "new.yaml"
+    new.write_text(yaml.safe_dump({"command": "prune", "prune": {"flops": 0.5, "streams": None}}))
+    assert _config_settings(str(new), "prune")["streams"] is None  # resolved by the target

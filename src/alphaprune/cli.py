@@ -558,6 +558,8 @@ def _config_settings(path: str, command: str) -> dict:
         if section.get("fold") is not None:
             raise UserError(f"--config {path} is one fold of a --folds run: repeat the folds "
                             "run's own config.yaml (the folder above it)")
+        if command == "prune" and "streams" not in section:
+            section["streams"] = False  # a run from before --prune-streams kept the streams
         # cross-validation keys a run records whether or not it used them
         doc = {k: v for k, v in section.items() if not (k in ("fold", "folds") and v is None)}
     elif "command" in doc and doc["command"] != command:
