@@ -284,8 +284,8 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
         "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
     pretrained, shape = mf.model.eval(), tuple(ds.x.shape[1:])
     b = _Bench(cfg, out, lead, progress, data, ds, splits, mean, std, mf, source,
-               find_units(pretrained, torch.zeros(2, *shape),  # at the data's size
-                          streams=cfg.os_options.get("streams", False)), balance, solver)
+               find_units(pretrained, torch.zeros(2, *shape), streams=streams),  # at the data's size
+               balance, solver)
     if lead and not ckpt_path.exists():
         save_model(ckpt_path, pretrained, mf.arch, mean, std, b.classes,
                    {"source": str(cfg.checkpoint), "input_shape": list(shape)})

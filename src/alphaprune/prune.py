@@ -352,8 +352,10 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
-    registry = cfg.streams and src.mf.arch != GRAPH_ARCH
-    if registry and cfg.round_to % 4 and any(isinstance(m, Bottleneck) for m in src.model.modules()):
+    # a registry bottleneck ResNet holds only stream widths that are multiples of 4
+    bottleneck = cfg.streams and src.mf.arch != GRAPH_ARCH and any(
+        isinstance(m, Bottleneck) for m in src.model.modules())
+    if bottleneck and cfg.round_to % 4:
         raise UserError(f"--prune-streams on {src.mf.arch}: a bottleneck stream is four times its "
                         f"stage's planes, so its width must be a multiple of 4; pass --round-to 8 "
                         f"(got {cfg.round_to}) or --no-prune-streams")
@@ -374,7 +376,7 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
                 raise
             raise Unreachable(f"{e}; or add --prune-streams, which cuts the residual streams "
                               f"too and {'reaches it' if reach else 'may reach it'}") from e
-    if registry:
+    if bottleneck:
         _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
 

@@ -28,16 +28,19 @@ def matrix(layer: nn.Module) -> torch.Tensor:
     return layer.weight.view(layer.weight.shape[0], layer.weight.shape[1])
 
 
+def _parts(unit: nn.Module) -> list[nn.Module]:
+    """The modules that hold a unit's layers and branches: a stream's writers, or itself."""
+    return list(unit.writers) if isinstance(unit, StreamUnit) else [unit]
+
+
 def branch_bns(unit: nn.Module) -> list[nn.Module]:
     """The branch BatchNorms (``BN'``) of a branched unit or stream."""
-    parts = unit.writers if isinstance(unit, StreamUnit) else [unit]
-    return [p.bn2 for p in parts if p.has_bn]
+    return [p.bn2 for p in _parts(unit) if p.has_bn]
 
 
 def original_modules(unit: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """The original ``(layer, BN)`` pairs of a branched unit or stream (BN may be Identity)."""
-    parts = unit.writers if isinstance(unit, StreamUnit) else [unit]
-    return [(p.conv, p.bn) for p in parts]
+    return [(p.conv, p.bn) for p in _parts(unit)]
 
 
 class BranchedUnit(nn.Module):
@@ -113,7 +116,6 @@ class StreamWriter(nn.Module):
     def __init__(self, conv: nn.Conv2d, bn: nn.Module | None, k: int):
         super().__init__()
         n = conv.out_channels
-        self.kind = "conv"
         self.conv = conv
         self.bn = bn if bn is not None else nn.Identity()
         self.has_bn = bn is not None
@@ -140,8 +142,6 @@ class StreamWriter(nn.Module):
 
 class StreamUnit(nn.Module):
     """A residual stream's writers, cut together to ``k`` channels: one gate for all."""
-
-    kind = "stream"
 
     def __init__(self, writers: list[StreamWriter]):
         super().__init__()

@@ -326,9 +326,9 @@ def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list, li
     return more, writers, found, why
 
 
-def _stream(gm, start: fx.Node, calls: dict[str, int]):
-    """The residual stream through the sum ``start``: ``(nodes, writers, consumers)``, or
-    the reason it cannot be cut with the nodes reached so far."""
+def _stream(gm, start: fx.Node, calls: dict[str, int], order: dict[str, int]):
+    """The residual stream through the sum ``start``: ``(nodes, writers, consumers)`` in
+    graph ``order``, or the reason it cannot be cut with the nodes reached so far."""
     nodes, ends, writers, consumers, todo, why = set(), set(), {}, {}, [start], []
     while todo:  # the whole stream, even past a reason: it is reported once
         n = todo.pop()
@@ -350,18 +350,18 @@ def _stream(gm, start: fx.Node, calls: dict[str, int]):
         return "its tensors are not all (N, C, H, W) maps of one channel count", nodes
     if not consumers:
         return "it reaches no layer that can absorb B", nodes
-    order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
     return (nodes, sorted(writers.values(), key=lambda w: order[w.conv]),
             sorted(consumers.values(), key=lambda c: order[c.name]))
 
 
-def _streams(gm, calls: dict[str, int]) -> tuple[list[Unit], list[Skipped]]:
+def _streams(gm, calls: dict[str, int],
+             order: dict[str, int]) -> tuple[list[Unit], list[Skipped]]:
     """Every residual stream as a unit of kind ``"stream"``, and those that cannot be cut."""
     units, skipped, seen = [], [], set()
     for n in gm.graph.nodes:
         if n in seen or not _is_sum(gm, n):
             continue
-        got = _stream(gm, n, calls)
+        got = _stream(gm, n, calls, order)
         if isinstance(got[0], str):  # one entry per stream, named after the sum that found it
             seen |= got[1]
             skipped.append(Skipped(f"stream@{n.name}", f"residual stream: {got[0]}"))
@@ -435,9 +435,9 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
 
 def _with_streams(gm, calls, units: list[Unit], skipped: list[Skipped]):
     """``units`` and the streams in graph order; the streams' writers leave ``skipped``."""
-    found, failed = _streams(gm, calls)
-    writing = {w.conv for u in found for w in u.writers}
     order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
+    found, failed = _streams(gm, calls, order)
+    writing = {w.conv for u in found for w in u.writers}
     first = {id(u): order[u.writers[0].conv if u.kind == "stream" else u.name] for u in units + found}
     units = sorted(units + found, key=lambda u: first[id(u)])
     return units, [s for s in skipped if s.name not in writing] + failed
