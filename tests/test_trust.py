@@ -178,6 +178,14 @@ def test_json_files_are_strict(tmp_path):
                                                                           "c": 2}
 
 
+def _sigint_default():
+    """A suite started in the background (``nohup``, ``&``) ignores SIGINT, and so would the
+    child: give it the default action, which Python turns into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
     import signal
     import subprocess
@@ -186,15 +194,19 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
 
     out = tmp_path / "t"
     env = {**os.environ, "ALPHAPRUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "alphaprune", *TRAIN, "--epochs", "200", "--out",
+    # far more epochs than it can run before the signal, however fast or loaded the machine
+    p = subprocess.Popen([sys.executable, "-m", "alphaprune", *TRAIN, "--epochs", "100000", "--out",
                           str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env)
-    deadline = time.time() + 120
-    while not (out / "metrics.csv").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+                         env=env, preexec_fn=_sigint_default)
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.csv").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
     assert p.returncode == 130, err[-2000:]
     assert "--resume" in err.strip().splitlines()[-1]
 
