@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "onecycle (up from 1/25 over 30%% of it, then cosine)")
     r.add_argument("--final-takes-rest", action="store_true",
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
-                        "the alpha>0 phases left by stopping early (its lr schedule spans them)")
+                        "the alpha>0 phases left by stopping early (its lr schedule spans them; "
+                        "with --max-acc-drop it leaves room for the retries)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,
