@@ -35,9 +35,11 @@ peers: $(PEERS_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/alphaprune demo
 
+# the tests run single-threaded (tests/conftest.py), so one worker per core; a file's tests
+# stay on one worker, which builds each module-scoped fixture once
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
