@@ -6,15 +6,22 @@ and scored on 1,000 validation images (the split and images of the section 8 pro
 the printed candidates are what ``summary.json``'s ``width_search.candidates`` records.
 
     OMP_NUM_THREADS=1 python benchmarks/auto_choice.py /tmp/bench/vgg16_w025/model.pt flops 0.5,0.75 \
-        --data ../shared/datasets/cifar10/train [--prune-streams]
+        --data ../shared/datasets/cifar10/train [--prune-streams] [--steps 25,100]
+
+``--steps K1,K2``: each candidate is also scored after K steps of training the cut network
+(:func:`alphaprune.blend.sensitivity.tuned_cut_score`, batch 64, on the run's training
+images), the time per candidate printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
+from alphaprune.blend.sensitivity import channel_orders, tuned_cut_score
+from alphaprune.data import normalize
 from alphaprune.graph import find_units
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.pipeline import DataConfig, load_data
@@ -29,6 +36,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--prune-streams", action="store_true", help="residual streams are units too")
+    p.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], default=[],
+                   help="also score each candidate after this many training steps")
     a = p.parse_args()
     torch.set_num_threads(1)
     ds, splits = load_data(DataConfig(data=a.data, train_subset=a.train_subset))
@@ -37,6 +46,8 @@ def main() -> None:
     shape = tuple(ds.x.shape[1:])
     structure = find_units(model, torch.zeros(2, *shape), streams=a.prune_streams)
     val = search_data(ds, splits, 1000, mf.mean, mf.std, 0)
+    train = (normalize(torch.as_tensor(ds.x[splits.train]), mf.mean, mf.std),
+             torch.as_tensor(ds.y[splits.train]))
     for target in a.targets:
         widths, rec = solve_target(WidthTarget(a.measure, target, "auto"), structure, model,
                                    None, shape, val)
@@ -45,6 +56,19 @@ def main() -> None:
         for k in ("ratio", "balance1", "sensitivity"):
             print(f"  {k:12s} val_acc {c[k]['val_acc']:.4f} val_loss {c[k]['val_loss']:.4f} "
                   f"widths {c[k]['widths']}", flush=True)
+        tuned(a.steps, structure, c, val, train)
+
+
+def tuned(steps, structure, c, val, train) -> None:
+    """Print each candidate's score after each number of training steps."""
+    orders = channel_orders(structure, "l1", val.x[:250])
+    for k in steps:
+        for name in ("ratio", "balance1", "sensitivity"):
+            t0 = time.perf_counter()
+            acc, loss = tuned_cut_score(structure, c[name]["widths"], val.x, val.y, val.calib,
+                                        orders, *train, steps=k)
+            print(f"  {k:4d} steps {name:12s} val_acc {acc:.4f} val_loss {loss:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -63,20 +63,26 @@ def test_a_speedup_with_the_sensitivity_solver_closes_on_the_measured_ratio(setu
     assert record["solver"] == "sensitivity" and record["tried"] and "sensitivity" in record
 
 
-def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup):
+@pytest.mark.parametrize("steps", [0, 8])
+def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup, steps):
     """auto solves the target three ways and keeps the one that, cut into the pretrained
-    network at once (BatchNorm re-measured), keeps the most validation accuracy."""
-    from alphaprune.blend.sensitivity import channel_orders, cut_score
+    network at once and trained for ``steps`` steps (BatchNorm re-measured), scores the
+    most validation accuracy."""
+    from alphaprune.blend.sensitivity import channel_orders, cut_score, tuned_cut_score
 
     model, structure, val = setup
+    val = val._replace(train_x=val.calib, train_y=val.y[:len(val.calib)]) if steps else val
     orders = channel_orders(structure, "l1", val.x)
-    widths, record = solve_target(WidthTarget("params", 0.6, "auto"), structure, model,
-                                  "vgg11", SHAPE, val)
+    widths, record = solve_target(WidthTarget("params", 0.6, "auto", auto_steps=steps),
+                                  structure, model, "vgg11", SHAPE, val)
     (c,) = record["candidates"]
-    assert set(c) == {"fraction", "chosen", "ratio", "balance1", "sensitivity"}
-    assert widths == c[c["chosen"]]["widths"]
+    assert set(c) == {"fraction", "chosen", "steps", "ratio", "balance1", "sensitivity"}
+    assert widths == c[c["chosen"]]["widths"] and c["steps"] == steps
     for name in ("ratio", "balance1", "sensitivity"):
-        acc, loss = cut_score(structure, c[name]["widths"], val.x, val.y, val.calib, orders)
+        w = c[name]["widths"]
+        acc, loss = (tuned_cut_score(structure, w, val.x, val.y, val.calib, orders, val.train_x,
+                                     val.train_y, steps) if steps else
+                     cut_score(structure, w, val.x, val.y, val.calib, orders))
         assert (round(acc, 4), round(loss, 4)) == (c[name]["val_acc"], c[name]["val_loss"])
     best = max(c[k]["val_acc"] for k in ("ratio", "balance1", "sensitivity"))
     tied = [k for k in ("ratio", "balance1", "sensitivity") if c[k]["val_acc"] == best]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -371,6 +371,17 @@ def test_a_repeat_with_another_target_solves_anew(tiny_checkpoint, tmp_path, mon
     assert calls and abs(s["achieved_flops_reduction"] - 0.6) <= 0.01
 
 
+def test_the_auto_widths_are_solved_for_their_training_steps():
+    """A run's recorded auto widths are reused only for the same --auto-steps (0, the
+    untrained score of runs from before the option, leaves the record as it was)."""
+    from alphaprune.prune import PruneConfig, solved_for
+
+    auto = PruneConfig(checkpoint="m.pt", data="digits", flops=0.5, solver="auto")
+    assert solved_for(auto)["auto_steps"] == PruneConfig.auto_steps > 0
+    assert "auto_steps" not in solved_for(replace(auto, auto_steps=0))
+    assert "auto_steps" not in solved_for(replace(auto, solver="sensitivity"))
+
+
 def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):
     argv = _argv(tiny_checkpoint, tmp_path / "run")
     assert main([*argv, "--solver", "sensitivity", "--search-size", "20"]) == 0
@@ -385,6 +396,7 @@ def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):
     (["--solver", "sensitivity", "--balance", "1"], ["--balance", "--solver sensitivity"]),
     (["--solver", "auto", "--balance", "0"], ["--balance", "--solver auto"]),
     (["--solver", "sensitivity", "--search-size", "0"], ["--search-size must be >= 1"]),
+    (["--solver", "auto", "--auto-steps", "-1"], ["--auto-steps must be >= 0"]),
 ])
 def test_bad_solver_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, capsys, extra, words):
     rc = main([*_argv(tiny_checkpoint, tmp_path / "run"), *extra])

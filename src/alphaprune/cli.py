@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fold with the best validation accuracy (runs in OUT/fold<i>)")
     r.add_argument("--search-size", type=int, default=1000,
                    help="validation images the sensitivity and auto solvers score on")
+    r.add_argument("--auto-steps", type=int, default=40,
+                   help="training steps (batch 64) the auto solver gives each candidate's cut "
+                        "network before scoring it (0: score the cut as it is)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -245,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection (and scratch/kd): width balance across layers")
     c.add_argument("--solver", choices=["ratio", "sensitivity", "auto"], default=None,
                    help="objective selection (and scratch/kd): width solver (see prune)")
+    c.add_argument("--auto-steps", type=int, default=None,
+                   help="objective selection (and scratch/kd): training steps of each auto "
+                        "solver candidate (see prune)")
     c.add_argument("--final-takes-rest", action="store_true", default=None,
                    help="objective selection: its alpha=0 phase takes the epochs of --budget "
                         "the alpha>0 phases left (see prune)")
@@ -342,7 +348,8 @@ def _cmd_prune(a) -> int:
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
-            "streams", "balance", "solver", "solved", "search_size", "scheduler", "step_size",
+            "streams", "balance", "solver", "solved", "search_size", "auto_steps", "scheduler",
+            "step_size",
             "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
@@ -408,7 +415,7 @@ def _cmd_compare(a) -> int:
     from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
-               "balance", "solver", "streams", "final_takes_rest")
+               "balance", "solver", "streams", "final_takes_rest", "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
@@ -561,6 +568,8 @@ def _config_settings(path: str, command: str) -> dict:
                             "run's own config.yaml (the folder above it)")
         if command == "prune" and "streams" not in section:
             section["streams"] = False  # a run from before --prune-streams kept the streams
+        if command == "prune" and "auto_steps" not in section:
+            section["auto_steps"] = 0  # before --auto-steps, auto scored its cuts untrained
         # cross-validation keys a run records whether or not it used them
         doc = {k: v for k, v in section.items() if not (k in ("fold", "folds") and v is None)}
     elif "command" in doc and doc["command"] != command:

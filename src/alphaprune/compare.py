@@ -45,7 +45,7 @@ from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
-from alphaprune.plan import WidthTarget, search_data, solve_target
+from alphaprune.plan import WidthTarget, auto_train_size, search_data, solve_target
 from alphaprune.prune import PruneConfig, prune, resolve_solver, resolve_streams
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
@@ -229,6 +229,8 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
     if _search_size(cfg) < 1:
         raise UserError(f"--search-size must be >= 1, got {_search_size(cfg)}")
+    if _auto_steps(cfg) < 0:
+        raise UserError(f"--auto-steps must be >= 0, got {_auto_steps(cfg)}")
     if cfg.match == "latency" and cfg.devices * cfg.num_nodes > 1:
         raise UserError("--match latency times models on this machine, which several "
                         "processes would each do differently: run it with one process")
@@ -239,6 +241,11 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
 def _search_size(cfg: CompareConfig) -> int:
     """Validation images a width search scores on (objective selection's and FastNAS's)."""
     return cfg.os_options.get("search_size", SEARCH_SIZE)
+
+
+def _auto_steps(cfg: CompareConfig) -> int:
+    """Training steps of each candidate of the auto solver (prune's default unless given)."""
+    return cfg.os_options.get("auto_steps", PruneConfig.auto_steps)
 
 
 def _without_unavailable(cfg: CompareConfig) -> CompareConfig:
@@ -341,16 +348,18 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
                             f"pass {_flag(recorded.get('streams'))} to continue it, or another --out")
         return recorded["widths"]
     if b.solver != "ratio" and "val" not in memo:
-        memo["val"] = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std, b.data.seed)
+        memo["val"] = search_data(b.ds, b.splits, _search_size(cfg), b.mean, b.std, b.data.seed,
+                                  train_size=auto_train_size(b.solver, _auto_steps(cfg)))
     t = WidthTarget(cfg.match, target, b.solver,
                     cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
                     cfg.os_options.get("importance", PruneConfig.importance),
-                    _speedup(cfg.match, target), cfg.latency_batch)
+                    _speedup(cfg.match, target), cfg.latency_batch, _auto_steps(cfg))
     widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
                              b.data.cache_dir, memo)
     if b.lead:
-        atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver, **_streams_key(cfg),
-                                            "match": cfg.match}))
+        steps = {"auto_steps": _auto_steps(cfg)} if b.solver == "auto" else {}
+        atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver, **steps,
+                                            **_streams_key(cfg), "match": cfg.match}))
     return widths
 
 
@@ -534,7 +543,8 @@ def _fastnas_data(cfg: CompareConfig, ds, splits, mean, std, data: DataConfig):
     """What FastNAS searches with: its score (accuracy on the validation images objective
     selection's sensitivity solver scores on) and the training batches it recalibrates
     BatchNorm on before scoring each candidate (seeded)."""
-    vx, vy, _ = search_data(ds, splits, _search_size(cfg), mean, std, data.seed)
+    search = search_data(ds, splits, _search_size(cfg), mean, std, data.seed)
+    vx, vy = search.x, search.y
 
     @torch.no_grad()
     def score(model) -> float:

@@ -8,9 +8,10 @@ Solvers (``--solver``):
 * ``sensitivity``: cuts where the pretrained network's validation loss rises least per
   unit of the budgeted cost (:mod:`alphaprune.blend.sensitivity`);
 * ``auto``: solves the target with the uniform ratio, with balance 1 and with the
-  sensitivity table, cuts the pretrained network to each allocation at once, re-measures
-  its BatchNorm statistics on training images, and keeps the allocation that keeps the
-  most validation accuracy.
+  sensitivity table, cuts the pretrained network to each allocation at once, trains a copy
+  of each cut network for a few steps as the α = 0 phase would (``--auto-steps``; 0: none),
+  re-measures its BatchNorm statistics on training images, and keeps the allocation that
+  scores the highest validation accuracy.
 
 Under ``--speedup`` each solver decides where to cut against the latency table and the
 closed loop of :mod:`alphaprune.speedup` decides how much.
@@ -29,6 +30,7 @@ from alphaprune.blend.sensitivity import (
     channel_orders,
     cut_score,
     solve_by_sensitivity,
+    tuned_cut_score,
     unit_sensitivity,
 )
 from alphaprune.blend.widths import solve_widths
@@ -37,11 +39,12 @@ from alphaprune.errors import UserError
 from alphaprune.graph import CostModel
 from alphaprune.speedup import solve_speedup
 
-__all__ = ["SOLVERS", "TARGET_OPTIONS", "WidthTarget", "SearchData", "check_solver", "search_data",
-           "solve_target"]
+__all__ = ["SOLVERS", "TARGET_OPTIONS", "AUTO_BATCH", "WidthTarget", "SearchData", "check_solver",
+           "search_data", "auto_train_size", "solve_target"]
 
 SOLVERS = ("ratio", "sensitivity", "auto")
 TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
+AUTO_BATCH = 64  # the batch the auto solver trains its candidates with
 
 
 @dataclass
@@ -57,6 +60,7 @@ class WidthTarget:
     importance: str = "l1"      # the channels the sensitivity search cuts: those select keeps
     speedup: float | None = None
     latency_batch: int = 1
+    auto_steps: int = 0         # training steps of each auto candidate before it is scored
 
 
 def check_solver(solver: str) -> None:
@@ -67,40 +71,62 @@ def check_solver(solver: str) -> None:
 
 class SearchData(NamedTuple):
     """What a data-driven width search scores on: normalised validation images and labels,
-    and normalised training images to re-measure BatchNorm statistics on."""
+    normalised training images to re-measure BatchNorm statistics on, and the normalised
+    training images and labels the ``auto`` solver trains its candidates on (may be empty)."""
 
     x: torch.Tensor
     y: torch.Tensor
     calib: torch.Tensor
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
 
 
-def search_data(ds, splits, size: int, mean, std, seed: int = 0, calib_size: int = 500) -> SearchData:
-    """Stratified, seeded picks of ``size`` validation images and ``calib_size`` training
-    images (the same for every training seed: they depend on the split seed only)."""
+def search_data(ds, splits, size: int, mean, std, seed: int = 0, calib_size: int = 500,
+                train_size: int = 0) -> SearchData:
+    """Stratified, seeded picks of ``size`` validation images, ``calib_size`` training
+    images and ``train_size`` training images with their labels (the same for every
+    training seed: they depend on the split seed only)."""
     def pick(idx, n):
         idx = idx[stratified_subset(ds.y[idx], min(n, len(idx)), seed)]
         return normalize(torch.as_tensor(ds.x[idx]), mean, std), torch.as_tensor(ds.y[idx])
 
     (x, y), (calib, _) = pick(splits.val, size), pick(splits.train, calib_size)
-    return SearchData(x, y, calib)
+    tx, ty = pick(splits.train, train_size) if train_size else (None, None)
+    return SearchData(x, y, calib, tx, ty)
+
+
+def auto_train_size(solver: str, steps: int) -> int:
+    """How many training images the auto solver's candidates train on: each seen about once."""
+    return steps * AUTO_BATCH if solver == "auto" else 0
 
 
 def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
     """The ``auto`` solver: the candidates (uniform ratio, balance 1, sensitivity) each
-    solved for the target, and the one whose whole cut keeps the most validation accuracy
-    (BatchNorm re-measured; ties: the lower loss) kept. Every call's scores are recorded."""
+    solved for the target, and the one whose whole cut, trained for ``t.auto_steps`` steps,
+    scores the most validation accuracy (BatchNorm re-measured; ties: the lower loss) kept.
+    Every call's scores are recorded; an allocation is scored once however often the
+    closed loop of ``--speedup`` proposes it."""
     tried: list[dict] = []
     orders = channel_orders(structure, t.importance, val.x[:250])
+    scored: dict[tuple, tuple[float, float]] = {}
+
+    def score(widths):
+        key = tuple(widths)
+        if key not in scored:
+            scored[key] = (tuned_cut_score(structure, widths, val.x, val.y, val.calib, orders,
+                                           val.train_x, val.train_y, t.auto_steps, AUTO_BATCH)
+                           if t.auto_steps else
+                           cut_score(structure, widths, val.x, val.y, val.calib, orders))
+        return scored[key]
 
     def solve(base, count, fraction, option="--prune"):
         cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option=option),
                  "balance1": solve_widths(base, count, fraction, t.round_to, 1.0, option=option),
                  "sensitivity": solve_by_sensitivity(base, count, fraction, t.round_to, sens,
                                                      option=option)}
-        scores = {k: cut_score(structure, w, val.x, val.y, val.calib, orders)
-                  for k, w in cands.items()}
+        scores = {k: score(w) for k, w in cands.items()}
         best = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
-        tried.append({"fraction": fraction, "chosen": best,
+        tried.append({"fraction": fraction, "chosen": best, "steps": t.auto_steps,
                       **{k: {"widths": cands[k], "val_acc": round(scores[k][0], 4),
                              "val_loss": round(scores[k][1], 4)} for k in cands}})
         return cands[best]

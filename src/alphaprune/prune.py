@@ -31,7 +31,14 @@ from alphaprune.pipeline import (
     split_meta,
     split_scores,
 )
-from alphaprune.plan import TARGET_OPTIONS, WidthTarget, check_solver, search_data, solve_target
+from alphaprune.plan import (
+    TARGET_OPTIONS,
+    WidthTarget,
+    auto_train_size,
+    check_solver,
+    search_data,
+    solve_target,
+)
 from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
@@ -78,6 +85,10 @@ class PruneConfig:
     # the most validation accuracy); None: the target's measured default (DEFAULT_SOLVER)
     solver: str | None = None
     search_size: int = 1000           # validation images the sensitivity solver scores on
+    # the auto solver trains a copy of each candidate's cut network this many steps (batch
+    # AUTO_BATCH) before scoring it: the one-shot score (0) mis-ranked deep cuts (measured,
+    # BENCHMARKS.md section 14)
+    auto_steps: int = 40
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None
@@ -195,6 +206,7 @@ def _config_from_dict(d: dict) -> PruneConfig:
     d.setdefault("solver", "ratio")  # the one solver before --solver existed
     d.setdefault("streams", False)   # nor did --prune-streams
     d.setdefault("final_takes_rest", False)
+    d.setdefault("auto_steps", 0)    # nor --auto-steps: auto scored its candidates one-shot
     return PruneConfig(**d)
 
 
@@ -266,6 +278,8 @@ def _validate(cfg: PruneConfig) -> None:
     check_width_options(cfg.round_to, cfg.balance or 0.0)
     if cfg.search_size < 1:
         raise UserError(f"--search-size must be >= 1, got {cfg.search_size}")
+    if cfg.auto_steps < 0:
+        raise UserError(f"--auto-steps must be >= 0, got {cfg.auto_steps}")
     if cfg.final_takes_rest and cfg.max_total_epochs == PruneConfig.max_total_epochs:
         raise UserError("--final-takes-rest fills the budget the alpha > 0 phases leave: pass "
                         "--max-total-epochs N with it")
@@ -427,7 +441,7 @@ def _search_data(cfg: PruneConfig, src: _Source):
     if cfg.solver == "ratio":
         return None
     return search_data(src.ds, src.splits, cfg.search_size, src.mean, src.std,
-                       src.data_cfg.seed)
+                       src.data_cfg.seed, train_size=auto_train_size(cfg.solver, cfg.auto_steps))
 
 
 def solved_for(cfg: PruneConfig) -> dict:
@@ -437,6 +451,7 @@ def solved_for(cfg: PruneConfig) -> dict:
             "round_to": cfg.round_to, "balance": cfg.balance, "importance": cfg.importance,
             # only when set: the widths recorded before --prune-streams existed still match
             **({"streams": True} if cfg.streams else {}),
+            **({"auto_steps": cfg.auto_steps} if cfg.solver == "auto" and cfg.auto_steps else {}),
             "latency_batch": cfg.latency_batch, "search_size": cfg.search_size}
 
 
@@ -444,7 +459,7 @@ def width_target(cfg: PruneConfig) -> WidthTarget:
     """The run's target and solver settings for :func:`alphaprune.plan.solve_target`."""
     measure, fraction = cfg.target()
     return WidthTarget(measure, fraction, cfg.solver, cfg.round_to, cfg.balance or 0.0, cfg.importance,
-                       cfg.speedup, cfg.latency_batch)
+                       cfg.speedup, cfg.latency_batch, cfg.auto_steps)
 
 
 def _checked_widths(widths: list[int], base: list[int], arch: str) -> list[int]:
