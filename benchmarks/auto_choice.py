@@ -21,7 +21,6 @@ import time
 import torch
 
 from alphaprune.blend.sensitivity import channel_orders, tuned_cut_score
-from alphaprune.data import normalize
 from alphaprune.graph import find_units
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.pipeline import DataConfig, load_data
@@ -46,8 +45,8 @@ def main() -> None:
     shape = tuple(ds.x.shape[1:])
     structure = find_units(model, torch.zeros(2, *shape), streams=a.prune_streams)
     val = search_data(ds, splits, 1000, mf.mean, mf.std, 0)
-    train = (normalize(torch.as_tensor(ds.x[splits.train]), mf.mean, mf.std),
-             torch.as_tensor(ds.y[splits.train]))
+    train = (torch.as_tensor(ds.x[splits.train]), torch.as_tensor(ds.y[splits.train]), mf.mean,
+             mf.std)
     for target in a.targets:
         widths, rec = solve_target(WidthTarget(a.measure, target, "auto"), structure, model,
                                    None, shape, val)

@@ -310,3 +310,22 @@ def test_a_rerun_with_or_without_prune_streams_is_refused(tmp_path):
     rows[1]["streams"] = True
     with pytest.raises(UserError, match="made with --prune-streams, this run is without it"):
         _check_same_widths(rows, 1.0, "ratio", tmp_path)
+
+
+def test_a_rerun_with_other_auto_steps_is_refused(tmp_path):
+    """New targets of a folder are chosen as its recorded ones were; a folder from before
+    --auto-steps chose them untrained (0)."""
+    from alphaprune.compare import CompareConfig, _check_same_auto_steps
+
+    (tmp_path / "p50").mkdir()
+    (tmp_path / "p50" / "widths.json").write_text(json.dumps({"widths": [8], "solver": "auto"}))
+    cfg = CompareConfig(checkpoint="m.pt", os_options={"auto_steps": 40})
+    with pytest.raises(UserError, match="after 0 training steps per candidate, this run asks "
+                                        "for 40: pass --auto-steps 0"):
+        _check_same_auto_steps(cfg, tmp_path, "auto")
+    _check_same_auto_steps(cfg, tmp_path, "ratio")  # no candidates trained: nothing to match
+    _check_same_auto_steps(CompareConfig(checkpoint="m.pt", os_options={"auto_steps": 0}),
+                           tmp_path, "auto")
+    (tmp_path / "p50" / "widths.json").write_text(
+        json.dumps({"widths": [8], "solver": "auto", "auto_steps": 40}))
+    _check_same_auto_steps(cfg, tmp_path, "auto")

@@ -71,7 +71,9 @@ def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup, steps):
     from alphaprune.blend.sensitivity import channel_orders, cut_score, tuned_cut_score
 
     model, structure, val = setup
-    val = val._replace(train_x=val.calib, train_y=val.y[:len(val.calib)]) if steps else val
+    if steps:  # uint8 training images, normalised batch by batch
+        images = torch.randint(0, 256, (40, *SHAPE), dtype=torch.uint8)
+        val = val._replace(train_x=images, train_y=val.y[:40], mean=(0.5,) * 3, std=(0.25,) * 3)
     orders = channel_orders(structure, "l1", val.x)
     widths, record = solve_target(WidthTarget("params", 0.6, "auto", auto_steps=steps),
                                   structure, model, "vgg11", SHAPE, val)
@@ -81,7 +83,7 @@ def test_auto_keeps_the_allocation_whose_whole_cut_scores_best(setup, steps):
     for name in ("ratio", "balance1", "sensitivity"):
         w = c[name]["widths"]
         acc, loss = (tuned_cut_score(structure, w, val.x, val.y, val.calib, orders, val.train_x,
-                                     val.train_y, steps) if steps else
+                                     val.train_y, val.mean, val.std, steps) if steps else
                      cut_score(structure, w, val.x, val.y, val.calib, orders))
         assert (round(acc, 4), round(loss, 4)) == (c[name]["val_acc"], c[name]["val_loss"])
     best = max(c[k]["val_acc"] for k in ("ratio", "balance1", "sensitivity"))

@@ -376,10 +376,23 @@ def test_the_auto_widths_are_solved_for_their_training_steps():
     untrained score of runs from before the option, leaves the record as it was)."""
     from alphaprune.prune import PruneConfig, solved_for
 
-    auto = PruneConfig(checkpoint="m.pt", data="digits", flops=0.5, solver="auto")
-    assert solved_for(auto)["auto_steps"] == PruneConfig.auto_steps > 0
+    auto = PruneConfig(checkpoint="m.pt", data="digits", flops=0.5, solver="auto", auto_steps=40)
+    assert solved_for(auto)["auto_steps"] == 40
     assert "auto_steps" not in solved_for(replace(auto, auto_steps=0))
     assert "auto_steps" not in solved_for(replace(auto, solver="sensitivity"))
+
+
+def test_auto_steps_train_each_candidate_and_are_recorded(tiny_checkpoint, tmp_path):
+    """--auto-steps reaches the solver: every candidate is scored after that many steps,
+    which the summary and the recorded widths say."""
+    out = tmp_path / "run"
+    argv = _target_argv(tiny_checkpoint, out, "--flops", "0.5", "--solver", "auto",
+                        "--auto-steps", "3", "--search-size", "20")
+    assert main(argv) == 0
+    (c,) = json.loads((out / "summary.json").read_text())["width_search"]["candidates"]
+    assert c["steps"] == 3 and c["chosen"] in ("ratio", "balance1", "sensitivity")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert recorded["auto_steps"] == 3 and recorded["solved"]["for"]["auto_steps"] == 3
 
 
 def test_the_sensitivity_table_is_in_the_summary(tiny_checkpoint, tmp_path):

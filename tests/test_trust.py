@@ -178,12 +178,11 @@ def test_json_files_are_strict(tmp_path):
                                                                           "c": 2}
 
 
-def _sigint_default():
-    """A suite started in the background (``nohup``, ``&``) ignores SIGINT, and so would the
-    child: give it the default action, which Python turns into KeyboardInterrupt."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A suite started in the background (nohup, &) ignores SIGINT, and so would the child:
+# give it Python's own handler back before it runs the CLI (no preexec_fn: the suite's
+# workers have threads).
+_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "sys.argv[0] = 'alphaprune'; runpy.run_module('alphaprune', run_name='__main__')")
 
 
 def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
@@ -195,13 +194,14 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
     out = tmp_path / "t"
     env = {**os.environ, "ALPHAPRUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     # far more epochs than it can run before the signal, however fast or loaded the machine
-    p = subprocess.Popen([sys.executable, "-m", "alphaprune", *TRAIN, "--epochs", "100000", "--out",
+    p = subprocess.Popen([sys.executable, "-c", _WITH_SIGINT, *TRAIN, "--epochs", "100000", "--out",
                           str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env, preexec_fn=_sigint_default)
+                         env=env)
     try:
         deadline = time.time() + 120
         while not (out / "metrics.csv").exists() and time.time() < deadline:
             time.sleep(0.2)
+        assert (out / "metrics.csv").exists(), "no epoch finished within 120 s"
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)

@@ -157,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fold with the best validation accuracy (runs in OUT/fold<i>)")
     r.add_argument("--search-size", type=int, default=1000,
                    help="validation images the sensitivity and auto solvers score on")
-    r.add_argument("--auto-steps", type=int, default=40,
+    r.add_argument("--auto-steps", type=int, default=0,
                    help="training steps (batch 64) the auto solver gives each candidate's cut "
-                        "network before scoring it (0: score the cut as it is)")
+                        "network before scoring it (default 0: score the cut as it is)")
     r.add_argument("--scheduler", default="step", help="step, exponential, multiplicative, plateau")
     r.add_argument("--step-size", type=float, default=None, help="step: alpha -= step size (0.1)")
     r.add_argument("--decay-rate", type=float, default=None, help="exponential: rate (0.5)")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-takes-rest", action="store_true",
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
                         "the alpha>0 phases left by stopping early (its lr schedule spans them; "
-                        "with --max-acc-drop it leaves room for the retries)")
+                        "with --max-acc-drop it leaves room for a retry)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,

@@ -281,6 +281,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     streams = resolve_streams(cfg.os_options.get("streams"), cfg.match, mf.model, mf.arch)
     cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})
     _check_same_widths(done, balance, solver, out, streams)
+    _check_same_auto_steps(cfg, out, solver)
     if lead:
         make_dir(out)
     mean, std = mf.mean or mean, mf.std or std
@@ -440,6 +441,20 @@ def _streams_key(cfg: CompareConfig) -> dict:
     """``{"streams": True}`` for a ``--prune-streams`` run (nothing otherwise: the rows and
     widths written before the option existed read as without it)."""
     return {"streams": True} if cfg.os_options.get("streams") else {}
+
+
+def _check_same_auto_steps(cfg: CompareConfig, out: Path, solver: str) -> None:
+    """New targets of a rerun must be chosen as the recorded ones were: the same training
+    steps per auto candidate (0 in a folder from before ``--auto-steps``)."""
+    if solver != "auto":
+        return
+    for path in sorted(out.glob("p*/widths.json")):
+        recorded = json.loads(path.read_text())
+        steps = recorded.get("auto_steps", 0)
+        if recorded.get("solver") == "auto" and steps != _auto_steps(cfg):
+            raise UserError(f"{path} holds widths the auto solver chose after {steps} training "
+                            f"steps per candidate, this run asks for {_auto_steps(cfg)}: pass "
+                            f"--auto-steps {steps} to continue it, or another --out")
 
 
 def _with(streams) -> str:

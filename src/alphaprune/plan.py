@@ -71,14 +71,17 @@ def check_solver(solver: str) -> None:
 
 class SearchData(NamedTuple):
     """What a data-driven width search scores on: normalised validation images and labels,
-    normalised training images to re-measure BatchNorm statistics on, and the normalised
-    training images and labels the ``auto`` solver trains its candidates on (may be empty)."""
+    normalised training images to re-measure BatchNorm statistics on, and the training
+    images (uint8: augmented, then normalised with ``mean``, ``std``, batch by batch) and
+    labels the ``auto`` solver trains its candidates on (None where it trains none)."""
 
     x: torch.Tensor
     y: torch.Tensor
     calib: torch.Tensor
     train_x: torch.Tensor | None = None
     train_y: torch.Tensor | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
 
 
 def search_data(ds, splits, size: int, mean, std, seed: int = 0, calib_size: int = 500,
@@ -88,11 +91,12 @@ def search_data(ds, splits, size: int, mean, std, seed: int = 0, calib_size: int
     training seed: they depend on the split seed only)."""
     def pick(idx, n):
         idx = idx[stratified_subset(ds.y[idx], min(n, len(idx)), seed)]
-        return normalize(torch.as_tensor(ds.x[idx]), mean, std), torch.as_tensor(ds.y[idx])
+        return torch.as_tensor(ds.x[idx]), torch.as_tensor(ds.y[idx])
 
     (x, y), (calib, _) = pick(splits.val, size), pick(splits.train, calib_size)
     tx, ty = pick(splits.train, train_size) if train_size else (None, None)
-    return SearchData(x, y, calib, tx, ty)
+    return SearchData(normalize(x, mean, std), y, normalize(calib, mean, std), tx, ty,
+                      tuple(mean), tuple(std))
 
 
 def auto_train_size(solver: str, steps: int) -> int:
@@ -114,7 +118,8 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
         key = tuple(widths)
         if key not in scored:
             scored[key] = (tuned_cut_score(structure, widths, val.x, val.y, val.calib, orders,
-                                           val.train_x, val.train_y, t.auto_steps, AUTO_BATCH)
+                                           val.train_x, val.train_y, val.mean, val.std,
+                                           t.auto_steps, AUTO_BATCH)
                            if t.auto_steps else
                            cut_score(structure, widths, val.x, val.y, val.calib, orders))
         return scored[key]

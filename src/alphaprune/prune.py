@@ -86,9 +86,9 @@ class PruneConfig:
     solver: str | None = None
     search_size: int = 1000           # validation images the sensitivity solver scores on
     # the auto solver trains a copy of each candidate's cut network this many steps (batch
-    # AUTO_BATCH) before scoring it: the one-shot score (0) mis-ranked deep cuts (measured,
-    # BENCHMARKS.md section 14)
-    auto_steps: int = 40
+    # AUTO_BATCH) before scoring it; 0 scores the cut untrained. Off: 40 steps ranked no
+    # better than the untrained score on the cells measured (BENCHMARKS.md section 14)
+    auto_steps: int = 0
     scheduler: str = "step"
     step_size: float | None = None
     decay_rate: float | None = None

@@ -147,12 +147,18 @@ def test_an_unreachable_target_is_a_user_error():
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet20"])
-def test_a_tuned_cut_trains_a_copy_toward_the_uncut_network(name):
+def test_a_tuned_cut_trains_a_copy_toward_the_uncut_network(name, monkeypatch):
     """With no steps the tuned score is the one-shot score; with steps a copy of the cut
-    network is trained (the labels here: the uncut network's own) and scores better, and
-    the network the solver cuts is left as it was."""
+    network is trained with its cut (the labels here: the uncut network's own) and scores
+    better than untrained; the network the solver cuts and the caller's random state are
+    left as they were."""
+    import alphaprune.blend.sensitivity as sens_mod
+    from alphaprune.data import normalize
+
     model = _model(name)
-    x = torch.randn(240, 3, 16, 16)
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+    images = torch.randint(0, 256, (240, 3, 16, 16), dtype=torch.uint8)
+    x = normalize(images, mean, std)
     with torch.no_grad():
         y = model(x).argmax(1)
     structure = find_units(model, x[:2], streams=name == "resnet20")
@@ -160,10 +166,25 @@ def test_a_tuned_cut_trains_a_copy_toward_the_uncut_network(name):
     before = copy.deepcopy(structure.gm.state_dict())
     widths = [max(1, u.width // 4) for u in structure.units]
     orders = channel_orders(structure, "l1", x[:50])
-    val, calib, train = (x[:80], y[:80]), x[80:160], (x[80:], y[80:])
-    one_shot = cut_score(structure, widths, *val, calib, orders)
-    assert tuned_cut_score(structure, widths, *val, calib, orders, *train, steps=0) == one_shot
-    acc, loss = tuned_cut_score(structure, widths, *val, calib, orders, *train, steps=40)
+    args = (x[:80], y[:80], x[80:160], orders, images[80:], y[80:], mean, std)
+    one_shot = cut_score(structure, widths, *args[:4])
+    assert one_shot[0] < 0.9  # the cut costs accuracy on the uncut network's labels
+    assert tuned_cut_score(structure, widths, *args, steps=0) == one_shot
+    calls = []
+
+    def counting(real):  # count every use of the cut's hooks
+        def make(*a, **k):
+            inner = real(*a, **k)
+            return lambda *h: calls.append(1) or inner(*h)
+        return make
+
+    for hook in ("_zeroing_hook", "_output_zeroing_hook"):
+        monkeypatch.setattr(sens_mod, hook, counting(getattr(sens_mod, hook)))
+    state = torch.get_rng_state()
+    acc, loss = tuned_cut_score(structure, widths, *args, steps=40)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(calls) >= 40  # every training step ran through the cut
     assert loss < one_shot[1] - 0.05 and acc >= one_shot[0]
+    assert tuned_cut_score(structure, widths, *args, steps=40) == (acc, loss)  # seeded
     after = structure.gm.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())

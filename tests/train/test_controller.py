@@ -191,19 +191,19 @@ def test_the_final_phase_may_take_what_the_others_left(tmp_path):
                            final_max_epochs=4).final_epochs() == 4  # off by default
 
 
-def test_the_final_phase_leaves_the_guard_epochs_for_its_retries(tmp_path):
-    """Each retry the guard may still make runs a phase at half the step (at most 2 epochs
-    here) and α = 0 again (at most 4): 2 retries left keep 12 of the 30 epochs."""
+def test_the_final_phase_leaves_the_guard_epochs_for_a_retry(tmp_path):
+    """While the guard may undo it, the α = 0 phase leaves a retry room: a phase at half the
+    step (at most 2 epochs here) and α = 0 again (at most 4)."""
     kw = dict(total=30, history=[{"epochs": 3}], max_acc_drop=0.05, max_retries=2,
               max_epochs_per_phase=2)
-    assert _final(tmp_path, **kw).final_epochs() == 30 - 3 - 2 * (2 + 4)
+    assert _final(tmp_path, **kw).final_epochs() == 30 - 3 - (2 + 4)
     c = _final(tmp_path, **kw)
-    c.retries = 1  # one retry made: one left to leave room for
-    assert c.final_epochs() == 30 - 3 - (2 + 4)
+    c.retries = 2  # the guard has no retry left: nothing to leave room for
+    assert c.final_epochs() == 27
     c = _final(tmp_path, **{**kw, "total": 10})
     assert c.final_epochs() == 4  # nothing left over: never below its own limit
     kw.pop("max_acc_drop")
-    assert _final(tmp_path, **kw).final_epochs() == 27  # no guard, no retries to leave room for
+    assert _final(tmp_path, **kw).final_epochs() == 27  # no guard, no retry
 
 
 def test_a_resume_with_a_larger_budget_does_not_stretch_the_final_phase(tmp_path):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from alphaprune.blend.init import stream_importance
 from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine
-from alphaprune.data.augment import augment_batch
+from alphaprune.data.augment import augment_batch, normalize
 from alphaprune.train.losses import distillation_loss
 
 __all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "channel_orders",
@@ -249,31 +249,36 @@ def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], f
 
 def tuned_cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.Tensor,
                     calib: torch.Tensor, orders: list[torch.Tensor], train_x: torch.Tensor,
-                    train_y: torch.Tensor, steps: int, batch: int = 64,
+                    train_y: torch.Tensor, mean, std, steps: int, batch: int = 64,
                     seed: int = 0) -> tuple[float, float]:
     """:func:`cut_score` after ``steps`` steps of SGD on a copy of the cut network: where
     the α = 0 path gets after a short training, not only where it starts. The copy trains
-    as the α = 0 phase does by default (augmented batches of ``train_x``, cross-entropy on
-    ``train_y`` blended 0.3 / 0.7 with distillation from the pretrained network, lr 0.01),
-    its BatchNorm is re-measured on ``calib``, and it is scored on ``x``, ``y``; the
-    structure is left untouched. Seeded: the same call gives the same score."""
+    as the α = 0 phase does with prune's default settings (batches of the uint8 images
+    ``train_x`` augmented as the training loader augments them, then normalised with
+    ``mean``, ``std``; cross-entropy on ``train_y`` blended 0.3 / 0.7 with distillation
+    from the pretrained network at temperature 4; lr 0.01), its BatchNorm is re-measured
+    on ``calib``, and it is scored on ``x``, ``y``. The structure is left untouched, and
+    the caller's random state too: the same call gives the same score."""
     teacher = structure.gm
     student = copy.deepcopy(teacher)
-    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
+    pad = max(1, train_x.shape[-1] // 8)  # the training loader's crop padding
     was = teacher.training
     teacher.eval()
     try:
-        with _cut(student, structure, widths, orders):
+        with torch.random.fork_rng(devices=[]), _cut(student, structure, widths, orders):
+            torch.manual_seed(seed)  # dropout layers draw from the global generator
+            gen = torch.Generator().manual_seed(seed)
             student.train()
             for _ in range(steps):
                 pick = torch.randint(len(train_x), (batch,), generator=gen)
-                xb, yb = augment_batch(train_x[pick], gen=gen), train_y[pick]
+                xb = normalize(augment_batch(train_x[pick], pad=pad, gen=gen), mean, std)
                 with torch.no_grad():
                     t_logits = teacher(xb)
                 logits = student(xb)
-                loss = 0.3 * F.cross_entropy(logits, yb) + 0.7 * distillation_loss(logits, t_logits, 4.0)
+                loss = (0.3 * F.cross_entropy(logits, train_y[pick])
+                        + 0.7 * distillation_loss(logits, t_logits, 4.0))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -163,15 +163,16 @@ class PhaseController(pl.Callback):
         """The alpha = 0 phase's epoch limit: ``final_max_epochs``, or with ``total_epochs``
         what the earlier phases left of it if that is more. Fixed when the phase starts and
         checkpointed: a resume with a larger budget does not stretch a phase under way.
-        Under ``max_acc_drop`` the phase leaves each retry the guard may still make (a phase
-        at half the step, then α = 0 again) its full limits, so an undone α = 0 phase does
-        not end the run out of budget."""
+        Under ``max_acc_drop``, while the guard may still undo it, the phase leaves one retry
+        (a phase at half the step, then α = 0 again) its full limits, so an undone α = 0
+        phase does not end the run out of budget; an undone phase's limit is worked out
+        again when the next α = 0 phase starts."""
         if self.total_epochs is None:
             return self.final_max_epochs
         if self.final_limit is None:
             used = sum(int(h["epochs"]) for h in self.history)
-            retries = (self.max_retries - self.retries) if self.max_acc_drop is not None else 0
-            reserve = retries * (self.max_epochs + self.final_max_epochs)
+            guarded = self.max_acc_drop is not None and self.retries < self.max_retries
+            reserve = self.max_epochs + self.final_max_epochs if guarded else 0
             self.final_limit = max(self.final_max_epochs, self.total_epochs - used - reserve)
         return self.final_limit
 
