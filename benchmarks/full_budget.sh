@@ -15,21 +15,26 @@
 # onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
+# EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
+# section 15): EPOCHS epochs on a stratified SUBSET-image part of the train split (the short
+# and shorthot rows are laid out for 30 epochs and ignore EPOCHS).
 set -u
 : "${CKPT:?set CKPT to the pretrained model file}" "${DATA:?set DATA to the dataset}"
 : "${OUT:?set OUT to a results folder}"
 JOBS=${JOBS:-2}
+EPOCHS=${EPOCHS:-30}
+SUBSET=${SUBSET:+--train-subset $SUBSET}
 BALANCE=${BALANCE:-0}
 ALPHAPRUNE=${ALPHAPRUNE:-alphaprune}
 mkdir -p "$OUT"
-export CKPT DATA OUT ALPHAPRUNE BALANCE
+export CKPT DATA OUT ALPHAPRUNE BALANCE EPOCHS SUBSET
 
 one() {  # method@target[#train-seed], or a variant name
   local row=${1%%#*} seed= sfx=
   [[ $1 == *#* ]] && seed="--train-seed ${1#*#}" && sfx="-s${1#*#}"
   case $row in
     straight@*)  # objective selection straight to alpha = 0: the whole budget at alpha = 0
-      t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" --budget 30 \
+      t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" $SUBSET --budget "$EPOCHS" \
         --step-size 1.0 --balance "$BALANCE" --methods os-step --targets "$t" --no-progress \
         $seed --out "$OUT/straight-$t$sfx" ;;
     short@*|shorthot@*)  # 3 alpha > 0 phases of 2 epochs, then 24 at alpha = 0 (compare gives
@@ -37,20 +42,20 @@ one() {  # method@target[#train-seed], or a variant name
       local kind=${row%@*} t=${row#*@} flr=
       [ "$kind" = shorthot ] && flr="--final-lr 0.05"
       local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
-      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
-    onecycle@*)  # alpha = 0 from the start: 30 epochs on the inherited weights, distilled
+    onecycle@*)  # alpha = 0 from the start: all epochs on the inherited weights, distilled
       # from the pretrained network throughout, lr one-cycle up to 0.05 (the kd peer's recipe)
       local t=${row#*@} d="$OUT/onecycle-${row#*@}$sfx"; [ -f "$d/pruned.pt" ] && return 0
-      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" --prune "$t" --balance "$BALANCE" \
-        --step-size 1.0 --final-max-epochs 30 --final-patience 30 --max-total-epochs 30 \
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
+        --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr 0.05 --final-schedule onecycle \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
     *)
-      m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" \
-        --budget 30 --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \
+      m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" $SUBSET \
+        --budget "$EPOCHS" --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \
         --methods "$m" --targets "$t" --no-progress $seed --out "$OUT/$m-$t$sfx" ;;
   esac > "$OUT/$1.log" 2>&1 || echo "failed: $1 (see $OUT/$1.log)"
 }
