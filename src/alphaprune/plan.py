@@ -8,10 +8,10 @@ Solvers (``--solver``):
 * ``sensitivity``: cuts where the pretrained network's validation loss rises least per
   unit of the budgeted cost (:mod:`alphaprune.blend.sensitivity`);
 * ``auto``: solves the target with the uniform ratio, with balance 1 and with the
-  sensitivity table, cuts the pretrained network to each allocation at once, trains a copy
-  of each cut network for a few steps as the α = 0 phase would (``--auto-steps``; 0: none),
-  re-measures its BatchNorm statistics on training images, and keeps the allocation that
-  scores the highest validation accuracy.
+  sensitivity table, cuts the pretrained network to each allocation at once (with
+  ``--auto-steps N``, off by default, trains a copy of each cut network N steps as the
+  α = 0 phase would), re-measures its BatchNorm statistics on training images, and keeps
+  the allocation that scores the highest validation accuracy.
 
 Under ``--speedup`` each solver decides where to cut against the latency table and the
 closed loop of :mod:`alphaprune.speedup` decides how much.
