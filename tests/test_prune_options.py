@@ -423,6 +423,16 @@ def test_bad_solver_options_exit_2_with_one_line(tiny_checkpoint, tmp_path, caps
 # --------------------------------------------------------------------------- the speed-up target
 
 
+def test_a_speedup_search_needs_one_process(tiny_checkpoint, tmp_path, capsys):
+    """Each process would time the machine itself and could build another network."""
+    out = tmp_path / "run"
+    rc = main([*_target_argv(tiny_checkpoint, out, "--speedup", "1.5"), "--devices", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--speedup times models" in err and "one process" in err
+    _assert_one_line_error(err)
+    assert not out.exists()
+
+
 def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, capsys):
     """The widths are searched on this machine's timings, then the trained, fused model is
     timed against the original: the summary, the report and the printed line say whether

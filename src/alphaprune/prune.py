@@ -235,6 +235,12 @@ def _validate(cfg: PruneConfig) -> None:
                         "twice as fast as the original")
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
+    if (cfg.speedup is not None and cfg.devices * cfg.num_nodes > 1 and cfg.widths is None
+            and (cfg.solved or {}).get("for") != solved_for(cfg)):
+        # each process would time the machine itself and could build another network
+        raise UserError("--speedup times models on this machine, which several processes would "
+                        "each do differently: search the widths with one process, then repeat "
+                        "its config.yaml with --config (or pass them with --widths)")
     measure, fraction = cfg.target()
     if not 0.0 < fraction < 1.0:
         raise UserError(f"{TARGET_OPTIONS[measure]} must be between 0 and 1 (exclusive), got "
