@@ -230,8 +230,9 @@ def test_a_run_from_before_prune_streams_is_repeated_with_its_streams_whole(tmp_
 
     old = tmp_path / "config.yaml"
     old.write_text(yaml.safe_dump({"command": "prune", "prune": {"flops": 0.5, "optim": {"lr": 0.01}}}))
-    assert _config_settings(str(old), "prune")["streams"] is False
-    assert _config_settings(str(old), "prune")["auto_steps"] == 0  # nor trained auto's cuts
+    settings = _config_settings(str(old), "prune")
+    assert settings["streams"] is False and settings["auto_steps"] == 0  # nor trained auto's cuts
+    assert settings["balance"] == 0.0 and settings["solver"] == "ratio"  # as before those options
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump({"command": "prune", "prune": {"flops": 0.5, "streams": None}}))
     assert _config_settings(str(new), "prune")["streams"] is None  # resolved by the target

@@ -566,10 +566,10 @@ def _config_settings(path: str, command: str) -> dict:
         if section.get("fold") is not None:
             raise UserError(f"--config {path} is one fold of a --folds run: repeat the folds "
                             "run's own config.yaml (the folder above it)")
-        if command == "prune" and "streams" not in section:
-            section["streams"] = False  # a run from before --prune-streams kept the streams
-        if command == "prune" and "auto_steps" not in section:
-            section["auto_steps"] = 0  # before --auto-steps, auto scored its cuts untrained
+        if command == "prune":  # a run from before an option did what it did then
+            from alphaprune.prune import RECORDED_BEFORE
+
+            section = {**RECORDED_BEFORE, **section}
         # cross-validation keys a run records whether or not it used them
         doc = {k: v for k, v in section.items() if not (k in ("fold", "folds") and v is None)}
     elif "command" in doc and doc["command"] != command:

@@ -197,16 +197,17 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
     return {"solver": solver, "balance": DEFAULT_BALANCE[measure] if balance is None else balance}
 
 
+# What a run recorded before each option existed did: a resume or a --config repeat of it
+# with today's default would build another network than it did (uniform widths before
+# --balance, the ratio solver before --solver, whole streams before --prune-streams,
+# untrained auto scores before --auto-steps).
+RECORDED_BEFORE = {"balance": 0.0, "solver": "ratio", "streams": False,
+                   "final_takes_rest": False, "auto_steps": 0}
+
+
 def _config_from_dict(d: dict) -> PruneConfig:
-    d = dict(d)
+    d = {**RECORDED_BEFORE, **d}
     d["optim"] = OptimConfig(**d["optim"])
-    # a run recorded before --balance existed had uniform widths; resuming it with today's
-    # default would build another architecture than its checkpoint holds
-    d.setdefault("balance", 0.0)
-    d.setdefault("solver", "ratio")  # the one solver before --solver existed
-    d.setdefault("streams", False)   # nor did --prune-streams
-    d.setdefault("final_takes_rest", False)
-    d.setdefault("auto_steps", 0)    # nor --auto-steps: auto scored its candidates one-shot
     return PruneConfig(**d)
 
 
