@@ -12,6 +12,7 @@
 # BALANCE=0 (uniform widths, the default when the table ran) reproduces section 5.1;
 # BALANCE=1 measures today's default (objective selection, scratch and kd; tp-l1 and
 # unstructured do not depend on it): section 5.2, which lists its ROWS.
+# rest@T: os-step with --final-takes-rest (issue 16).
 # onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
@@ -53,6 +54,11 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr 0.05 --final-schedule onecycle \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
+    rest@*)  # the default os-step row, its alpha = 0 phase also taking the epochs the
+      # alpha > 0 phases leave by stopping early (--final-takes-rest)
+      t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" $SUBSET \
+        --budget "$EPOCHS" --step-size 0.25 --balance "$BALANCE" --methods os-step --targets "$t" \
+        --final-takes-rest --no-progress $seed --out "$OUT/rest-$t$sfx" ;;
     *)
       m=${row%@*}; t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" $SUBSET \
         --budget "$EPOCHS" --step-size 0.25 --decay-rate 1.2 --mu 0.25 --factor 0.25 --balance "$BALANCE" \

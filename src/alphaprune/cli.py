@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ratio: one keep ratio, tilted by --balance; sensitivity: cut where the "
                         "pretrained network's validation loss rises least per unit of the "
                         "target's cost (measured cuts, FastNAS-like); auto: of the uniform, "
-                        "balance-1 and sensitivity widths, the one whose whole cut keeps the "
-                        "most validation accuracy (measured widths are recorded)")
+                        "balance-1 and sensitivity widths, whose whole cut keeps the most "
+                        "validation accuracy, or, within one standard error of it, the one "
+                        "that writes the fewest activations (measured widths are recorded)")
     # what a run's config.yaml records of a measuring solver's widths (read back by --config)
     r.add_argument("--solved", type=json.loads, default=None, help=argparse.SUPPRESS)
     r.add_argument("--folds", type=int, default=None,

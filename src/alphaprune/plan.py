@@ -10,8 +10,11 @@ Solvers (``--solver``):
 * ``auto``: solves the target with the uniform ratio, with balance 1 and with the
   sensitivity table, cuts the pretrained network to each allocation at once (with
   ``--auto-steps N``, off by default, trains a copy of each cut network N steps as the
-  α = 0 phase would), re-measures its BatchNorm statistics on training images, and keeps
-  the allocation that scores the highest validation accuracy.
+  α = 0 phase would), re-measures its BatchNorm statistics on training images, and scores
+  its validation accuracy. Of the allocations within one standard error of the best score
+  (the one-standard-error rule: differences the search images cannot resolve) it keeps
+  the one whose fused network writes the fewest activation elements, the fastest at
+  equal cost on a CPU.
 
 Under ``--speedup`` each solver decides where to cut against the latency table and the
 closed loop of :mod:`alphaprune.speedup` decides how much.
@@ -26,6 +29,7 @@ from typing import NamedTuple
 
 import torch
 
+from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.sensitivity import (
     channel_orders,
     cut_score,
@@ -37,10 +41,11 @@ from alphaprune.blend.widths import solve_widths
 from alphaprune.data import normalize, stratified_subset
 from alphaprune.errors import UserError
 from alphaprune.graph import CostModel
+from alphaprune.graph.cost import written_elements
 from alphaprune.speedup import solve_speedup
 
 __all__ = ["SOLVERS", "TARGET_OPTIONS", "AUTO_BATCH", "WidthTarget", "SearchData", "check_solver",
-           "search_data", "auto_train_size", "solve_target"]
+           "search_data", "auto_train_size", "paired_se", "solve_target"]
 
 SOLVERS = ("ratio", "sensitivity", "auto")
 TARGET_OPTIONS = {"params": "--prune", "flops": "--flops", "latency": "--speedup"}
@@ -104,25 +109,42 @@ def auto_train_size(solver: str, steps: int) -> int:
     return steps * AUTO_BATCH if solver == "auto" else 0
 
 
-def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
+def paired_se(right: torch.Tensor, other: torch.Tensor) -> float:
+    """Standard error of the accuracy difference of two networks scored on the same images
+    (``right``, ``other``: which images each classified right)."""
+    d = right.float() - other.float()
+    return float(d.std() / len(d) ** 0.5) if len(d) > 1 else 0.0
+
+
+def _auto(t: WidthTarget, structure, val: SearchData, sens, arch: str | None, shape) -> Callable:
     """The ``auto`` solver: the candidates (uniform ratio, balance 1, sensitivity) each
-    solved for the target, and the one whose whole cut, trained for ``t.auto_steps`` steps,
-    scores the most validation accuracy (BatchNorm re-measured; ties: the lower loss) kept.
-    Every call's scores are recorded; an allocation is scored once however often the
-    closed loop of ``--speedup`` proposes it."""
+    solved for the target and scored on their whole cut, trained for ``t.auto_steps``
+    steps (BatchNorm re-measured). The top score (ties: the lower loss) and every candidate
+    within one paired standard error of it are tied; of those the one whose fused network
+    writes the fewest activation elements is kept. Every call's scores are recorded; an
+    allocation is scored once however often the closed loop of ``--speedup`` proposes it."""
     tried: list[dict] = []
     orders = channel_orders(structure, t.importance, val.x[:250])
-    scored: dict[tuple, tuple[float, float]] = {}
+    scored: dict[tuple, tuple] = {}
+    written: dict[tuple, int] = {}
+    whole = written_elements(structure.gm, shape)
 
     def score(widths):
         key = tuple(widths)
         if key not in scored:
             scored[key] = (tuned_cut_score(structure, widths, val.x, val.y, val.calib, orders,
                                            val.train_x, val.train_y, val.mean, val.std,
-                                           t.auto_steps, AUTO_BATCH)
+                                           t.auto_steps, AUTO_BATCH, per_image=True)
                            if t.auto_steps else
-                           cut_score(structure, widths, val.x, val.y, val.calib, orders))
+                           cut_score(structure, widths, val.x, val.y, val.calib, orders,
+                                     per_image=True))
         return scored[key]
+
+    def traffic(widths):
+        key = tuple(widths)
+        if key not in written:
+            written[key] = written_elements(fused_architecture(structure, widths, arch), shape)
+        return written[key]
 
     def solve(base, count, fraction, option="--prune"):
         cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option=option),
@@ -130,10 +152,15 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens) -> Callable:
                  "sensitivity": solve_by_sensitivity(base, count, fraction, t.round_to, sens,
                                                      option=option)}
         scores = {k: score(w) for k, w in cands.items()}
-        best = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
-        tried.append({"fraction": fraction, "chosen": best, "steps": t.auto_steps,
+        top = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
+        se = {k: paired_se(scores[k][2], scores[top][2]) for k in cands}
+        tied = [k for k in cands if scores[k][0] >= scores[top][0] - se[k]]
+        best = min(tied, key=lambda k: (traffic(cands[k]), k != top))
+        tried.append({"fraction": fraction, "chosen": best, "top_score": top,
+                      "steps": t.auto_steps,
                       **{k: {"widths": cands[k], "val_acc": round(scores[k][0], 4),
-                             "val_loss": round(scores[k][1], 4)} for k in cands}})
+                             "val_loss": round(scores[k][1], 4), "se": round(se[k], 4),
+                             "written": round(traffic(cands[k]) / whole, 4)} for k in cands}})
         return cands[best]
 
     solve.tried = tried
@@ -164,7 +191,7 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
         sens = memo[key]
         record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
         solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
-                 if t.solver == "sensitivity" else _auto(t, structure, val, sens))
+                 if t.solver == "sensitivity" else _auto(t, structure, val, sens, arch, shape))
     if t.measure == "latency":
         widths, search = solve_speedup(structure, model, arch, shape, t.speedup, t.latency_batch,
                                        t.round_to, solve, cache_dir)

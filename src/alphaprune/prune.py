@@ -157,10 +157,11 @@ DEFAULT_BALANCE = {"params": 1.0, "flops": 0.0, "latency": 0.0}
 # solver with balance 1 (auto chose the same widths at VGG-16/4 65 / 90%, and costs the
 # measuring before training).
 DEFAULT_SOLVER = {"params": "ratio", "flops": "auto", "latency": "auto"}
-# --prune-streams by target. FLOPs: on. On resnet20 auto kept the streams whole at 50 and
-# 65% (as good as without the option: 0.7927 / 0.7531 against 0.7924 / 0.7502) and cut them
-# at 75%, which the inner convs alone cannot reach (+7.5 points over Torch-Pruning there;
-# BENCHMARKS.md section 13).
+# --prune-streams by target. FLOPs: on. On resnet20 auto keeps the streams whole at 50%
+# (as good as without the option: 0.7927 against 0.7924), and cuts them at 65% (the uniform
+# widths, tied with the sensitivity ones on the search images and the faster: 0.7652
+# against 0.7502 without the option; BENCHMARKS.md section 16) and at 75%, which the inner
+# convs alone cannot reach (+7.5 points over Torch-Pruning there; section 13).
 # Parameters: off (balance 1 with the streams scored 0.7894 against 0.7930 without, one
 # seed). Latency: off (not measured with the streams).
 DEFAULT_STREAMS = {"params": False, "flops": True, "latency": False}

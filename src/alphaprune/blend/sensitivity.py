@@ -161,11 +161,13 @@ def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
 @torch.no_grad()
 def cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.Tensor,
               calib: torch.Tensor, orders: list[torch.Tensor],
-              batch: int = 250) -> tuple[float, float]:
+              batch: int = 250, per_image: bool = False) -> tuple:
     """``(accuracy, loss)`` on ``x``, ``y`` of the pretrained network with every unit cut to
     ``widths`` at once (the network objective selection's α = 0 path starts from; channels
     in :func:`channel_orders`), its BatchNorm statistics re-measured on ``calib``: how well a
-    whole allocation survives, which single-unit sensitivities do not see."""
+    whole allocation survives, which single-unit sensitivities do not see. ``per_image``:
+    a third element, which images it classified right (bool), to compare two cuts on the
+    same images."""
     gm = structure.gm
     was = gm.training
     gm.eval()
@@ -174,7 +176,13 @@ def cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.Tensor
             logits = torch.cat([gm(x[i:i + batch]) for i in range(0, len(x), batch)])
     finally:
         gm.train(was)
-    return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
+    return _scored(logits, y, per_image)
+
+
+def _scored(logits: torch.Tensor, y: torch.Tensor, per_image: bool) -> tuple:
+    right = logits.argmax(1) == y
+    score = (float(right.float().mean()), float(F.cross_entropy(logits, y)))
+    return (*score, right) if per_image else score
 
 
 @torch.no_grad()
@@ -250,7 +258,7 @@ def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], f
 def tuned_cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.Tensor,
                     calib: torch.Tensor, orders: list[torch.Tensor], train_x: torch.Tensor,
                     train_y: torch.Tensor, mean, std, steps: int, batch: int = 64,
-                    seed: int = 0) -> tuple[float, float]:
+                    seed: int = 0, per_image: bool = False) -> tuple:
     """:func:`cut_score` after ``steps`` steps of SGD on a copy of the cut network: where
     the α = 0 path gets after a short training, not only where it starts. The copy trains
     as the α = 0 phase does with prune's default settings (batches of the uint8 images
@@ -258,7 +266,8 @@ def tuned_cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.
     ``mean``, ``std``; cross-entropy on ``train_y`` blended 0.3 / 0.7 with distillation
     from the pretrained network at temperature 4; lr 0.01), its BatchNorm is re-measured
     on ``calib``, and it is scored on ``x``, ``y``. The structure is left untouched, and
-    the caller's random state too: the same call gives the same score."""
+    the caller's random state too: the same call gives the same score. ``per_image`` as
+    in :func:`cut_score`."""
     teacher = structure.gm
     student = copy.deepcopy(teacher)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True,
@@ -287,4 +296,4 @@ def tuned_cut_score(structure, widths: Sequence[int], x: torch.Tensor, y: torch.
                 logits = torch.cat([student(x[i:i + 250]) for i in range(0, len(x), 250)])
     finally:
         teacher.train(was)
-    return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
+    return _scored(logits, y, per_image)
