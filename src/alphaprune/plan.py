@@ -116,7 +116,7 @@ def paired_se(right: torch.Tensor, other: torch.Tensor) -> float:
     return float(d.std() / len(d) ** 0.5) if len(d) > 1 else 0.0
 
 
-def _auto(t: WidthTarget, structure, val: SearchData, sens, arch: str | None, shape) -> Callable:
+def _auto(t: WidthTarget, structure, val: SearchData, sens, shape) -> Callable:
     """The ``auto`` solver: the candidates (uniform ratio, balance 1, sensitivity) each
     solved for the target and scored on their whole cut, trained for ``t.auto_steps``
     steps (BatchNorm re-measured). The top score (ties: the lower loss) and every candidate
@@ -143,7 +143,8 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens, arch: str | None, sh
     def traffic(widths):
         key = tuple(widths)
         if key not in written:
-            written[key] = written_elements(fused_architecture(structure, widths, arch), shape)
+            # the fused graph: a registry class need not hold a candidate that is not kept
+            written[key] = written_elements(fused_architecture(structure, widths), shape)
         return written[key]
 
     def solve(base, count, fraction, option="--prune"):
@@ -191,7 +192,7 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
         sens = memo[key]
         record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
         solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
-                 if t.solver == "sensitivity" else _auto(t, structure, val, sens, arch, shape))
+                 if t.solver == "sensitivity" else _auto(t, structure, val, sens, shape))
     if t.measure == "latency":
         widths, search = solve_speedup(structure, model, arch, shape, t.speedup, t.latency_batch,
                                        t.round_to, solve, cache_dir)
