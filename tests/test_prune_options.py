@@ -517,7 +517,7 @@ def test_the_final_phase_takes_the_epochs_the_others_left(tiny_checkpoint, tmp_p
     assert yaml.safe_load((out / "config.yaml").read_text())["prune"]["final_takes_rest"] is True
 
 
-def test_streams_are_cut_by_default_under_a_flops_target_only():
+def test_streams_are_cut_by_default_under_flops_and_speedup_targets():
     from alphaprune.models import create_model
     from alphaprune.models.user import GRAPH_ARCH
     from alphaprune.prune import resolve_streams
@@ -526,7 +526,7 @@ def test_streams_are_cut_by_default_under_a_flops_target_only():
     bottleneck = create_model("resnet50", width=0.0625, num_classes=10)
     assert resolve_streams(None, "flops", basic, "resnet20") is True
     assert resolve_streams(None, "params", basic, "resnet20") is False
-    assert resolve_streams(None, "latency", basic, "resnet20") is False
+    assert resolve_streams(None, "latency", basic, "resnet20") is True
     assert resolve_streams(False, "flops", basic, "resnet20") is False
     assert resolve_streams(True, "params", basic, "resnet20") is True
     # a registry bottleneck holds only multiples of 4: its streams are cut when asked

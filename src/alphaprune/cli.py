@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None,
                    help="cut residual streams too: every conv writing into a chain of sums "
                         "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels "
-                        "(default: on for --flops, off for --prune and --speedup)")
+                        "(default: on for --flops and --speedup, off for --prune)")
     r.add_argument("--balance", type=float, default=None,
                    help="1: cut the wide late layers harder and keep the narrow early ones (the "
                         "default of --prune: most accurate per parameter); 0: every layer keeps "
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="objective selection (and scratch/kd): cut residual streams too (see "
-                        "prune; default: on for --match flops)")
+                        "prune; default: on for --match flops and latency)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)
