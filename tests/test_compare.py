@@ -246,6 +246,11 @@ def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_
     assert rows["os-step"]["match"] == rows["tp-l1"]["match"] == "flops"
     # at equal FLOPs the two keep different parameter counts: they were not matched by those
     assert rows["tp-l1"]["params"] != rows["os-step"]["params"]
+    # the default solver (auto) records its scored candidates beside the widths it chose
+    rec = json.loads((run / "p50" / "widths.json").read_text())
+    (c,) = rec["candidates"]
+    assert rec["solver"] == "auto" and rec["widths"] == c[c["chosen"]]["widths"]
+    assert {"val_acc", "se", "written"} <= set(c["ratio"])
     capsys.readouterr()
     assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
                  "--targets", "0.5", "--methods", "tp-l1", "--out", str(run), "--no-progress"]) == 2

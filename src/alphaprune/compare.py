@@ -355,12 +355,14 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
                     cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
                     cfg.os_options.get("importance", PruneConfig.importance),
                     _speedup(cfg.match, target), cfg.latency_batch, _auto_steps(cfg))
-    widths, _ = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
-                             b.data.cache_dir, memo)
+    widths, record = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
+                                  b.data.cache_dir, memo)
     if b.lead:
         steps = {"auto_steps": _auto_steps(cfg)} if b.solver == "auto" else {}
+        # how they were chosen: auto's scored candidates, the timed ones of a latency match
+        search = {k: record[k] for k in ("candidates", "tried") if k in record}
         atomic_write_text(path, json.dumps({"widths": widths, "solver": b.solver, **steps,
-                                            **_streams_key(cfg), "match": cfg.match}))
+                                            **_streams_key(cfg), "match": cfg.match, **search}))
     return widths
 
 
