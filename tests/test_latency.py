@@ -92,3 +92,24 @@ def test_measured_speedup_times_real_models_and_leaves_them_as_they_were():
     ratio, ms_a, ms_b = measured_speedup(big, small, (256,), batch=64, pairs=3)
     assert ms_a > 0 and ms_b > 0 and ratio > 0
     assert big.training and small.training  # the callers' models keep their mode
+
+
+def test_the_next_share_corrects_by_the_miss_within_the_known_bracket():
+    """The closed loop's next latency share: the last one scaled by its measured miss, but
+    never outside the shares already timed too fast and too slow (the run of BENCHMARKS.md
+    section 16 timed 1.45x at share 0.561 and 1.98x at 0.541; the plain correction asked
+    for 0.714 next, which every earlier candidate had shown too slow)."""
+    from alphaprune.speedup import next_share
+
+    def t(share, x):
+        return {"latency_share": share, "measured_speedup": x}
+
+    assert next_share([t(0.667, 1.34)], 1.5, 0.2) == pytest.approx(0.667 * 1.34 / 1.5)
+    # a bracket, and the correction inside it: kept
+    assert next_share([t(0.6, 1.4), t(0.5, 1.6)], 1.5, 0.2) == pytest.approx(0.5 * 1.6 / 1.5)
+    # the correction leaves the bracket: its middle instead
+    tried = [t(0.667, 1.34), t(0.596, 1.41), t(0.561, 1.45), t(0.541, 1.98)]
+    assert next_share(tried, 1.5, 0.2) == pytest.approx((0.541 + 0.561) / 2)
+    # never below the narrowest network's share, never above all of it
+    assert next_share([t(0.3, 1.0)], 1.5, 0.25) == 0.25
+    assert next_share([t(0.9, 3.0)], 1.5, 0.25) == 0.999

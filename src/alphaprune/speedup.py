@@ -5,9 +5,10 @@ The per-layer latency table (:class:`alphaprune.latency.LatencyModel`) decides *
 cut: the width solver meets a share of its predicted latency. How much to cut is then
 closed on measurements: the candidate architecture (random weights; only its shape
 matters) is timed against the original in alternating passes, and the latency share asked
-of the solver is corrected by the measured miss, a few times, until the measured speed-up
-is within 3% of the target. The most the prunable layers can give (every unit at its
-narrowest) is measured first: a target beyond it is a one-line error naming it.
+of the solver is corrected by the measured miss (within the shares already found too fast
+and too slow), a few times, until the measured speed-up is within 3% of the target. The
+most the prunable layers can give (every unit at its narrowest) is measured first: a
+target beyond it is a one-line error naming it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import Unreachable, UserError
 from alphaprune.latency import LatencyModel
 
-__all__ = ["solve_speedup", "measured_speedup"]
+__all__ = ["solve_speedup", "measured_speedup", "next_share"]
 
 TOLERANCE = 0.03
 
@@ -88,6 +89,23 @@ def calibrated(lm: LatencyModel, points: list[tuple[list[int], float]]):
     return lambda widths: offset + k * lm.layers_ms(widths)
 
 
+def next_share(tried: list[dict], speedup: float, floor: float) -> float:
+    """The latency share to ask of the solver next, from the candidates timed so far
+    (``latency_share``, ``measured_speedup``): the last share corrected by its measured
+    miss (too fast: keep more; too slow: less; never below ``floor``, the narrowest
+    network's share), or, where that would leave the shares already known to be too fast
+    and too slow, the middle of those two. A solver's widths can jump between neighbouring
+    shares (a stream cut whole, another allocation chosen), and the correction alone then
+    swings past the target."""
+    last = tried[-1]
+    keep = min(0.999, max(floor, last["latency_share"] * last["measured_speedup"] / speedup))
+    fast = [t["latency_share"] for t in tried if t["measured_speedup"] > speedup]
+    slow = [t["latency_share"] for t in tried if t["measured_speedup"] < speedup]
+    if fast and slow and max(fast) < min(slow) and not max(fast) < keep < min(slow):
+        keep = (max(fast) + min(slow)) / 2
+    return keep
+
+
 def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup: float,
                   batch: int, round_to: int, solve: Callable, cache_dir=None,
                   iterations: int = 5) -> tuple[list[int], dict]:
@@ -123,8 +141,7 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
         tried.append({"widths": widths, "latency_share": keep, "measured_speedup": x})
         if abs(x / speedup - 1) <= TOLERANCE:
             break
-        # too fast: keep more of the predicted latency; too slow: less (never beyond reach)
-        keep = min(0.999, max(1.0 / most, keep * x / speedup))
+        keep = next_share(tried, speedup, 1.0 / most)
     best = min(tried, key=lambda t: (t["measured_speedup"] < speedup * (1 - TOLERANCE),
                                      abs(t["measured_speedup"] - speedup)))
     info = {"table": str(lm.path), "table_entries_measured": lm.measured, "batch": batch,
