@@ -81,10 +81,16 @@ def test_an_unreachable_speedup_says_the_streams_may_reach_it(resnet20, tmp_path
 
     stand_in_timing(monkeypatch)  # speed-ups as FLOP ratios: no timing noise
     out = tmp_path / "sp"
-    rc = main(["prune", "--checkpoint", str(resnet20), *DATA, "--speedup", "1000", "--out", str(out)])
+    rc = main(["prune", "--checkpoint", str(resnet20), *DATA, "--speedup", "1000",
+               "--no-prune-streams", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--speedup 1000 cannot be reached" in err and len(err.splitlines()) == 1
     assert "add --prune-streams, which cuts the residual streams too and may reach it" in err
+    assert not out.exists()
+    # by default --speedup cuts the streams already: nothing more to suggest
+    rc = main(["prune", "--checkpoint", str(resnet20), *DATA, "--speedup", "1000", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--speedup 1000 cannot be reached" in err and "--prune-streams" not in err
     assert not out.exists()
 
 
