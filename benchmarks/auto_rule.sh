@@ -7,8 +7,9 @@
 #
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench bash benchmarks/auto_rule.sh
 #
-# $OUT/resnet20/model.pt and $OUT/vgg16_w025/model.pt: the pretrained models of sections 7
-# and 1. One job at a time, one thread; about 45 minutes.
+# $OUT/resnet20/model.pt and $OUT/vgg16_w025/model.pt: the pretrained models of section 8
+# (trained with the commands of sections 7 and 1). One job at a time, one thread; about 45
+# minutes.
 set -eu
 : "${DATA:?set DATA to the dataset}" "${OUT:?set OUT to a results folder}"
 ALPHAPRUNE=${ALPHAPRUNE:-alphaprune}
