@@ -164,8 +164,8 @@ DEFAULT_SOLVER = {"params": "ratio", "flops": "auto", "latency": "auto"}
 # convs alone cannot reach (+7.5 points over Torch-Pruning there; section 13).
 # Parameters: off (balance 1 with the streams scored 0.7894 against 0.7930 without, one
 # seed). Latency: on. resnet20 reaches 2x at batch 128 only with them (1.74x at most
-# without; section 13), and at --speedup 1.5 the run with them was both faster and more
-# accurate (1.74x and 0.7660 against 1.55x and 0.7590; section 16).
+# without; section 13), and at --speedup 1.5 the runs with them ended faster at the same
+# accuracy (1.65-1.74x and 0.7678 against 1.45-1.55x and 0.7659, two seeds; section 16).
 DEFAULT_STREAMS = {"params": False, "flops": True, "latency": True}
 
 
