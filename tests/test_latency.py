@@ -113,3 +113,46 @@ def test_the_next_share_corrects_by_the_miss_within_the_known_bracket():
     # never below the narrowest network's share, never above all of it
     assert next_share([t(0.3, 1.0)], 1.5, 0.25) == 0.25
     assert next_share([t(0.9, 3.0)], 1.5, 0.25) == 0.999
+
+
+def _scripted_search(tiny, monkeypatch, timings, iterations=5):
+    """solve_speedup on ``tiny`` with the side-by-side timer replaced by ``timings`` in turn
+    (the first is the narrowest network's) and the table by FLOP counts."""
+    from alphaprune import speedup
+
+    from .standins import FlopsTable
+
+    model, structure = tiny
+    script = iter(timings)
+    monkeypatch.setattr(speedup, "LatencyModel", FlopsTable)
+    monkeypatch.setattr(speedup, "measured_speedup", lambda *a, **k: (next(script), 1.0, 1.0))
+
+    def solve(base, count, fraction, option):  # any widths that narrow with the fraction
+        return [max(1, round(b * (1 - fraction))) for b in base]
+
+    widths, info = speedup.solve_speedup(structure, model, None, (1, 16, 16), 2.0, 4, 1, solve,
+                                         iterations=iterations)
+    assert next(script, None) is None  # every scripted timing was used, and no more
+    return widths, info
+
+
+def test_a_candidate_is_kept_only_when_a_second_timing_agrees(tiny, monkeypatch):
+    """On a noisy machine the candidate whose timing landed on the target is the one most
+    likely to have been timed high (BENCHMARKS.md section 11: final checks came in below the
+    search's timings). The first candidate here lands on 2x, but its second timing brings
+    its mean 4.5% short, so the search goes on; the second candidate holds on its second
+    timing and is kept, both timings recorded."""
+    widths, info = _scripted_search(tiny, monkeypatch, [3.0, 2.02, 1.80, 2.01, 2.03])
+    first, second = info["tried"]
+    assert first["timings"] == [2.02, 1.80] and first["measured_speedup"] == pytest.approx(1.91)
+    assert second["timings"] == [2.01, 2.03] and second["measured_speedup"] == pytest.approx(2.02)
+    assert widths == second["widths"] and second["latency_share"] < first["latency_share"]
+
+
+def test_the_kept_candidate_is_timed_twice_even_when_none_met_the_target(tiny, monkeypatch):
+    """Out of iterations, every candidate short: the closest is kept and timed once more, so
+    its recorded speed-up is not the single lucky timing that made it the closest."""
+    widths, info = _scripted_search(tiny, monkeypatch, [3.0, 1.5, 1.6, 1.8, 1.70], iterations=3)
+    assert [t["timings"] for t in info["tried"]] == [[1.5], [1.6], [1.8, 1.70]]
+    assert widths == info["tried"][2]["widths"]
+    assert info["tried"][2]["measured_speedup"] == pytest.approx(1.75)
