@@ -8,7 +8,7 @@ also takes the candidate the search kept before the second timing existed: the f
 single timing landed within 3% of the target (the two searches time the same candidates up
 to that point, so this is what the old search would have kept on these timings), and
 checks it the same way. Random weights: only the architecture is timed. One JSON line per
-repeat:
+repeat (every candidate's widths and timings, both picks' estimates and checks):
 
     OMP_NUM_THREADS=1 python benchmarks/speedup_confirm.py /tmp/bench/vgg16_w025/model.pt \
         --data ../shared/datasets/cifar10/train --speedup 2 --batch 128 --repeats 4
@@ -62,19 +62,24 @@ def main() -> None:
     for r in range(a.repeats):
         t0 = time.perf_counter()
         widths, rec = solve_target(target, structure, model, None, shape, val)
-        new = next(t for t in rec["tried"] if t["widths"] == widths)
+        new = rec["tried"][rec["kept"]]
         old = old_pick(rec["tried"], a.speedup)
         row = {"repeat": r, "target": a.speedup, "batch": a.batch, "most": rec["most"],
-               "tried": [t["timings"] for t in rec["tried"]],
+               "tried": [{"widths": t["widths"], "timings": t["timings"]} for t in rec["tried"]],
+               "on_target": rec["on_target"],
                "new": {"widths": widths, "estimate": new["measured_speedup"]},
                "old": {"widths": old["widths"], "estimate": old["timings"][0]},
                "search_s": round(time.perf_counter() - t0, 1)}
-        for k in ("new", "old"):
-            if k == "old" and old["widths"] == widths:  # the same architecture: timed once
-                row["old"]["final"] = row["new"]["final"]
-                continue
-            arch_model = fused_architecture(structure, row[k]["widths"]).eval()
-            row[k]["final"] = measured_speedup(model, arch_model, shape, a.batch, pairs=80)[0]
+        # the two checks in turn, the first of them alternating by repeat; one architecture
+        # kept by both is checked once
+        turns = [("new", "old"), ("old", "new")]
+        for k, o in turns[::-1] if r % 2 else turns:
+            if row[k]["widths"] == row[o]["widths"] and "final" in row[o]:
+                row[k]["final"] = row[o]["final"]
+            else:
+                arch_model = fused_architecture(structure, row[k]["widths"]).eval()
+                row[k]["final"] = measured_speedup(model, arch_model, shape, a.batch,
+                                                   pairs=80)[0]
         print(json.dumps(row), flush=True)
 
 

@@ -147,6 +147,7 @@ def test_a_candidate_is_kept_only_when_a_second_timing_agrees(tiny, monkeypatch)
     assert first["timings"] == [2.02, 1.80] and first["measured_speedup"] == pytest.approx(1.91)
     assert second["timings"] == [2.01, 2.03] and second["measured_speedup"] == pytest.approx(2.02)
     assert widths == second["widths"] and second["latency_share"] < first["latency_share"]
+    assert info["kept"] == 1 and info["on_target"]
 
 
 def test_the_kept_candidate_is_timed_twice_even_when_none_met_the_target(tiny, monkeypatch):
@@ -154,5 +155,25 @@ def test_the_kept_candidate_is_timed_twice_even_when_none_met_the_target(tiny, m
     its recorded speed-up is not the single lucky timing that made it the closest."""
     widths, info = _scripted_search(tiny, monkeypatch, [3.0, 1.5, 1.6, 1.8, 1.70], iterations=3)
     assert [t["timings"] for t in info["tried"]] == [[1.5], [1.6], [1.8, 1.70]]
-    assert widths == info["tried"][2]["widths"]
+    assert widths == info["tried"][2]["widths"] and info["kept"] == 2
     assert info["tried"][2]["measured_speedup"] == pytest.approx(1.75)
+    assert not info["on_target"]
+
+
+@pytest.mark.parametrize("timings, kept, timed", [
+    # the first lands on 2x but its mean falls short; of the rest the closest not short is
+    # the second (the third is short), kept on the mean of its two timings
+    ([3.0, 2.04, 1.80, 2.10, 1.90, 2.05], 1, [[2.04, 1.80], [2.10, 2.05], [1.90]]),
+    # the third is the closest on one timing, but its second timing makes it short: the
+    # choice is made anew, and the second, timed again, is kept
+    ([3.0, 1.80, 2.12, 2.10, 1.70, 2.08], 1, [[1.80], [2.12, 2.08], [2.10, 1.70]]),
+])
+def test_out_of_iterations_the_choice_is_made_on_two_timings(tiny, monkeypatch, timings, kept,
+                                                             timed):
+    """Three candidates, none on target. The one kept is the closest of those not short
+    on the mean of two timings: not the first to land on one timing, not the last tried,
+    not one chosen on a single timing that a second would have sunk."""
+    widths, info = _scripted_search(tiny, monkeypatch, timings, iterations=3)
+    assert [t["timings"] for t in info["tried"]] == timed
+    assert info["kept"] == kept and widths == info["tried"][kept]["widths"]
+    assert not info["on_target"]
