@@ -7,6 +7,6 @@ trap 'pkill -CONT -f alphaprune.cli' EXIT
 export OMP_NUM_THREADS=1 PYTHONPATH=src
 for m in vgg16_w025 resnet20; do
   .venv/bin/python benchmarks/speedup_confirm.py /tmp/bench/$m/model.pt \
-    --data ../shared/datasets/cifar10/train --speedup 2 --batch 128 --repeats 4 \
+    --data ../shared/datasets/cifar10/train --speedup 2 --batch 128 --repeats 3 \
     > benchmarks/results/speedup_confirm/${m}_b128.jsonl
 done
