@@ -2,7 +2,8 @@
 # BENCHMARKS.md section 18, from the repository root. The committed rows (*_0ac5692.jsonl)
 # ran this with the code of commit 0ac5692 (PYTHONPATH=/tmp/s12/src2, a copy of it), in an
 # older row format. The other training jobs on this machine (alphaprune.cli processes)
-# are paused while the searches time, and resumed at the end (a SIGKILL of this script would leave them paused: `pkill -CONT -f alphaprune.cli`).
+# are paused while the searches time, and resumed at the end (a SIGKILL of this script
+# would leave them paused: `pkill -CONT -f alphaprune.cli`).
 pkill -STOP -f alphaprune.cli
 trap 'pkill -CONT -f alphaprune.cli' EXIT
 export OMP_NUM_THREADS=1 PYTHONPATH=src
