@@ -181,7 +181,8 @@ def _confirm(candidate: dict, model: nn.Module, arch_model: nn.Module, shape,
     """``candidate`` timed once more, on its own; its speed-up becomes the mean of its
     timings. A candidate is kept because its timing landed near the target, and on a noisy
     machine that first timing is biased upwards by the selection itself; a second,
-    independent one is not (BENCHMARKS.md section 18)."""
+    independent one is not. (On this project's machine that bias measured smaller than
+    the machine's own swings: BENCHMARKS.md section 18.)"""
     x, _, _ = measured_speedup(model, arch_model, shape, batch)
     candidate["timings"].append(x)
     candidate["measured_speedup"] = statistics.fmean(candidate["timings"])
