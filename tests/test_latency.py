@@ -105,14 +105,31 @@ def test_the_next_share_corrects_by_the_miss_within_the_known_bracket():
         return {"latency_share": share, "measured_speedup": x}
 
     assert next_share([t(0.667, 1.34)], 1.5, 0.2) == pytest.approx(0.667 * 1.34 / 1.5)
-    # a bracket, and the correction inside it: kept
-    assert next_share([t(0.6, 1.4), t(0.5, 1.6)], 1.5, 0.2) == pytest.approx(0.5 * 1.6 / 1.5)
+    # a bracket, and the (halved: the misses changed sign once) correction inside it: kept
+    assert next_share([t(0.6, 1.4), t(0.5, 1.6)], 1.5, 0.2) == pytest.approx(
+        0.5 * (1.6 / 1.5) ** 0.5)
     # the correction leaves the bracket: its middle instead
     tried = [t(0.667, 1.34), t(0.596, 1.41), t(0.561, 1.45), t(0.541, 1.98)]
     assert next_share(tried, 1.5, 0.2) == pytest.approx((0.541 + 0.561) / 2)
     # never below the narrowest network's share, never above all of it
     assert next_share([t(0.3, 1.0)], 1.5, 0.25) == 0.25
     assert next_share([t(0.9, 3.0)], 1.5, 0.25) == 0.999
+
+
+def test_the_correction_shrinks_each_time_the_search_passes_the_target():
+    """Kesten's rule: the whole miss while the misses keep their sign, then a half, a third,
+    ... of it after each pass, so that one noisy timing near the target does not throw the
+    search as far as the first, far-off miss did (BENCHMARKS.md section 20)."""
+    from alphaprune.speedup import next_share
+
+    def t(share, x):
+        return {"latency_share": share, "measured_speedup": x}
+
+    # two misses of one sign: the whole correction
+    assert next_share([t(0.6, 1.2), t(0.5, 1.4)], 2.0, 0.1) == pytest.approx(0.5 * 1.4 / 2)
+    # slow, fast, slow: two passes, a third of the miss (inside the bracket 0.40..0.45)
+    tried = [t(0.5, 1.8), t(0.4, 2.4), t(0.44, 1.9)]
+    assert next_share(tried, 2.0, 0.1) == pytest.approx(0.44 * (1.9 / 2.0) ** (1 / 3))
 
 
 def _scripted_search(tiny, monkeypatch, timings, iterations=5):
@@ -161,18 +178,22 @@ def test_the_kept_candidate_is_timed_twice_even_when_none_met_the_target(tiny, m
 
 
 @pytest.mark.parametrize("timings, kept, timed", [
-    # the first lands on 2x but its mean falls short; of the rest the closest not short is
-    # the second (the third is short), kept on the mean of its two timings
-    ([3.0, 2.04, 1.80, 2.10, 1.90, 2.05], 1, [[2.04, 1.80], [2.10, 2.05], [1.90]]),
-    # the third is the closest on one timing, but its second timing makes it short: the
-    # choice is made anew, and the second, timed again, is kept
-    ([3.0, 1.80, 2.12, 2.10, 1.70, 2.08], 1, [[1.80], [2.12, 2.08], [2.10, 1.70]]),
+    # the first lands on 2x but its mean falls 4% short; the second is 5% over, the third 5%
+    # short: the first is the closest on either side, kept on its two timings (the rule
+    # that preferred candidates not short of the target would have kept the second)
+    ([3.0, 2.04, 1.80, 2.10, 1.90], 0, [[2.04, 1.80], [2.10], [1.90]]),
+    # the third is the closest on one timing, but its second timing takes it further off:
+    # the choice is made anew, and the second, timed again, is kept
+    ([3.0, 1.80, 2.12, 2.10, 1.60, 2.08], 1, [[1.80], [2.12, 2.08], [2.10, 1.60]]),
+    # 15% over or 3.5% short: the one 3.5% short is kept, not the overshoot
+    ([3.0, 2.30, 1.90, 1.93, 1.92], 2, [[2.30], [1.90], [1.93, 1.92]]),
 ])
 def test_out_of_iterations_the_choice_is_made_on_two_timings(tiny, monkeypatch, timings, kept,
                                                              timed):
-    """Three candidates, none on target. The one kept is the closest of those not short
-    on the mean of two timings: not the first to land on one timing, not the last tried,
-    not one chosen on a single timing that a second would have sunk."""
+    """Three candidates, none on target. The one kept is the closest on either side on the
+    mean of two timings: not the first to land on one timing, not the last tried, not one
+    chosen on a single timing that a second would have sunk, not an overshoot because it
+    is not short."""
     widths, info = _scripted_search(tiny, monkeypatch, timings, iterations=3)
     assert [t["timings"] for t in info["tried"]] == timed
     assert info["kept"] == kept and widths == info["tried"][kept]["widths"]

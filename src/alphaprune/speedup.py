@@ -5,11 +5,13 @@ The per-layer latency table (:class:`alphaprune.latency.LatencyModel`) decides *
 cut: the width solver meets a share of its predicted latency. How much to cut is then
 closed on measurements: the candidate architecture (random weights; only its shape
 matters) is timed against the original in alternating passes, and the latency share asked
-of the solver is corrected by the measured miss (within the shares already found too fast
-and too slow), a few times, until a candidate's measured speed-up is within 3% of the
-target and the mean of its two timings, when it is timed a second time, is too. The kept
-candidate is always timed at least twice (each candidate's record holds its timings; a
-solver may return the same widths for two shares, which are then timed as two entries).
+of the solver is corrected by the measured miss (by a step that shrinks each time the
+search passes the target, within the shares already found too fast and too slow), a few
+times, until a candidate's measured speed-up is within 3% of the target and the mean of
+its two timings, when it is timed a second time, is too. Out of candidates, the closest
+on either side is kept. The kept candidate is always timed at least twice (each
+candidate's record holds its timings; a solver may return the same widths for two
+shares, which are then timed as two entries).
 The most the prunable layers can give (every unit at its narrowest) is measured first: a
 target beyond it is a one-line error naming it.
 """
@@ -17,6 +19,7 @@ target beyond it is a one-line error naming it.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -96,12 +99,19 @@ def next_share(tried: list[dict], speedup: float, floor: float) -> float:
     """The latency share to ask of the solver next, from the candidates timed so far
     (``latency_share``, ``measured_speedup``): the last share corrected by its measured
     miss (too fast: keep more; too slow: less; never below ``floor``, the narrowest
-    network's share), or, where that would leave the shares already known to be too fast
-    and too slow, the middle of those two. A solver's widths can jump between neighbouring
-    shares (a stream cut whole, another allocation chosen), and the correction alone then
-    swings past the target."""
+    network's share), by a step that shrinks each time the misses change sign: the whole
+    miss until the search first passes the target, half of it after that, a third after
+    the next pass, and so on (Kesten's rule). Each timing carries the machine's noise; a
+    full correction by the last one alone carries that noise into every next share, so
+    the search wanders around the target instead of closing in on it. Where the share
+    would leave those already known to be too fast and too slow, the middle of those two:
+    a solver's widths can jump between neighbouring shares (a stream cut whole, another
+    allocation chosen)."""
     last = tried[-1]
-    keep = min(0.999, max(floor, last["latency_share"] * last["measured_speedup"] / speedup))
+    misses = [t["measured_speedup"] > speedup for t in tried]
+    passes = sum(a != b for a, b in zip(misses, misses[1:]))
+    step = (last["measured_speedup"] / speedup) ** (1 / (1 + passes))
+    keep = min(0.999, max(floor, last["latency_share"] * step))
     fast = [t["latency_share"] for t in tried if t["measured_speedup"] > speedup]
     slow = [t["latency_share"] for t in tried if t["measured_speedup"] < speedup]
     if fast and slow and max(fast) < min(slow) and not max(fast) < keep < min(slow):
@@ -158,13 +168,14 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
 
 def _kept(tried: list[dict], speedup: float, model, structure, arch, shape,
           batch: int) -> dict:
-    """The candidate the search keeps: the closest to ``speedup`` of those not short of it
-    (else the closest), timed at least twice. A candidate chosen on one timing is timed
-    again and the choice made anew, until the chosen one has two: choosing on single
-    timings would favour the one timed high."""
+    """The candidate the search keeps: the closest to ``speedup`` (by ratio, on either
+    side), timed at least twice. A candidate chosen on one timing is timed again and the
+    choice made anew, until the chosen one has two: choosing on single timings would
+    favour the one timed high. (Preferring candidates not short of the target, as the
+    search once did, kept the ones whose noise ran high: overshoots of 15-24%,
+    BENCHMARKS.md section 18.)"""
     while True:
-        best = min(tried, key=lambda t: (t["measured_speedup"] < speedup * (1 - TOLERANCE),
-                                         abs(t["measured_speedup"] - speedup)))
+        best = min(tried, key=lambda t: abs(math.log(t["measured_speedup"] / speedup)))
         if len(best["timings"]) > 1:
             return best
         _confirm(best, model, fused_architecture(structure, best["widths"], arch).eval(),
