@@ -126,7 +126,7 @@ def _search(name, i, machine, structure, model, target) -> dict:
     return {"model": name, "search": i, "c": round(machine.c, 3), "g": round(machine.g, 3),
             "timings": sum(len(c["timings"]) for c in rec["tried"]) + 1,
             "candidates": len(rec["tried"]), "on_target": rec.get("on_target"),
-            "estimate": rec["tried"][rec["kept"]]["measured_speedup"] if "kept" in rec else None,
+            "estimate": rec["tried"][rec["kept"]]["measured_speedup"],
             "true": truth, "check": machine.timing(widths)}
 
 
