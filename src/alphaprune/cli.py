@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "that writes the fewest activations (measured widths are recorded)")
     # what a run's config.yaml records of a measuring solver's widths (read back by --config)
     r.add_argument("--solved", type=json.loads, default=None, help=argparse.SUPPRESS)
+    # why a recorded run has its recipe: read back from its config.yaml by --config
+    r.add_argument("--recipe-reason", default=None, help=argparse.SUPPRESS)
     r.add_argument("--folds", type=int, default=None,
                    help="cross-validation: run K times, each fold of the train and val images "
                         "validating once (the test split fixed); report mean and std, ship the "
@@ -175,9 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--final-max-epochs", type=int, default=None,
                    help="alpha=0 phase (2x max-epochs-per-phase)")
     r.add_argument("--final-lr", type=float, default=None, help="alpha=0 phase lr (default --lr)")
-    r.add_argument("--final-schedule", default="cosine",
-                   help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs), constant, or "
-                        "onecycle (up from 1/25 over 30%% of it, then cosine)")
+    r.add_argument("--final-schedule", default=None,
+                   help="alpha=0 phase lr: cosine (to 0 over --final-max-epochs; the hand-over's "
+                        "default), constant, or onecycle (up from 1/25 over 30%% of it, then cosine)")
+    r.add_argument("--recipe", default=None,
+                   help="handover (alpha phases, then alpha=0) or onecycle (straight to alpha=0, "
+                        "one lr cycle up to 0.05 over --max-total-epochs); default: onecycle with "
+                        "a budget of at least 30 epochs and 1.2M image-epochs and at most 65%% of "
+                        "the parameters removed, handover otherwise")
     r.add_argument("--final-takes-rest", action="store_true",
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
                         "the alpha>0 phases left by stopping early (its lr schedule spans them; "
@@ -354,7 +361,7 @@ def _cmd_prune(a) -> int:
             "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
-            "warmup_steps",
+            "recipe", "recipe_reason", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}

@@ -39,6 +39,7 @@ from alphaprune.plan import (
     search_data,
     solve_target,
 )
+from alphaprune.recipe import Budget, check_recipe, choose_recipe, recipe_settings
 from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
@@ -102,7 +103,8 @@ class PruneConfig:
     final_patience: int | None = None
     final_max_epochs: int | None = None
     final_lr: float | None = None
-    final_schedule: str = "cosine"    # lr of the alpha = 0 phase: cosine to 0, constant, onecycle
+    # lr of the alpha = 0 phase: cosine to 0, constant, onecycle; None: the recipe's
+    final_schedule: str | None = None
     # the alpha = 0 phase may also take the epochs of max_total_epochs that the alpha > 0
     # phases left by stopping early (not measured at the full budget yet: off)
     final_takes_rest: bool = False
@@ -110,6 +112,10 @@ class PruneConfig:
     # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
     max_total_epochs: int = 1000
+    # handover (alpha phases, then alpha = 0) or onecycle (straight to alpha = 0, one lr
+    # cycle over the budget); None: the measured default for the budget (alphaprune.recipe)
+    recipe: str | None = None
+    recipe_reason: str | None = None  # why the run has its recipe (recorded with it)
     train_original: bool = True
     # defaults from the measured ablation (BENCHMARKS.md): stochastic + select + distillation;
     # select ends above lstsq at 35/65/90% (+0.5/+0.4/+3.1, section 6.5) although lstsq
@@ -205,7 +211,7 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
 # --balance, the ratio solver before --solver, whole streams before --prune-streams,
 # untrained auto scores before --auto-steps).
 RECORDED_BEFORE = {"balance": 0.0, "solver": "ratio", "streams": False,
-                   "final_takes_rest": False, "auto_steps": 0}
+                   "final_takes_rest": False, "auto_steps": 0, "recipe": "handover"}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -228,7 +234,7 @@ def fusion_error(blended: BlendedNet, fused: torch.nn.Module, input_shape) -> fl
 
 def _validate(cfg: PruneConfig) -> None:
     require_finite(cfg)
-    if cfg.final_schedule not in FINAL_SCHEDULES:
+    if cfg.final_schedule is not None and cfg.final_schedule not in FINAL_SCHEDULES:
         raise UserError(f"unknown --final-schedule '{cfg.final_schedule}': use "
                         f"{', '.join(FINAL_SCHEDULES)}")
     if sum(v is not None for v in (cfg.prune, cfg.flops, cfg.speedup)) > 1:
@@ -295,6 +301,7 @@ def _validate(cfg: PruneConfig) -> None:
                         "--max-total-epochs N with it")
     if cfg.final_lr is not None and cfg.final_lr <= 0:
         raise UserError(f"--final-lr must be > 0, got {cfg.final_lr}")
+    check_recipe(cfg, budget_given=_budget_given(cfg))
 
 
 @dataclass
@@ -440,10 +447,26 @@ def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
     builds the same network without measuring again (and keeps the record for its summary)."""
     cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0], src.model, src.mf.arch))
     plan = _plan(cfg, src)
+    cfg = _with_recipe(cfg, src, plan)
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
         cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,
                                    "search": plan.search})
     return cfg, plan
+
+
+def _budget_given(cfg: PruneConfig) -> bool:
+    return cfg.max_total_epochs != PruneConfig.max_total_epochs
+
+
+def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
+    """The settings with the run's recipe (:mod:`alphaprune.recipe`) applied and recorded:
+    the given one, or the measured default for this budget and cut."""
+    cost = CostModel(plan.structure)
+    removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
+    budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
+                    len(src.splits.train), removed)
+    recipe, why = choose_recipe(cfg, budget)
+    return replace(cfg, **recipe_settings(cfg, recipe), recipe_reason=cfg.recipe_reason or why)
 
 
 def _search_data(cfg: PruneConfig, src: _Source):
@@ -561,6 +584,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
         "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
         "solver": cfg.solver, "width_search": plan.search,
+        "recipe": cfg.recipe, "recipe_reason": cfg.recipe_reason,
         "phases": history, "epochs": sum(p["epochs"] for p in history),
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
@@ -653,6 +677,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     if lead and (not resume or cfg.max_total_epochs != recorded["max_total_epochs"]):
         # a new budget is recorded too, so a later plain --resume keeps it
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
+    if lead:
+        print(f"[prune] recipe {cfg.recipe}: {cfg.recipe_reason}", flush=True)
     before = {"params": count_params(src.model), "flops": count_flops(src.model, src.shape),
               **split_scores(src.model, src.ds, src.splits, src.mean, src.std)}
     blended, history = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
