@@ -14,7 +14,14 @@ from alphaprune import recipe
 from alphaprune.cli import main
 from alphaprune.errors import UserError
 from alphaprune.prune import PruneConfig, _config_from_dict
-from alphaprune.recipe import Budget, check_recipe, choose_recipe, recipe_settings
+from alphaprune.recipe import (
+    Budget,
+    budget_layout,
+    check_recipe,
+    choose_recipe,
+    phase_budget,
+    recipe_settings,
+)
 
 BASE = ["--data", "digits", "--subset", "300", "--batch-size", "32", "--prune", "0.5",
         "--warmup-steps", "0", "--no-progress"]
@@ -76,6 +83,25 @@ def test_onecycle_settings_span_the_budget_and_keep_what_was_given():
                                                           "final_schedule": "cosine"}
     assert recipe_settings(PruneConfig(final_schedule="constant"), "handover")["final_schedule"] \
         == "constant"
+
+
+def test_a_budgeted_hand_over_is_laid_out_as_compare_lays_out_os_step():
+    # compare --budget 30 --step-size 0.25 --patience 2: the rows measured as the default
+    per, final = phase_budget("step", {"step_size": 0.25}, 30)
+    assert budget_layout(PruneConfig(max_total_epochs=30)) == {
+        "step_size": 0.25, "patience": 2, "max_epochs_per_phase": per, "final_max_epochs": final,
+        "final_patience": final}
+    assert (per, final) == (6, 12)
+    s = recipe_settings(PruneConfig(max_total_epochs=30), "handover", budget_given=True)
+    assert (s["step_size"], s["max_epochs_per_phase"]) == (0.25, 6)
+    assert "step_size" not in recipe_settings(PruneConfig(), "handover", budget_given=False)
+
+
+@pytest.mark.parametrize("options", [{"step_size": 0.1}, {"patience": 4}, {"final_max_epochs": 5},
+                                     {"max_epochs_per_phase": 2}, {"scheduler": "plateau"},
+                                     {"max_total_epochs": 3}])  # too small for three phases
+def test_a_layout_the_user_set_or_a_tiny_budget_is_left_alone(options):
+    assert budget_layout(PruneConfig(**{"max_total_epochs": 30, **options})) == {}
 
 
 @pytest.mark.parametrize("options, budget_given, words", [
@@ -145,6 +171,20 @@ def test_the_default_recipe_is_chosen_recorded_and_reported(tiny_checkpoint, tmp
     alphas = [float(r["alpha"]) for r in _rows(out / "phases.csv")]
     assert (alphas == [0.0]) == (expected == "onecycle")
     assert json.loads((out / "summary.json").read_text())["recipe_reason"] == p["recipe_reason"]
+
+
+def test_a_budgeted_hand_over_runs_its_phases_within_the_budget(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "budget"
+    assert main(_argv(tiny_checkpoint, out, "--max-total-epochs", "6")) == 0
+    assert "phases laid out in the 6 epochs: alpha step 0.25, at most 1 epochs each, 3 at " \
+        "alpha = 0" in capsys.readouterr().out
+    phases = _rows(out / "phases.csv")
+    assert [float(r["alpha"]) for r in phases] == [0.75, 0.5, 0.25, 0.0]
+    assert [int(r["epochs"]) for r in phases][:3] == [1, 1, 1]
+    assert sum(int(r["epochs"]) for r in phases) <= 6
+    p = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert (p["recipe"], p["step_size"], p["patience"], p["final_max_epochs"]) == \
+        ("handover", 0.25, 2, 3)
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -47,11 +47,11 @@ from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.plan import WidthTarget, auto_train_size, search_data, solve_target
 from alphaprune.prune import PruneConfig, prune, resolve_solver, resolve_streams
+from alphaprune.recipe import phase_budget
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import LAST_CKPT, make_dir
-from alphaprune.schedules import make_scheduler
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -114,25 +114,6 @@ def quick_config(cfg: CompareConfig) -> CompareConfig:
 def _scheduler_opts(cfg: CompareConfig) -> dict:
     return {"step_size": cfg.step_size, "decay_rate": cfg.decay_rate, "mu": cfg.mu,
             "factor": cfg.factor, "patience": cfg.patience}
-
-
-def phase_budget(scheduler: str, opts: dict, budget: int) -> tuple[int, int]:
-    """``(max epochs per alpha > 0 phase, max epochs of the alpha = 0 phase)`` within budget.
-
-    About 60% of the budget goes to the alpha > 0 phases, split evenly (at least 1 each);
-    the alpha = 0 phase gets the rest, so the total never exceeds the budget.
-    """
-    s = make_scheduler(scheduler, **opts)
-    a, n = s.start(), 0
-    while a > 0.0:
-        n += 1
-        a = s.reduce() if hasattr(s, "reduce") else s.step()
-    per = max(1, int(0.6 * budget) // max(1, n))
-    final = budget - n * per
-    if final < 1:
-        raise UserError(f"--budget {budget} is too small for the {scheduler} schedule ({n} phases "
-                        "before alpha = 0): raise --budget or coarsen the schedule")
-    return per, final
 
 
 def _row(method, target, model, summary_acc, shape, epochs, seconds, nonzero=False) -> dict:

@@ -39,7 +39,7 @@ from alphaprune.plan import (
     search_data,
     solve_target,
 )
-from alphaprune.recipe import Budget, check_recipe, choose_recipe, recipe_settings
+from alphaprune.recipe import Budget, check_recipe, resolve_recipe
 from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
@@ -465,8 +465,7 @@ def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
     removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
     budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
                     len(src.splits.train), removed)
-    recipe, why = choose_recipe(cfg, budget)
-    return replace(cfg, **recipe_settings(cfg, recipe), recipe_reason=cfg.recipe_reason or why)
+    return replace(cfg, **resolve_recipe(cfg, budget))
 
 
 def _search_data(cfg: PruneConfig, src: _Source):

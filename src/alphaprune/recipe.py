@@ -15,7 +15,9 @@ parameters removed (two seeds) and at 35% (one seed), and trailed it at 90% and 
 budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21). So: an
 explicit budget (``--max-total-epochs``) of at least :data:`ONECYCLE_MIN_EPOCHS` epochs and
 :data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs, at most :data:`ONECYCLE_MAX_CUT` of the
-parameters removed, and none of the hand-over's own options given.
+parameters removed, and none of the hand-over's own options given. A hand-over with an
+explicit budget has its phases laid out in it as that measured default was
+(:func:`budget_layout`), unless the user laid them out.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alphaprune.errors import UserError
+from alphaprune.schedules import make_scheduler
 
 RECIPES = ("handover", "onecycle")
 ONECYCLE_LR = 0.05                   # the kd peer's peak lr
 ONECYCLE_MIN_EPOCHS = 30
 ONECYCLE_MIN_IMAGE_EPOCHS = 1_200_000
 ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
+BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
+BUDGET_PATIENCE = 2
 # options that shape the alpha > 0 phases or the alpha = 0 phase's lr: a run that sets one
 # asked for the hand-over (PruneConfig field -> its command-line flag)
 HANDOVER_OPTIONS = {"step_size": "--step-size", "decay_rate": "--decay-rate", "mu": "--mu",
@@ -105,11 +110,66 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
                         f"{budget.params_removed:.0%} of the parameters removed")
 
 
-def recipe_settings(cfg, recipe: str) -> dict:
-    """The config fields a recipe sets (those the user left unset keep their defaults)."""
+def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:
+    """The config fields a recipe sets (those the user left unset keep their defaults); a
+    hand-over with an explicit budget also gets its phases laid out in it
+    (:func:`budget_layout`)."""
     if recipe == "handover":
-        return {"recipe": recipe, "final_schedule": cfg.final_schedule or "cosine"}
+        return {"recipe": recipe, "final_schedule": cfg.final_schedule or "cosine",
+                **(budget_layout(cfg) if budget_given else {})}
     epochs = cfg.final_max_epochs or cfg.max_total_epochs
     return {"recipe": recipe, "step_size": 1.0, "final_schedule": "onecycle",
             "final_max_epochs": epochs, "final_patience": cfg.final_patience or epochs,
             "final_lr": cfg.final_lr or ONECYCLE_LR}
+
+
+def resolve_recipe(cfg, budget: Budget) -> dict:
+    """The fields to set on a prune config: the recipe (:func:`choose_recipe`), its settings
+    and why (a recorded reason is kept)."""
+    recipe, why = choose_recipe(cfg, budget)
+    settings = recipe_settings(cfg, recipe, budget.epochs is not None)
+    if "max_epochs_per_phase" in settings:
+        why += (f"; phases laid out in the {budget.epochs} epochs: alpha step "
+                f"{settings['step_size']}, at most {settings['max_epochs_per_phase']} epochs "
+                f"each, {settings['final_max_epochs']} at alpha = 0")
+    return {**settings, "recipe_reason": cfg.recipe_reason or why}
+
+
+def budget_layout(cfg) -> dict:
+    """The hand-over's phases within an explicit ``--max-total-epochs``, as compare's os-step
+    rows lay them out (the default that sections 15, 17 and 19 measured): alpha steps of
+    :data:`BUDGET_STEP`, :data:`BUDGET_PATIENCE`, about 60% of the epochs split evenly over
+    the alpha > 0 phases and the rest at alpha = 0. Prune's own defaults (steps of 0.1,
+    patience 3) need more than 30 epochs before alpha = 0. Empty when the user set any of
+    the layout's options, or when the budget is too small to lay out (the run then stops at
+    its budget and says how to continue)."""
+    d = type(cfg)()
+    if (cfg.scheduler != "step" or cfg.step_size is not None or cfg.final_max_epochs is not None
+            or cfg.final_patience is not None or cfg.patience != d.patience
+            or cfg.max_epochs_per_phase != d.max_epochs_per_phase):
+        return {}
+    try:
+        per, final = phase_budget("step", {"step_size": BUDGET_STEP}, cfg.max_total_epochs)
+    except UserError:
+        return {}
+    return {"step_size": BUDGET_STEP, "patience": BUDGET_PATIENCE, "max_epochs_per_phase": per,
+            "final_max_epochs": final, "final_patience": max(BUDGET_PATIENCE, final)}
+
+
+def phase_budget(scheduler: str, opts: dict, budget: int) -> tuple[int, int]:
+    """``(max epochs per alpha > 0 phase, max epochs of the alpha = 0 phase)`` within budget.
+
+    About 60% of the budget goes to the alpha > 0 phases, split evenly (at least 1 each);
+    the alpha = 0 phase gets the rest, so the total never exceeds the budget.
+    """
+    s = make_scheduler(scheduler, **opts)
+    a, n = s.start(), 0
+    while a > 0.0:
+        n += 1
+        a = s.reduce() if hasattr(s, "reduce") else s.step()
+    per = max(1, int(0.6 * budget) // max(1, n))
+    final = budget - n * per
+    if final < 1:
+        raise UserError(f"--budget {budget} is too small for the {scheduler} schedule ({n} phases "
+                        "before alpha = 0): raise --budget or coarsen the schedule")
+    return per, final
