@@ -48,6 +48,8 @@ def _rows(path) -> list[dict]:
     (Budget(8, 20_000, 0.65), "handover", ["under 30 epochs and 1,200,000 image-epochs"]),
     (Budget(30, FULL, 0.9), "handover", ["90%", "over 65%"]),
     (Budget(30, FULL, 0.66), "handover", ["over 65%"]),
+    (Budget(30, FULL, 0.5, "flops"), "handover", ["parameter targets only, not flops"]),
+    (Budget(30, FULL, 0.5, "latency"), "handover", ["not latency"]),
 ])
 def test_the_default_recipe_follows_the_budget_and_the_cut(budget, expected, words):
     chosen, why = choose_recipe(PruneConfig(), budget)

@@ -464,7 +464,7 @@ def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
     cost = CostModel(plan.structure)
     removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
     budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
-                    len(src.splits.train), removed)
+                    len(src.splits.train), removed, cfg.target()[0])
     return replace(cfg, **resolve_recipe(cfg, budget))
 
 

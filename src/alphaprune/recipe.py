@@ -14,8 +14,9 @@ means: on VGG-16/4 at 30 epochs on 40,000 images it led the hand-over at 65% of 
 parameters removed (two seeds) and at 35% (one seed), and trailed it at 90% and at every
 budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21). So: an
 explicit budget (``--max-total-epochs``) of at least :data:`ONECYCLE_MIN_EPOCHS` epochs and
-:data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs, at most :data:`ONECYCLE_MAX_CUT` of the
-parameters removed, and none of the hand-over's own options given. A hand-over with an
+:data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs, a parameter target (``--prune``) with at most
+:data:`ONECYCLE_MAX_CUT` of the parameters removed, and none of the hand-over's own options
+given. A hand-over with an
 explicit budget has its phases laid out in it as that measured default was
 (:func:`budget_layout`), unless the user laid them out.
 """
@@ -48,6 +49,7 @@ class Budget:
     epochs: int | None          # the explicit --max-total-epochs (None: not given)
     train_images: int           # images of the train split the run trains on
     params_removed: float       # share of the parameters the planned widths remove
+    measure: str = "params"     # the run's target: params, flops or latency
 
 
 def handover_options(cfg) -> list[str]:
@@ -95,6 +97,8 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
         return "handover", f"hand-over options given ({', '.join(given)})"
     if budget.epochs is None:
         return "handover", "no explicit budget (--max-total-epochs)"
+    if budget.measure != "params":
+        return "handover", f"onecycle was measured on parameter targets only, not {budget.measure}"
     image_epochs = budget.epochs * budget.train_images
     short = ([f"{ONECYCLE_MIN_EPOCHS} epochs"] if budget.epochs < ONECYCLE_MIN_EPOCHS else []) + \
         ([f"{ONECYCLE_MIN_IMAGE_EPOCHS:,} image-epochs"]
