@@ -4,9 +4,9 @@ A run checks its fused model against the original at the end, side by side
 (:func:`alphaprune.speedup.measured_speedup`). A user loads the model file anew in their own
 process, so the check also loads both model files in a new Python process, with the run's
 thread count, times them there and reports that; the timing inside the process that has
-just trained is kept beside it. (In one of two runs measured, that in-process timing read
-1.69x where the same model measured 2.05-2.15x in other processes; in the other the two
-agreed: BENCHMARKS.md section 22.)
+just trained is kept beside it. (In one run the in-process timing read 1.69x where the
+same model measured 2.05-2.15x minutes later in another process; in a run with both
+checks they read the same, 1.70x and 1.71x, seconds apart: BENCHMARKS.md section 22.)
 
     python -m alphaprune.speedcheck < request.json   # one JSON object in, one out
 """
