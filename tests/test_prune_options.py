@@ -456,8 +456,6 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
     # a median of per-pass ratios, near the ratio of the median times
     assert 0.5 < sp["achieved"] / (sp["original_ms"] / sp["pruned_ms"]) < 2.0
     assert sp["shortfall"] == pytest.approx(max(0.0, 1 - sp["achieved"] / 1.1))
-    # what is reported was timed with both files loaded anew; this process's timing beside it
-    assert sp["timed_in"] == "a fresh process" and sp["in_process"]["achieved"] > 0
     search = s["width_search"]
     assert "search" not in sp and search["tried"] and search["most"] >= 1.1 * 0.97
     said = "met" if sp["shortfall"] == 0 else f"{sp['shortfall']:.0%} short"

@@ -47,7 +47,6 @@ from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
-from alphaprune.speedcheck import fresh_process_speedup
 from alphaprune.speedup import measured_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
@@ -589,8 +588,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "file_bytes_before": Path(cfg.checkpoint).stat().st_size,
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         "latency": latency,
-        **({"speedup": _speedup_check(cfg, original, fused, src.shape, pending(out, "pruned.pt"))}
-           if cfg.speedup else {}),
+        **({"speedup": _speedup_check(cfg, original, fused, src.shape)} if cfg.speedup else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
@@ -617,26 +615,16 @@ def before_scores(s: dict) -> dict:
     return {k: s[f"{k}_before"] for k in ("val_acc", "val_loss", "test_acc", "test_loss")}
 
 
-def _speedup_check(cfg: PruneConfig, original, fused, shape, pruned_file: Path) -> dict:
+def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
     """The ``--speedup`` target against the trained, fused model's speed-up at
     ``--latency-batch``, timed side by side as the search timed its candidates
-    (:func:`alphaprune.speedup.measured_speedup`, more pairs): in this process, then with
-    both model files loaded in a fresh one (:mod:`alphaprune.speedcheck`), which is what
-    ``achieved`` reports (this process's timing where that one fails, and says why). The
-    search that chose the widths is the summary's ``width_search``."""
-    here = dict(zip(("achieved", "original_ms", "pruned_ms"),
-                    measured_speedup(original, fused, shape, cfg.latency_batch, pairs=80)))
-    try:
-        fresh = fresh_process_speedup({"path": str(cfg.checkpoint), "model": cfg.model,
-                                       "model_kwargs": cfg.model_kwargs},
-                                      pruned_file, shape, cfg.latency_batch, 80)
-        timed_in = "a fresh process"
-    except RuntimeError as e:
-        fresh, timed_in = here, f"this process ({e})"
-    return {"target": cfg.speedup, "achieved": fresh["achieved"], "batch": cfg.latency_batch,
-            "threads": torch.get_num_threads(), "original_ms": fresh["original_ms"],
-            "pruned_ms": fresh["pruned_ms"], "timed_in": timed_in, "in_process": here,
-            "shortfall": max(0.0, 1.0 - fresh["achieved"] / cfg.speedup)}
+    (:func:`alphaprune.speedup.measured_speedup`, more pairs); the search that chose the
+    widths is the summary's ``width_search``."""
+    achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch,
+                                               pairs=80)
+    return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
+            "threads": torch.get_num_threads(), "original_ms": before, "pruned_ms": after,
+            "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
