@@ -62,3 +62,23 @@ def test_basic_resnets_refuse_a_stem_width():
         create_model("resnet20", stem_width=8)
     with pytest.raises(UserError, match="bottleneck"):
         create_model("resnet18", stem_width=8)
+
+
+@pytest.mark.parametrize("block, cin", [("basic", 8), ("bottleneck", 32)])
+def test_blocks_add_the_shortcut_in_place_without_touching_their_input(block, cin):
+    """The sum is taken in place (speed, BENCHMARKS.md section 24): the block's input, which an
+    identity shortcut hands on unchanged, must survive it, and gradients must still flow."""
+    from alphaprune.models.resnet import BasicBlock, Bottleneck
+
+    torch.manual_seed(0)
+    blk = BasicBlock(cin, 8) if block == "basic" else Bottleneck(cin, 8)
+    assert blk.downsample is None
+    x = torch.randn(2, cin, 6, 6, requires_grad=True)
+    kept = x.detach().clone()
+    out = blk.train()(x)
+    assert torch.equal(x.detach(), kept)
+    last = blk.bn2(blk.conv2(blk.relu(blk.bn1(blk.conv1(kept))))) if block == "basic" else \
+        blk.bn3(blk.conv3(blk.relu(blk.bn2(blk.conv2(blk.relu(blk.bn1(blk.conv1(kept))))))))
+    assert torch.allclose(out, torch.relu(last + kept), atol=1e-6)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
