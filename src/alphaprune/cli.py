@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from alphaprune.allocator import keep_freed_memory
 from alphaprune.errors import UserError
 
 __all__ = ["main", "build_parser"]
@@ -606,6 +607,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alphaprune`` console script."""
+    keep_freed_memory()  # faster training, steady timings (alphaprune.allocator)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alphaprune.allocator import allocator_state, keep_freed_memory
 from alphaprune.atomic import publish, temp_path
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint
@@ -105,6 +106,7 @@ def _median_ms(fn, x, repeats: int) -> float:
 
 def _latency(torch_fn, exported_fn, shape, batch: int, rounds: int = 3) -> dict:
     """Median ms per batch of PyTorch and the export, interleaved rounds after a warm-up."""
+    keep_freed_memory()
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     repeats = 20 if batch == 1 else 5
     for fn in (torch_fn, exported_fn):
@@ -161,4 +163,5 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     finally:
         tmp.unlink(missing_ok=True)
     return {"format": fmt, "path": str(out), "input_shape": list(shape), "max_rel_error": err,
-            "latency_ms": latency, "threads": torch.get_num_threads()}
+            "latency_ms": latency, "threads": torch.get_num_threads(),
+            "allocator": allocator_state()}

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from alphaprune.allocator import keep_freed_memory
 from alphaprune.atomic import atomic_write_text
 from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
@@ -54,9 +55,11 @@ def _cpu_name() -> str:
 
 
 def machine_key(batch: int, threads: int | None = None) -> dict:
-    """What a latency table is valid for: CPU, architecture, torch, threads, batch size."""
+    """What a latency table is valid for: CPU, architecture, torch, threads, batch size, and
+    the allocator's setting (:mod:`alphaprune.allocator`), which every timing sets first."""
     return {"cpu": _cpu_name(), "machine": platform.machine(), "torch": torch.__version__,
-            "threads": threads or torch.get_num_threads(), "batch": batch}
+            "threads": threads or torch.get_num_threads(), "batch": batch,
+            "allocator": keep_freed_memory()}
 
 
 def time_ms(model: nn.Module, input_shape, batch: int) -> float:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from alphaprune.allocator import keep_freed_memory
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import Unreachable, UserError
@@ -47,7 +48,8 @@ def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
     machine a model's time drifts by tens of percent within a minute; passes this close in
     time see the same state of the machine, so a drift slower than a pass cancels in their
     ratio. What the host does to the two models differently does not (BENCHMARKS.md
-    section 11)."""
+    section 11). Sets the allocator for steady timings first (:mod:`alphaprune.allocator`)."""
+    keep_freed_memory()
     a, b = _prepared(original, batch, shape), _prepared(other, batch, shape)
     for m, x in (a, b):
         _passes(m, x, 3)

@@ -9,6 +9,8 @@ import time
 import torch
 import torch.nn as nn
 
+from alphaprune.allocator import keep_freed_memory
+
 __all__ = ["count_params", "count_flops", "layer_flops", "measure_latency"]
 
 
@@ -60,8 +62,10 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: 
                     repeats: int = 10, warmup: int = 2, channels_last: bool = True) -> float:
     """Median seconds per forward pass of one batch (eval mode, warm-up excluded).
 
-    Measures a copy: the caller's model keeps its mode and memory format.
+    Measures a copy: the caller's model keeps its mode and memory format. Sets the
+    allocator for steady timings first (:func:`alphaprune.allocator.keep_freed_memory`).
     """
+    keep_freed_memory()
     model = copy.deepcopy(model).eval()
     x = torch.randn(batch_size, *input_shape)
     if channels_last and x.dim() == 4:

@@ -1,0 +1,57 @@
+"""Steady CPU timings: glibc's malloc keeps freed memory in the process.
+
+By default glibc hands every allocation above a threshold (128 KiB at start) its own fresh
+``mmap`` and returns it to the system on free, so each forward pass page-faults its
+activations in again; and glibc moves that threshold with what the process freed before.
+A model's time then depends on its tensor sizes against that threshold and on the
+process's history, not only on its arithmetic: the same model timed far apart between
+processes, and the in-place and out-of-place forms of a residual sum timed apart although
+they compute the same (BENCHMARKS.md section 24). With a fixed threshold far above
+any activation and no trimming, freed memory is reused as jemalloc or tcmalloc (which the
+PyTorch CPU tuning guide recommends) reuse it, and those differences go.
+
+The ``alphaprune`` command sets this at start (training runs faster with it too); the
+library's timing functions set it before they time, so a process that times a model keeps
+it from then on. Elsewhere than glibc nothing is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+__all__ = ["keep_freed_memory", "allocator_state"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 1 << 30          # no activation of a CPU model comes near it
+_TRIM_THRESHOLD = (1 << 31) - 1    # the largest an int holds: never trim
+_state: str | None = None
+
+
+def keep_freed_memory() -> str:
+    """Make glibc keep and reuse freed memory (idempotent); returns :func:`allocator_state`."""
+    global _state
+    if _state is None:
+        _state = _set_glibc() or "unchanged (not glibc)"
+    return _state
+
+
+def allocator_state() -> str:
+    """What :func:`keep_freed_memory` did in this process ("not set" before it ran)."""
+    return _state or "not set"
+
+
+def _set_glibc() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) != 1 or \
+            mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) != 1:
+        return None
+    return "glibc, freed memory kept"
