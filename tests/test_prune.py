@@ -222,6 +222,9 @@ def test_the_summary_opens_with_what_was_gained(env):
     assert h["speedup_b128"] == pytest.approx(lat["before"]["latency_b128_ms"]
                                               / lat["after"]["latency_b128_ms"])
     assert h["latency_threads"] == lat["threads"] >= 1
+    from alphaprune.allocator import allocator_state
+
+    assert lat["allocator"] == allocator_state() != "not set"  # timed after setting it
     assert (h["test_acc_before"], h["test_acc_after"]) == (s["test_acc_before"], s["test_acc_after"])
 
 

@@ -15,6 +15,7 @@ import yaml
 import alphaprune
 import alphaprune.plan as plan_mod
 import alphaprune.prune as prune_mod
+from alphaprune.allocator import keep_freed_memory
 from alphaprune.blend import solve_widths
 from alphaprune.blend.widths import vgg_counter
 from alphaprune.cli import main
@@ -453,6 +454,7 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     sp = s["speedup"]
     assert sp["target"] == 1.1 and sp["batch"] == 128 and sp["threads"] >= 1
+    assert sp["allocator"] == keep_freed_memory()  # the command set it first
     # a median of per-pass ratios, near the ratio of the median times
     assert 0.5 < sp["achieved"] / (sp["original_ms"] / sp["pruned_ms"]) < 2.0
     assert sp["shortfall"] == pytest.approx(max(0.0, 1 - sp["achieved"] / 1.1))

@@ -12,20 +12,24 @@ PyTorch CPU tuning guide recommends) reuse it, and those differences go.
 
 The ``alphaprune`` command sets this at start (training runs faster with it too); the
 library's timing functions set it before they time, so a process that times a model keeps
-it from then on. Elsewhere than glibc nothing is changed.
+it from then on. Elsewhere than glibc nothing is changed, nor where the environment sets
+``ALPHAPRUNE_KEEP_FREED_MEMORY=0`` (for a process short of memory: what it freed stays
+mapped, and its timings are then glibc's unsteady ones).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
-__all__ = ["keep_freed_memory", "allocator_state"]
+__all__ = ["keep_freed_memory", "allocator_state", "OPT_OUT"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 1 << 30          # no activation of a CPU model comes near it
 _TRIM_THRESHOLD = (1 << 31) - 1    # the largest an int holds: never trim
+OPT_OUT = "ALPHAPRUNE_KEEP_FREED_MEMORY"
 _state: str | None = None
 
 
@@ -33,7 +37,10 @@ def keep_freed_memory() -> str:
     """Make glibc keep and reuse freed memory (idempotent); returns :func:`allocator_state`."""
     global _state
     if _state is None:
-        _state = _set_glibc() or "unchanged (not glibc)"
+        if os.environ.get(OPT_OUT, "1").strip() == "0":
+            _state = f"unchanged ({OPT_OUT}=0)"
+        else:
+            _state = _set_glibc() or "unchanged (not glibc)"
     return _state
 
 
