@@ -66,7 +66,7 @@ def test_basic_resnets_refuse_a_stem_width():
 
 @pytest.mark.parametrize("block, cin", [("basic", 8), ("bottleneck", 32)])
 def test_blocks_add_the_shortcut_in_place_without_touching_their_input(block, cin):
-    """The sum is taken in place (speed, BENCHMARKS.md section 24): the block's input, which an
+    """The sum is taken in place, as torchvision takes it: the block's input, which an
     identity shortcut hands on unchanged, must survive it, and gradients must still flow."""
     from alphaprune.models.resnet import BasicBlock, Bottleneck
 

@@ -69,7 +69,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out += identity  # in place, as torchvision does: a new sum per block is slower on a CPU
+        out += identity  # in place, as torchvision does: the original a user holds runs the same
         return self.relu(out)
 
 
