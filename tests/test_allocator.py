@@ -3,6 +3,7 @@ page-faulted in again (what made CPU timings unsteady: BENCHMARKS.md section 24)
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ for _ in range(10):
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
 
 def _faults(mode: str) -> tuple[int, str]:
