@@ -258,8 +258,8 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
     mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes, cfg.model_kwargs)
-    # the target's default, as prune resolves it (it depends on the model)
-    streams = resolve_streams(cfg.os_options.get("streams"), cfg.match, mf.model, mf.arch)
+    # the target's default, as prune resolves it
+    streams = resolve_streams(cfg.os_options.get("streams"), cfg.match)
     cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})
     _check_same_widths(done, balance, solver, out, streams)
     _check_same_auto_steps(cfg, out, solver)

@@ -12,7 +12,6 @@ import torch
 from alphaprune.allocator import allocator_state
 from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.branch import HANDOVER_MODES
-from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options, narrowest
 from alphaprune.data import normalize
@@ -20,7 +19,6 @@ from alphaprune.errors import OutOfBudget, Unreachable, UserError, require_finit
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
-from alphaprune.models.resnet import Bottleneck
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
@@ -176,16 +174,12 @@ DEFAULT_SOLVER = {"params": "ratio", "flops": "auto", "latency": "auto"}
 DEFAULT_STREAMS = {"params": False, "flops": True, "latency": True}
 
 
-def resolve_streams(streams: bool | None, measure: str, model, arch: str) -> bool:
+def resolve_streams(streams: bool | None, measure: str) -> bool:
     """``--prune-streams`` as a run records it: the given value, or the target's measured
-    default (:data:`DEFAULT_STREAMS`). A registry bottleneck ResNet is left whole unless
-    asked: its class holds only stream widths that are multiples of 4, which the solvers
-    do not promise at every width."""
+    default (:data:`DEFAULT_STREAMS`)."""
     if streams is not None:
         return bool(streams)
-    if not DEFAULT_STREAMS[measure]:
-        return False
-    return arch == GRAPH_ARCH or not any(isinstance(m, Bottleneck) for m in model.modules())
+    return DEFAULT_STREAMS[measure]
 
 
 def resolve_solver(solver: str | None, balance: float | None, measure: str) -> dict:
@@ -384,13 +378,6 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
     base_w = [u.width for u in structure.units]
-    # a registry bottleneck ResNet holds only stream widths that are multiples of 4
-    bottleneck = cfg.streams and src.mf.arch != GRAPH_ARCH and any(
-        isinstance(m, Bottleneck) for m in src.model.modules())
-    if bottleneck and cfg.round_to % 4:
-        raise UserError(f"--prune-streams on {src.mf.arch}: a bottleneck stream is four times its "
-                        f"stage's planes, so its width must be a multiple of 4; pass --round-to 8 "
-                        f"(got {cfg.round_to}) or --no-prune-streams")
     search = None
     if cfg.widths is not None:
         widths = _checked_widths(cfg.widths, base_w, src.mf.arch)
@@ -408,8 +395,6 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
                 raise
             raise Unreachable(f"{e}; or add --prune-streams, which cuts the residual streams "
                               f"too and {'reaches it' if reach else 'may reach it'}") from e
-    if bottleneck:
-        _check_rebuilds(structure, widths, src.mf.arch)
     return _Plan(structure, base_w, widths, search)
 
 
@@ -430,23 +415,11 @@ def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
     return count(narrowest(base, cfg.round_to)) <= (1.0 - fraction) * count(base)
 
 
-def _check_rebuilds(structure, widths: list[int], arch: str) -> None:
-    """The registry model ``arch`` can hold the fused network at ``widths`` (a bottleneck
-    ResNet's stream is four times its stage's planes): checked before any training."""
-    try:
-        fused_architecture(structure, widths, arch)
-    except (UserError, RuntimeError, ValueError) as e:
-        streams = [w for u, w in zip(structure.units, widths) if u.kind == "stream"]
-        raise UserError(f"{arch} cannot be rebuilt with stream widths {streams} "
-                        f"({type(e).__name__}): give each stream a multiple of 4 channels "
-                        f"(--round-to 8), or pass --no-prune-streams") from e
-
-
 def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
     """The plan (:func:`_plan`) and the settings that rebuild it: widths a measuring solver
     chose are recorded with what they were measured for, so that a resume or a repeat
     builds the same network without measuring again (and keeps the record for its summary)."""
-    cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0], src.model, src.mf.arch))
+    cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0]))
     plan = _plan(cfg, src)
     cfg = _with_recipe(cfg, src, plan)
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):

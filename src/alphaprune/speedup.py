@@ -33,7 +33,7 @@ from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import Unreachable, UserError
 from alphaprune.latency import LatencyModel
 
-__all__ = ["solve_speedup", "measured_speedup", "next_share"]
+__all__ = ["solve_speedup", "measured_speedup", "alternating_speedup", "next_share"]
 
 TOLERANCE = 0.03
 
@@ -53,9 +53,18 @@ def measured_speedup(original: nn.Module, other: nn.Module, shape, batch: int,
     a, b = _prepared(original, batch, shape), _prepared(other, batch, shape)
     for m, x in (a, b):
         _passes(m, x, 3)
+    return alternating_speedup(lambda: _passes(*a, 1)[0], lambda: _passes(*b, 1)[0], pairs)
+
+
+def alternating_speedup(time_a: Callable[[], float], time_b: Callable[[], float],
+                        pairs: int) -> tuple[float, float, float]:
+    """(speed-up of b over a, a's ms, b's ms) from ``pairs`` triples a, b, a of single timed
+    passes (each callable runs one pass and returns its seconds): each triple's ratio is the
+    mean of its two a passes over its b pass, the speed-up their median and the ms each
+    side's median. Any runtime can be timed this way (``benchmarks/share_runtimes.py``)."""
     ta, tb, ratios = [], [], []
     for _ in range(pairs):
-        t1, t2, t3 = _passes(*a, 1)[0], _passes(*b, 1)[0], _passes(*a, 1)[0]
+        t1, t2, t3 = time_a(), time_b(), time_a()
         ta += [t1, t3]
         tb.append(t2)
         ratios.append((t1 + t3) / 2 / t2)

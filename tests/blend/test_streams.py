@@ -123,17 +123,27 @@ def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network():
             assert rise == pytest.approx(want, abs=1e-5), (u.name, w)
 
 
-def test_a_bottleneck_stream_width_its_class_cannot_hold_is_refused_before_training():
-    from alphaprune.errors import UserError
-    from alphaprune.prune import _check_rebuilds
-
-    structure = find_units(_model("resnet50"), X[:2], streams=True)
-    widths = [u.width for u in structure.units]
-    first = next(i for i, u in enumerate(structure.units) if u.kind == "stream")
-    _check_rebuilds(structure, widths, "resnet50")  # whole widths rebuild
-    # the narrowest: stage 1's stream as wide as the stem, its projection still built
+def test_a_bottleneck_stream_of_any_width_fuses_into_its_registry_class():
+    """A bottleneck stream need not be four times a whole ``planes``: one channel short of
+    it (and the narrowest, as wide as the stem) fuses exactly into the registry class, whose
+    recorded ``streams`` rebuild it from the state_dict alone."""
     from alphaprune.blend.widths import narrowest
-    _check_rebuilds(structure, narrowest(widths, 8), "resnet50")
-    widths[first] -= 1  # a stream of 4 * planes - 1 channels: no planes fit
-    with pytest.raises(UserError, match="multiple of 4"):
-        _check_rebuilds(structure, widths, "resnet50")
+    from alphaprune.models.registry import infer_kwargs
+
+    model = _model("resnet50")
+    structure = find_units(model, X[:2], streams=True)
+    base = [u.width for u in structure.units]
+    short = [w - 1 if u.kind == "stream" else w for u, w in zip(structure.units, base)]
+    for widths in (short, narrowest(base, 3)):
+        blended = BlendedNet(find_units(copy.deepcopy(model), X[:2], streams=True), widths).eval()
+        init_branches(blended, "select", "l1")
+        _scramble(blended, seed=1)
+        fused = fuse(blended, "resnet50").eval()
+        assert type(fused) is type(model)
+        with torch.no_grad():
+            want, got = blended.set_alpha(0.0)(X), fused(X)
+        assert float((want - got).abs().max() / want.abs().max()) <= 1e-5
+        streams = [w for u, w in zip(structure.units, widths) if u.kind == "stream"]
+        assert infer_kwargs("resnet50", fused.state_dict())["streams"] == streams
+        rebuilt = create_model("resnet50", **infer_kwargs("resnet50", fused.state_dict()))
+        rebuilt.load_state_dict(fused.state_dict())  # strict: every shape matches

@@ -55,6 +55,27 @@ def test_pruned_widths_rebuild_the_same_class():
     assert infer_kwargs("resnet50", small.state_dict()) == kw
 
 
+def test_bottleneck_streams_take_any_width_and_rebuild_from_the_state_dict():
+    """A pruned bottleneck stream (here 4 * planes - 1, and 3) is held by ``streams``; the
+    inferred kwargs rebuild the same shapes, and whole streams record no ``streams``."""
+    from alphaprune.errors import UserError
+
+    m = create_model("resnet50", width=0.125, num_classes=10)
+    assert "streams" not in infer_kwargs("resnet50", m.state_dict())
+    kw = infer_kwargs("resnet50", m.state_dict())
+    small = create_model("resnet50", **{**kw, "streams": [31, 63, 127, 3]})
+    assert small.layer4[2].conv3.out_channels == small.fc.in_features == 3
+    assert small.layer2[0].downsample[0].out_channels == small.layer3[0].conv1.in_channels == 63
+    again = infer_kwargs("resnet50", small.state_dict())
+    assert again["streams"] == [31, 63, 127, 3]
+    create_model("resnet50", **again).load_state_dict(small.state_dict())
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(UserError, match="bottleneck ResNets only"):
+        create_model("resnet18", streams=[8, 8, 8, 8])
+    with pytest.raises(UserError, match="streams needs 4 positive"):
+        create_model("resnet50", streams=[8, 8, 0, 8])
+
+
 def test_basic_resnets_refuse_a_stem_width():
     from alphaprune.errors import UserError
 

@@ -13,8 +13,10 @@
 basic block's ``conv1``, each bottleneck's ``conv1`` and ``conv2``; ``stem_width`` narrows a
 bottleneck ResNet's stem (its first block projects the stem, so nothing ties it). Each
 block's last conv and the shortcuts write the residual stream, whose channels are tied by
-the additions, so their widths stay those of ``width``. A pruned ResNet is this class with
-smaller ``widths`` (and ``stem_width``).
+the additions: a stage's stream is its ``planes`` in a basic ResNet and ``streams`` (by
+default four times its ``planes``) in a bottleneck one, any positive width in both. A
+pruned ResNet is this class with smaller ``widths`` (and ``planes``, ``streams``,
+``stem_width`` where its streams were cut).
 """
 
 from __future__ import annotations
@@ -80,17 +82,18 @@ class Bottleneck(nn.Module):
     n_units = 2
 
     def __init__(self, cin: int, planes: int, stride: int = 1, inner: Sequence[int] | None = None,
-                 project: bool = False):
+                 project: bool = False, out: int | None = None):
         super().__init__()
         w1, w2 = (int(inner[0]), int(inner[1])) if inner else (planes, planes)
+        out = int(out) if out is not None else planes * self.expansion
         self.conv1 = nn.Conv2d(cin, w1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(w1)
         self.conv2 = _conv3x3(w1, w2, stride)
         self.bn2 = nn.BatchNorm2d(w2)
-        self.conv3 = nn.Conv2d(w2, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.conv3 = nn.Conv2d(w2, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(cin, planes * 4, stride, project)
+        self.downsample = _projection(cin, out, stride, project)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,15 +116,19 @@ class ResNet(nn.Module):
         widths: widths of the prunable block convs (module order); ``None`` keeps ``planes``.
         stem_width: width of the stem; only a bottleneck ResNet may narrow it (its first
             block projects the stem, so no addition ties its channels).
+        streams: a bottleneck ResNet's stream width of each stage (what its blocks' ``conv3``
+            and shortcuts write); ``None`` keeps ``4 * planes``. A basic ResNet's streams
+            are its ``planes``.
     """
 
     def __init__(self, block: str, layers: Sequence[int], planes: Sequence[int], stem: str,
                  num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] | None = None,
-                 stem_width: int | None = None):
+                 stem_width: int | None = None, streams: Sequence[int] | None = None):
         super().__init__()
         cls = BasicBlock if block == "basic" else Bottleneck
         if stem_width is not None and (block == "basic" or int(stem_width) < 1):
             raise UserError("stem_width applies to bottleneck ResNets only and must be positive")
+        streams = _streams(block, planes, streams)
         stem_width = int(stem_width) if stem_width is not None else planes[0]
         if stem == "cifar":
             self.conv1 = _conv3x3(in_channels, stem_width)
@@ -138,9 +145,11 @@ class ResNet(nn.Module):
                 stride = 2 if (s > 0 and b == 0) else 1
                 # a bottleneck stage always opens with a projection, as torchvision's does: a
                 # pruned stream may come out as wide as the stem, and still has its weights
-                extra = {"project": True} if cls is Bottleneck and b == 0 else {}
+                extra = {"out": streams[s]} if cls is Bottleneck else {}
+                if cls is Bottleneck and b == 0:
+                    extra["project"] = True
                 blocks.append(cls(cin, p, stride, next(inner) if inner else None, **extra))
-                cin = p * cls.expansion
+                cin = streams[s]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.n_stages = len(layers)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -156,6 +165,19 @@ class ResNet(nn.Module):
         for s in range(self.n_stages):
             x = getattr(self, f"layer{s + 1}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _streams(block: str, planes: Sequence[int], streams: Sequence[int] | None) -> list[int]:
+    """Each stage's stream width: ``streams`` as given (bottleneck only), else its default."""
+    if streams is None:
+        return [int(p) * (4 if block == "bottleneck" else 1) for p in planes]
+    if block == "basic":
+        raise UserError("streams applies to bottleneck ResNets only: a basic ResNet's streams "
+                        "are its planes")
+    streams = [int(w) for w in streams]
+    if len(streams) != len(planes) or min(streams) < 1:
+        raise UserError(f"streams needs {len(planes)} positive stage widths, got {streams}")
+    return streams
 
 
 def _chunks(widths: Sequence[int], per_block: int, n_blocks: int) -> list[list[int]]:
@@ -205,15 +227,16 @@ def _cifar(depth: int, num_classes: int = 10, in_channels: int = 3, width: float
 
 def _imagenet(name: str, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
               widths: Sequence[int] | None = None, stem_width: int | None = None,
-              planes: Sequence[int] | None = None) -> ResNet:
+              planes: Sequence[int] | None = None, streams: Sequence[int] | None = None) -> ResNet:
     _check_io(num_classes, in_channels)
     block, layers = IMAGENET_LAYERS[name]
     return ResNet(block, layers, _planes((64, 128, 256, 512), width, planes), "imagenet",
-                  num_classes, in_channels, widths, stem_width)
+                  num_classes, in_channels, widths, stem_width, streams)
 
 
 def infer_resnet_kwargs(state_dict: dict) -> dict:
-    """Stage widths, unit widths, stem, classes and input channels from a state_dict."""
+    """Stage widths, unit widths, stem, classes and input channels from a state_dict (and a
+    bottleneck ResNet's ``streams`` where one is not four times a whole ``planes``)."""
     if "conv1.weight" not in state_dict or "fc.weight" not in state_dict:
         raise UserError("the checkpoint holds no ResNet weights (conv1.weight, fc.weight): pass "
                         "a checkpoint of a registry ResNet (torchvision's names)")
@@ -223,8 +246,8 @@ def infer_resnet_kwargs(state_dict: dict) -> dict:
     names = [f"layer{s}.{b}" for s, b in blocks]
     last = "conv3" if bottleneck else "conv2"
     stages = sorted({s for s, _ in blocks})
-    planes = [int(state_dict[f"layer{s}.0.{last}.weight"].shape[0]) // (4 if bottleneck else 1)
-              for s in stages]
+    outs = [int(state_dict[f"layer{s}.0.{last}.weight"].shape[0]) for s in stages]
+    planes = [max(1, w // 4) for w in outs] if bottleneck else outs
     convs = ("conv1", "conv2") if bottleneck else ("conv1",)
     kwargs = {"planes": planes, "num_classes": int(state_dict["fc.weight"].shape[0]),
               "in_channels": int(state_dict["conv1.weight"].shape[1]),
@@ -232,6 +255,8 @@ def infer_resnet_kwargs(state_dict: dict) -> dict:
     stem = int(state_dict["conv1.weight"].shape[0])
     if bottleneck and stem != planes[0]:
         kwargs["stem_width"] = stem
+    if bottleneck and outs != [4 * p for p in planes]:
+        kwargs["streams"] = outs
     return kwargs
 
 
