@@ -13,3 +13,6 @@ mkdir -p /tmp/bench/r20x
 date > /tmp/bench/r20x/started
 jobs | xargs -P 2 -L 1 bash -c 'dir=$0; alphaprune compare "$@" '"$COMMON"' --out "$dir" > "$dir.log" 2>&1 || echo "FAILED: $dir"'
 date > /tmp/bench/r20x/done
+# session 17 (src of 41365de), one job beside the VGG-16/4 training of section 1:
+#   alphaprune compare $COMMON --methods os-step --prune-streams --step-size 1.0 --train-seed 0 \
+#       --out /tmp/bench/r20x/os_step10_s0   -> os_step10_s0_{results.jsonl,phases.csv}
