@@ -14,7 +14,9 @@ Runtimes (``--runtimes``, any of):
   intra-op thread, all graph optimisations).
 
 Pruned models: the checkpoint's Torch-Pruning L1 cuts at ``--targets`` (one channel ratio
-for every layer) and any fused model files given with ``--pruned``.
+for every layer), with ``--os-uniform`` objective selection's uniform widths at the same
+targets (``--flops`` with ``--balance 0``, multiples of 8, the streams whole: the fused
+architecture, random weights), and any fused model files given with ``--pruned``.
 
     OMP_NUM_THREADS=1 python benchmarks/share_runtimes.py /tmp/bench/resnet20/model.pt \\
         --targets 0.5,0.75 --pruned /tmp/bench/sp_r20_s16_0/model.pt --rounds 3
@@ -35,8 +37,13 @@ from torch.fx.experimental.optimization import fuse
 
 from alphaprune.allocator import allocator_state, keep_freed_memory
 from alphaprune.baselines.tp_l1 import torch_pruning_l1
+from alphaprune.blend.fuse import fused_architecture
+from alphaprune.blend.widths import solve_widths
+from alphaprune.errors import Unreachable
 from alphaprune.export import _runner, _write
+from alphaprune.graph import CostModel, find_units
 from alphaprune.modelfile import load_checkpoint
+from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.report.size import count_flops
 from alphaprune.speedup import alternating_speedup
 
@@ -91,11 +98,21 @@ def runner(runtime: str, model, x, folder: Path, name: str):
     return _onnxruntime(model, x, folder, name)
 
 
-def _models(a, original, shape):
+def _models(a, original, arch, shape):
     base = count_flops(original, shape)
     out = {f"TP L1 {float(t):.0%} FLOPs": torch_pruning_l1(
         original, base * (1 - float(t)), shape, "flops").eval()
         for t in a.targets.split(",") if t}
+    if a.os_uniform:
+        structure = find_units(copy.deepcopy(original), torch.zeros(2, *shape))
+        cost = CostModel(structure)
+        for t in (float(t) for t in a.targets.split(",") if t):
+            try:
+                widths = solve_widths(cost.base_widths, cost.flops, t, 8, 0.0, option="--flops")
+            except Unreachable as e:  # the streams whole: a CIFAR ResNet keeps about 30%
+                print(f"os uniform {t:.0%} FLOPs: skipped ({e})")
+                continue
+            out[f"os uniform {t:.0%} FLOPs"] = fused_architecture(structure, widths, arch).eval()
     for path in a.pruned:
         out[path] = load_checkpoint(path).model.eval()
     return base, out
@@ -106,6 +123,7 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--targets", default="0.5,0.75")
     p.add_argument("--pruned", nargs="*", default=[])
+    p.add_argument("--os-uniform", action="store_true")
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--pairs", type=int, default=20)
@@ -114,9 +132,9 @@ def main() -> None:
     torch.set_num_threads(1)
     keep_freed_memory()
     torch.manual_seed(0)
-    original = load_checkpoint(a.checkpoint).model.eval()
-    shape = (3, 32, 32)
-    base, models = _models(a, original, shape)
+    mf = load_checkpoint(a.checkpoint)
+    original, shape = mf.model.eval(), (3, 32, 32)
+    base, models = _models(a, original, None if mf.arch == GRAPH_ARCH else mf.arch, shape)
     x = torch.randn(a.batch, *shape)
     runtimes = a.runtimes.split(",")
     got = {(r, n): [] for r in runtimes for n in models}
