@@ -129,6 +129,9 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--batch", type=int, default=128)
     a = p.parse_args()
+    runtimes = a.runtimes.split(",")
+    if not set(runtimes) <= set(RUNTIMES):
+        p.error(f"--runtimes: choose from {','.join(RUNTIMES)}, got {a.runtimes}")
     torch.set_num_threads(1)
     keep_freed_memory()
     torch.manual_seed(0)
@@ -136,7 +139,6 @@ def main() -> None:
     original, shape = mf.model.eval(), (3, 32, 32)
     base, models = _models(a, original, None if mf.arch == GRAPH_ARCH else mf.arch, shape)
     x = torch.randn(a.batch, *shape)
-    runtimes = a.runtimes.split(",")
     got = {(r, n): [] for r in runtimes for n in models}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {r: {n: runner(r, m, x, Path(tmp), f"{r}{i}")
