@@ -14,7 +14,8 @@ Runtimes (``--runtimes``, any of):
   intra-op thread, all graph optimisations).
 
 Pruned models: the checkpoint's Torch-Pruning L1 cuts at ``--targets`` (one channel ratio
-for every layer), with ``--os-uniform`` objective selection's uniform widths at the same
+for every layer; with ``--tp-round-to N`` also the same cuts with Torch-Pruning's
+``round_to=N``), with ``--os-uniform`` objective selection's uniform widths at the same
 targets (``--flops`` with ``--balance 0``, multiples of 8, the streams whole: the fused
 architecture, random weights), and any fused model files given with ``--pruned``.
 
@@ -103,6 +104,9 @@ def _models(a, original, arch, shape):
     out = {f"TP L1 {float(t):.0%} FLOPs": torch_pruning_l1(
         original, base * (1 - float(t)), shape, "flops").eval()
         for t in a.targets.split(",") if t}
+    for t in (float(t) for t in a.targets.split(",") if t and a.tp_round_to):
+        out[f"TP L1 {t:.0%} FLOPs, round_to {a.tp_round_to}"] = torch_pruning_l1(
+            original, base * (1 - t), shape, "flops", round_to=a.tp_round_to).eval()
     if a.os_uniform:
         structure = find_units(copy.deepcopy(original), torch.zeros(2, *shape))
         cost = CostModel(structure)
@@ -124,6 +128,7 @@ def main() -> None:
     p.add_argument("--targets", default="0.5,0.75")
     p.add_argument("--pruned", nargs="*", default=[])
     p.add_argument("--os-uniform", action="store_true")
+    p.add_argument("--tp-round-to", type=int, default=None)
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--pairs", type=int, default=20)

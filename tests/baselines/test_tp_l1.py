@@ -47,3 +47,23 @@ def test_a_latency_match_runs_as_fast_as_the_reference(name, monkeypatch):
     tp = torch_pruning_l1(model, reference, shape, measure="latency", latency_batch=4)
     ref, got, full = (count_flops(m, shape) for m in (reference, tp, model))
     assert abs(got / ref - 1) <= 0.05 < abs(full / ref - 1)
+
+
+def test_round_to_keeps_every_cut_width_a_multiple_and_the_count_at_or_above_the_target():
+    """Torch-Pruning's ``round_to``: the cut layers' widths are multiples of 8 (the bisection
+    alone sizes it, so it keeps at least the target), where the unrounded cut is not."""
+    from alphaprune.report.size import count_flops
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", width=1.0, num_classes=10).eval()
+    shape = (3, 32, 32)
+    target = 0.5 * count_flops(model, shape)
+    widths = {}
+    for r in (None, 8):
+        cut = torch_pruning_l1(model, target, shape, "flops", round_to=r)
+        widths[r] = {m.out_channels for m in cut.modules() if isinstance(m, torch.nn.Conv2d)}
+        n = count_flops(cut, shape)
+        # unrounded: trimmed to the closest count; rounded: the bisection's, never below
+        assert (abs(n / target - 1) <= 0.01) if r is None else (target <= n <= 1.1 * target)
+    assert any(w % 8 for w in widths[None])
+    assert all(w % 8 == 0 for w in widths[8]), widths[8]

@@ -29,13 +29,14 @@ def output_layers(model: nn.Module, input_shape) -> list[str]:
     return [k.name for k in s.skipped if k.reason.startswith("output layer")]
 
 
-def _prune(model: nn.Module, ratio: float, input_shape, keep: list[str]) -> nn.Module:
+def _prune(model: nn.Module, ratio: float, input_shape, keep: list[str],
+           round_to: int | None = None) -> nn.Module:
     import torch_pruning as tp
 
     m = copy.deepcopy(model).eval()
     imp = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
     pruner = tp.pruner.BasePruner(m, torch.zeros(1, *input_shape), importance=imp,
-                                  pruning_ratio=ratio,
+                                  pruning_ratio=ratio, round_to=round_to,
                                   ignored_layers=[m.get_submodule(k) for k in keep])
     pruner.step()  # removes channels physically
     return m
@@ -82,17 +83,19 @@ def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.
 
 
 def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "params",
-                     latency_batch: int = 1) -> nn.Module:
+                     latency_batch: int = 1, round_to: int | None = None) -> nn.Module:
     """Channel-prune a copy of ``model`` with Torch-Pruning (L1 of each filter, per layer).
 
     The per-layer channel ratio is found by bisection so the ``measure`` (``params``, or
     ``flops``: multiply-accumulates at ``input_shape``) is just above ``target``; then
     single lowest-L1 channels are removed while that brings it closer. With ``latency``,
     ``target`` is a model to run as fast as, at ``latency_batch`` on this machine
-    (:func:`match_latency`).
+    (:func:`match_latency`). ``round_to`` (Torch-Pruning's own option) keeps every cut
+    layer's width a multiple of it, as objective selection's ``--round-to`` does; the
+    single-channel trim is then skipped, so the fit to ``target`` is coarser.
     """
     if measure == "latency":
-        return match_latency(model, target, input_shape, latency_batch)
+        return match_latency(model, target, input_shape, latency_batch, round_to=round_to)
     if measure not in ("params", "flops"):
         raise ValueError(f"unknown measure {measure!r}")
     count = count_params if measure == "params" else (lambda m: count_flops(m, input_shape))
@@ -100,16 +103,18 @@ def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "para
     lo, hi = 0.0, 0.99
     for _ in range(14):
         mid = (lo + hi) / 2
-        n = count(_prune(model, mid, input_shape, keep))
+        n = count(_prune(model, mid, input_shape, keep, round_to))
         if n > target:
             lo = mid
         else:
             hi = mid
+    if round_to:
+        return _prune(model, lo, input_shape, keep, round_to)
     return _trim(_prune(model, lo, input_shape, keep), target, input_shape, keep, count)
 
 
 def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: int,
-                  steps: int = 8) -> nn.Module:
+                  steps: int = 8, round_to: int | None = None) -> nn.Module:
     """The Torch-Pruning L1 cut of ``model`` that runs as fast as ``reference``: bisection
     on the per-layer ratio, each candidate timed against ``reference`` side by side
     (alternating single passes, the median of their ratios: timings of the same moment, steadier than
@@ -120,7 +125,7 @@ def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: in
     lo, hi, best = 0.0, 0.99, None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        cand = _prune(model, mid, input_shape, keep)
+        cand = _prune(model, mid, input_shape, keep, round_to)
         ratio, _, _ = measured_speedup(reference, cand, input_shape, batch)  # ref ms / cand ms
         if best is None or abs(ratio - 1) < abs(best[0] - 1):
             best = (ratio, cand)
