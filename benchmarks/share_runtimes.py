@@ -101,16 +101,16 @@ def runner(runtime: str, model, x, folder: Path, name: str):
 
 def _models(a, original, arch, shape):
     base = count_flops(original, shape)
-    out = {f"TP L1 {float(t):.0%} FLOPs": torch_pruning_l1(
-        original, base * (1 - float(t)), shape, "flops").eval()
-        for t in a.targets.split(",") if t}
-    for t in (float(t) for t in a.targets.split(",") if t and a.tp_round_to):
+    targets = [float(t) for t in a.targets.split(",") if t]
+    out = {f"TP L1 {t:.0%} FLOPs": torch_pruning_l1(
+        original, base * (1 - t), shape, "flops").eval() for t in targets}
+    for t in targets if a.tp_round_to else []:
         out[f"TP L1 {t:.0%} FLOPs, round_to {a.tp_round_to}"] = torch_pruning_l1(
             original, base * (1 - t), shape, "flops", round_to=a.tp_round_to).eval()
     if a.os_uniform:
         structure = find_units(copy.deepcopy(original), torch.zeros(2, *shape))
         cost = CostModel(structure)
-        for t in (float(t) for t in a.targets.split(",") if t):
+        for t in targets:
             try:
                 widths = solve_widths(cost.base_widths, cost.flops, t, 8, 0.0, option="--flops")
             except Unreachable as e:  # the streams whole: a CIFAR ResNet keeps about 30%

@@ -145,9 +145,7 @@ class ResNet(nn.Module):
                 stride = 2 if (s > 0 and b == 0) else 1
                 # a bottleneck stage always opens with a projection, as torchvision's does: a
                 # pruned stream may come out as wide as the stem, and still has its weights
-                extra = {"out": streams[s]} if cls is Bottleneck else {}
-                if cls is Bottleneck and b == 0:
-                    extra["project"] = True
+                extra = {"out": streams[s], "project": b == 0} if cls is Bottleneck else {}
                 blocks.append(cls(cin, p, stride, next(inner) if inner else None, **extra))
                 cin = streams[s]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
