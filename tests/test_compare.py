@@ -280,6 +280,54 @@ def test_match_latency_times_torch_pruning_against_the_fused_model(results, tmp_
     assert s["speedup"]["target"] == 2.0 and s["speedup"]["batch"] == 8
 
 
+def test_tp_round_to_rounds_the_peer_and_a_resume_trains_the_same_cut(results, tmp_path,
+                                                                     monkeypatch, capsys):
+    """``--tp-round-to 8`` under ``--match latency``: Torch-Pruning's cut layers are
+    multiples of 8 and the row says so. Its cut is written before training, so a run killed
+    mid-training trains the same network again rather than timing a new cut; a rerun with
+    another --tp-round-to is refused."""
+    import alphaprune.compare as compare_mod
+    from alphaprune.modelfile import load_checkpoint
+
+    from .standins import stand_in_timing
+
+    stand_in_timing(monkeypatch)
+    _, out, _ = results
+    run = tmp_path / "round"
+    args = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+            "--targets", "0.5", "--methods", "os-step,tp-l1", "--match", "latency",
+            "--out", str(run), "--no-progress"]
+    assert main([*args, "--tp-round-to", "8"]) == 0
+    lines = (run / "results.jsonl").read_text().splitlines()
+    tp = json.loads(lines[-1])
+    assert tp["method"] == "tp-l1" and tp["tp_round_to"] == 8
+    assert "tp_round_to" not in json.loads(lines[-2])  # objective selection's row
+    convs = [m for m in load_checkpoint(tp["model_file"]).model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    full = sum(c.out_channels for c in load_checkpoint(out / "pretrained.pt").model.modules()
+               if isinstance(c, torch.nn.Conv2d))
+    assert sum(c.out_channels for c in convs) < full  # it was cut
+    # killed after training, before its row was written: the rerun reads the saved cut
+    (run / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    monkeypatch.setattr(compare_mod, "torch_pruning_l1", lambda *a, **k: pytest.fail("cut again"))
+    assert main([*args, "--tp-round-to", "8"]) == 0
+    again = json.loads((run / "results.jsonl").read_text().splitlines()[-1])
+    assert again["method"] == "tp-l1" and again["params"] == tp["params"]
+    capsys.readouterr()
+    assert main(args) == 2
+    assert ("made with --tp-round-to 8, this run asks for none: pass --tp-round-to 8"
+            in capsys.readouterr().err)
+
+
+def test_tp_round_to_must_be_positive(results, capsys):
+    _, out, _ = results
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--tp-round-to", "0", "--out", str(out.parent / "never")]) == 2
+    assert "--tp-round-to must be >= 1, got 0" in capsys.readouterr().err
+    assert not (out.parent / "never").exists()
+
+
 @pytest.mark.parametrize("why", ["missing", "latency"])
 def test_fastnas_is_skipped_with_the_reason_where_it_cannot_run(results, tmp_path, capsys,
                                                                  monkeypatch, why):

@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "target T asks objective selection for --speedup 1/(1-T))")
     c.add_argument("--latency-batch", type=int, default=1,
                    help="--match latency: the batch size latency is measured at")
+    c.add_argument("--tp-round-to", type=int, default=None, metavar="N",
+                   help="cut Torch-Pruning's layers to widths that are multiples of N (its own "
+                        "round_to), as objective selection's are (default: any width)")
     c.add_argument("--methods", type=lambda t: t.split(","), default=None,
                    help="comma-separated subset of the methods (default: all)")
     c.add_argument("--budget", type=int, default=30, help="training epochs per method and target")
@@ -427,6 +430,7 @@ def _cmd_compare(a) -> int:
                "balance", "solver", "streams", "final_takes_rest", "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
+                        tp_round_to=a.tp_round_to,
                         methods=a.methods or list(METHODS), budget=a.budget, lr=a.lr,
                         step_size=a.step_size, decay_rate=a.decay_rate, mu=a.mu,
                         factor=a.factor, patience=a.patience, data=asdict(_data_cfg(a)),

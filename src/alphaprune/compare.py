@@ -8,7 +8,8 @@ sized to objective selection's fused model by that measure:
 * ``os-<scheduler>``: objective selection with each alpha-scheduler; the epoch budget is
   split between the alpha > 0 phases (early stopping within each) and the alpha = 0 phase;
 * ``tp-l1``: Torch-Pruning L1 channel pruning (physical) to the same parameter (or FLOP)
-  count, or to the same measured latency, then fine-tuning;
+  count, or to the same measured latency, then fine-tuning (``tp_round_to``: its widths
+  multiples of that, as objective selection's are);
 * ``modelopt-fastnas``: NVIDIA Model Optimizer's FastNAS search (the ``peers`` extra) under
   the same parameter or FLOP budget, then the same fine-tuning;
 * ``unstructured``: ``torch.nn.utils.prune`` global L1 to the same number of non-zeros, then
@@ -65,6 +66,7 @@ SEARCH_SIZE = 1000  # validation images a width search scores on (sensitivity, F
 # skips it (scoring stale statistics) while fewer have been seen
 CALIB_BATCHES, CALIB_BATCH = 50, 20
 MATCHES = ("params", "flops", "latency")
+START = "start.pt"  # a cut peer's network before training, in its method's folder
 
 
 @dataclass
@@ -93,6 +95,9 @@ class CompareConfig:
     # objective selection then prunes by --speedup 1 / (1 - target))
     match: str = "params"
     latency_batch: int = 1
+    # the Torch-Pruning peer keeps each cut layer's width a multiple of this (its own
+    # round_to), as objective selection's widths are by default; None: any width
+    tp_round_to: int | None = None
     accelerator: str = "auto"             # auto (a CUDA GPU when visible), cpu or gpu
     devices: int = 1                      # processes per node (alphaprune.parallel)
     num_nodes: int = 1
@@ -208,6 +213,8 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError(f"unknown --match '{cfg.match}': use one of {', '.join(MATCHES)}")
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
+    if cfg.tp_round_to is not None and cfg.tp_round_to < 1:
+        raise UserError(f"--tp-round-to must be >= 1, got {cfg.tp_round_to}")
     if _search_size(cfg) < 1:
         raise UserError(f"--search-size must be >= 1, got {_search_size(cfg)}")
     if _auto_steps(cfg) < 0:
@@ -263,6 +270,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})
     _check_same_widths(done, balance, solver, out, streams)
     _check_same_auto_steps(cfg, out, solver)
+    _check_same_tp_round_to(done, cfg.tp_round_to, out)
     if lead:
         make_dir(out)
     mean, std = mf.mean or mean, mf.std or std
@@ -311,7 +319,8 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
             row = _run_method(b, method, target, widths, size)
             if row is not None:
                 _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
-                                                 "match": cfg.match, **_streams_key(cfg)}, done)
+                                                 "match": cfg.match, **_streams_key(cfg),
+                                                 **_tp_key(cfg, method)}, done)
     return _finish(b, done) if b.lead else []
 
 
@@ -384,9 +393,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
         model = load_checkpoint(model_file).model
         acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
     else:
-        model, epochs, _ = _baseline(method, cfg, b.mf.model, b.mf.arch, (b.structure, widths),
-                                     size, b.shape, run, ck, b.ds, b.splits, b.mean, b.std,
-                                     b.data, OptimConfig(lr=cfg.lr, schedule="cosine"), b.progress)
+        model, epochs, _ = _baseline(b, method, widths, size, run, ck)
         if not b.lead:
             return None
         acc = split_scores(model, b.ds, b.splits, b.mean, b.std)
@@ -418,6 +425,24 @@ def _check_same_match(done: list[dict], match: str, out: Path) -> None:
         was = ", ".join(sorted(used))
         raise UserError(f"{out} holds rows matched by {was}, this run matches by {match}: pass "
                         f"--match {was} to continue it, or another --out")
+
+
+def _tp_key(cfg: CompareConfig, method: str) -> dict:
+    """``{"tp_round_to": N}`` for a Torch-Pruning row cut with ``--tp-round-to N`` (nothing
+    otherwise: rows written before the option existed read as unrounded)."""
+    return {"tp_round_to": cfg.tp_round_to} if method == "tp-l1" and cfg.tp_round_to else {}
+
+
+def _check_same_tp_round_to(done: list[dict], round_to: int | None, out: Path) -> None:
+    """A rerun must cut Torch-Pruning as the rows and started cuts it continues were."""
+    recorded = [r for r in done if r["method"] == "tp-l1"]
+    recorded += [load_checkpoint(p).meta for p in sorted(out.glob(f"p*/tp-l1/{START}"))]
+    used = {r.get("tp_round_to") for r in recorded}
+    if used and used != {round_to}:
+        was = sorted(used - {round_to}, key=str)[0]
+        flag = f"--tp-round-to {was}" if was else "no --tp-round-to"
+        raise UserError(f"{out} holds Torch-Pruning cuts made with {flag}, this run asks for "
+                        f"{round_to or 'none'}: pass {flag} to continue it, or another --out")
 
 
 def _streams_key(cfg: CompareConfig) -> dict:
@@ -507,34 +532,50 @@ def compact_model(structure, widths, arch: str, seed: int) -> torch.nn.Module:
     return fused
 
 
-def _baseline(method, cfg, pretrained, arch, compact, size, shape, run, ck, ds, splits, mean,
-              std, data, optim, progress):
-    """Build the starting model of a peer method and train it for the budget (``compact``:
-    the structure and widths of objective selection's architecture, for scratch and kd)."""
+def _baseline(b: _Bench, method: str, widths, size: dict, run: Path, ck):
+    """Build the starting model of a peer method and train it for the budget (``widths``:
+    objective selection's architecture, which scratch and kd train)."""
     import copy
 
-    teacher, distill = None, 0.0
-    if method == "tp-l1":
-        model = torch_pruning_l1(pretrained, size[cfg.match], shape, measure=cfg.match,
-                                 latency_batch=cfg.latency_batch)
-    elif method == FASTNAS:
-        model = modelopt_fastnas(pretrained, size[cfg.match], shape, cfg.match,
-                                 *_fastnas_data(cfg, ds, splits, mean, std, data),
-                                 verbose=progress)
+    cfg, pretrained = b.cfg, b.mf.model
+    teacher, distill, optim = None, 0.0, OptimConfig(lr=cfg.lr, schedule="cosine")
+    if method in ("tp-l1", FASTNAS):
+        model = _peer_cut(b, method, size, run, ck)
     elif method == "unstructured":
         model = magnitude_unstructured(copy.deepcopy(pretrained), size["params"])
     else:  # scratch / kd: objective selection's compact architecture from random init
-        model = compact_model(*compact, arch, data.run_seed)
+        model = compact_model(b.structure, widths, b.mf.arch, b.data.run_seed)
         optim = OptimConfig(lr=cfg.scratch_lr, schedule="onecycle")
         if method == "kd":
             teacher, distill = copy.deepcopy(pretrained), cfg.distill
-    model, _, _ = fit_classifier(model, run, ck, ds, splits, mean, std, cfg.budget, optim, data,
-                                 progress=progress, teacher=teacher, distill=distill,
+    model, _, _ = fit_classifier(model, run, ck, b.ds, b.splits, b.mean, b.std, cfg.budget, optim,
+                                 b.data, progress=b.progress, teacher=teacher, distill=distill,
                                  temperature=cfg.temperature, accelerator=cfg.accelerator,
                                  processes=Processes.of(cfg))
     if method == "unstructured":
         model = make_permanent(model)
     return model.eval(), cfg.budget, method == "unstructured"
+
+
+def _peer_cut(b: _Bench, method: str, size: dict, run: Path, ck) -> torch.nn.Module:
+    """Torch-Pruning's or FastNAS's cut of the pretrained model, before training. Rank 0
+    writes it to the method's folder (``START``) and a resumed method trains it again: a
+    latency match times its candidates, so a second cut could differ from the network the
+    checkpoint holds."""
+    cfg, path = b.cfg, run / START
+    if ck is not None and path.exists():
+        return load_checkpoint(path).model
+    if method == "tp-l1":
+        model = torch_pruning_l1(b.mf.model, size[cfg.match], b.shape, measure=cfg.match,
+                                 latency_batch=cfg.latency_batch, round_to=cfg.tp_round_to)
+    else:
+        model = modelopt_fastnas(b.mf.model, size[cfg.match], b.shape, cfg.match,
+                                 *_fastnas_data(cfg, b.ds, b.splits, b.mean, b.std, b.data),
+                                 verbose=b.progress)
+    if b.lead:
+        save_model(path, model, b.mf.arch, b.mean, b.std, b.classes,
+                   {"method": method, **_tp_key(cfg, method), "input_shape": list(b.shape)})
+    return model
 
 
 def _fastnas_data(cfg: CompareConfig, ds, splits, mean, std, data: DataConfig):
