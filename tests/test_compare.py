@@ -320,6 +320,16 @@ def test_tp_round_to_rounds_the_peer_and_a_resume_trains_the_same_cut(results, t
             in capsys.readouterr().err)
 
 
+def test_a_rerun_rounding_an_unrounded_torch_pruning_is_refused(tmp_path):
+    from alphaprune.compare import _check_same_tp_round_to
+
+    rows = [{"method": "pretrained"}, {"method": "tp-l1"}]  # rows from before the option
+    _check_same_tp_round_to(rows, None, tmp_path)
+    with pytest.raises(UserError, match="made without --tp-round-to, this run asks for 8: "
+                                        "drop --tp-round-to"):
+        _check_same_tp_round_to(rows, 8, tmp_path)
+
+
 def test_tp_round_to_must_be_positive(results, capsys):
     _, out, _ = results
     assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",

@@ -440,9 +440,10 @@ def _check_same_tp_round_to(done: list[dict], round_to: int | None, out: Path) -
     used = {r.get("tp_round_to") for r in recorded}
     if used and used != {round_to}:
         was = sorted(used - {round_to}, key=str)[0]
-        flag = f"--tp-round-to {was}" if was else "no --tp-round-to"
-        raise UserError(f"{out} holds Torch-Pruning cuts made with {flag}, this run asks for "
-                        f"{round_to or 'none'}: pass {flag} to continue it, or another --out")
+        made = f"with --tp-round-to {was}" if was else "without --tp-round-to"
+        fix = f"pass --tp-round-to {was}" if was else "drop --tp-round-to"
+        raise UserError(f"{out} holds Torch-Pruning cuts made {made}, this run asks for "
+                        f"{round_to or 'none'}: {fix} to continue it, or another --out")
 
 
 def _streams_key(cfg: CompareConfig) -> dict:
