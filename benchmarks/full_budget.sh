@@ -48,9 +48,12 @@ one() {  # method@target[#train-seed], or a variant name
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
     onecycle@*)  # alpha = 0 from the start: all epochs on the inherited weights, distilled
-      # from the pretrained network throughout, lr one-cycle up to 0.05 (the kd peer's recipe)
+      # from the pretrained network throughout, lr one-cycle up to 0.05 (the kd peer's recipe;
+      # --recipe onecycle sets the same and names it in summary.json, which rows run before
+      # session 18 record as handover)
       local t=${row#*@} d="$OUT/onecycle-${row#*@}$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
+        --recipe onecycle \
         --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr 0.05 --final-schedule onecycle \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
