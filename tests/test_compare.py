@@ -392,3 +392,13 @@ def test_a_rerun_with_other_auto_steps_is_refused(tmp_path):
     (tmp_path / "p50" / "widths.json").write_text(
         json.dumps({"widths": [8], "solver": "auto", "auto_steps": 40}))
     _check_same_auto_steps(cfg, tmp_path, "auto")
+
+
+def test_a_rounded_torch_pruning_cut_far_from_its_size_is_said():
+    from alphaprune.compare import rounded_fit_note
+
+    assert rounded_fit_note(13_100_000, 13_000_000, "flops", 8) is None  # within 2%
+    note = rounded_fit_note(18_260_448, 13_250_000, "flops", 8)
+    assert note.startswith("tp-l1 with --tp-round-to 8 has +38% of the flops asked "
+                           "(18,260,448 against 13,250,000)")
+    assert "drop --tp-round-to" in note

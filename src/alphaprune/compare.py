@@ -576,7 +576,24 @@ def _peer_cut(b: _Bench, method: str, size: dict, run: Path, ck) -> torch.nn.Mod
     if b.lead:
         save_model(path, model, b.mf.arch, b.mean, b.std, b.classes,
                    {"method": method, **_tp_key(cfg, method), "input_shape": list(b.shape)})
+        if method == "tp-l1" and cfg.tp_round_to and cfg.match != "latency":
+            got = {"params": count_params, "flops": lambda m: count_flops(m, b.shape)}[cfg.match]
+            note = rounded_fit_note(got(model), size[cfg.match], cfg.match, cfg.tp_round_to)
+            if note:
+                print(f"[compare] {note}", file=sys.stderr, flush=True)
     return model
+
+
+def rounded_fit_note(got: float, asked: float, measure: str, round_to: int,
+                     tolerance: float = 0.02) -> str | None:
+    """What to tell the user when Torch-Pruning's rounded cut misses its size by more than
+    ``tolerance``: one channel ratio for every layer, rounded, moves in coarse steps, and the
+    cut kept is the nearest one at or above the size asked."""
+    if abs(got / asked - 1) <= tolerance:
+        return None
+    return (f"tp-l1 with --tp-round-to {round_to} has {got / asked - 1:+.0%} of the {measure} "
+            f"asked ({got:,.0f} against {asked:,.0f}): its rounded cuts come in coarse steps "
+            "and this is the nearest; drop --tp-round-to for a close fit")
 
 
 def _fastnas_data(cfg: CompareConfig, ds, splits, mean, std, data: DataConfig):
