@@ -11,7 +11,7 @@
 
 By default (``--recipe`` not given) a run takes ``onecycle`` only where it led on seed
 means: on VGG-16/4 at 30 epochs on 40,000 images it led the hand-over at 65% of the
-parameters removed (two seeds) and at 35% (one seed), and trailed it at 90% and at every
+parameters removed (two seeds) and at 35% (two seeds), and trailed it at 90% and at every
 budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21). So: an
 explicit budget (``--max-total-epochs``) of at least :data:`ONECYCLE_MIN_EPOCHS` epochs and
 :data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs, a parameter target (``--prune``) with at most
