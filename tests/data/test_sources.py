@@ -210,6 +210,36 @@ def test_added_or_removed_files_invalidate_the_cache(imagefolder, monkeypatch, c
     assert len(ds.y) == n and ds.num_classes == n_cls
 
 
+def test_a_changed_folder_replaces_its_cache_file_and_another_folder_gets_its_own(
+        imagefolder, cache_dir, tmp_path, monkeypatch):
+    load_dataset(str(imagefolder))
+    (first,) = cache_dir.glob("*.npz")
+    (imagefolder / "stripes" / "img_05.png").unlink()
+    calls = _count_decode(monkeypatch)
+    load_dataset(str(imagefolder))
+    assert calls == [35]
+    assert list(cache_dir.glob("*.npz")) == [first]  # replaced, not one more file per change
+    other = write_imagefolder(tmp_path / "other", per_class=2)
+    load_dataset(str(other))
+    assert len(list(cache_dir.glob("*.npz"))) == 2
+    _forbid_decode(monkeypatch)
+    assert len(load_dataset(str(imagefolder)).y) == 35 and len(load_dataset(str(other)).y) == 6
+
+
+def test_a_cache_file_of_the_old_layout_is_used_and_moved_into_its_slot(imagefolder, cache_dir,
+                                                                        monkeypatch):
+    first = load_dataset(str(imagefolder))
+    (npz,) = cache_dir.glob("*.npz")
+    with np.load(npz) as z:  # before slots: named by the fingerprint, which it did not hold
+        key = str(z["key"])
+        np.savez(cache_dir / f"{key}.npz", x=z["x"], y=z["y"], classes=z["classes"])
+    npz.unlink()
+    _forbid_decode(monkeypatch)
+    again = load_dataset(str(imagefolder))
+    assert np.array_equal(first.x, again.x) and again.classes == first.classes
+    assert [p.name for p in cache_dir.glob("*.npz")] == [npz.name]
+
+
 def test_corrupt_cache_file_is_decoded_again(imagefolder, cache_dir, monkeypatch):
     first = load_dataset(str(imagefolder))
     (npz,) = cache_dir.glob("*.npz")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alphaprune.data.cache import cache_key, load_cached, save_cached
+from alphaprune.data.cache import cache_key, cache_slot, load_cached, save_cached
 from alphaprune.errors import UserError
 
 __all__ = ["Dataset", "load_dataset", "IMAGE_EXTENSIONS"]
@@ -211,10 +211,11 @@ def load_dataset(spec: str, cache_dir: str | os.PathLike | None = None) -> Datas
         return _load_cifar_pickle(root)
     classes, files = _list_imagefolder(root)
     key = cache_key(root, [root / c / f for c, fs in zip(classes, files) for f in fs])
-    cached = load_cached(key, cache_dir)
+    slot = cache_slot(root)
+    cached = load_cached(slot, key, cache_dir)
     if cached is not None:
         x, y, cached_classes = cached
         return Dataset(x, y, cached_classes, str(root))
     ds = _load_imagefolder(root, classes, files)
-    save_cached(key, ds.x, ds.y, ds.classes, cache_dir)
+    save_cached(slot, key, ds.x, ds.y, ds.classes, cache_dir)
     return ds
