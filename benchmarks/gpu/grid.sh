@@ -45,4 +45,4 @@ kill "$guard" 2>/dev/null
 echo "rows ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 cat "$W"/rows/*/results.jsonl > "$OUT/results.jsonl" 2>/dev/null
 tar czf "$OUT/rows.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard rows
-grep -hv pretrained "$OUT/results.jsonl" | cut -c1-160
+grep -v pretrained "$OUT/results.jsonl" | cut -c1-160

@@ -577,8 +577,8 @@ def _peer_cut(b: _Bench, method: str, size: dict, run: Path, ck) -> torch.nn.Mod
         save_model(path, model, b.mf.arch, b.mean, b.std, b.classes,
                    {"method": method, **_tp_key(cfg, method), "input_shape": list(b.shape)})
         if method == "tp-l1" and cfg.tp_round_to and cfg.match != "latency":
-            got = {"params": count_params, "flops": lambda m: count_flops(m, b.shape)}[cfg.match]
-            note = rounded_fit_note(got(model), size[cfg.match], cfg.match, cfg.tp_round_to)
+            got = count_params(model) if cfg.match == "params" else count_flops(model, b.shape)
+            note = rounded_fit_note(got, size[cfg.match], cfg.match, cfg.tp_round_to)
             if note:
                 print(f"[compare] {note}", file=sys.stderr, flush=True)
     return model
