@@ -1,9 +1,10 @@
 """Which recipe ``prune``'s default picks on the real split at the budgets and cuts of
-BENCHMARKS.md sections 15, 17 and 19 (section 21): the settings are resolved and the
-widths planned as a run does, nothing is trained or written.
+BENCHMARKS.md sections 15, 17, 19 and 27 (sections 21 and 28): the settings are resolved and
+the widths planned as a run does, nothing is trained or written.
 
     OMP_NUM_THREADS=1 python benchmarks/recipe_default.py /tmp/bench/vgg16_w025/model.pt \\
         --data ../shared/datasets/cifar10/train
+    # and /tmp/bench/resnet20/model.pt, a network with sums
 
 (The widths of the ratio solver depend on the architecture only, so a random-weight
 VGG-16/4 file gives the same answer as the pretrained one.)
@@ -20,7 +21,8 @@ from alphaprune.prune import PruneConfig, _load, _settings, planned
 
 # (parameters removed, --max-total-epochs or None, --train-subset or None: all 40,000)
 CELLS = [(0.35, 30, None), (0.65, 30, None), (0.9, 30, None), (0.35, 8, 20000),
-         (0.65, 30, 20000), (0.65, 8, 20000), (0.9, 30, 20000), (0.65, None, None)]
+         (0.65, 30, 20000), (0.65, 8, 20000), (0.9, 30, 20000), (0.65, None, None),
+         (0.5, 30, 20000), (0.7, 30, 20000), (0.5, 8, 20000)]   # resnet20's (section 28)
 
 
 def main() -> None:

@@ -50,6 +50,15 @@ def _rows(path) -> list[dict]:
     (Budget(30, FULL, 0.66), "handover", ["over 65%"]),
     (Budget(30, FULL, 0.5, "flops"), "handover", ["parameter targets only, not flops"]),
     (Budget(30, FULL, 0.5, "latency"), "handover", ["not latency"]),
+    # a residual network: onecycle led from 600,000 image-epochs (resnet20, section 28)
+    (Budget(30, 20_000, 0.5, residual=True), "onecycle", ["(a residual network)", "50%"]),
+    (Budget(30, 20_000, 0.65, residual=True), "onecycle", ["65%"]),
+    (Budget(30, 19_999, 0.5, residual=True), "handover",
+     ["(599,970 image-epochs) is under 600,000 image-epochs (a residual network)"]),
+    (Budget(8, 80_000, 0.5, residual=True), "handover", ["is under 30 epochs (a residual"]),
+    (Budget(30, 20_000, 0.7, residual=True), "handover", ["70%", "over 65%"]),
+    (Budget(30, 20_000, 0.5, "flops", residual=True), "handover", ["not flops"]),
+    (Budget(30, 20_000, 0.5), "handover", ["under 1,200,000 image-epochs (a network without"]),
 ])
 def test_the_default_recipe_follows_the_budget_and_the_cut(budget, expected, words):
     chosen, why = choose_recipe(PruneConfig(), budget)

@@ -42,6 +42,25 @@ def test_prune_resnet20_end_to_end(resnet20, tmp_path):
     assert fused.conv1.out_channels == 4 and fused.layer3[2].conv2.out_channels == 16
 
 
+def test_a_residual_network_takes_onecycle_from_its_own_budget(resnet20, tmp_path, monkeypatch):
+    """prune tells the recipe rule that resnet20 adds tensors: with the threshold of networks
+    without sums out of reach and the residual one under this run, it goes straight to
+    alpha = 0 and says why."""
+    import yaml
+
+    from alphaprune import recipe
+
+    monkeypatch.setattr(recipe, "ONECYCLE_MIN_EPOCHS", 2)
+    monkeypatch.setattr(recipe, "ONECYCLE_MIN_IMAGE_EPOCHS", 10**9)
+    monkeypatch.setattr(recipe, "ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL", 2 * 100)
+    out = tmp_path / "onecycle"
+    assert main(["prune", "--checkpoint", str(resnet20), *DATA, "--prune", "0.5",
+                 "--max-total-epochs", "2", "--warmup-steps", "0", "--out", str(out)]) == 0
+    p = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert p["recipe"] == "onecycle" and "(a residual network)" in p["recipe_reason"]
+    assert json.loads((out / "summary.json").read_text())["phases"][0]["alpha"] == 0.0
+
+
 def test_compare_resnet20_sizes_every_peer_to_the_same_count(resnet20, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--checkpoint", str(resnet20), *DATA, "--quick", "--targets", "0.5",

@@ -17,7 +17,7 @@ from alphaprune.blend.widths import check_width_options, narrowest
 from alphaprune.data import normalize
 from alphaprune.errors import OutOfBudget, Unreachable, UserError, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
-from alphaprune.graph import CostModel, find_units
+from alphaprune.graph import CostModel, find_units, has_sums
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
@@ -438,7 +438,7 @@ def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
     cost = CostModel(plan.structure)
     removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
     budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
-                    len(src.splits.train), removed, cfg.target()[0])
+                    len(src.splits.train), removed, cfg.target()[0], has_sums(plan.structure))
     return replace(cfg, **resolve_recipe(cfg, budget))
 
 

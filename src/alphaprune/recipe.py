@@ -12,9 +12,12 @@
 By default (``--recipe`` not given) a run takes ``onecycle`` only where it led on seed
 means: on VGG-16/4 at 30 epochs on 40,000 images it led the hand-over at 65% of the
 parameters removed (two seeds) and at 35% (two seeds), and trailed it at 90% and at every
-budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21). So: an
-explicit budget (``--max-total-epochs``) of at least :data:`ONECYCLE_MIN_EPOCHS` epochs and
-:data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs, a parameter target (``--prune``) with at most
+budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21); on
+resnet20 at 50% it led the hand-over and Torch-Pruning at 30 epochs on 20,000 images
+(two seeds, section 28). So: an explicit budget (``--max-total-epochs``) of at least
+:data:`ONECYCLE_MIN_EPOCHS` epochs and :data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs
+(:data:`ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL` for a network with sums, a residual network),
+a parameter target (``--prune``) with at most
 :data:`ONECYCLE_MAX_CUT` of the parameters removed, and none of the hand-over's own options
 given. A hand-over with an
 explicit budget has its phases laid out in it as that measured default was
@@ -32,6 +35,7 @@ RECIPES = ("handover", "onecycle")
 ONECYCLE_LR = 0.05                   # the kd peer's peak lr
 ONECYCLE_MIN_EPOCHS = 30
 ONECYCLE_MIN_IMAGE_EPOCHS = 1_200_000
+ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL = 600_000   # a network with sums (resnet20: section 28)
 ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
 BUDGET_PATIENCE = 2
@@ -50,6 +54,12 @@ class Budget:
     train_images: int           # images of the train split the run trains on
     params_removed: float       # share of the parameters the planned widths remove
     measure: str = "params"     # the run's target: params, flops or latency
+    residual: bool = False      # the network adds tensors (shortcuts), unlike a VGG
+
+    @property
+    def min_image_epochs(self) -> int:
+        """The fewest image-epochs at which onecycle led on this kind of network."""
+        return ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL if self.residual else ONECYCLE_MIN_IMAGE_EPOCHS
 
 
 def handover_options(cfg) -> list[str]:
@@ -100,18 +110,20 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
     if budget.measure != "params":
         return "handover", f"onecycle was measured on parameter targets only, not {budget.measure}"
     image_epochs = budget.epochs * budget.train_images
+    least = budget.min_image_epochs
     short = ([f"{ONECYCLE_MIN_EPOCHS} epochs"] if budget.epochs < ONECYCLE_MIN_EPOCHS else []) + \
-        ([f"{ONECYCLE_MIN_IMAGE_EPOCHS:,} image-epochs"]
-         if image_epochs < ONECYCLE_MIN_IMAGE_EPOCHS else [])
+        ([f"{least:,} image-epochs"] if image_epochs < least else [])
+    kind = "a residual network" if budget.residual else "a network without sums"
     if short:
         return "handover", (f"budget {budget.epochs} epochs x {budget.train_images} images "
-                            f"({image_epochs:,} image-epochs) is under {' and '.join(short)}")
+                            f"({image_epochs:,} image-epochs) is under {' and '.join(short)} "
+                            f"({kind})")
     # to the percent: widths in multiples of 8 remove a little more than the target asks
     if round(budget.params_removed, 2) > ONECYCLE_MAX_CUT:
         return "handover", (f"{budget.params_removed:.0%} of the parameters removed is over "
                             f"{ONECYCLE_MAX_CUT:.0%}")
-    return "onecycle", (f"budget {budget.epochs} epochs x {budget.train_images} images, "
-                        f"{budget.params_removed:.0%} of the parameters removed")
+    return "onecycle", (f"budget {budget.epochs} epochs x {budget.train_images} images "
+                        f"({kind}), {budget.params_removed:.0%} of the parameters removed")
 
 
 def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from alphaprune.cli import main
 from alphaprune.errors import UserError
-from alphaprune.graph import find_units
+from alphaprune.graph import find_units, has_sums
 from alphaprune.models import create_model
 from tests.graph.zoo import ZOO, Untraceable
 
@@ -29,6 +29,13 @@ def test_resnet20_inner_convs_are_the_units_and_the_stream_is_not():
         assert "tied by add" in skipped[f"layer{s}.0.downsample.0"]
     assert "output layer" in skipped["fc"]
     assert len(skipped) == 13
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("resnet20", {}, True), ("resnet50", {"width": 0.25}, True), ("vgg11", {"width": 0.125}, False),
+])
+def test_has_sums_tells_a_residual_network_from_a_plain_chain(name, kwargs, expected):
+    assert has_sums(find_units(create_model(name, **kwargs), X)) is expected
 
 
 def test_vgg_every_conv_is_a_unit():

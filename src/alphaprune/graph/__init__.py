@@ -3,6 +3,7 @@ count the fused model's parameters and FLOPs for any unit widths."""
 
 from alphaprune.graph.cost import CostModel
 from alphaprune.graph.trace import trace
-from alphaprune.graph.units import Consumer, Skipped, Structure, Unit, find_units
+from alphaprune.graph.units import Consumer, Skipped, Structure, Unit, find_units, has_sums
 
-__all__ = ["CostModel", "Consumer", "Skipped", "Structure", "Unit", "find_units", "trace"]
+__all__ = ["CostModel", "Consumer", "Skipped", "Structure", "Unit", "find_units", "has_sums",
+           "trace"]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from alphaprune.graph.trace import shape_of, trace
 
-__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units"]
+__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -431,6 +431,12 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
     if streams:
         units, skipped = _with_streams(gm, calls, units, skipped)
     return Structure(gm, units, skipped)
+
+
+def has_sums(structure: Structure) -> bool:
+    """Whether the traced model adds tensors together (a residual network: its shortcuts
+    write into sums), as opposed to a plain chain of layers like a VGG."""
+    return any(_tie(structure.gm, n) == "add" for n in structure.gm.graph.nodes)
 
 
 def _with_streams(gm, calls, units: list[Unit], skipped: list[Skipped]):
