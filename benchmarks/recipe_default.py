@@ -16,6 +16,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from alphaprune.errors import Unreachable
 from alphaprune.pipeline import DataConfig
 from alphaprune.prune import PruneConfig, _load, _settings, planned
 
@@ -36,9 +37,13 @@ def main() -> None:
         cfg = PruneConfig(checkpoint=a.checkpoint, prune=cut, data=data, **budget)
         cfg, *_ = _settings(cfg, Path("unused"), False, None)
         src = _load(cfg)
-        cfg, _ = planned(cfg, src)
-        print(f"--prune {cut} --max-total-epochs {epochs} ({len(src.splits.train)} train images): "
-              f"{cfg.recipe} ({cfg.recipe_reason}); step size {cfg.step_size}, alpha = 0 phase "
+        head = f"--prune {cut} --max-total-epochs {epochs} ({len(src.splits.train)} train images)"
+        try:
+            cfg, _ = planned(cfg, src)
+        except Unreachable as e:  # resnet20 cannot lose 90% with its streams whole
+            print(f"{head}: refused before training ({e})", flush=True)
+            continue
+        print(f"{head}: {cfg.recipe} ({cfg.recipe_reason}); step size {cfg.step_size}, alpha = 0 phase "
               f"{cfg.final_schedule} lr {cfg.final_lr}, at most {cfg.final_max_epochs} epochs",
               flush=True)
 

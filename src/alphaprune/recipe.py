@@ -13,8 +13,8 @@ By default (``--recipe`` not given) a run takes ``onecycle`` only where it led o
 means: on VGG-16/4 at 30 epochs on 40,000 images it led the hand-over at 65% of the
 parameters removed (two seeds) and at 35% (two seeds), and trailed it at 90% and at every
 budget of 20,000 images or 8 epochs (BENCHMARKS.md sections 15, 17, 19 and 21); on
-resnet20 at 50% it led the hand-over and Torch-Pruning at 30 epochs on 20,000 images
-(two seeds, section 28). So: an explicit budget (``--max-total-epochs``) of at least
+resnet20 at 50% it led Torch-Pruning (two seeds) and the hand-over (one seed) at 30
+epochs on 20,000 images (section 28). So: an explicit budget (``--max-total-epochs``) of at least
 :data:`ONECYCLE_MIN_EPOCHS` epochs and :data:`ONECYCLE_MIN_IMAGE_EPOCHS` image-epochs
 (:data:`ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL` for a network with sums, a residual network),
 a parameter target (``--prune``) with at most
