@@ -13,7 +13,8 @@
 # BALANCE=1 measures today's default (objective selection, scratch and kd; tp-l1 and
 # unstructured do not depend on it): section 5.2, which lists its ROWS.
 # rest@T: os-step with --final-takes-rest (issue 16).
-# onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16).
+# onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16);
+# onecycle-nokd@T: the same without distillation (--distill 0).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -47,13 +48,16 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
-    onecycle@*)  # alpha = 0 from the start: all epochs on the inherited weights, distilled
-      # from the pretrained network throughout, lr one-cycle up to 0.05 (the kd peer's recipe;
-      # --recipe onecycle sets the same and names it in summary.json, which rows run before
-      # session 18 record as handover)
-      local t=${row#*@} d="$OUT/onecycle-${row#*@}$sfx"; [ -f "$d/pruned.pt" ] && return 0
+    onecycle@*|onecycle-nokd@*)  # alpha = 0 from the start: all epochs on the inherited
+      # weights, distilled from the pretrained network throughout, lr one-cycle up to 0.05 (the
+      # kd peer's recipe; --recipe onecycle sets the same and names it in summary.json, which
+      # rows run before session 18 record as handover); onecycle-nokd: the same on the labels
+      # alone (--distill 0), as Torch-Pruning's row fine-tunes
+      local kind=${row%@*} t=${row#*@} kdw=
+      [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
+      local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
-        --recipe onecycle \
+        --recipe onecycle $kdw \
         --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr 0.05 --final-schedule onecycle \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
