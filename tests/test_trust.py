@@ -199,9 +199,10 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
                          env=env)
     try:
         deadline = time.time() + 120
-        while not (out / "metrics.csv").exists() and time.time() < deadline:
+        ckpt = out / "checkpoints" / "last.ckpt"  # something to resume: the hint is --resume
+        while not ckpt.exists() and time.time() < deadline:
             time.sleep(0.2)
-        assert (out / "metrics.csv").exists(), "no epoch finished within 120 s"
+        assert ckpt.exists(), "no epoch finished within 120 s"
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
@@ -209,6 +210,34 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
         p.kill()
     assert p.returncode == 130, err[-2000:]
     assert "--resume" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, has_ckpt, hint", [
+    (["prune", "--checkpoint", "m.pt", "--data", "digits"], True,
+     "continue with the same command plus --resume"),
+    (["prune", "--checkpoint", "m.pt", "--data", "digits"], False,
+     "no checkpoint was written yet: run the same command again, without --resume"),
+    (["train", "--model", "vgg11", "--data", "digits"], False, "without --resume"),
+    (["compare", "--checkpoint", "m.pt", "--data", "digits"], False,
+     "run the same command again: it continues the unfinished rows"),
+])
+def test_the_hint_after_an_interrupt_is_one_that_works(tmp_path, monkeypatch, capsys, argv,
+                                                        has_ckpt, hint):
+    # --resume where there is a checkpoint to continue from, not where it would be refused
+    from alphaprune import cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._COMMANDS, argv[0], interrupted)
+    out = tmp_path / "run"
+    if has_ckpt:
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert main([*argv, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("alphaprune: interrupted; ")
+    assert hint in err
 
 
 # --------------------------------------------------------------------------- resume checks

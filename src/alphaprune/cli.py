@@ -628,9 +628,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alphaprune: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alphaprune: interrupted; continue with the same command plus --resume",
-              file=sys.stderr)
+        print(f"alphaprune: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(a) -> str:
+    """How to go on after an interrupt: ``--resume`` only where it has a checkpoint to
+    continue from; compare continues its unfinished rows by itself."""
+    from alphaprune.rundir import has_progress
+
+    if a.command == "compare":
+        return "run the same command again: it continues the unfinished rows"
+    if a.command not in ("train", "prune"):
+        return "run the same command again"
+    if has_progress(Path(a.out)):
+        return "continue with the same command plus --resume"
+    return "no checkpoint was written yet: run the same command again, without --resume"
 
 
 def entry() -> None:

@@ -14,7 +14,7 @@ from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
-           "pending", "finish",
+           "pending", "finish", "has_progress",
            "LAST_CKPT", "CONFIG"]
 
 CONFIG = "config.yaml"
@@ -49,7 +49,7 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
         if not is_run:
             raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune run: "
                             "choose a new folder")
-        stray = not finished and not _has_progress(out)  # killed before a checkpoint
+        stray = not finished and not has_progress(out)  # killed before a checkpoint
         if not force and not stray:
             state = "a finished run" if finished else "an unfinished run"
             raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
@@ -60,8 +60,9 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
     return out, None
 
 
-def _has_progress(out: Path) -> bool:
-    """A resume checkpoint, or (a ``--folds`` run) a fold with a checkpoint or a model."""
+def has_progress(out: Path) -> bool:
+    """Whether ``--resume`` has something to continue: a resume checkpoint, or (a
+    ``--folds`` run) a fold with a checkpoint or a model."""
     if (out / LAST_CKPT).exists():
         return True
     return any((d / LAST_CKPT).exists() or any(d.glob("*.pt")) for d in out.glob("fold*")
