@@ -56,7 +56,10 @@ def _rows(path) -> list[dict]:
     (Budget(30, 19_999, 0.5, residual=True), "handover",
      ["(599,970 image-epochs) is under 600,000 image-epochs (a residual network)"]),
     (Budget(8, 80_000, 0.5, residual=True), "handover", ["is under 30 epochs (a residual"]),
-    (Budget(30, 20_000, 0.7, residual=True), "handover", ["70%", "over 65%"]),
+    (Budget(30, 20_000, 0.7, residual=True), "onecycle", ["70%"]),  # section 29
+    (Budget(30, 20_000, 0.6991, residual=True), "onecycle", ["70%"]),  # --prune 0.7 on resnet20
+    (Budget(30, 20_000, 0.71, residual=True), "handover", ["71%", "over 70% (a residual"]),
+    (Budget(30, FULL, 0.7), "handover", ["70%", "over 65% (a network without sums)"]),
     (Budget(30, 20_000, 0.5, "flops", residual=True), "handover", ["not flops"]),
     (Budget(30, 20_000, 0.5), "handover", ["under 1,200,000 image-epochs (a network without"]),
 ])

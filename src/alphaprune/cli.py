@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="handover (alpha phases, then alpha=0) or onecycle (straight to alpha=0, "
                         "one lr cycle up to 0.05 over --max-total-epochs); default: onecycle with "
                         "a budget of at least 30 epochs and 1.2M image-epochs (0.6M with "
-                        "shortcuts) and at most 65%% of the parameters removed, handover otherwise")
+                        "shortcuts) and at most 65%% of the parameters removed (70%% with "
+                        "shortcuts), handover otherwise")
     r.add_argument("--final-takes-rest", action="store_true",
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
                         "the alpha>0 phases left by stopping early (its lr schedule spans them; "
