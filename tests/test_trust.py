@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alphaprune.cli import main
+from alphaprune.rundir import LAST_CKPT
 from alphaprune.train.engine import SafeCheckpointIO
 
 TRAIN = ["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits", "--subset", "200",
@@ -199,7 +200,7 @@ def test_ctrl_c_during_training_says_how_to_resume_and_exits_130(tmp_path):
                          env=env)
     try:
         deadline = time.time() + 120
-        ckpt = out / "checkpoints" / "last.ckpt"  # something to resume: the hint is --resume
+        ckpt = out / LAST_CKPT  # something to resume: the hint is --resume
         while not ckpt.exists() and time.time() < deadline:
             time.sleep(0.2)
         assert ckpt.exists(), "no epoch finished within 120 s"
@@ -232,8 +233,8 @@ def test_the_hint_after_an_interrupt_is_one_that_works(tmp_path, monkeypatch, ca
     monkeypatch.setitem(cli._COMMANDS, argv[0], interrupted)
     out = tmp_path / "run"
     if has_ckpt:
-        (out / "checkpoints").mkdir(parents=True)
-        (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+        (out / LAST_CKPT).parent.mkdir(parents=True)
+        (out / LAST_CKPT).write_bytes(b"")
     assert main([*argv, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("alphaprune: interrupted; ")
