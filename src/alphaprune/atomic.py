@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -53,8 +56,27 @@ def publish(tmp: Path, path: str | os.PathLike) -> None:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` atomically. A Ctrl-C during the write is held until
+    the file is in place: inside ``torch.save`` it would surface as a ``RuntimeError`` (the
+    zip writer's), not as the interrupt it is."""
+    with _sigint_held():
+        atomic_write(path, lambda f: torch.save(obj, f))
+
+
+@contextmanager
+def _sigint_held():
+    """Defer SIGINT over the block, then deliver it to the handler that was there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers, and only it receives signals
+        return
+    held = []
+    old = signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if held:
+        signal.raise_signal(signal.SIGINT)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
