@@ -198,3 +198,23 @@ def test_out_of_iterations_the_choice_is_made_on_two_timings(tiny, monkeypatch, 
     assert [t["timings"] for t in info["tried"]] == timed
     assert info["kept"] == kept and widths == info["tried"][kept]["widths"]
     assert not info["on_target"]
+
+
+def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
+    """A unit's depthwise conv enters the table as a depthwise conv (groups = channels) at
+    equal input and output widths, never as a dense conv."""
+    from tests.graph.zoo import ZOO
+
+    torch.manual_seed(0)
+    model = ZOO["mobilenet_v1"]().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    built = []
+    real_block = latency._block
+    monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
+    lm = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    dws = [b[0] for b in built if getattr(b[0], "groups", 1) > 1]
+    assert dws and all(m.groups == m.in_channels == m.out_channels for m in dws)
+    assert {m.groups for m in dws} >= {8, 16, 24}  # the full widths among the grid points
+    entries = [json.loads(k) for k in json.loads(lm.path.read_text())["entries"] if "whole" not in k]
+    assert all(e["cin"] == e["cout"] for e in entries if e.get("depthwise"))
+    assert lm([4, 8, 12, 16]) < lm(lm.base_widths)

@@ -17,8 +17,10 @@ __all__ = ["inspect_model", "format_inspection"]
 
 
 def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
-    """Parameters and FLOPs of a unit's own layers (a stream's: all its writers')."""
-    pairs = [(w.conv, w.bn) for w in unit.writers] if unit.kind == "stream" else [(unit.name, unit.bn)]
+    """Parameters and FLOPs of a unit's own layers (a stream's: all its writers'; a unit's
+    depthwise convs and their BatchNorms among them)."""
+    pairs = [(w.conv, w.bn) for w in unit.writers] if unit.kind == "stream" else \
+        [(unit.name, unit.bn)] + [(t, None) for t in unit.tied]
     mods = [gm.get_submodule(n) for layer, bn in pairs for n in (layer, bn) if n]
     params = sum(p.numel() for m in mods for p in m.parameters())
     return params, sum(shape_flops.get(layer, 0) for layer, _ in pairs)
@@ -35,7 +37,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool 
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
-                      "consumers": [c.name for c in u.consumers],
+                      "consumers": [c.name for c in u.consumers], "depthwise": u.tied,
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
@@ -56,7 +58,8 @@ def format_inspection(r: dict) -> str:
     w = max([len(u["name"]) for u in r["units"]] + [4])
     for u in r["units"]:
         lines.append(f"  {u['name']:<{w}}  {u['kind']:<6} width {u['width']:>5}  "
-                     f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}")
+                     f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}"
+                     + (f"  (cut with {', '.join(u['depthwise'])})" if u.get("depthwise") else ""))
     lines.append(f"{len(r['unprunable'])} layers not prunable:")
     w = max([len(s["name"]) for s in r["unprunable"]] + [4])
     lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]

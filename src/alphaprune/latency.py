@@ -136,7 +136,7 @@ class LatencyModel:
         gi = [_in(m)] if lay.in_unit is None else [g * lay.spatial for g in
                                                     self._grid(self.base_widths[lay.in_unit])]
         go = [_out(m)] if lay.out_unit is None else self._grid(self.base_widths[lay.out_unit])
-        pts = [(i, o) for i in gi for o in go]
+        pts = [(i, o) for i in gi for o in go if i == o or not sig.get("depthwise")]
         a = np.array([_features(i, o) for i, o in pts], dtype=float)
         y = np.array([self._at(sig, tail, i, o) for i, o in pts])
         scale = a.max(axis=0)  # columns of one size, for a well-conditioned fit
@@ -164,10 +164,13 @@ def _digest(obj) -> str:
 
 def _signature(m: nn.Module, in_shape) -> dict:
     if isinstance(m, nn.Conv2d):
-        return {"kind": "conv", "k": list(m.kernel_size), "stride": list(m.stride),
-                "padding": list(m.padding) if not isinstance(m.padding, str) else m.padding,
-                "dilation": list(m.dilation), "bias": m.bias is not None,
-                "hw": list(in_shape[2:4])}
+        sig = {"kind": "conv", "k": list(m.kernel_size), "stride": list(m.stride),
+               "padding": list(m.padding) if not isinstance(m.padding, str) else m.padding,
+               "dilation": list(m.dilation), "bias": m.bias is not None,
+               "hw": list(in_shape[2:4])}
+        if m.groups > 1:  # only a unit's depthwise convs change width (one filter a channel)
+            sig["depthwise"] = True
+        return sig
     return {"kind": "linear", "bias": m.bias is not None}
 
 
@@ -192,7 +195,8 @@ def _block(sig: dict, tail: list[nn.Module], cin: int, cout: int) -> nn.Module:
     if sig["kind"] == "conv":
         layer = nn.Conv2d(cin, cout, tuple(sig["k"]), tuple(sig["stride"]),
                           sig["padding"] if isinstance(sig["padding"], str) else tuple(sig["padding"]),
-                          tuple(sig["dilation"]), bias=sig["bias"])
+                          tuple(sig["dilation"]), groups=cout if sig.get("depthwise") else 1,
+                          bias=sig["bias"])
     else:
         layer = nn.Linear(cin, cout, bias=sig["bias"])
     mods = [layer]

@@ -29,11 +29,20 @@ def _scramble(blended: BlendedNet, seed: int) -> None:
             for lay in ((p.A,) if stream else (p.A, p.B)):
                 matrix(lay).copy_(torch.randn(matrix(lay).shape, generator=g) * 0.5)
             if p.has_bn:
-                k = u.width
-                p.bn2.weight.copy_(torch.rand(k, generator=g) + 0.5)
-                p.bn2.bias.copy_(torch.randn(k, generator=g) * 0.1)
-                p.bn2.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
-                p.bn2.running_var.copy_(torch.rand(k, generator=g) + 0.5)
+                _scramble_bn(p.bn2, g)
+        for _, narrow in ([] if stream else u.tied_pairs()):  # narrow depthwise convs, BNs
+            if isinstance(narrow, torch.nn.BatchNorm2d):
+                _scramble_bn(narrow, g)
+            else:
+                narrow.weight.copy_(torch.randn(narrow.weight.shape, generator=g) * 0.5)
+
+
+def _scramble_bn(bn, g) -> None:
+    k = bn.num_features
+    bn.weight.copy_(torch.rand(k, generator=g) + 0.5)
+    bn.bias.copy_(torch.randn(k, generator=g) * 0.1)
+    bn.running_mean.copy_(torch.randn(k, generator=g) * 0.1)
+    bn.running_var.copy_(torch.rand(k, generator=g) + 0.5)
 
 
 def _check_exact(blended: BlendedNet, fused: torch.nn.Module) -> None:
@@ -82,6 +91,33 @@ def test_test_only_layouts_fuse_exactly(name, init):
     init_branches(blended, init, "act", calib=X)
     _scramble(blended, seed=3)
     _check_exact(blended, fuse(blended))
+
+
+@pytest.mark.parametrize("prune", [0.3, 0.6])
+def test_mobilenet_v2_with_its_streams_cut_fuses_exactly(prune):
+    torch.manual_seed(0)
+    structure = find_units(ZOO["mobilenet_v2"]().eval(), X[:2], streams=True)
+    cost = CostModel(structure)
+    widths = solve_widths(cost.base_widths, cost.params, prune)
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=5)
+    fused = fuse(blended)
+    _check_exact(blended, fused)
+    dw = fused.get_submodule("blocks.1.dw.0")  # the depthwise conv, narrowed with its unit
+    assert dw.groups == dw.in_channels == dw.out_channels == widths[2] < 32
+
+
+def test_select_keeps_the_depthwise_filters_of_the_kept_channels():
+    model = ZOO["mobilenet_v1"]().eval()
+    blended = BlendedNet(find_units(model, X[:2]), [4, 8, 12, 16])
+    init_branches(blended, "select", "l1")
+    fused = fuse(blended)
+    pw = model.features[3][3]  # the unit whose output the depthwise conv features.4.0 reads
+    keep = torch.sort(torch.argsort(pw.weight.abs().flatten(1).sum(1), descending=True)[:8]).values
+    assert torch.equal(fused.get_submodule("features.4.0").weight, model.features[4][0].weight[keep])
+    assert torch.equal(fused.get_submodule("features.4.1").running_var,
+                       model.features[4][1].running_var[keep])
 
 
 def test_select_at_alpha_zero_is_the_channel_pruned_network():

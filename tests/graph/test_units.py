@@ -9,7 +9,7 @@ from alphaprune.cli import main
 from alphaprune.errors import UserError
 from alphaprune.graph import find_units, has_sums
 from alphaprune.models import create_model
-from tests.graph.zoo import ZOO, Untraceable
+from tests.graph.zoo import ZOO, Grouped, Untraceable
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -73,11 +73,55 @@ def test_linear_units_with_and_without_batchnorm1d():
         ("conv", "conv", None), ("fc1", "linear", "bn1"), ("fc2", "linear", None)]
 
 
-def test_depthwise_conv_is_named_with_its_reason():
-    units, skipped = _names(find_units(ZOO["depthwise"](), X))
+def test_a_depthwise_conv_is_cut_with_the_unit_before_it():
+    s = find_units(ZOO["depthwise"](), X)
+    assert [(u.name, u.tied, [c.name for c in u.consumers]) for u in s.units] == [
+        ("conv1", ["dw"], ["conv2"]), ("conv2", [], ["fc"])]
+    assert "dw" not in {k.name for k in s.skipped}
+
+
+def test_a_grouped_conv_is_named_with_its_reason():
+    units, skipped = _names(find_units(Grouped(), X))
     assert units == ["conv2"]
-    assert "depthwise" in skipped["dw"]
+    assert "grouped conv (groups=2)" in skipped["grouped"]
     assert "grouped conv" in skipped["conv1"]  # its consumer cannot absorb B
+
+
+def test_mobilenet_v1_every_pointwise_conv_and_the_stem_are_units():
+    s = find_units(ZOO["mobilenet_v1"](), X)
+    assert [(u.name, u.tied) for u in s.units] == [
+        ("features.0", ["features.3.0", "features.3.1"]),
+        ("features.3.3", ["features.4.0", "features.4.1"]),
+        ("features.4.3", ["features.5.0", "features.5.1"]),
+        ("features.5.3", [])]
+    assert [k.name for k in s.skipped] == ["fc"]
+
+
+def test_mobilenet_v2_expansions_are_units_and_projections_write_streams():
+    s = find_units(ZOO["mobilenet_v2"](), X)
+    units, skipped = _names(s)
+    assert units == ["blocks.0.expand.0", "blocks.1.expand.0", "blocks.2.expand.0", "head.0"]
+    assert s.unit("blocks.1.expand.0").tied == ["blocks.1.dw.0", "blocks.1.dw.1"]
+    assert "tied by add" in skipped["stem.0"] and "tied by add" in skipped["blocks.0.project.0"]
+    s = find_units(ZOO["mobilenet_v2"](), X, streams=True)
+    assert [u.name for u in s.units if u.kind == "stream"] == ["stream@stem.0",
+                                                                "stream@blocks.1.project.0"]
+    assert [k.name for k in s.skipped] == ["fc"]
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_is_not_taken_in():
+    class Multiplier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 8, 1)
+            self.dw = torch.nn.Conv2d(8, 16, 3, padding=1, groups=8)
+            self.fc = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.dw(torch.relu(self.conv1(x)))).mean((2, 3)))
+
+    units, skipped = _names(find_units(Multiplier(), X))
+    assert units == [] and "grouped conv (groups=8)" in skipped["dw"]
 
 
 def test_untraceable_model_names_the_module():

@@ -67,7 +67,7 @@ class LinearUnits(nn.Module):
 
 
 class Depthwise(nn.Module):
-    """A depthwise conv between two convs: it is not a unit and cannot absorb B."""
+    """A depthwise conv between two convs, without BatchNorm: ``conv1``'s unit takes it in."""
 
     def __init__(self):
         super().__init__()
@@ -80,6 +80,77 @@ class Depthwise(nn.Module):
         x = F.relu(self.dw(F.relu(self.conv1(x))))
         x = F.relu(self.conv2(x))
         return self.fc(x.mean((2, 3)))
+
+
+class Grouped(nn.Module):
+    """A grouped conv (2 groups, not depthwise): its channels are tied to its input's, and
+    the conv before it cannot be cut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.grouped(F.relu(self.conv1(x))))
+        x = F.relu(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def _separable(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """MobileNet's block: depthwise 3x3 -> BN -> ReLU, then pointwise 1x1 -> BN -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet (v1) in small: a stem conv, depthwise-separable blocks, pool, linear."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            _separable(8, 16, 1), _separable(16, 24, 2), _separable(24, 32, 2))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand 1x1 -> BN -> ReLU6 -> depthwise 3x3 (stride, bias) -> BN ->
+    ReLU6 -> project 1x1 -> BN, plus the input where the shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4):
+        super().__init__()
+        hid = cin * expand
+        self.expand = nn.Sequential(nn.Conv2d(cin, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(hid, hid, 3, stride, 1, groups=hid), nn.BatchNorm2d(hid),
+                                nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.skip else y
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 in small: stem, inverted residual blocks (two with a shortcut), head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.blocks = nn.Sequential(InvertedResidual(8, 8, 1), InvertedResidual(8, 12, 2),
+                                    InvertedResidual(12, 12, 1))
+        self.head = nn.Sequential(nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
 
 
 class Gate(nn.Module):
@@ -101,7 +172,8 @@ class Untraceable(nn.Module):
 
 
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
-       "linear_units": LinearUnits, "depthwise": Depthwise}
+       "linear_units": LinearUnits, "depthwise": Depthwise, "mobilenet_v1": MobileNetV1,
+       "mobilenet_v2": MobileNetV2}
 
 
 class PreActivation(nn.Module):

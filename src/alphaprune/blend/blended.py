@@ -54,8 +54,10 @@ def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
                                         gm.get_submodule(w.bn) if w.bn else None, k)
                            for w in u.writers])
     post = [node_op(gm, n) for n in u.post]
+    tied = tuple(i for i, n in enumerate(u.post) if n.op == "call_module" and n.target in u.tied)
     return BranchedUnit(gm.get_submodule(u.name), gm.get_submodule(u.bn) if u.bn else None,
-                        node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k)
+                        node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k,
+                        tied)
 
 
 def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str) -> None:

@@ -2,8 +2,11 @@
 
     z        = layer(y)                             (shared pre-BN output; conv or linear)
     original = post(act(BN(z)))                     (n channels)
-    branch   = B(post(act(BN'(A z))))               (A: n->k, B: k->n, no bias)
+    branch   = B(post'(act(BN'(A z))))              (A: n->k, B: k->n, no bias)
     y'       = a * original + (1 - a) * branch
+
+``post'`` is ``post`` with each depthwise conv and its BatchNorm (the unit's ``tied``
+layers) replaced by a narrow copy over the ``k`` branch channels.
 
 ``A`` and ``B`` are 1x1 convs for a conv unit and bias-free linears for a linear unit; a
 unit without BatchNorm has no ``BN'`` (the layer's bias reaches the branch through ``A``).
@@ -18,7 +21,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["BranchedUnit", "StreamUnit", "StreamWriter", "HANDOVER_MODES", "matrix", "branch_bns",
-           "original_modules"]
+           "original_modules", "narrow_copy"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -34,13 +37,31 @@ def _parts(unit: nn.Module) -> list[nn.Module]:
 
 
 def branch_bns(unit: nn.Module) -> list[nn.Module]:
-    """The branch BatchNorms (``BN'``) of a branched unit or stream."""
-    return [p.bn2 for p in _parts(unit) if p.has_bn]
+    """The branch BatchNorms of a branched unit or stream: ``BN'`` and those of its narrow
+    depthwise convs."""
+    tied = [] if isinstance(unit, StreamUnit) else [m for _, m in unit.tied_pairs()]
+    return [p.bn2 for p in _parts(unit) if p.has_bn] + \
+        [m for m in tied if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def original_modules(unit: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-    """The original ``(layer, BN)`` pairs of a branched unit or stream (BN may be Identity)."""
-    return [(p.conv, p.bn) for p in _parts(unit)]
+    """The original ``(layer, BN)`` pairs of a branched unit or stream (BN may be Identity);
+    a unit's depthwise convs come as ``(conv, Identity)``, their BNs as ``(Identity, BN)``."""
+    tied = [] if isinstance(unit, StreamUnit) else [
+        (nn.Identity(), m) if isinstance(m, nn.modules.batchnorm._BatchNorm) else (m, nn.Identity())
+        for m, _ in unit.tied_pairs()]
+    return [(p.conv, p.bn) for p in _parts(unit)] + tied
+
+
+def narrow_copy(m: nn.Module, k: int) -> nn.Module:
+    """A fresh depthwise conv or BatchNorm like ``m``, over ``k`` channels."""
+    if isinstance(m, nn.Conv2d):
+        new = nn.Conv2d(k, k, m.kernel_size, m.stride, m.padding, m.dilation, groups=k,
+                        bias=m.bias is not None, padding_mode=m.padding_mode)
+    else:
+        new = nn.BatchNorm2d(k, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                             track_running_stats=m.track_running_stats)
+    return new.to(m.weight.dtype if getattr(m, "weight", None) is not None else torch.float32)
 
 
 class BranchedUnit(nn.Module):
@@ -50,12 +71,14 @@ class BranchedUnit(nn.Module):
         layer: the unit's ``Conv2d`` or ``Linear`` (kept as ``conv``).
         bn: its BatchNorm, or ``None``.
         act: the elementwise activation, as a module.
-        post: pool/dropout/identity after the activation, as one module.
+        post: pool/dropout/identity (and depthwise convs) after the activation, as one module.
         k: kept width of the branch.
+        tied: positions in ``post`` (a ``Sequential``) of its depthwise convs and their
+            BatchNorms, which the branch runs as narrow copies.
     """
 
     def __init__(self, layer: nn.Module, bn: nn.Module | None, act: nn.Module, post: nn.Module,
-                 k: int):
+                 k: int, tied: tuple[int, ...] = ()):
         super().__init__()
         self.kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
         n = layer.out_channels if self.kind == "conv" else layer.out_features
@@ -70,7 +93,15 @@ class BranchedUnit(nn.Module):
             self.bn2 = nn.BatchNorm1d(k) if bn is not None else nn.Identity()
         if bn is not None:
             self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
+        self.tied = tuple(tied)
+        # the branch's post: the same pass-through ops, narrow copies of the tied layers
+        self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
+                                     for i, m in enumerate(post)]) if self.tied else post
         self.gate = 1.0
+
+    def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(original, narrow copy) of each depthwise conv and BatchNorm in the post chain."""
+        return [(self.pool[i], self.pool2[i]) for i in self.tied]
 
     @property
     def width(self) -> int:
@@ -82,7 +113,7 @@ class BranchedUnit(nn.Module):
 
     def narrow(self, z: torch.Tensor) -> torch.Tensor:
         """The branch before ``B``: the compact unit's output (k channels)."""
-        return self.pool(self.act(self.bn2(self.A(z))))
+        return self.pool2(self.act(self.bn2(self.A(z))))
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self.B(self.narrow(z))

@@ -12,6 +12,7 @@ Fold rules, one per layer a unit touches:
 * a consumer linear on a 2-d input: ``B`` on its inputs;
 * a consumer linear after a channel-major flatten of an H x W map: ``B (x) I_HW``;
 * a layer that is both (a unit fed by a unit) gets both;
+* a depthwise conv in a unit's post chain, and its BatchNorm: the branch's narrow copy;
 * a residual stream: each writer's conv gets its ``A`` on its outputs (its ``BN'`` becomes
   its BatchNorm) and every consumer the fixed scatter ``S^T`` (a column selection); the
   sums and activations in between then run on the kept channels alone.
@@ -107,26 +108,28 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     structure = blended.structure
     gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
     maps: dict[str, dict] = {}
-    bns: dict[str, nn.Module] = {}
+    copied: dict[str, nn.Module] = {}  # branch modules that replace original ones as they are
     for unit, br in zip(structure.units, blended.features):
         if isinstance(br, StreamUnit):
             for w, wb in zip(unit.writers, br.writers):
                 maps.setdefault(w.conv, {})["A"] = matrix(wb.A)
                 if w.bn is not None:
-                    bns[w.bn] = wb.bn2
+                    copied[w.bn] = wb.bn2
             B = br.B()
         else:
             maps.setdefault(unit.name, {})["A"] = matrix(br.A)
             if unit.bn is not None:
-                bns[unit.bn] = br.bn2
+                copied[unit.bn] = br.bn2
+            for name, (_, narrow) in zip(unit.tied, br.tied_pairs()):
+                copied[name] = narrow
             B = matrix(br.B)
         for c in unit.consumers:
             maps.setdefault(c.name, {}).update(B=B, spatial=c.spatial)
     for name, m in maps.items():
         new = fold_layer(gm.get_submodule(name), m.get("A"), m.get("B"), m.get("spatial", 1))
         _set(gm, name, new)
-    for name, bn in bns.items():
-        _set(gm, name, copy.deepcopy(bn))
+    for name, m in copied.items():
+        _set(gm, name, copy.deepcopy(m))
     gm.recompile()
     return gm
 

@@ -2,7 +2,8 @@
 
 * ``random``: PyTorch's default init for A and B, fresh BN'.
 * ``select``: A picks the ``k`` most important channels of the unit, BN' copies their BN
-  parameters and statistics and B scatters them back to their places, so the network at
+  parameters and statistics (the narrow depthwise convs after the unit copy those
+  channels' filters and BNs) and B scatters them back to their places, so the network at
   alpha = 0 is exactly the channel-pruned network. Importance criteria: ``bn`` (|BN gamma|),
   ``l1`` (L1 norm of the filter) and ``act`` (mean post-ReLU activation of the channel on a
   calibration batch: data-driven).
@@ -20,6 +21,7 @@ fixed, so ``lstsq`` selects its channels and fits nothing.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit, matrix
@@ -112,9 +114,7 @@ def _select_stream(unit: StreamUnit, idx: torch.Tensor) -> None:
         A.zero_()
         A[torch.arange(k), idx] = 1.0
         if w.has_bn:
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(w.bn2, name).copy_(getattr(w.bn, name)[idx])
-            w.bn2.num_batches_tracked.copy_(w.bn.num_batches_tracked)
+            _copy_channels(w.bn, w.bn2, idx)
 
 
 @torch.no_grad()
@@ -128,11 +128,20 @@ def _select(unit, scores: torch.Tensor) -> None:
     A[torch.arange(k), idx] = 1.0
     B.zero_()
     B[idx, torch.arange(k)] = 1.0
-    if not unit.has_bn:
-        return
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(unit.bn2, name).copy_(getattr(unit.bn, name)[idx])
-    unit.bn2.num_batches_tracked.copy_(unit.bn.num_batches_tracked)
+    for orig, narrow in unit.tied_pairs():  # the depthwise convs keep the same channels
+        _copy_channels(orig, narrow, idx)
+    if unit.has_bn:
+        _copy_channels(unit.bn, unit.bn2, idx)
+
+
+@torch.no_grad()
+def _copy_channels(orig: nn.Module, narrow: nn.Module, idx: torch.Tensor) -> None:
+    """``narrow`` (a BatchNorm or depthwise conv) takes ``orig``'s channels ``idx``."""
+    for name, t in list(orig.named_parameters(recurse=False)) + list(orig.named_buffers(recurse=False)):
+        if t.dim() > 0:
+            getattr(narrow, name).copy_(t[idx])
+        else:  # num_batches_tracked
+            getattr(narrow, name).copy_(t)
 
 
 @torch.no_grad()

@@ -1,8 +1,9 @@
 """Exact parameters and FLOPs of the fused model for any unit widths, from the traced graph.
 
 Only the layers a unit touches change size: the unit's own conv or linear (its outputs; a
-residual stream's: every writer's), its BatchNorm, and its consumers (their inputs;
-``spatial`` inputs per channel after a flatten). Everything else, unprunable layers
+residual stream's: every writer's), its BatchNorm, the depthwise convs and BatchNorms of its
+post chain (both sides), and its consumers (their inputs; ``spatial`` inputs per channel
+after a flatten). Everything else, unprunable layers
 included, keeps its count. Parameters count BatchNorm's affine terms (as
 :func:`alphaprune.report.size.count_params` does); FLOPs are the multiply-accumulates of
 every conv and linear call (as ``count_flops`` does), at the traced input size.
@@ -44,6 +45,10 @@ class CostModel:
                 self._layer(gm, layer).out_unit = i
                 if bn is not None:
                     self._layer(gm, bn).out_unit = i
+            for name in u.tied:  # a depthwise conv (or its BN): as wide as the unit
+                lay = self._layer(gm, name)
+                lay.out_unit = i
+                lay.in_unit = i if isinstance(lay.module, nn.Conv2d) else None
             for c in u.consumers:
                 lay = self._layer(gm, c.name)
                 lay.in_unit, lay.spatial = i, c.spatial
@@ -124,10 +129,16 @@ def _out(m: nn.Module) -> int:
     return _io(m)[1]
 
 
+def _group_in(m: nn.Conv2d, cin: int) -> int:
+    """Input channels each filter sees: one for a depthwise conv at any width."""
+    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    return 1 if depthwise else cin // m.groups
+
+
 def _params(m: nn.Module, cin: int, cout: int) -> int:
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
-        return cout * (cin // m.groups) * kh * kw + (cout if m.bias is not None else 0)
+        return cout * _group_in(m, cin) * kh * kw + (cout if m.bias is not None else 0)
     if isinstance(m, nn.Linear):
         return cout * cin + (cout if m.bias is not None else 0)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -145,7 +156,7 @@ def _positions(m: nn.Module, out_shape) -> int:
 def _macs(m: nn.Module, positions: int, cin: int, cout: int) -> int:
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
-        return positions * cout * (cin // m.groups) * kh * kw
+        return positions * cout * _group_in(m, cin) * kh * kw
     return cin * cout * max(1, positions)
 
 

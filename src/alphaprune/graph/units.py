@@ -2,7 +2,11 @@
 
 A **unit** is a ``Conv2d`` (groups = 1) or ``Linear``, optionally followed by its
 BatchNorm, then an elementwise activation, then any of max/avg pooling, dropout or
-identity, each step the only user of the one before. Its output must feed only
+identity and, for a conv, **depthwise convs** (groups = channels, one filter per channel)
+each with its optional BatchNorm and activation, every step the only user of the one
+before. A depthwise conv's channels are the unit's own (its ``tied`` layers): the branch
+runs a narrow copy of it, so a MobileNet's pointwise conv and the depthwise conv after it
+are cut together. Its output must feed only
 **consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
 a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
 consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have
@@ -85,6 +89,7 @@ class Unit:
     out: fx.Node | None          # the last node of the unit (None for a stream)
     consumers: list[Consumer] = field(default_factory=list)
     writers: list[Writer] = field(default_factory=list)   # a stream's convs, in graph order
+    tied: list[str] = field(default_factory=list)   # depthwise convs and their BNs in post
 
 
 @dataclass
@@ -141,8 +146,37 @@ def _tie(gm, n: fx.Node) -> str | None:
     return None
 
 
-def _walk_chain(gm, layer: fx.Node, kind: str):
-    """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out) or a reason."""
+def _depthwise(gm, n: fx.Node, width: int, calls: dict[str, int]) -> bool:
+    """``n`` is a depthwise conv over ``width`` channels (one filter each), called once."""
+    m = _mod(gm, n)
+    return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels == width \
+        and width > 1 and calls.get(n.target, 0) == 1
+
+
+def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_dw):
+    """What ``n`` (the only user of ``cur``) is within a unit's post chain: ``"pass"``,
+    ``"dw"`` (a depthwise conv), ``"dw-bn"`` (the BatchNorm right after one), ``"dw-act"``
+    (an activation after one) or ``None``. ``last_dw``: the chain's last depthwise conv."""
+    if not _only_input(n, cur):
+        return None
+    if _is(gm, n, PASS_MODULES, PASS_FUNCTIONS) or (
+            kind == "conv" and _is(gm, n, POOL_MODULES, POOL_FUNCTIONS)):
+        return "pass"
+    if kind != "conv":
+        return None
+    if _depthwise(gm, n, width, calls):
+        return "dw"
+    if cur is last_dw and _is(gm, n, (nn.BatchNorm2d,)) and calls.get(n.target, 0) == 1:
+        return "dw-bn"
+    if last_dw is not None and _is(gm, n, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS):
+        return "dw-act"
+    return None
+
+
+def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int] | None = None):
+    """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out, tied) or a
+    reason (``post`` may hold depthwise convs with their BN and activation: module
+    docstring)."""
     bn_type = nn.BatchNorm2d if kind == "conv" else nn.BatchNorm1d
     cur, bn = layer, None
     nxt = _single_user(cur)
@@ -158,20 +192,24 @@ def _walk_chain(gm, layer: fx.Node, kind: str):
         if tie:
             return f"channels tied by {tie} ({nxt.name}): a residual or concatenated stream"
         return f"no elementwise activation after it (next: {_describe(gm, nxt)})"
-    act, cur, post = nxt, nxt, []
-    pool_ok = kind == "conv"
+    act, cur, post, tied = nxt, nxt, [], []
+    width = _mod(gm, layer).out_channels if kind == "conv" else 0
+    last_dw = None  # the post chain's last depthwise conv (its BN may follow it directly)
     while True:
         users = list(cur.users)
         if len(users) != 1:
             break
         n = users[0]
-        passes = _is(gm, n, PASS_MODULES, PASS_FUNCTIONS) or (
-            pool_ok and _is(gm, n, POOL_MODULES, POOL_FUNCTIONS))
-        if not (passes and _only_input(n, cur)):
+        step = _post_step(gm, n, cur, kind, width, calls or {}, last_dw)
+        if step is None:
             break
+        if step == "dw":
+            last_dw = n
+        if step in ("dw", "dw-bn"):
+            tied.append(n.target)
         post.append(n)
         cur = n
-    return bn, act, post, cur
+    return bn, act, post, cur, tied
 
 
 def _single_user(n: fx.Node):
@@ -414,20 +452,22 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
             continue
         kind = "conv" if isinstance(m, nn.Conv2d) else "linear"
         reason = _layer_reason(gm, n, m, calls[n.target])
-        chain = reason or _walk_chain(gm, n, kind)
+        chain = reason or _walk_chain(gm, n, kind, calls)
         if isinstance(chain, str):
             if chain.startswith("its output is unused") or any(u.op == "output" for u in n.users):
                 chain = "output layer: its width is the model's output"
             skipped.append(Skipped(n.target, chain))
             continue
-        bn, act, post, out = chain
+        bn, act, post, out, tied = chain
         cons = _consumers(gm, out, kind, calls)
         if isinstance(cons, str):
             skipped.append(Skipped(n.target, cons))
             continue
         width = m.out_channels if kind == "conv" else m.out_features
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
-                          out, cons))
+                          out, cons, tied=tied))
+    in_units = {t for u in units for t in u.tied}  # depthwise convs cut with their unit
+    skipped = [s for s in skipped if s.name not in in_units]
     if streams:
         units, skipped = _with_streams(gm, calls, units, skipped)
     return Structure(gm, units, skipped)
