@@ -152,3 +152,26 @@ def test_fusion_leaves_the_original_model_whole():
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_blended_mobilenet_round_trips_its_state_and_trains_its_narrow_depthwise_convs():
+    """What a resume reloads: the narrow depthwise convs and BNs are in the state_dict, load
+    strictly into a fresh BlendedNet, and get gradients at alpha = 0."""
+    torch.manual_seed(0)
+    structure = find_units(ZOO["mobilenet_v1"]().eval(), X[:2])
+    a = BlendedNet(structure, [4, 8, 12, 16])
+    init_branches(a, "select", "l1")
+    _scramble(a, seed=7)
+    state = a.state_dict()
+    assert "net.alpha_units.1.pool2.0.weight" in state  # features.4.0's narrow copy
+    assert state["net.alpha_units.1.pool2.0.weight"].shape == (8, 1, 3, 3)
+    b = BlendedNet(find_units(ZOO["mobilenet_v1"]().eval(), X[:2]), [4, 8, 12, 16])
+    b.load_state_dict(state, strict=True)
+    a.eval().set_alpha(0.0)
+    b.eval().set_alpha(0.0)
+    with torch.no_grad():
+        assert torch.equal(a(X), b(X))
+    b.train()
+    b(X).sum().backward()
+    narrow = b.features[1].pool2[0]
+    assert narrow.weight.grad is not None and narrow.weight.grad.abs().sum() > 0
