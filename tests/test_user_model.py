@@ -65,15 +65,20 @@ def user_file(tmp_path):
     return path
 
 
-def test_user_model_trains_prunes_and_loads_without_its_code(user_file, tmp_path):
-    spec = f"{user_file}:make"
-    assert main(["train", "--model", spec, "--model-kwargs", '{"c": 8}', "--epochs", "2", *DATA,
-                 "--out", str(tmp_path / "train")]) == 0
-    out = tmp_path / "p50"
-    assert main(["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *DATA,
+def _train_and_prune(train: list[str], data: list[str], tmp_path, final_epochs: int) -> dict:
+    """``alphaprune train`` with these arguments, then a short 50% prune into ``p50``."""
+    assert main(["train", *train, *data, "--out", str(tmp_path / "train")]) == 0
+    assert main(["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *data,
                  "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
-                 "--final-max-epochs", "2", "--round-to", "1", "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+                 "--final-max-epochs", str(final_epochs), "--round-to", "1",
+                 "--out", str(tmp_path / "p50")]) == 0
+    return json.loads((tmp_path / "p50" / "summary.json").read_text())
+
+
+def test_user_model_trains_prunes_and_loads_without_its_code(user_file, tmp_path):
+    summary = _train_and_prune(["--model", f"{user_file}:make", "--model-kwargs", '{"c": 8}',
+                                "--epochs", "2"], DATA, tmp_path, final_epochs=2)
+    out = tmp_path / "p50"
     assert abs(summary["achieved_reduction"] - 0.5) <= 0.005 and summary["fusion_rel_error"] <= 1e-5
     user_file.unlink()  # the user's code is gone: the files must not need it
     for name in [m for m in sys.modules if m.startswith("alphaprune_user_")]:
@@ -94,18 +99,13 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path):
     path = tmp_path / "mobile.py"
     path.write_text(MOBILENET_CODE)
     data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
-    assert main(["train", "--model", f"{path}:make", "--epochs", "8", "--lr", "0.1", *data,
-                 "--out", str(tmp_path / "train")]) == 0
-    out = tmp_path / "p50"
-    assert main(["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *data,
-                 "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
-                 "--final-max-epochs", "3", "--round-to", "1", "--out", str(out)]) == 0
-    s = json.loads((out / "summary.json").read_text())
+    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
+                         tmp_path, final_epochs=3)
     assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
     # 180 test images: 4 points is 7 of them; measured 0.8659 -> 0.8715 (session 22)
     assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
     path.unlink()
-    fused = alphaprune.load_model(out / "pruned.pt")
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
     dws = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert len(dws) == 2 and all(m.groups == m.in_channels == m.out_channels for m in dws)
     # each as wide as the conv before it, the wider one cut (--balance cuts late layers most)

@@ -9,7 +9,7 @@ from alphaprune.cli import main
 from alphaprune.errors import UserError
 from alphaprune.graph import find_units, has_sums
 from alphaprune.models import create_model
-from tests.graph.zoo import ZOO, Grouped, Untraceable
+from tests.graph.zoo import ZOO, MidConv, Untraceable
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -76,14 +76,14 @@ def test_linear_units_with_and_without_batchnorm1d():
 def test_a_depthwise_conv_is_cut_with_the_unit_before_it():
     s = find_units(ZOO["depthwise"](), X)
     assert [(u.name, u.tied, [c.name for c in u.consumers]) for u in s.units] == [
-        ("conv1", ["dw"], ["conv2"]), ("conv2", [], ["fc"])]
-    assert "dw" not in {k.name for k in s.skipped}
+        ("conv1", ["mid"], ["conv2"]), ("conv2", [], ["fc"])]
+    assert "mid" not in {k.name for k in s.skipped}
 
 
 def test_a_grouped_conv_is_named_with_its_reason():
-    units, skipped = _names(find_units(Grouped(), X))
+    units, skipped = _names(find_units(MidConv(groups=2), X))
     assert units == ["conv2"]
-    assert "grouped conv (groups=2)" in skipped["grouped"]
+    assert "grouped conv (groups=2)" in skipped["mid"]
     assert "grouped conv" in skipped["conv1"]  # its consumer cannot absorb B
 
 

@@ -66,35 +66,20 @@ class LinearUnits(nn.Module):
         return self.out(x)
 
 
-class Depthwise(nn.Module):
-    """A depthwise conv between two convs, without BatchNorm: ``conv1``'s unit takes it in."""
+class MidConv(nn.Module):
+    """conv1 -> ``mid`` (a 3x3 conv of ``groups`` groups) -> conv2 (1x1), no BatchNorm.
+    Depthwise (8 groups): ``conv1``'s unit takes ``mid`` in. Grouped (2 groups): ``mid``'s
+    channels are tied to its input's, and ``conv1`` cannot be cut."""
 
-    def __init__(self):
+    def __init__(self, groups: int = 8):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1, groups=groups)
         self.conv2 = nn.Conv2d(8, 8, 1)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
-        x = F.relu(self.dw(F.relu(self.conv1(x))))
-        x = F.relu(self.conv2(x))
-        return self.fc(x.mean((2, 3)))
-
-
-class Grouped(nn.Module):
-    """A grouped conv (2 groups, not depthwise): its channels are tied to its input's, and
-    the conv before it cannot be cut."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
-        self.conv2 = nn.Conv2d(8, 8, 1)
-        self.fc = nn.Linear(8, 10)
-
-    def forward(self, x):
-        x = F.relu(self.grouped(F.relu(self.conv1(x))))
+        x = F.relu(self.mid(F.relu(self.conv1(x))))
         x = F.relu(self.conv2(x))
         return self.fc(x.mean((2, 3)))
 
@@ -172,7 +157,7 @@ class Untraceable(nn.Module):
 
 
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
-       "linear_units": LinearUnits, "depthwise": Depthwise, "mobilenet_v1": MobileNetV1,
+       "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2}
 
 
