@@ -48,8 +48,9 @@ def _scramble_bn(bn, g) -> None:
 def _check_exact(blended: BlendedNet, fused: torch.nn.Module) -> None:
     blended.eval().set_alpha(0.0)
     fused.eval()
+    x = X.to(next(fused.parameters()).dtype)
     with torch.no_grad():
-        want, got = blended(X), fused(X)
+        want, got = blended(x), fused(x)
     rel = float((want - got).abs().max() / want.abs().max())
     assert rel <= 1e-5, rel
     cost = CostModel(blended.structure)
@@ -66,9 +67,9 @@ def _registry(name: str):
 
 @pytest.mark.parametrize("prune", [0.3, 0.5, 0.7])
 @pytest.mark.parametrize("name", list_models())
-def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune):
+def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune, float64):
     model = _registry(name)
-    structure = find_units(model, X[:2])
+    structure = find_units(model, X[:2].double())
     cost = CostModel(structure)
     widths = solve_widths(cost.base_widths, cost.params, prune)
     assert abs(1 - cost.params(widths) / cost.base_params - prune) <= 0.005

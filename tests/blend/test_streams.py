@@ -38,20 +38,24 @@ def _widths(structure, keep: float) -> list[int]:
 
 
 @pytest.mark.parametrize("name, arch", [("resnet20", "resnet20"), ("resnet50", "resnet50"),
+                                        ("mobilenet_v2_cifar", "mobilenet_v2_cifar"),
                                         ("two_consumers", None)])
-def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch):
+def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch, request):
+    if name.startswith("mobilenet"):
+        request.getfixturevalue("float64")
+    x = X.to(torch.get_default_dtype())
     model = _model(name)
-    structure = find_units(model, X[:2], streams=True)
+    structure = find_units(model, x[:2], streams=True)
     assert any(u.kind == "stream" for u in structure.units)
     widths = _widths(structure, 0.5)
     blended = BlendedNet(structure, widths).eval()
     with torch.no_grad():
-        assert torch.equal(blended.set_alpha(1.0)(X), model(X))  # alpha 1: the original
+        assert torch.equal(blended.set_alpha(1.0)(x), model(x))  # alpha 1: the original
     init_branches(blended, "select", "l1")
     _scramble(blended, seed=1)
     fused = fuse(blended, arch).eval()
     with torch.no_grad():
-        want, got = blended.set_alpha(0.0)(X), fused(X)
+        want, got = blended.set_alpha(0.0)(x), fused(x)
     assert float((want - got).abs().max() / want.abs().max()) <= 1e-5
     cost = CostModel(structure)
     assert count_params(fused) == cost.params(widths) < count_params(model)
