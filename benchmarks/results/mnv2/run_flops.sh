@@ -15,3 +15,7 @@ for s in 0 1; do
       --targets 0.5 --match flops --step-size 0.25 --methods os-step,tp-l1 --train-seed $s --no-progress \
       --out /tmp/bench/mnv2_flops_s$s
 done
+# then the side-by-side timing of seed 0's models (one thread, interleaved rounds, medians),
+# twice, beside one training job (session 23):
+mkdir -p /tmp/bench/mnv2_view && ln -sfn /tmp/bench/mnv2_flops_s0 /tmp/bench/mnv2_view/mnv2_flops_s0
+for pass in "" 2; do python benchmarks/fast_table.py /tmp/bench/mnv2_view --out /tmp/bench/mnv2_view_summary$pass; done
