@@ -63,11 +63,7 @@ class InvertedResidual(nn.Module):
         layers += [_conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
                    nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
-        self.use_res_connect = add
-        if add and (stride != 1 or cin != cout):
-            raise UserError(f"an adding block needs stride 1 and as many channels in as out, "
-                            f"got {cin} -> {cout} at stride {stride}: pass one stream width "
-                            f"per stage")
+        self.use_res_connect = add  # torchvision's name; only a stage's later blocks add
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
