@@ -12,6 +12,11 @@ set -u
 : "${OUT:?OUT is set by the device tool: the folder whose files come back}"
 LIMIT=${LIMIT:-480}  # seconds for the rows; unfinished rows are cut off, finished ones come back
 JOBS=${JOBS:-8}
+THREADS=${THREADS:-2}  # OMP threads per row: JOBS x THREADS should not pass the 16 cores
+# SMOKE=1 (the default) first runs every row for one epoch on 1,000 images and stops the
+# call at once if one of them fails: a code fault then costs a minute of device time, not
+# the whole grid
+SMOKE=${SMOKE:-1}
 ROWS=${ROWS:-kd@0.35 kd@0.65 kd@0.9 tp-l1@0.35 tp-l1@0.65 tp-l1@0.9 unstructured@0.65 unstructured@0.9}
 EPOCHS=${EPOCHS:-30}
 PY=${PY:-python3}  # the machine's python3 holds torch
@@ -33,16 +38,36 @@ fi
 "$PY" -c "import sys; from alphaprune.data import load_dataset; print(len(load_dataset(sys.argv[1]).y), 'images')" \
   "$W/data/train" || exit 1
 printf '#!/bin/bash\nexec %s -m alphaprune.cli "$@"\n' "$PY" > "$W/ap" && chmod +x "$W/ap"
-start=$(date +%s)
-set -m  # the rows run in their own process group, so the time limit stops all of them
-CKPT="$G/model.pt" DATA="$W/data/train" OUT="$W/rows" BALANCE=1 JOBS=$JOBS EPOCHS=$EPOCHS ROWS="$ROWS" \
-  OMP_NUM_THREADS=2 ALPHAPRUNE="$W/ap" bash benchmarks/full_budget.sh &
-rows=$!
-( sleep "$LIMIT"; echo "time limit: stopping the rows" >&2; kill -TERM -- -"$rows" ) 2>/dev/null &
-guard=$!
-wait "$rows"
-kill "$guard" 2>/dev/null
-echo "rows ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+
+rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a time, cut off at LIMIT s
+  local start; start=$(date +%s)
+  set -m  # the rows run in their own process group, so the time limit stops all of them
+  CKPT="$G/model.pt" DATA="$W/data/train" OUT="$1" BALANCE=1 JOBS=$JOBS EPOCHS=$2 SUBSET=$3 ROWS="$ROWS" \
+    OMP_NUM_THREADS=$THREADS ALPHAPRUNE="$W/ap" bash benchmarks/full_budget.sh &
+  local pid=$!
+  ( sleep "$4"; echo "time limit: stopping the rows" >&2; kill -TERM -- -"$pid" ) 2>/dev/null &
+  local guard=$!
+  wait "$pid"
+  kill "$guard" 2>/dev/null
+  set +m
+  echo "rows in $1 ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+}
+
+if [ "$SMOKE" = 1 ]; then
+  rm -rf "$W/smoke"
+  rows "$W/smoke" 1 1000 150
+  for r in $ROWS; do  # a row's folder: method-target, "-sN" for "#N" (full_budget.sh)
+    d=${r%%#*}; d="$W/smoke/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
+    if ! grep -qs '"target": 0\.[0-9]' "$d/results.jsonl" && ! [ -f "$d/pruned.pt" ]; then
+      echo "smoke row $r failed; its log:" | tee -a "$OUT/env.txt"
+      tail -30 "$W/smoke/$r.log" | tee -a "$OUT/env.txt"
+      tar czf "$OUT/smoke.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard smoke
+      exit 1
+    fi
+  done
+  echo "smoke: every row ran" | tee -a "$OUT/env.txt"
+fi
+rows "$W/rows" "$EPOCHS" "${SUBSET:-}" "$LIMIT"
 cat "$W"/rows/*/results.jsonl > "$OUT/results.jsonl" 2>/dev/null
 tar czf "$OUT/rows.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard rows
 grep -v pretrained "$OUT/results.jsonl" | cut -c1-160
