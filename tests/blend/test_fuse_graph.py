@@ -67,9 +67,11 @@ def _registry(name: str):
 
 @pytest.mark.parametrize("prune", [0.3, 0.5, 0.7])
 @pytest.mark.parametrize("name", list_models())
-def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune, float64):
+def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune, request):
+    if name.startswith("mobilenet"):  # float32 rounding compounds over its 17 blocks
+        request.getfixturevalue("float64")
     model = _registry(name)
-    structure = find_units(model, X[:2].double())
+    structure = find_units(model, X[:2].to(torch.get_default_dtype()))
     cost = CostModel(structure)
     widths = solve_widths(cost.base_widths, cost.params, prune)
     assert abs(1 - cost.params(widths) / cost.base_params - prune) <= 0.005

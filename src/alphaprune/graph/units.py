@@ -173,7 +173,7 @@ def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_
     return None
 
 
-def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int] | None = None):
+def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
     """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out, tied) or a
     reason (``post`` may hold depthwise convs with their BN and activation: module
     docstring)."""
@@ -200,7 +200,7 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int] | None = No
         if len(users) != 1:
             break
         n = users[0]
-        step = _post_step(gm, n, cur, kind, width, calls or {}, last_dw)
+        step = _post_step(gm, n, cur, kind, width, calls, last_dw)
         if step is None:
             break
         if step == "dw":

@@ -10,7 +10,10 @@ conv (-> BN -> ReLU6); a block expands (1x1 conv, except the first block), filte
 channel alone (a depthwise 3x3 conv) and projects back (1x1 conv -> BN, no activation).
 A block adds its input where it is not the first of its stage; which blocks add is part
 of the layout, not of the widths, so a pruned network keeps its additions whatever its
-widths come to.
+widths come to. torchvision adds wherever a block has stride 1 and as many channels in as
+out, which is the same at ``width >= 0.3``; below it (the stem and the first stage both 8
+wide) its ``features.1`` adds too and this one does not, so a torchvision checkpoint of
+such a width does not load as it was trained.
 
 ``widths`` sets the width of every conv followed by an activation, in ``named_modules()``
 order: the stem, each block's expansion, the last conv. A depthwise conv has the width of
