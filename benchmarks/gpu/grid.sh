@@ -55,7 +55,7 @@ rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a ti
 
 if [ "$SMOKE" = 1 ]; then
   rm -rf "$W/smoke"
-  rows "$W/smoke" 1 1000 150
+  rows "$W/smoke" 1 1000 120
   for r in $ROWS; do  # a row's folder: method-target, "-sN" for "#N" (full_budget.sh)
     d=${r%%#*}; d="$W/smoke/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
     if ! grep -qs '"target": 0\.[0-9]' "$d/results.jsonl" && ! [ -f "$d/pruned.pt" ]; then
