@@ -30,6 +30,7 @@ from alphaprune.errors import UserError
 from alphaprune.graph.serialize import graph_from_data, graph_to_data
 from alphaprune.graph.trace import trace
 from alphaprune.models import create_model
+from alphaprune.models.mobilenet import torchvision_would_add
 from alphaprune.models.registry import infer_kwargs
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.models.vgg import VGG_CONFIGS, base_widths, infer_vgg_kwargs
@@ -199,6 +200,12 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     if n_units is not None and len(kwargs["widths"]) != n_units:
         raise UserError(f"checkpoint {path} holds a {len(kwargs['widths'])}-conv VGG, not "
                         f"'{model_name}' ({n_units} convs): pass the --model it was trained as")
+    block = torchvision_would_add(kwargs) if model_name == "mobilenet_v2" else None
+    if block is not None:
+        raise UserError(f"checkpoint {path}: its {block} has as many channels in as out at stride 1, "
+                        "where torchvision's MobileNetV2 adds its input and this registry's does "
+                        "not: only torchvision checkpoints of width 0.3 and up load (an alphaprune "
+                        "model file loads as it is)")
     model = _build(model_name, kwargs, blob, path)
     return ModelFile(model, model_name, kwargs, list(mean or []), list(std or []),
                      list(classes or []), {"source": str(path)})

@@ -12,6 +12,7 @@ import alphaprune
 from alphaprune.cli import main
 from alphaprune.errors import UserError
 from alphaprune.graph import find_units
+from alphaprune.modelfile import load_checkpoint
 from alphaprune.models import create_model
 from alphaprune.models.mobilenet import N_UNITS, MobileNetV2, infer_mobilenet_kwargs
 from alphaprune.report.size import count_flops
@@ -86,6 +87,39 @@ def test_bad_sizes_raise_one_line_user_errors(kwargs, match):
 def test_a_state_dict_of_another_family_is_refused_by_name():
     with pytest.raises(UserError, match="no MobileNetV2 weights"):
         infer_mobilenet_kwargs(create_model("resnet20", width=0.25).state_dict())
+
+
+def _torchvision_adding(width: float) -> list[int]:
+    """Where torchvision's MobileNetV2 adds: stride 1 and as many channels in as out."""
+    model = create_model("mobilenet_v2", width=width)
+    convs = [next(m for m in b.conv.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
+             for b in model.features[1:-1]]
+    return [i + 1 for i, (b, dw) in enumerate(zip(model.features[1:-1], convs))
+            if dw.stride == (1, 1) and b.conv[0][0].in_channels == b.conv[-2].out_channels]
+
+
+@pytest.mark.parametrize("width, refused", [(0.25, "features.1"), (0.125, "features.1"),
+                                            (0.3, None), (1.0, None)])
+def test_a_raw_checkpoint_that_torchvision_would_compute_otherwise_is_refused(tmp_path, width,
+                                                                              refused):
+    model = create_model("mobilenet_v2", width=width, num_classes=10).eval()
+    ours, theirs = _adding(model), _torchvision_adding(width)
+    assert (ours != theirs) == (refused is not None), (ours, theirs)
+    path = tmp_path / "raw.pt"
+    torch.save(model.state_dict(), path)
+    if refused is None:
+        loaded = load_checkpoint(path, "mobilenet_v2").model.eval()
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+        return
+    with pytest.raises(UserError, match=f"its {refused} has as many channels in as out") as e:
+        load_checkpoint(path, "mobilenet_v2")
+    assert "\n" not in str(e.value)
+    # the same weights as an alphaprune model file load: its additions are this class's
+    alphaprune.modelfile.save_model(tmp_path / "m.pt", model, "mobilenet_v2", [0.5] * 3,
+                                    [0.25] * 3, [str(i) for i in range(10)])
+    assert _adding(load_checkpoint(tmp_path / "m.pt").model) == ours
 
 
 DATA = ["--data", "digits", "--subset", "300", "--batch-size", "32", "--no-progress"]

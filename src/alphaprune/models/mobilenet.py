@@ -12,8 +12,9 @@ A block adds its input where it is not the first of its stage; which blocks add 
 of the layout, not of the widths, so a pruned network keeps its additions whatever its
 widths come to. torchvision adds wherever a block has stride 1 and as many channels in as
 out, which is the same at ``width >= 0.3``; below it (the stem and the first stage both 8
-wide) its ``features.1`` adds too and this one does not, so a torchvision checkpoint of
-such a width does not load as it was trained.
+wide) its ``features.1`` adds too and this one does not, so a raw checkpoint of such a
+width is refused (:func:`torchvision_would_add`; a model file, which names its own class,
+loads).
 
 ``widths`` sets the width of every conv followed by an activation, in ``named_modules()``
 order: the stem, each block's expansion, the last conv. A depthwise conv has the width of
@@ -35,7 +36,8 @@ import torch.nn as nn
 from alphaprune.errors import UserError
 from alphaprune.models.registry import register_model
 
-__all__ = ["MobileNetV2", "InvertedResidual", "STAGES", "infer_mobilenet_kwargs"]
+__all__ = ["MobileNetV2", "InvertedResidual", "STAGES", "infer_mobilenet_kwargs",
+           "torchvision_would_add"]
 
 # (expansion, output channels, blocks, stride of the first block), torchvision's table
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -169,6 +171,19 @@ def infer_mobilenet_kwargs(state_dict: dict) -> dict:
     widths.append(int(state_dict[last].shape[0]))
     return {"widths": widths, "streams": streams, "num_classes": int(state_dict[head].shape[0]),
             "in_channels": int(state_dict[stem].shape[1])}
+
+
+def torchvision_would_add(kwargs: dict) -> str | None:
+    """The first block (``features.N``) of torchvision's ImageNet layout that torchvision
+    would make add its input at these widths (stride 1, as many channels in as out) and this
+    class does not, or None: a raw torchvision checkpoint with such a block would load here
+    but not compute what it was trained to."""
+    cin, i = kwargs["widths"][0], 1
+    for (_, _, n, stride), cout in zip(STAGES, kwargs["streams"]):
+        if stride == 1 and cin == cout:
+            return f"features.{i}"
+        cin, i = cout, i + n
+    return None
 
 
 def _register(name: str, stem_stride: int, stage2_stride: int, classes: int, doc: str) -> None:
