@@ -37,7 +37,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool 
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
-                      "consumers": [c.name for c in u.consumers], "depthwise": u.tied,
+                      "consumers": [c.name for c in u.consumers], "cut_with": list(u.tied),
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
@@ -59,7 +59,7 @@ def format_inspection(r: dict) -> str:
     for u in r["units"]:
         lines.append(f"  {u['name']:<{w}}  {u['kind']:<6} width {u['width']:>5}  "
                      f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}"
-                     + (f"  (cut with {', '.join(u['depthwise'])})" if u.get("depthwise") else ""))
+                     + (f"  (cut with {', '.join(u['cut_with'])})" if u.get("cut_with") else ""))
     lines.append(f"{len(r['unprunable'])} layers not prunable:")
     w = max([len(s["name"]) for s in r["unprunable"]] + [4])
     lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]

@@ -140,6 +140,21 @@ def test_inspect_json_lists_units_and_reasons(capsys):
     assert 0.9 < r["prunable_param_share"] < 1 and 0.9 < r["prunable_flop_share"] < 1
 
 
+def test_inspect_names_the_depthwise_layers_cut_with_each_unit(capsys):
+    import json
+
+    args = ["inspect", "--model", "mobilenet_v2_cifar", "--width", "0.5"]
+    assert main([*args, "--json"]) == 0
+    units = json.loads(capsys.readouterr().out)["units"]
+    # the stem is cut with the first block's depthwise conv and its BN; a block's
+    # expansion with its own depthwise conv
+    assert units[0]["cut_with"] == ["features.1.conv.0.0", "features.1.conv.0.1"]
+    assert units[1]["cut_with"] == ["features.2.conv.1.0", "features.2.conv.1.1"]
+    assert units[-1]["cut_with"] == []  # the last conv feeds the classifier
+    assert main(args) == 0
+    assert "(cut with features.1.conv.0.0, features.1.conv.0.1)" in capsys.readouterr().out
+
+
 def test_inspect_text_and_bad_input(capsys, tmp_path):
     assert main(["inspect", "--model", "resnet20"]) == 0
     out = capsys.readouterr().out
