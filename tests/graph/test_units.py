@@ -97,6 +97,17 @@ def test_mobilenet_v1_every_pointwise_conv_and_the_stem_are_units():
     assert [k.name for k in s.skipped] == ["fc"]
 
 
+@pytest.mark.parametrize("bn, unit", [("features.1", "features.0"),  # the unit's own BN
+                                     ("features.4.1", "features.3.3")])  # its depthwise conv's
+def test_a_batchnorm_without_running_statistics_leaves_its_unit_whole_and_says_why(bn, unit):
+    model = ZOO["mobilenet_v1"]()
+    model.set_submodule(bn, torch.nn.BatchNorm2d(model.get_submodule(bn).num_features,
+                                                 track_running_stats=False))
+    units, skipped = _names(find_units(model, X))
+    assert unit not in units and len(units) == 3
+    assert f"BatchNorm {bn} keeps no running statistics" in skipped[unit]
+
+
 def test_mobilenet_v2_expansions_are_units_and_projections_write_streams():
     s = find_units(ZOO["mobilenet_v2"](), X)
     units, skipped = _names(s)

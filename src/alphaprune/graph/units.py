@@ -173,6 +173,12 @@ def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_
     return None
 
 
+# a BatchNorm with track_running_stats=False normalises by each batch's statistics, also in
+# eval mode: no fixed weights reproduce it, so its unit cannot be fused
+_NO_STATS = ("BatchNorm {} keeps no running statistics (track_running_stats=False): build it "
+             "with track_running_stats=True to prune this layer")
+
+
 def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
     """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out, tied) or a
     reason (``post`` may hold depthwise convs with their BN and activation: module
@@ -183,6 +189,8 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
     if isinstance(nxt, str):
         return nxt
     if _is(gm, nxt, (bn_type,)):
+        if _mod(gm, nxt).running_mean is None:
+            return _NO_STATS.format(nxt.target)
         bn, cur = nxt, nxt
         nxt = _single_user(cur)
         if isinstance(nxt, str):
@@ -203,6 +211,8 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
         step = _post_step(gm, n, cur, kind, width, calls, last_dw)
         if step is None:
             break
+        if step == "dw-bn" and _mod(gm, n).running_mean is None:
+            return _NO_STATS.format(n.target)
         if step == "dw":
             last_dw = n
         if step in ("dw", "dw-bn"):
