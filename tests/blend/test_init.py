@@ -234,3 +234,31 @@ def test_weight_criteria_need_no_calibration(method, criterion):
     blended = BlendedNet(base, _branch_widths("vgg11", base, 0.5, 3))
     init_branches(blended, method, criterion)  # no calib: fine
     assert all(u.A.weight.abs().sum() == u.width for u in blended.features)
+
+
+def test_lstsq_estimates_the_narrow_depthwise_bns_on_the_pruned_path():
+    from alphaprune.blend.init import _unit_io
+    from alphaprune.graph import find_units
+    from tests.graph.zoo import ZOO
+
+    torch.manual_seed(0)
+    calib = torch.randn(32, 3, 32, 32)
+    structure = find_units(ZOO["mobilenet_v1"]().eval(), calib[:2])
+    blended = BlendedNet(structure, [max(1, u.width // 2) for u in structure.units])
+    init_branches(blended, "lstsq", "l1", calib=calib)
+    inputs = _unit_io(blended, calib, [0.0] * len(blended.features))
+    checked = 0
+    for u, (h, _) in zip(blended.features, inputs):
+        for _, bn in u.tied_pairs():
+            if not isinstance(bn, torch.nn.BatchNorm2d):
+                continue
+            seen = []
+            hook = bn.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(a[0]))
+            with torch.no_grad():
+                u.eval().narrow(u.conv(h))
+            hook.remove()
+            x = seen[0].transpose(0, 1).flatten(1)  # (channels, everything else)
+            torch.testing.assert_close(bn.running_mean, x.mean(1), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(bn.running_var, x.var(1), rtol=1e-3, atol=1e-4)
+            checked += 1
+    assert checked == 3  # the depthwise BN of each separable block

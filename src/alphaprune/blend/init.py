@@ -146,13 +146,15 @@ def _copy_channels(orig: nn.Module, narrow: nn.Module, idx: torch.Tensor) -> Non
 
 @torch.no_grad()
 def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
-    """Re-estimate BN' on the pruned path, then fit B by ridge least squares."""
+    """Re-estimate BN' and the narrow depthwise convs' BNs on the pruned path, then fit B by
+    ridge least squares."""
     if unit.has_bn:
         az = unit.A(unit.conv(h))
         unit.bn2.running_mean.copy_(az.mean(dim=_channel_dims(az)))
         unit.bn2.running_var.copy_(az.var(dim=_channel_dims(az), unbiased=True))
     was = unit.training
     unit.eval()
+    _reestimate_tied_bns(unit, h)
     narrow = unit.narrow(unit.conv(h))
     unit.train(was)
     k, n = narrow.shape[1], target.shape[1]
@@ -162,6 +164,25 @@ def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None
     G += ridge * (G.trace() / k + 1e-12) * torch.eye(k, dtype=G.dtype)
     B = torch.linalg.solve(G, H @ Y.T).T          # (n, k) = Y H^T (H H^T + lambda I)^-1
     matrix(unit.B).copy_(B.to(unit.B.weight.dtype))
+
+
+@torch.no_grad()
+def _reestimate_tied_bns(unit, h: torch.Tensor) -> None:
+    """The statistics of the BNs after the unit's narrow depthwise convs, from one pass of
+    the pruned path's input ``h`` (their copied ones describe the original path's input).
+    Expects ``unit`` in eval mode; leaves it so."""
+    bns = [m for _, m in unit.tied_pairs() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [b.momentum for b in bns]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # a cumulative average: one batch gives its exact statistics
+        b.train()
+    try:
+        unit.narrow(unit.conv(h))
+    finally:
+        for b, m in zip(bns, momenta):
+            b.momentum = m
+            b.eval()
 
 
 @torch.no_grad()
