@@ -84,6 +84,16 @@ def test_bad_sizes_raise_one_line_user_errors(kwargs, match):
     assert "\n" not in str(e.value)
 
 
+def test_a_partial_state_dict_and_a_short_width_list_are_one_line_user_errors():
+    state = create_model("mobilenet_v2_cifar", width=0.25).state_dict()
+    del state["features.5.conv.0.0.weight"]
+    with pytest.raises(UserError, match="lacks features.5.conv.0.0.weight") as e:
+        infer_mobilenet_kwargs(state)
+    with pytest.raises(UserError, match=f"takes {N_UNITS} widths, 7 streams and 8 strides, got 3"):
+        MobileNetV2([8, 8, 8], [8] * 7, [1] * 8)
+    assert "\n" not in str(e.value)
+
+
 def test_a_state_dict_of_another_family_is_refused_by_name():
     with pytest.raises(UserError, match="no MobileNetV2 weights"):
         infer_mobilenet_kwargs(create_model("resnet20", width=0.25).state_dict())

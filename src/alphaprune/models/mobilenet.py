@@ -87,6 +87,10 @@ class MobileNetV2(nn.Module):
     def __init__(self, widths: Sequence[int], streams: Sequence[int], strides: Sequence[int],
                  num_classes: int = 10, in_channels: int = 3, dropout: float = 0.2):
         super().__init__()
+        if (len(widths), len(streams), len(strides)) != (N_UNITS, len(STAGES), len(STAGES) + 1):
+            raise UserError(f"MobileNetV2 takes {N_UNITS} widths, {len(STAGES)} streams and "
+                            f"{len(STAGES) + 1} strides, got {len(widths)}, {len(streams)} and "
+                            f"{len(strides)}")
         units = iter(widths)
         cin = next(units)
         layers = [_conv_bn_act(in_channels, cin, 3, strides[0])]
@@ -160,6 +164,14 @@ def infer_mobilenet_kwargs(state_dict: dict) -> dict:
     if stem not in state_dict or head not in state_dict or last not in state_dict:
         raise UserError(f"the checkpoint holds no MobileNetV2 weights ({stem}, {last}, {head}): "
                         f"pass a checkpoint of a registry MobileNetV2 (torchvision's names)")
+    try:
+        return _infer(state_dict, stem, head, last)
+    except KeyError as e:
+        raise UserError(f"the checkpoint lacks {e.args[0]}: pass a whole MobileNetV2 state_dict "
+                        "(torchvision's names)") from None
+
+
+def _infer(state_dict: dict, stem: str, head: str, last: str) -> dict:
     widths, streams, i = [int(state_dict[stem].shape[0])], [], 1
     for t, _, n, _ in STAGES:
         for _ in range(n):
