@@ -45,6 +45,22 @@ def test_measuring_leaves_the_model_unchanged(training):
     assert not any(u.bn.training for u in model.features)
 
 
+def test_measuring_leaves_the_bns_outside_the_units_unchanged():
+    """A ResNet's stem and stream BNs belong to no unit but run in the measuring pass."""
+    from alphaprune.blend import BlendedNet
+    from alphaprune.graph import find_units
+    from alphaprune.models import create_model
+
+    torch.manual_seed(0)
+    structure = find_units(create_model("resnet20", width=0.5).eval(), _calib(2))
+    model = BlendedNet(structure, [max(1, u.width // 2) for u in structure.units]).train()
+    before = copy.deepcopy(model.state_dict())
+    ship_bn_stats(model, _calib(32))
+    after = model.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    assert "net.layer1.0.bn2.running_mean" in before  # a stream BN, outside every unit
+
+
 def test_a_last_batch_of_one_image_is_never_run():
     """Units at 1x1 resolution reject a train-mode BN batch of one image."""
     model = _blended("stochastic").set_alpha(0.5)

@@ -21,6 +21,7 @@ import math
 from contextlib import contextmanager
 
 import torch
+import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import branch_bns
@@ -40,9 +41,13 @@ def ship_bn_stats(model: BlendedNet, calib: torch.Tensor, batch_size: int = 256)
     were.
     """
     bns = [b for u in model.features for b in branch_bns(u)]
+    # the pass runs in train mode, so every other BN (a stream's, the stem's) would take a
+    # momentum step too: all of them are restored on exit
+    every = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
     alpha, training = float(model.alpha), model.training
     try:
-        with restored_bn(bns):
+        with restored_bn(every):
             model.set_alpha(0.0).train()
             for b in bns:
                 b.reset_running_stats()
