@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
-from alphaprune.blend.branch import StreamUnit, matrix
+from alphaprune.blend.branch import StreamUnit, branch_bns, matrix
 from alphaprune.errors import UserError
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
@@ -146,15 +146,10 @@ def _copy_channels(orig: nn.Module, narrow: nn.Module, idx: torch.Tensor) -> Non
 
 @torch.no_grad()
 def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None:
-    """Re-estimate BN' and the narrow depthwise convs' BNs on the pruned path, then fit B by
-    ridge least squares."""
-    if unit.has_bn:
-        az = unit.A(unit.conv(h))
-        unit.bn2.running_mean.copy_(az.mean(dim=_channel_dims(az)))
-        unit.bn2.running_var.copy_(az.var(dim=_channel_dims(az), unbiased=True))
+    """Re-estimate the branch's BNs on the pruned path, then fit B by ridge least squares."""
     was = unit.training
     unit.eval()
-    _reestimate_tied_bns(unit, h)
+    _reestimate_branch_bns(unit, h)
     narrow = unit.narrow(unit.conv(h))
     unit.train(was)
     k, n = narrow.shape[1], target.shape[1]
@@ -167,21 +162,20 @@ def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None
 
 
 @torch.no_grad()
-def _reestimate_tied_bns(unit, h: torch.Tensor) -> None:
-    """The statistics of the BNs after the unit's narrow depthwise convs, from one pass of
-    the pruned path's input ``h`` (their copied ones describe the original path's input).
-    Expects ``unit`` in eval mode; leaves it so."""
-    bns = [m for _, m in unit.tied_pairs() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [b.momentum for b in bns]
-    for b in bns:
+def _reestimate_branch_bns(unit, h: torch.Tensor) -> None:
+    """The statistics of the branch's BNs (``BN'``, then those after its narrow depthwise
+    convs) on the pruned path's input ``h``: their copied ones describe the original path's
+    input. One pass per BN, each with those before it in eval mode, so every BN sees what it
+    will see in eval. Expects ``unit`` in eval mode; leaves it so."""
+    for b in branch_bns(unit):
+        momentum = b.momentum
         b.reset_running_stats()
         b.momentum = None  # a cumulative average: one batch gives its exact statistics
         b.train()
-    try:
-        unit.narrow(unit.conv(h))
-    finally:
-        for b, m in zip(bns, momenta):
-            b.momentum = m
+        try:
+            unit.narrow(unit.conv(h))
+        finally:
+            b.momentum = momentum
             b.eval()
 
 
