@@ -8,6 +8,9 @@
 # .gpu/ (git-ignored) holds what the machine lacks: cifar10.npz (images.py pack), model.pt
 # (the pretrained network) and the torch-pruning wheel (the machine has torch, lightning,
 # scikit-learn, matplotlib and PyYAML, not torch-pruning).
+# A row "NAME:kd@0.7" starts from .gpu/NAME.pt instead of model.pt: each checkpoint's rows
+# run as one full_budget.sh (JOBS at a time each), side by side, into rows/NAME/, and come
+# back in results-NAME.jsonl.
 set -u
 : "${OUT:?OUT is set by the device tool: the folder whose files come back}"
 LIMIT=${LIMIT:-480}  # seconds for the rows; unfinished rows are cut off, finished ones come back
@@ -17,16 +20,25 @@ THREADS=${THREADS:-2}  # OMP threads per row: JOBS x THREADS should not pass the
 # call at once if one of them fails: a code fault then costs a minute of device time, not
 # the whole grid
 SMOKE=${SMOKE:-1}
+SMOKE_LIMIT=${SMOKE_LIMIT:-120}  # seconds for the smoke (a busy CPU check needs more)
 ROWS=${ROWS:-kd@0.35 kd@0.65 kd@0.9 tp-l1@0.35 tp-l1@0.65 tp-l1@0.9 unstructured@0.65 unstructured@0.9}
 EPOCHS=${EPOCHS:-30}
 PY=${PY:-python3}  # the machine's python3 holds torch
 G=$PWD/.gpu W=/tmp/ap-grid
-for f in cifar10.npz model.pt; do
+names() {  # the checkpoints the rows start from: model, and every NAME of a "NAME:row"
+  { echo model; for r in $ROWS; do [[ $r == *:* ]] && echo "${r%%:*}"; done; } | sort -u
+}
+rows_of() {  # the rows that start from checkpoint $1, without their "NAME:"
+  local r; for r in $ROWS; do
+    if [[ $r == *:* ]]; then [ "${r%%:*}" = "$1" ] && echo "${r#*:}"; else [ "$1" = model ] && echo "$r"; fi
+  done
+}
+for f in cifar10.npz $(names | sed 's/$/.pt/'); do
   [ -f "$G/$f" ] || { echo "missing $G/$f: prepare .gpu as benchmarks/gpu/README.md says" >&2; exit 2; }
 done
 mkdir -p "$W"
 { date -u; nvidia-smi -L; "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
-  sha256sum "$G/model.pt"; echo "ROWS=$ROWS EPOCHS=$EPOCHS JOBS=$JOBS LIMIT=$LIMIT"; } > "$OUT/env.txt" 2>&1
+  for n in $(names); do sha256sum "$G/$n.pt"; done; echo "ROWS=$ROWS EPOCHS=$EPOCHS JOBS=$JOBS LIMIT=$LIMIT"; } > "$OUT/env.txt" 2>&1
 "$PY" -m pip install -q --no-index --no-deps --upgrade --target "$W/site" "$G"/*.whl || exit 1
 export PYTHONPATH="$W/site:$PWD/src" ALPHAPRUNE_CACHE="$W/cache"
 # a warm machine called again keeps the images and the rows, and the rows resume
@@ -39,15 +51,25 @@ fi
   "$W/data/train" || exit 1
 printf '#!/bin/bash\nexec %s -m alphaprune.cli "$@"\n' "$PY" > "$W/ap" && chmod +x "$W/ap"
 
-rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a time, cut off at LIMIT s
-  local start; start=$(date +%s)
-  set -m  # the rows run in their own process group, so the time limit stops all of them
-  CKPT="$G/model.pt" DATA="$W/data/train" OUT="$1" BALANCE=1 JOBS=$JOBS EPOCHS=$2 SUBSET=$3 ROWS="$ROWS" \
-    OMP_NUM_THREADS=$THREADS ALPHAPRUNE="$W/ap" bash benchmarks/full_budget.sh &
-  local pid=$!
-  ( sleep "$4"; echo "time limit: stopping the rows" >&2; kill -TERM -- -"$pid" ) 2>/dev/null &
+dir_of() {  # dir_of OUTDIR NAME: where the rows from checkpoint NAME run
+  if [ "$2" = model ]; then echo "$1"; else echo "$1/$2"; fi
+}
+
+rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a time per
+  # checkpoint, cut off at LIMIT s
+  local start n pids=(); start=$(date +%s)
+  set -m  # each checkpoint's rows run in their own process group, so the limit stops them all
+  for n in $(names); do
+    local mine; mine=$(rows_of "$n" | xargs)
+    [ -n "$mine" ] || continue
+    CKPT="$G/$n.pt" DATA="$W/data/train" OUT="$(dir_of "$1" "$n")" BALANCE=1 JOBS=$JOBS EPOCHS=$2 \
+      SUBSET=$3 ROWS="$mine" OMP_NUM_THREADS=$THREADS ALPHAPRUNE="$W/ap" bash benchmarks/full_budget.sh &
+    pids+=($!)
+  done
+  ( sleep "$4"; echo "time limit: stopping the rows" >&2
+    for p in "${pids[@]}"; do kill -TERM -- -"$p"; done ) 2>/dev/null &
   local guard=$!
-  wait "$pid"
+  wait "${pids[@]}"
   kill "$guard" 2>/dev/null
   set +m
   echo "rows in $1 ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
@@ -55,19 +77,28 @@ rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a ti
 
 if [ "$SMOKE" = 1 ]; then
   rm -rf "$W/smoke"
-  rows "$W/smoke" 1 1000 120
-  for r in $ROWS; do  # a row's folder: method-target, "-sN" for "#N" (full_budget.sh)
-    d=${r%%#*}; d="$W/smoke/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
+  rows "$W/smoke" 1 1000 "$SMOKE_LIMIT"
+  for n in $(names); do for r in $(rows_of "$n"); do  # a row's folder: method-target, "-sN"
+    # for "#N" (full_budget.sh)
+    s=$(dir_of "$W/smoke" "$n"); d=${r%%#*}; d="$s/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
     if ! grep -qs '"target": 0\.[0-9]' "$d/results.jsonl" && ! [ -f "$d/pruned.pt" ]; then
-      echo "smoke row $r failed; its log:" | tee -a "$OUT/env.txt"
-      tail -30 "$W/smoke/$r.log" | tee -a "$OUT/env.txt"
+      echo "smoke row $n:$r failed; its log:" | tee -a "$OUT/env.txt"
+      tail -30 "$s/$r.log" | tee -a "$OUT/env.txt"
       tar czf "$OUT/smoke.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard smoke
       exit 1
     fi
-  done
+  done; done
   echo "smoke: every row ran" | tee -a "$OUT/env.txt"
 fi
 rows "$W/rows" "$EPOCHS" "${SUBSET:-}" "$LIMIT"
-cat "$W"/rows/*/results.jsonl > "$OUT/results.jsonl" 2>/dev/null
+for n in $(names); do
+  f=results-$n.jsonl; [ "$n" = model ] && f=results.jsonl
+  for r in $(rows_of "$n"); do
+    d=${r%%#*}; d="$(dir_of "$W/rows" "$n")/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
+    cat "$d/results.jsonl" 2>/dev/null
+    # a prune row (onecycle) writes summary.json, not results.jsonl: its score to the console
+    grep -som1 '"test_acc_after": [0-9.]*' "$d/summary.json" | sed "s|^|$n:$r |" >&2
+  done > "$OUT/$f"
+  echo "$f:"; grep -v pretrained "$OUT/$f" | cut -c1-160
+done
 tar czf "$OUT/rows.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard rows
-grep -v pretrained "$OUT/results.jsonl" | cut -c1-160
