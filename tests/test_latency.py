@@ -218,3 +218,30 @@ def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
     entries = [json.loads(k) for k in json.loads(lm.path.read_text())["entries"] if "whole" not in k]
     assert all(e["cin"] == e["cout"] for e in entries if e.get("depthwise"))
     assert lm([4, 8, 12, 16]) < lm(lm.base_widths)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_path, monkeypatch):
+    """A depthwise conv cut with its unit scales its BatchNorm and activation with it, so
+    the table times them with it (they are not left in the constant rest), and the unit's
+    own layer keeps only its own BatchNorm and activation."""
+    from tests.graph.zoo import ZOO
+
+    torch.manual_seed(0)
+    model = ZOO[name]().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    built = []
+    real_block = latency._block
+    monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
+    LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    dws = [b for b in built if getattr(b[0], "groups", 1) > 1]
+    assert dws
+    for b in dws:
+        assert [type(m) for m in b[1:]] == [torch.nn.BatchNorm2d, torch.nn.ReLU6 if "v2" in name
+                                           else torch.nn.ReLU]
+        assert b[1].num_features == b[0].out_channels
+    cut = {t for u in structure.units for t in u.tied}
+    assert any(isinstance(m, torch.nn.Conv2d) for m in map(model.get_submodule, cut))
+    own = [b for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].groups == 1
+           and len(b) > 1]
+    assert own and all(len(b) == 3 and isinstance(b[1], torch.nn.BatchNorm2d) for b in own)

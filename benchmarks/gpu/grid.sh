@@ -25,8 +25,8 @@ ROWS=${ROWS:-kd@0.35 kd@0.65 kd@0.9 tp-l1@0.35 tp-l1@0.65 tp-l1@0.9 unstructured
 EPOCHS=${EPOCHS:-30}
 PY=${PY:-python3}  # the machine's python3 holds torch
 G=$PWD/.gpu W=/tmp/ap-grid
-names() {  # the checkpoints the rows start from: model, and every NAME of a "NAME:row"
-  { echo model; for r in $ROWS; do [[ $r == *:* ]] && echo "${r%%:*}"; done; } | sort -u
+names() {  # the checkpoints the rows start from: NAME of a "NAME:row", model for a plain row
+  local r; for r in $ROWS; do if [[ $r == *:* ]]; then echo "${r%%:*}"; else echo model; fi; done | sort -u
 }
 rows_of() {  # the rows that start from checkpoint $1, without their "NAME:"
   local r; for r in $ROWS; do
@@ -54,6 +54,9 @@ printf '#!/bin/bash\nexec %s -m alphaprune.cli "$@"\n' "$PY" > "$W/ap" && chmod 
 dir_of() {  # dir_of OUTDIR NAME: where the rows from checkpoint NAME run
   if [ "$2" = model ]; then echo "$1"; else echo "$1/$2"; fi
 }
+row_dir() {  # row_dir OUTDIR NAME ROW: a row's folder, method-target, "-sN" for "#N" (full_budget.sh)
+  local d=${3%%#*}; d="$(dir_of "$1" "$2")/${d/@/-}"; [[ $3 == *#* ]] && d+="-s${3#*#}"; echo "$d"
+}
 
 rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a time per
   # checkpoint, cut off at LIMIT s
@@ -78,12 +81,11 @@ rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a ti
 if [ "$SMOKE" = 1 ]; then
   rm -rf "$W/smoke"
   rows "$W/smoke" 1 1000 "$SMOKE_LIMIT"
-  for n in $(names); do for r in $(rows_of "$n"); do  # a row's folder: method-target, "-sN"
-    # for "#N" (full_budget.sh)
-    s=$(dir_of "$W/smoke" "$n"); d=${r%%#*}; d="$s/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
+  for n in $(names); do for r in $(rows_of "$n"); do
+    d=$(row_dir "$W/smoke" "$n" "$r")
     if ! grep -qs '"target": 0\.[0-9]' "$d/results.jsonl" && ! [ -f "$d/pruned.pt" ]; then
       echo "smoke row $n:$r failed; its log:" | tee -a "$OUT/env.txt"
-      tail -30 "$s/$r.log" | tee -a "$OUT/env.txt"
+      tail -30 "$(dir_of "$W/smoke" "$n")/$r.log" | tee -a "$OUT/env.txt"
       tar czf "$OUT/smoke.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard smoke
       exit 1
     fi
@@ -94,7 +96,7 @@ rows "$W/rows" "$EPOCHS" "${SUBSET:-}" "$LIMIT"
 for n in $(names); do
   f=results-$n.jsonl; [ "$n" = model ] && f=results.jsonl
   for r in $(rows_of "$n"); do
-    d=${r%%#*}; d="$(dir_of "$W/rows" "$n")/${d/@/-}"; [[ $r == *#* ]] && d+="-s${r#*#}"
+    d=$(row_dir "$W/rows" "$n" "$r")
     cat "$d/results.jsonl" 2>/dev/null
     # a prune row (onecycle) writes summary.json, not results.jsonl: its score to the console
     grep -som1 '"test_acc_after": [0-9.]*' "$d/summary.json" | sed "s|^|$n:$r |" >&2

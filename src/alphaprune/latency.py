@@ -7,7 +7,8 @@ fitted to the grid (least squares): the multiply-accumulates, the output's and t
 memory traffic. Non-negative terms keep the prediction monotone in every width, which the
 width solver's bisection relies on, however noisy single timings are. A unit's own layer is timed with what
 follows it and scales with its width (BatchNorm, the activation, pooling), so the memory
-traffic of those ops is counted too; a layer that only consumes a unit is timed alone. The
+traffic of those ops is counted too; a depthwise conv cut with a unit is timed the same way,
+with its own BatchNorm and activation. A layer that only consumes a unit is timed alone. The
 rest of the network (layers no width touches) is the whole model's measured latency minus
 the table's value at full width, a constant. The table is keyed by the machine (CPU model,
 architecture), the torch version, the thread count and the batch size, cached on disk
@@ -36,7 +37,7 @@ from alphaprune.atomic import atomic_write_text
 from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
-from alphaprune.graph.units import Structure
+from alphaprune.graph.units import ACT_FUNCTIONS, ACT_METHODS, ACT_MODULES, POOL_MODULES, Structure, _is
 from alphaprune.report.size import measure_latency
 
 __all__ = ["LatencyModel", "machine_key", "time_ms"]
@@ -83,7 +84,8 @@ class LatencyModel:
         gm = structure.gm
         inputs = {n.target: shape_of(n.args[0]) for n in gm.graph.nodes
                   if n.op == "call_module" and n.target in cost.layers}
-        tails = {u.name: _tail(gm, u) for u in structure.units if u.kind != "stream"}
+        tails = {name: tail for u in structure.units if u.kind != "stream"
+                 for name, tail in _tails(gm, u).items()}
         self.layers = []
         for name, lay in cost.layers.items():
             m = lay.module
@@ -174,20 +176,28 @@ def _signature(m: nn.Module, in_shape) -> dict:
     return {"kind": "linear", "bias": m.bias is not None}
 
 
-def _tail(gm, unit) -> list[nn.Module]:
-    """What follows a unit's layer and scales with its width: BatchNorm (as a template),
-    the activation (its module, or a ReLU standing in for a function) and pooling modules."""
-    out: list[nn.Module] = []
-    if unit.bn is not None:
-        out.append(gm.get_submodule(unit.bn))
-    act = unit.act
-    out.append(gm.get_submodule(act.target) if act.op == "call_module" else nn.ReLU())
+def _act(gm, n) -> nn.Module:
+    """An activation node's module, or a ReLU standing in for a function."""
+    return gm.get_submodule(n.target) if n.op == "call_module" else nn.ReLU()
+
+
+def _tails(gm, unit) -> dict[str, list[nn.Module]]:
+    """What follows each layer a unit's width sizes and scales with it, by layer name: after
+    the unit's own layer its BatchNorm (as a template), its activation and the pooling
+    modules up to the first depthwise conv cut with it (``unit.tied``); after each such
+    depthwise conv its own BatchNorm, activation and pooling, up to the next one."""
+    own: list[nn.Module] = [gm.get_submodule(unit.bn)] if unit.bn is not None else []
+    tails = {unit.name: own + [_act(gm, unit.act)]}
+    cur = tails[unit.name]
     for n in unit.post:
-        if n.op == "call_module":
-            m = gm.get_submodule(n.target)
-            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                out.append(m)
-    return out
+        m = gm.get_submodule(n.target) if n.op == "call_module" else None
+        if n.target in unit.tied and isinstance(m, nn.Conv2d):
+            cur = tails[n.target] = []
+        elif isinstance(m, POOL_MODULES) or (n.target in unit.tied and isinstance(m, nn.BatchNorm2d)):
+            cur.append(m)
+        elif cur is not tails[unit.name] and _is(gm, n, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS):
+            cur.append(_act(gm, n))
+    return tails
 
 
 def _block(sig: dict, tail: list[nn.Module], cin: int, cout: int) -> nn.Module:
