@@ -239,9 +239,37 @@ def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_p
     for b in dws:
         assert [type(m) for m in b[1:]] == [torch.nn.BatchNorm2d, torch.nn.ReLU6 if "v2" in name
                                            else torch.nn.ReLU]
-        assert b[1].num_features == b[0].out_channels
     cut = {t for u in structure.units for t in u.tied}
     assert any(isinstance(m, torch.nn.Conv2d) for m in map(model.get_submodule, cut))
     own = [b for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].groups == 1
            and len(b) > 1]
     assert own and all(len(b) == 3 and isinstance(b[1], torch.nn.BatchNorm2d) for b in own)
+
+
+class _PoolAfterDepthwise(torch.nn.Module):
+    """conv -> BN -> ReLU -> depthwise conv -> BN -> ReLU6 -> max pool -> head conv."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv, self.bn, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.dw, self.dw_bn = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.dw_act, self.pool, self.head = nn.ReLU6(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.conv(x)))
+        return self.head(self.pool(self.dw_act(self.dw_bn(self.dw(h)))))
+
+
+def test_a_pool_after_a_depthwise_conv_is_timed_with_it_not_with_the_unit():
+    """Each layer's tail holds what follows it up to the next layer a width sizes: a pool
+    after the depthwise conv shrinks with the depthwise conv's output."""
+    model = _PoolAfterDepthwise().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    unit = structure.unit("conv")
+    assert unit.tied == ["dw", "dw_bn"]
+    tails = latency._tails(structure.gm, unit)
+    assert {k: [type(m) for m in v] for k, v in tails.items()} == {
+        "conv": [torch.nn.BatchNorm2d, torch.nn.ReLU],
+        "dw": [torch.nn.BatchNorm2d, torch.nn.ReLU6, torch.nn.MaxPool2d]}
+

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 16's full-budget rows on the lent GPU machine, in one device call (benchmarks/gpu/README.md):
-# unpack the carried images, decode them once, run full_budget.sh's ROWS 8 at a time for at
-# most LIMIT seconds, and send back one archive of every row's results (models left out).
+# unpack the carried images, decode them once, run full_budget.sh's ROWS (JOBS at a time per
+# checkpoint) for at most LIMIT seconds, and send back one archive of every row's results (models left out).
 #
 #   run(command="ROWS='kd@0.65 ...' bash benchmarks/gpu/grid.sh", carry=[".gpu"], timeout_s=600)
 #
@@ -15,7 +15,7 @@ set -u
 : "${OUT:?OUT is set by the device tool: the folder whose files come back}"
 LIMIT=${LIMIT:-480}  # seconds for the rows; unfinished rows are cut off, finished ones come back
 JOBS=${JOBS:-8}
-THREADS=${THREADS:-2}  # OMP threads per row: JOBS x THREADS should not pass the 16 cores
+THREADS=${THREADS:-2}  # OMP threads per row: all rows x THREADS should not pass the 16 cores
 # SMOKE=1 (the default) first runs every row for one epoch on 1,000 images and stops the
 # call at once if one of them fails: a code fault then costs a minute of device time, not
 # the whole grid
@@ -63,17 +63,18 @@ rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a ti
   local start n pids=(); start=$(date +%s)
   set -m  # each checkpoint's rows run in their own process group, so the limit stops them all
   for n in $(names); do
-    local mine; mine=$(rows_of "$n" | xargs)
+    local mine; mine=$(rows_of "$n" | paste -sd' ')
     [ -n "$mine" ] || continue
     CKPT="$G/$n.pt" DATA="$W/data/train" OUT="$(dir_of "$1" "$n")" BALANCE=1 JOBS=$JOBS EPOCHS=$2 \
       SUBSET=$3 ROWS="$mine" OMP_NUM_THREADS=$THREADS ALPHAPRUNE="$W/ap" bash benchmarks/full_budget.sh &
     pids+=($!)
   done
+  (( ${#pids[@]} )) || { set +m; return 0; }
   ( sleep "$4"; echo "time limit: stopping the rows" >&2
     for p in "${pids[@]}"; do kill -TERM -- -"$p"; done ) 2>/dev/null &
   local guard=$!
   wait "${pids[@]}"
-  kill "$guard" 2>/dev/null
+  kill -- -"$guard" 2>/dev/null  # its group: the sleep too, which would hold the output open
   set +m
   echo "rows in $1 ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 }
