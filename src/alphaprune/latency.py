@@ -6,7 +6,7 @@ channels), and a cost model ``a + b*cin*cout + c*cout + d*cin`` with non-negativ
 fitted to the grid (least squares): the multiply-accumulates, the output's and the input's
 memory traffic. Non-negative terms keep the prediction monotone in every width, which the
 width solver's bisection relies on, however noisy single timings are. A unit's own layer is timed with what
-follows it and scales with its width (BatchNorm, the activation, pooling), so the memory
+follows it and scales with its width (BatchNorm, the activation, pooling modules), so the memory
 traffic of those ops is counted too; a depthwise conv cut with a unit is timed the same way,
 with its own BatchNorm and activation. A layer that only consumes a unit is timed alone. The
 rest of the network (layers no width touches) is the whole model's measured latency minus
