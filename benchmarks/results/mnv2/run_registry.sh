@@ -23,4 +23,12 @@ one() {  # one NAME SEED FLAGS...
     --out "/tmp/bench/mnv2r_${name}_s$seed" > "/tmp/bench/mnv2r_${name}_s$seed.log" 2>&1
 }
 export -f one
-printf '%s\n' "cmp 0" "cmp 1" "flops 0 --match flops" "flops 1 --match flops" | xargs -P 2 -I{} bash -c 'one {}'
+[ "${SPEEDUP:-0}" = 1 ] ||
+  printf '%s\n' "cmp 0" "cmp 1" "flops 0 --match flops" "flops 1 --match flops" | xargs -P 2 -I{} bash -c 'one {}'
+# then, alone on the machine: --speedup 2 at batch 128 with training (section 22's command)
+if [ "${SPEEDUP:-0}" = 1 ]; then
+  OMP_NUM_THREADS=1 "$AP" prune --checkpoint /tmp/bench/mnv2r_035/model.pt --data $D --train-subset 5000 \
+    --speedup 2 --latency-batch 128 --step-size 0.25 --patience 2 --max-epochs-per-phase 1 \
+    --final-max-epochs 5 --final-patience 5 --max-total-epochs 8 --lr 0.01 --schedule constant \
+    --train-seed 0 --no-progress --out /tmp/bench/mnv2r_sp2_s0 > /tmp/bench/mnv2r_sp2_s0.log 2>&1
+fi
