@@ -30,5 +30,5 @@ if [ "${SPEEDUP:-0}" = 1 ]; then
   OMP_NUM_THREADS=1 "$AP" prune --checkpoint /tmp/bench/mnv2r_035/model.pt --data $D --train-subset 5000 \
     --speedup 2 --latency-batch 128 --step-size 0.25 --patience 2 --max-epochs-per-phase 1 \
     --final-max-epochs 5 --final-patience 5 --max-total-epochs 8 --lr 0.01 --schedule constant \
-    --train-seed 0 --no-progress --out /tmp/bench/mnv2r_sp2_s0 > /tmp/bench/mnv2r_sp2_s0.log 2>&1
+    --train-seed ${SEED:-0} --no-progress --out /tmp/bench/mnv2r_sp2_s${SEED:-0} > /tmp/bench/mnv2r_sp2_s${SEED:-0}.log 2>&1
 fi
