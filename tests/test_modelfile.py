@@ -168,6 +168,14 @@ def test_load_checkpoint_of_a_model_file(tmp_path):
         load_checkpoint(tmp_path / "m.pt", "vgg16")
 
 
+def test_a_raw_state_dict_of_another_vgg_depth_is_refused(tmp_path):
+    """A raw VGG-11 state_dict loaded as VGG-16 would otherwise build an 8-conv 'vgg16'."""
+    torch.save(_trained_like(width=0.0625).state_dict(), tmp_path / "sd.pt")
+    assert load_checkpoint(tmp_path / "sd.pt", "vgg11").arch == "vgg11"
+    with pytest.raises(UserError, match=r"sd.pt: it holds a 8-conv VGG, not 'vgg16' \(13 convs\)"):
+        load_checkpoint(tmp_path / "sd.pt", "vgg16")
+
+
 @pytest.mark.parametrize("wrap", ["plain", "lightning"])
 def test_load_checkpoint_of_a_raw_state_dict_infers_widths(tmp_path, wrap):
     model = _trained_like(widths=PRUNED, num_classes=7, in_channels=1)

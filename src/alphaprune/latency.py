@@ -37,7 +37,7 @@ from alphaprune.atomic import atomic_write_text
 from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
-from alphaprune.graph.units import ACT_FUNCTIONS, ACT_METHODS, ACT_MODULES, POOL_MODULES, Structure, _is
+from alphaprune.graph.units import POOL_MODULES, Structure, is_activation
 from alphaprune.report.size import measure_latency
 
 __all__ = ["LatencyModel", "machine_key", "time_ms"]
@@ -195,7 +195,7 @@ def _tails(gm, unit) -> dict[str, list[nn.Module]]:
             cur = tails[n.target] = []
         elif isinstance(m, POOL_MODULES) or (n.target in unit.tied and isinstance(m, nn.BatchNorm2d)):
             cur.append(m)
-        elif cur is not tails[unit.name] and _is(gm, n, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS):
+        elif cur is not tails[unit.name] and is_activation(gm, n):
             cur.append(_act(gm, n))
     return tails
 

@@ -30,10 +30,9 @@ from alphaprune.errors import UserError
 from alphaprune.graph.serialize import graph_from_data, graph_to_data
 from alphaprune.graph.trace import trace
 from alphaprune.models import create_model
-from alphaprune.models.mobilenet import torchvision_would_add
-from alphaprune.models.registry import infer_kwargs
+from alphaprune.models.registry import infer_kwargs, raw_checkpoint_problem
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
-from alphaprune.models.vgg import VGG_CONFIGS, base_widths, infer_vgg_kwargs
+from alphaprune.models.vgg import infer_vgg_kwargs
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
            "infer_vgg_kwargs", "FORMAT"]
@@ -196,16 +195,9 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     if user:
         return _user_checkpoint(path, model_name, model_kwargs, blob, mean, std, classes)
     kwargs = infer_kwargs(model_name, blob)
-    n_units = len(base_widths(model_name)) if model_name in VGG_CONFIGS else None
-    if n_units is not None and len(kwargs["widths"]) != n_units:
-        raise UserError(f"checkpoint {path} holds a {len(kwargs['widths'])}-conv VGG, not "
-                        f"'{model_name}' ({n_units} convs): pass the --model it was trained as")
-    block = torchvision_would_add(kwargs) if model_name == "mobilenet_v2" else None
-    if block is not None:
-        raise UserError(f"checkpoint {path}: its {block} has as many channels in as out at stride 1, "
-                        "where torchvision's MobileNetV2 adds its input and this registry's does "
-                        "not: only torchvision checkpoints of width 0.3 and up load (an alphaprune "
-                        "model file loads as it is)")
+    problem = raw_checkpoint_problem(model_name, kwargs)
+    if problem is not None:
+        raise UserError(f"checkpoint {path}: {problem}")
     model = _build(model_name, kwargs, blob, path)
     return ModelFile(model, model_name, kwargs, list(mean or []), list(std or []),
                      list(classes or []), {"source": str(path)})

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from alphaprune.graph.trace import shape_of, trace
 
-__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums"]
+__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums",
+           "is_activation"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -124,6 +125,11 @@ def _is(gm, n: fx.Node, modules=(), functions=(), methods=()) -> bool:
     return n.op == "call_method" and n.target in methods
 
 
+def is_activation(gm, n: fx.Node) -> bool:
+    """``n`` applies one of the elementwise activations a unit may end with."""
+    return _is(gm, n, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS)
+
+
 def _only_input(n: fx.Node, src: fx.Node) -> bool:
     """``src`` is ``n``'s first argument and no other argument is a graph value."""
     rest = list(n.args[1:]) + list(n.kwargs.values())
@@ -168,7 +174,7 @@ def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_
         return "dw"
     if cur is last_dw and _is(gm, n, (nn.BatchNorm2d,)) and calls.get(n.target, 0) == 1:
         return "dw-bn"
-    if last_dw is not None and _is(gm, n, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS):
+    if last_dw is not None and is_activation(gm, n):
         return "dw-act"
     return None
 
@@ -195,7 +201,7 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
         nxt = _single_user(cur)
         if isinstance(nxt, str):
             return nxt
-    if not (_is(gm, nxt, ACT_MODULES, ACT_FUNCTIONS, ACT_METHODS) and _only_input(nxt, cur)):
+    if not (is_activation(gm, nxt) and _only_input(nxt, cur)):
         tie = _tie(gm, nxt)
         if tie:
             return f"channels tied by {tie} ({nxt.name}): a residual or concatenated stream"

@@ -198,7 +198,18 @@ def torchvision_would_add(kwargs: dict) -> str | None:
     return None
 
 
-def _register(name: str, stem_stride: int, stage2_stride: int, classes: int, doc: str) -> None:
+def _raw_torchvision_problem(kwargs: dict) -> str | None:
+    """``check_raw`` of ``mobilenet_v2``: a torchvision checkpoint it would compute otherwise."""
+    block = torchvision_would_add(kwargs)
+    if block is None:
+        return None
+    return (f"its {block} has as many channels in as out at stride 1, where torchvision's "
+            "MobileNetV2 adds its input and this registry's does not: only torchvision "
+            "checkpoints of width 0.3 and up load (an alphaprune model file loads as it is)")
+
+
+def _register(name: str, stem_stride: int, stage2_stride: int, classes: int, doc: str,
+              check_raw=None) -> None:
     def make(**kwargs) -> MobileNetV2:
         return _make(stem_stride, stage2_stride, **{"num_classes": classes, **kwargs})
 
@@ -208,10 +219,11 @@ def _register(name: str, stem_stride: int, stage2_stride: int, classes: int, doc
         for p in sig.parameters.values()])
     make.__name__ = name
     make.__doc__ = doc
-    register_model(make, infer=infer_mobilenet_kwargs)
+    register_model(make, infer=infer_mobilenet_kwargs, check_raw=check_raw)
 
 
 _register("mobilenet_v2", 2, 2, 1000,
-          "torchvision's MobileNetV2 (ImageNet strides); 1000 classes by default.")
+          "torchvision's MobileNetV2 (ImageNet strides); 1000 classes by default.",
+          check_raw=_raw_torchvision_problem)
 _register("mobilenet_v2_cifar", 1, 1, 10,
           "MobileNetV2 for 32x32 images: stride 1 in the stem and the second stage.")

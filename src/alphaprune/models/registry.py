@@ -9,23 +9,30 @@ import torch.nn as nn
 
 from alphaprune.errors import UserError
 
-__all__ = ["create_model", "list_models", "register_model", "infer_kwargs"]
+__all__ = ["create_model", "list_models", "register_model", "infer_kwargs", "raw_checkpoint_problem"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _INFER: dict[str, Callable[[dict], dict]] = {}
+_CHECK_RAW: dict[str, Callable[[dict], str | None]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *,
-                   infer: Callable[[dict], dict] | None = None):
+                   infer: Callable[[dict], dict] | None = None,
+                   check_raw: Callable[[dict], str | None] | None = None):
     """Register a model constructor under its function name.
 
     ``infer`` reads the constructor arguments (widths, classes, input channels) back from a
     ``state_dict``'s shapes: that is how a pruned model, or a raw checkpoint, is rebuilt.
+    ``check_raw`` says why a raw checkpoint with these inferred arguments would not load as
+    the model it was trained as (or returns None); a pruned model, whose file names its
+    class and arguments, is not checked.
     """
     def add(f):
         _REGISTRY[f.__name__] = f
         if infer is not None:
             _INFER[f.__name__] = infer
+        if check_raw is not None:
+            _CHECK_RAW[f.__name__] = check_raw
         return f
 
     return add(fn) if fn is not None else add
@@ -42,6 +49,13 @@ def infer_kwargs(name: str, state_dict: dict) -> dict:
         return _INFER[name](state_dict)
     except UserError as e:
         raise UserError(f"not a '{name}' checkpoint: {e}") from e
+
+
+def raw_checkpoint_problem(name: str, kwargs: dict) -> str | None:
+    """Why a raw checkpoint of registry model ``name`` with the inferred ``kwargs`` does not
+    load as that model (its ``check_raw``), or None."""
+    check = _CHECK_RAW.get(name)
+    return check(kwargs) if check is not None else None
 
 
 def _check_name(name: str) -> None:

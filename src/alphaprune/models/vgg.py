@@ -107,25 +107,36 @@ def infer_vgg_kwargs(state_dict: dict) -> dict:
             "num_classes": int(state_dict["classifier.weight"].shape[0])}
 
 
-@register_model(infer=infer_vgg_kwargs)
+def _conv_count(name: str):
+    """``check_raw`` of ``name``: a raw checkpoint of another VGG depth."""
+    n = len(base_widths(name))
+
+    def check(kwargs: dict) -> str | None:
+        got = len(kwargs["widths"])
+        return None if got == n else (f"it holds a {got}-conv VGG, not '{name}' ({n} convs): "
+                                      "pass the --model it was trained as")
+    return check
+
+
+@register_model(infer=infer_vgg_kwargs, check_raw=_conv_count("vgg11"))
 def vgg11(**kwargs) -> VGG:
     """VGG-11-BN (8 conv units)."""
     return _make("vgg11", **kwargs)
 
 
-@register_model(infer=infer_vgg_kwargs)
+@register_model(infer=infer_vgg_kwargs, check_raw=_conv_count("vgg13"))
 def vgg13(**kwargs) -> VGG:
     """VGG-13-BN (10 conv units)."""
     return _make("vgg13", **kwargs)
 
 
-@register_model(infer=infer_vgg_kwargs)
+@register_model(infer=infer_vgg_kwargs, check_raw=_conv_count("vgg16"))
 def vgg16(**kwargs) -> VGG:
     """VGG-16-BN (13 conv units)."""
     return _make("vgg16", **kwargs)
 
 
-@register_model(infer=infer_vgg_kwargs)
+@register_model(infer=infer_vgg_kwargs, check_raw=_conv_count("vgg19"))
 def vgg19(**kwargs) -> VGG:
     """VGG-19-BN (16 conv units)."""
     return _make("vgg19", **kwargs)
