@@ -12,7 +12,6 @@
 # run as one full_budget.sh (JOBS at a time each), side by side, into rows/NAME/, and come
 # back in results-NAME.jsonl.
 set -u
-: "${OUT:?OUT is set by the device tool: the folder whose files come back}"
 LIMIT=${LIMIT:-480}  # seconds for the rows; unfinished rows are cut off, finished ones come back
 JOBS=${JOBS:-8}
 THREADS=${THREADS:-2}  # OMP threads per row: all rows x THREADS should not pass the 16 cores
@@ -23,8 +22,6 @@ SMOKE=${SMOKE:-1}
 SMOKE_LIMIT=${SMOKE_LIMIT:-120}  # seconds for the smoke (a busy CPU check needs more)
 ROWS=${ROWS:-kd@0.35 kd@0.65 kd@0.9 tp-l1@0.35 tp-l1@0.65 tp-l1@0.9 unstructured@0.65 unstructured@0.9}
 EPOCHS=${EPOCHS:-30}
-PY=${PY:-python3}  # the machine's python3 holds torch
-G=$PWD/.gpu W=/tmp/ap-grid
 names() {  # the checkpoints the rows start from: NAME of a "NAME:row", model for a plain row
   local r; for r in $ROWS; do if [[ $r == *:* ]]; then echo "${r%%:*}"; else echo model; fi; done | sort -u
 }
@@ -33,23 +30,8 @@ rows_of() {  # the rows that start from checkpoint $1, without their "NAME:"
     if [[ $r == *:* ]]; then [ "${r%%:*}" = "$1" ] && echo "${r#*:}"; else [ "$1" = model ] && echo "$r"; fi
   done
 }
-for f in cifar10.npz $(names | sed 's/$/.pt/'); do
-  [ -f "$G/$f" ] || { echo "missing $G/$f: prepare .gpu as benchmarks/gpu/README.md says" >&2; exit 2; }
-done
-mkdir -p "$W"
-{ date -u; nvidia-smi -L; "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
-  for n in $(names); do sha256sum "$G/$n.pt"; done; echo "ROWS=$ROWS EPOCHS=$EPOCHS JOBS=$JOBS LIMIT=$LIMIT"; } > "$OUT/env.txt" 2>&1
-"$PY" -m pip install -q --no-index --no-deps --upgrade --target "$W/site" "$G"/*.whl || exit 1
-export PYTHONPATH="$W/site:$PWD/src" ALPHAPRUNE_CACHE="$W/cache"
-# a warm machine called again keeps the images and the rows, and the rows resume
-if [ ! -d "$W/data/train" ]; then
-  rm -rf "$W/data/new" && "$PY" benchmarks/gpu/images.py unpack "$G/cifar10.npz" "$W/data/new" &&
-    mv "$W/data/new" "$W/data/train" || exit 1
-fi
-# decode once here, not in each of the JOBS processes at once
-"$PY" -c "import sys; from alphaprune.data import load_dataset; print(len(load_dataset(sys.argv[1]).y), 'images')" \
-  "$W/data/train" || exit 1
-printf '#!/bin/bash\nexec %s -m alphaprune.cli "$@"\n' "$PY" > "$W/ap" && chmod +x "$W/ap"
+CKPTS=$(names) source benchmarks/gpu/setup.sh
+echo "ROWS=$ROWS EPOCHS=$EPOCHS JOBS=$JOBS LIMIT=$LIMIT" >> "$OUT/env.txt"
 
 dir_of() {  # dir_of OUTDIR NAME: where the rows from checkpoint NAME run
   if [ "$2" = model ]; then echo "$1"; else echo "$1/$2"; fi
@@ -70,11 +52,7 @@ rows() {  # rows OUTDIR EPOCHS SUBSET LIMIT: full_budget.sh's ROWS, JOBS at a ti
     pids+=($!)
   done
   (( ${#pids[@]} )) || { set +m; return 0; }
-  ( sleep "$4"; echo "time limit: stopping the rows" >&2
-    for p in "${pids[@]}"; do kill -TERM -- -"$p"; done ) 2>/dev/null &
-  local guard=$!
-  wait "${pids[@]}"
-  kill -- -"$guard" 2>/dev/null  # its group: the sleep too, which would hold the output open
+  within "$4" "${pids[@]}"
   set +m
   echo "rows in $1 ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 }
