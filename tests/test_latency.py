@@ -224,7 +224,7 @@ def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
 def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_path, monkeypatch):
     """A depthwise conv cut with its unit scales its BatchNorm and activation with it, so
     the table times them with it (they are not left in the constant rest), and the unit's
-    own layer keeps only its own BatchNorm and activation."""
+    own layer keeps only its own BatchNorm, activation and a pool after them."""
     from tests.graph.zoo import ZOO
 
     torch.manual_seed(0)
@@ -243,7 +243,9 @@ def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_p
     assert any(isinstance(m, torch.nn.Conv2d) for m in map(model.get_submodule, cut))
     own = [b for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].groups == 1
            and len(b) > 1]
-    assert own and all(len(b) == 3 and isinstance(b[1], torch.nn.BatchNorm2d) for b in own)
+    # BN, activation, and at the end of the features the global pool (F.adaptive_avg_pool2d)
+    assert own and all(isinstance(b[1], torch.nn.BatchNorm2d) and len(b) in (3, 4) for b in own)
+    assert all(isinstance(m, latency._PoolCall) for b in own for m in b[3:])
 
 
 class _PoolAfterDepthwise(torch.nn.Module):
@@ -273,3 +275,44 @@ def test_a_pool_after_a_depthwise_conv_is_timed_with_it_not_with_the_unit():
         "conv": [torch.nn.BatchNorm2d, torch.nn.ReLU],
         "dw": [torch.nn.BatchNorm2d, torch.nn.ReLU6, torch.nn.MaxPool2d]}
 
+
+
+class _PoolFunctions(torch.nn.Module):
+    """conv -> BN -> ReLU -> F.max_pool2d -> conv -> ReLU -> F.avg_pool2d(k from the graph)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        h = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2, stride=2)
+        h = torch.relu(self.head(h))
+        return self.conv2(torch.nn.functional.avg_pool2d(h, h.shape[-1] // 4))
+
+
+def test_a_pooling_function_is_timed_with_the_unit_as_its_module_would_be(tmp_path):
+    """``F.max_pool2d(x, 2, stride=2)`` after a unit's activation is part of its tail, with
+    its arguments (so two pools of other sizes key two table entries), and the block the
+    table times computes what the graph does."""
+    model = _PoolFunctions().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    tails = latency._tails(structure.gm, structure.unit("conv"))
+    pool = tails["conv"][-1]
+    assert [type(m) for m in tails["conv"][:2]] == [torch.nn.BatchNorm2d, torch.nn.ReLU]
+    assert "max_pool2d, args=(2,)" in repr(pool) and "'stride': 2" in repr(pool)
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, 2, stride=2))
+    table = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    sig = next(sig for sig, lay, _ in table.layers if lay.module is model.conv)
+    assert any("max_pool2d" in t for t in sig["tail"])
+
+
+def test_a_pooling_function_whose_size_comes_from_the_graph_is_left_out():
+    """``F.avg_pool2d(h, h.shape[-1] // 4)``: its kernel is computed by the graph, so no fixed
+    module stands for it and the tail stops at the activation."""
+    model = _PoolFunctions().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    assert not any(n.target is torch.nn.functional.avg_pool2d and latency._pool(structure.gm, n)
+                   for n in structure.gm.graph.nodes)

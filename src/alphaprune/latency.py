@@ -5,10 +5,11 @@ of input and output widths (multiples of ``round_to`` between an eighth and all 
 channels), and a cost model ``a + b*cin*cout + c*cout + d*cin`` with non-negative terms is
 fitted to the grid (least squares): the multiply-accumulates, the output's and the input's
 memory traffic. Non-negative terms keep the prediction monotone in every width, which the
-width solver's bisection relies on, however noisy single timings are. A unit's own layer is timed with what
-follows it and scales with its width (BatchNorm, the activation, pooling modules), so the memory
-traffic of those ops is counted too; a depthwise conv cut with a unit is timed the same way,
-with its own BatchNorm and activation. A layer that only consumes a unit is timed alone. The
+width solver's bisection relies on, however noisy single timings are. A unit's own layer is
+timed with what follows it and scales with its width (BatchNorm, the activation, pooling
+modules and pooling functions with constant arguments), so the memory traffic of those ops
+is counted too; a depthwise conv cut with a unit is timed the same way, with its own
+BatchNorm and activation. A layer that only consumes a unit is timed alone. The
 rest of the network (layers no width touches) is the whole model's measured latency minus
 the table's value at full width, a constant. The table is keyed by the machine (CPU model,
 architecture), the torch version, the thread count and the batch size, cached on disk
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.allocator import keep_freed_memory
@@ -37,7 +39,7 @@ from alphaprune.atomic import atomic_write_text
 from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
-from alphaprune.graph.units import POOL_MODULES, Structure, is_activation
+from alphaprune.graph.units import POOL_FUNCTIONS, POOL_MODULES, Structure, is_activation
 from alphaprune.report.size import measure_latency
 
 __all__ = ["LatencyModel", "machine_key", "time_ms"]
@@ -181,10 +183,39 @@ def _act(gm, n) -> nn.Module:
     return gm.get_submodule(n.target) if n.op == "call_module" else nn.ReLU()
 
 
+class _PoolCall(nn.Module):
+    """A pooling function the graph calls (``F.max_pool2d(x, 2)``), with its constant
+    arguments, as a module the table can time and key by its repr."""
+
+    def __init__(self, fn, args, kwargs):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, tuple(args), dict(kwargs)
+
+    def forward(self, x):
+        return self.fn(x, *self.args, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.fn.__name__}, args={self.args}, kwargs={self.kwargs}"
+
+
+def _pool(gm, n) -> nn.Module | None:
+    """A pooling node as a module: its own, or its function call with constant arguments
+    (None for anything else, or for a call whose arguments come from the graph)."""
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        return m if isinstance(m, POOL_MODULES) else None
+    if n.op != "call_function" or n.target not in POOL_FUNCTIONS:
+        return None
+    rest = [*n.args[1:], *n.kwargs.values()]
+    if any(isinstance(a, fx.Node) for a in rest):
+        return None
+    return _PoolCall(n.target, n.args[1:], n.kwargs)
+
+
 def _tails(gm, unit) -> dict[str, list[nn.Module]]:
     """What follows each layer a unit's width sizes and scales with it, by layer name: after
     the unit's own layer its BatchNorm (as a template), its activation and the pooling
-    modules up to the first depthwise conv cut with it (``unit.tied``); after each such
+    (modules or functions) up to the first depthwise conv cut with it (``unit.tied``); after each such
     depthwise conv its own BatchNorm, activation and pooling, up to the next one."""
     own: list[nn.Module] = [gm.get_submodule(unit.bn)] if unit.bn is not None else []
     tails = {unit.name: own + [_act(gm, unit.act)]}
@@ -193,7 +224,9 @@ def _tails(gm, unit) -> dict[str, list[nn.Module]]:
         m = gm.get_submodule(n.target) if n.op == "call_module" else None
         if n.target in unit.tied and isinstance(m, nn.Conv2d):
             cur = tails[n.target] = []
-        elif isinstance(m, POOL_MODULES) or (n.target in unit.tied and isinstance(m, nn.BatchNorm2d)):
+        elif (p := _pool(gm, n)) is not None:
+            cur.append(p)
+        elif n.target in unit.tied and isinstance(m, nn.BatchNorm2d):
             cur.append(m)
         elif cur is not tails[unit.name] and is_activation(gm, n):
             cur.append(_act(gm, n))
