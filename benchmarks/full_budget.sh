@@ -48,14 +48,16 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
-    onecycle@*|onecycle-nokd@*|onecycle-lr*@*)  # alpha = 0 from the start: all epochs on the
-      # inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
+    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*)
+      # alpha = 0 from the start: all epochs on the inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
       # 0.05 (the kd peer's recipe; --recipe onecycle sets the same and names it in summary.json,
       # which rows run before session 18 record as handover); onecycle-nokd: the same on the
       # labels alone (--distill 0), as Torch-Pruning's row fine-tunes; onecycle-lrP: the
-      # one-cycle's peak lr P instead of 0.05 (onecycle-lr0.02@0.7)
+      # one-cycle's peak lr P instead of 0.05 (onecycle-lr0.02@0.7); onecycle-kdW: distillation
+      # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone)
       local kind=${row%@*} t=${row#*@} kdw= peak=0.05
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
+      [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
       local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
