@@ -14,7 +14,8 @@
 # unstructured do not depend on it): section 5.2, which lists its ROWS.
 # rest@T: os-step with --final-takes-rest (issue 16).
 # onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16);
-# onecycle-nokd@T: the same without distillation (--distill 0).
+# onecycle-nokd@T: the same without distillation (--distill 0); onecycle-lrP@T: its one-cycle
+# peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -47,7 +48,7 @@ one() {  # method@target[#train-seed], or a variant name
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
-        --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
+        --no-progress $seed --out "$d" $([ -f "$d/checkpoints/last.ckpt" ] && echo --resume) ;;
     onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*)
       # alpha = 0 from the start: all epochs on the inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
       # 0.05 (the kd peer's recipe; --recipe onecycle sets the same and names it in summary.json,
@@ -59,12 +60,16 @@ one() {  # method@target[#train-seed], or a variant name
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
       [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
+      local num='^[0-9]*[.]?[0-9]+$'  # a peak lr above 0; a weight from 0
+      if [[ ! ($peak =~ $num && $peak =~ [1-9]) || ($kind == onecycle-kd* && ! ${kind#onecycle-kd} =~ $num) ]]; then
+        echo "row $1: write the value, as in onecycle-lr0.02@0.7 or onecycle-kd1.0@0.7" >&2; return 2
+      fi
       local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
         --recipe onecycle $kdw \
         --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr "$peak" --final-schedule onecycle \
-        --no-progress $seed --out "$d" $([ -d "$d/checkpoints" ] && echo --resume) ;;
+        --no-progress $seed --out "$d" $([ -f "$d/checkpoints/last.ckpt" ] && echo --resume) ;;
     rest@*)  # the default os-step row, its alpha = 0 phase also taking the epochs the
       # alpha > 0 phases leave by stopping early (--final-takes-rest)
       t=${row#*@}; "$ALPHAPRUNE" compare --checkpoint "$CKPT" --data "$DATA" $SUBSET \

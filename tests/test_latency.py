@@ -309,10 +309,28 @@ def test_a_pooling_function_is_timed_with_the_unit_as_its_module_would_be(tmp_pa
     assert any("max_pool2d" in t for t in sig["tail"])
 
 
-def test_a_pooling_function_whose_size_comes_from_the_graph_is_left_out():
-    """``F.avg_pool2d(h, h.shape[-1] // 4)``: its kernel is computed by the graph, so no fixed
-    module stands for it and the tail stops at the activation."""
-    model = _PoolFunctions().eval()
+class _PoolSizedByInput(torch.nn.Module):
+    """conv -> BN -> ReLU -> F.adaptive_avg_pool2d(h, (x.shape[-1] // 4, 1)) -> conv: the
+    pool's size, nested in a tuple, comes from the graph (the input's shape)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.head(torch.nn.functional.adaptive_avg_pool2d(h, (x.shape[-1] // 4, 1)))
+
+
+def test_a_pooling_function_whose_size_comes_from_the_graph_is_left_out(tmp_path):
+    """No fixed module stands for a pool whose size the graph computes, even nested in a
+    tuple: the unit's tail stops at its activation and the table builds."""
+    model = _PoolSizedByInput().eval()
     structure = find_units(model, torch.zeros(2, 3, 16, 16))
-    assert not any(n.target is torch.nn.functional.avg_pool2d and latency._pool(structure.gm, n)
-                   for n in structure.gm.graph.nodes)
+    unit = structure.unit("conv")
+    assert any(n.target is torch.nn.functional.adaptive_avg_pool2d for n in unit.post)
+    tails = latency._tails(structure.gm, unit)
+    assert [type(m) for m in tails["conv"]] == [torch.nn.BatchNorm2d, torch.nn.ReLU]
+    table = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    assert table(table.base_widths) > 0

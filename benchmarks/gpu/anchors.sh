@@ -25,8 +25,9 @@ echo "ANCHORS=$ANCHORS PRE_EPOCHS=$PRE_EPOCHS EPOCHS=$EPOCHS THREADS=$THREADS LI
 A=$W/anchors
 sub=${SUBSET:+--train-subset $SUBSET}
 
-resume_if() {  # resume_if DIR: --resume when DIR holds an interrupted run
-  [ -d "$1/checkpoints" ] && echo --resume
+resume_if() {  # resume_if DIR: --resume when DIR holds an interrupted run's checkpoint (a
+  # run stopped during its first save has none: started again, it clears the folder)
+  [ -f "$1/checkpoints/last.ckpt" ] && echo --resume
 }
 
 chain() {  # chain MODEL: pretrain MODEL, then prune it at each of its anchors' targets
@@ -58,6 +59,7 @@ within "$LIMIT" "${pids[@]}"
 set +m
 echo "anchors ran $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 for f in "$A"/*/*.log; do  # each run's last line: its accuracy, or where it stopped
+  [ -f "$f" ] || continue
   echo "$(basename "$(dirname "$f")") $(basename "$f" .log): $(tail -n 1 "$f")"
 done | tee "$OUT/anchors.txt"
 tar czf "$OUT/anchors.tar.gz" -C "$W" --exclude='*.pt' --exclude=checkpoints --exclude=tensorboard anchors

@@ -29,6 +29,7 @@ printf '#!/bin/bash\nexec %s -m alphaprune.cli "$@"\n' "$PY" > "$W/ap" && chmod 
 within() {  # within LIMIT PID...: wait for the PIDs (process-group leaders, started under
   # `set -m`), stopping their whole groups after LIMIT seconds
   local limit=$1; shift
+  (( $# )) || return 0  # a bare wait would wait for the guard, LIMIT seconds
   ( sleep "$limit"; echo "time limit: stopping the rows" >&2
     for p in "$@"; do kill -TERM -- -"$p"; done ) 2>/dev/null &
   local guard=$!

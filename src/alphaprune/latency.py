@@ -206,8 +206,9 @@ def _pool(gm, n) -> nn.Module | None:
         return m if isinstance(m, POOL_MODULES) else None
     if n.op != "call_function" or n.target not in POOL_FUNCTIONS:
         return None
-    rest = [*n.args[1:], *n.kwargs.values()]
-    if any(isinstance(a, fx.Node) for a in rest):
+    from_graph: list[fx.Node] = []  # nodes anywhere in its arguments, nested ones too
+    fx.node.map_arg((n.args[1:], dict(n.kwargs)), from_graph.append)
+    if from_graph:
         return None
     return _PoolCall(n.target, n.args[1:], n.kwargs)
 
