@@ -216,8 +216,9 @@ def _pool(gm, n) -> nn.Module | None:
 def _tails(gm, unit) -> dict[str, list[nn.Module]]:
     """What follows each layer a unit's width sizes and scales with it, by layer name: after
     the unit's own layer its BatchNorm (as a template), its activation and the pooling
-    (modules or functions) up to the first depthwise conv cut with it (``unit.tied``); after each such
-    depthwise conv its own BatchNorm, activation and pooling, up to the next one."""
+    (modules or functions) up to the first depthwise conv cut with it (``unit.tied``);
+    after each such depthwise conv its own BatchNorm, activation and pooling, up to the
+    next one."""
     own: list[nn.Module] = [gm.get_submodule(unit.bn)] if unit.bn is not None else []
     tails = {unit.name: own + [_act(gm, unit.act)]}
     cur = tails[unit.name]
