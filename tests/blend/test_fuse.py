@@ -224,3 +224,16 @@ def test_train_original_false_freezes_the_original_units(train_original):
         assert not torch.equal(u.bn2.running_mean, s2)
         assert (u.conv.weight.grad is not None) is train_original
         assert u.A.weight.grad is not None
+
+
+def test_a_branch_with_nothing_tied_shares_the_post_ops_without_registering_them_twice():
+    """Untied, the branch runs the original's pool itself: one ``pool`` child, no ``pool2``
+    (which only a branch with narrow copies of depthwise layers holds), and the branch's
+    output is the pooled narrow map."""
+    torch.manual_seed(0)
+    conv, bn, pool = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.MaxPool2d(2)
+    unit = BranchedUnit(conv, bn, torch.nn.ReLU(), pool, k=4).eval()
+    assert "pool" in dict(unit.named_children()) and "pool2" not in dict(unit.named_children())
+    z = conv(torch.randn(2, 3, 8, 8))
+    expected = pool(torch.relu(unit.bn2(unit.A(z))))
+    assert torch.equal(unit.narrow(z), expected) and unit.narrow(z).shape == (2, 4, 4, 4)

@@ -94,9 +94,11 @@ class BranchedUnit(nn.Module):
         if bn is not None:
             self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
         self.tied = tuple(tied)
-        # the branch's post: the same pass-through ops, narrow copies of the tied layers
-        self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
-                                     for i, m in enumerate(post)]) if self.tied else post
+        # the branch's post: the same pass-through ops, narrow copies of the tied layers (with
+        # none tied it is ``post`` itself, not registered a second time)
+        if self.tied:
+            self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
+                                         for i, m in enumerate(post)])
         self.gate = 1.0
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -113,7 +115,8 @@ class BranchedUnit(nn.Module):
 
     def narrow(self, z: torch.Tensor) -> torch.Tensor:
         """The branch before ``B``: the compact unit's output (k channels)."""
-        return self.pool2(self.act(self.bn2(self.A(z))))
+        post = self.pool2 if self.tied else self.pool
+        return post(self.act(self.bn2(self.A(z))))
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self.B(self.narrow(z))
