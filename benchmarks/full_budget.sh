@@ -15,7 +15,8 @@
 # rest@T: os-step with --final-takes-rest (issue 16).
 # onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16);
 # onecycle-nokd@T: the same without distillation (--distill 0); onecycle-lrP@T: its one-cycle
-# peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7).
+# peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7);
+# onecycle-sens@T: the widths of --solver sensitivity instead of the ratio solver's (BALANCE unused).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -49,14 +50,16 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -f "$d/checkpoints/last.ckpt" ] && echo --resume) ;;
-    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*)
+    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*|onecycle-sens@*)
       # alpha = 0 from the start: all epochs on the inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
       # 0.05 (the kd peer's recipe; --recipe onecycle sets the same and names it in summary.json,
       # which rows run before session 18 record as handover); onecycle-nokd: the same on the
       # labels alone (--distill 0), as Torch-Pruning's row fine-tunes; onecycle-lrP: the
       # one-cycle's peak lr P instead of 0.05 (onecycle-lr0.02@0.7); onecycle-kdW: distillation
-      # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone)
-      local kind=${row%@*} t=${row#*@} kdw= peak=0.05
+      # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone);
+      # onecycle-sens: the sensitivity solver's widths (it takes no --balance)
+      local kind=${row%@*} t=${row#*@} kdw= peak=0.05 widths="--balance $BALANCE"
+      [ "$kind" = onecycle-sens ] && widths="--solver sensitivity"
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
       [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
@@ -65,7 +68,7 @@ one() {  # method@target[#train-seed], or a variant name
         echo "row $1: write the value, as in onecycle-lr0.02@0.7 or onecycle-kd1.0@0.7" >&2; return 2
       fi
       local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
-      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" --balance "$BALANCE" \
+      "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" $widths \
         --recipe onecycle $kdw \
         --step-size 1.0 --final-max-epochs "$EPOCHS" --final-patience "$EPOCHS" --max-total-epochs "$EPOCHS" \
         --lr 0.01 --schedule constant --final-lr "$peak" --final-schedule onecycle \
