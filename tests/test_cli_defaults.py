@@ -68,11 +68,13 @@ def test_train_options_default_to_trainconfig():
 
 def test_compare_options_default_to_compareconfig():
     parsed = _parsed(["compare", "--checkpoint", "c", "--data", "d", "--out", "o"])
-    # --methods None means all; compare's --distill is objective selection's (CompareConfig's
-    # own distill is kd's weight), checked below
-    checked = _assert_same(parsed, _defaults(CompareConfig()), skip=("methods", "distill"))
+    # --methods None means all; compare's --distill and --temperature are objective
+    # selection's (CompareConfig's own are kd's), checked below
+    checked = _assert_same(parsed, _defaults(CompareConfig()),
+                           skip=("methods", "distill", "temperature"))
     assert {"targets", "budget", "lr", "step_size", "decay_rate", "mu", "factor",
             "patience"} <= set(checked)
     # objective-selection options left unset fall back to PruneConfig's defaults
-    for name in ("handover", "branch_init", "importance", "distill", "balance", "warmup_steps"):
+    for name in ("handover", "branch_init", "importance", "distill", "temperature", "balance",
+                 "warmup_steps"):
         assert parsed[name] is None

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from alphaprune.baselines.fastnas import fastnas_available
 from alphaprune.cli import main
@@ -229,6 +230,33 @@ def test_bad_balance_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--balance must be between 0 and 1" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--distill", "1.5"], "--distill must be in [0, 1], got 1.5"),
+    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (["--handover", "bogus"], "unknown --handover 'bogus'"),
+    (["--warmup-steps", "-1"], "--warmup-steps must be >= 0, got -1"),
+])
+def test_a_bad_objective_selection_option_is_refused_before_any_peer_trains(results, tmp_path,
+                                                                            capsys, option, message):
+    _, out, _ = results
+    cmp = tmp_path / "cmp"
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+               "--methods", "tp-l1,os-step", *option, "--out", str(cmp), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not cmp.exists()  # Torch-Pruning's row did not run first
+
+
+def test_temperature_reaches_objective_selections_run(results, tmp_path):
+    _, out, _ = results
+    cmp = tmp_path / "cmp"
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--methods", "os-step", "--targets", "0.65", "--temperature", "2",
+                 "--out", str(cmp), "--no-progress"]) == 0
+    recorded = yaml.safe_load((cmp / "p65" / "os-step" / "config.yaml").read_text())
+    assert recorded["prune"]["temperature"] == 2.0 and recorded["prune"]["distill"] == 0.7
 
 
 def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_path, capsys):

@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--branch-init", default=None, help="objective selection: branch init")
     c.add_argument("--importance", default=None, help="objective selection: channel criterion")
     c.add_argument("--distill", type=float, default=None, help="objective selection: distillation")
+    c.add_argument("--temperature", type=float, default=None,
+                   help="objective selection: distillation temperature")
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--warmup-steps", type=int, default=None,
                    help="objective selection: lr warm-up steps per phase")
@@ -427,8 +429,8 @@ def _cmd_compare(a) -> int:
     from alphaprune.compare import METHODS, CompareConfig, compare
     from alphaprune.parallel import hardware
 
-    os_keys = ("handover", "branch_init", "importance", "distill", "max_acc_drop", "warmup_steps",
-               "balance", "solver", "streams", "final_takes_rest", "auto_steps")
+    os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "max_acc_drop",
+               "warmup_steps", "balance", "solver", "streams", "final_takes_rest", "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         tp_round_to=a.tp_round_to,

@@ -47,7 +47,7 @@ from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
 from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
 from alphaprune.plan import WidthTarget, auto_train_size, search_data, solve_target
-from alphaprune.prune import PruneConfig, prune, resolve_solver, resolve_streams
+from alphaprune.prune import PruneConfig, checked_config, prune, resolve_solver, resolve_streams
 from alphaprune.recipe import phase_budget
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
@@ -223,6 +223,9 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         raise UserError("--match latency times models on this machine, which several "
                         "processes would each do differently: run it with one process")
     Processes.of(cfg).validate(resolve_accelerator(cfg.accelerator), DataConfig(**cfg.data).batch_size)
+    for method in (m for m in cfg.methods if m in SCHEDULER_METHODS):
+        for t in cfg.targets:  # objective selection's own options, as its rows will meet them
+            checked_config(_os_config(cfg, method, t, {}))
     return _without_unavailable(cfg)
 
 
@@ -368,6 +371,22 @@ def _os_target(cfg: CompareConfig, target: float) -> dict:
     return {"prune" if cfg.match == "params" else "flops": target}
 
 
+def _os_config(cfg: CompareConfig, method: str, target: float, source: dict,
+               widths=None) -> PruneConfig:
+    """The prune settings of objective selection's row ``method`` (an ``os-`` scheduler) at
+    ``target``: the scheduler's options, its share of ``--budget`` per phase, ``os_options``."""
+    sched = method.removeprefix("os-")
+    per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
+    return PruneConfig(**source, **_os_target(cfg, target),
+                       widths=widths, scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
+                       final_max_epochs=final, final_patience=max(cfg.patience, final),
+                       max_total_epochs=cfg.budget,
+                       optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
+                       **hardware(cfg),
+                       **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
+                       **cfg.os_options)
+
+
 def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> dict | None:
     """Train one method at one target; its result row (None on a rank other than 0)."""
     cfg = b.cfg
@@ -376,16 +395,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
     run, ck = _run_dir(b.out / f"p{round(target * 100):02d}" / method, b.lead)
     t0 = time.perf_counter()
     if method in SCHEDULER_METHODS:
-        sched = method.removeprefix("os-")
-        per, final = phase_budget(sched, _scheduler_opts(cfg), cfg.budget)
-        pcfg = PruneConfig(**b.source, **_os_target(cfg, target),
-                           widths=widths, scheduler=sched, patience=cfg.patience, max_epochs_per_phase=per,
-                           final_max_epochs=final, final_patience=max(cfg.patience, final),
-                           max_total_epochs=cfg.budget,
-                           optim=OptimConfig(lr=cfg.lr, schedule="constant"), data=cfg.data,
-                           **hardware(cfg),
-                           **{k: v for k, v in _scheduler_opts(cfg).items() if k != "patience"},
-                           **cfg.os_options)
+        pcfg = _os_config(cfg, method, target, b.source, widths)
         s = prune(pcfg, run, resume=ck is not None, progress=b.progress)
         if not b.lead:
             return None

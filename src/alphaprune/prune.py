@@ -53,7 +53,7 @@ from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
-__all__ = ["PruneConfig", "prune", "fusion_error"]
+__all__ = ["PruneConfig", "prune", "checked_config", "fusion_error"]
 
 
 @dataclass
@@ -337,12 +337,22 @@ def _settings(cfg: PruneConfig, out: Path, resume: bool, max_total_epochs):
         cfg = replace(_config_from_dict(recorded), **hardware(cfg, PLACEMENT))
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
+    return checked_config(cfg), out, ckpt, recorded
+
+
+def checked_config(cfg: PruneConfig) -> PruneConfig:
+    """``cfg`` as a run records it (the default target, the target's solver), every option
+    checked; nothing is read or written.
+
+    Raises:
+        UserError: an option is out of range or does not go with another (one line).
+    """
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
-    return cfg, out, ckpt, recorded
+    return cfg
 
 
 def _scheduler(cfg: PruneConfig):

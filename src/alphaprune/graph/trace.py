@@ -7,6 +7,9 @@ construct the tracer reported.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -58,11 +61,15 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
     was = model.training
     gm.eval()
     try:
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node before it re-raises; the user
+        # gets the one line below instead
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm).propagate(example)
     except Exception as e:
+        cause = e.__cause__ or e  # ShapeProp wraps the layer's own error
+        what = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise UserError(f"{type(model).__name__} fails on an input of shape "
-                        f"{tuple(example.shape)} ({type(e).__name__}): pass data of the size "
+                        f"{tuple(example.shape)} ({what}): pass data of the size "
                         "it was built for") from e
     finally:
         gm.train(was)

@@ -1,0 +1,27 @@
+"""Tracing: a model that fails on the data's shape is refused in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alphaprune.errors import UserError
+from alphaprune.graph.trace import shape_of, trace
+from alphaprune.models.vgg import VGG
+
+
+def test_shapes_are_recorded_for_an_input_the_model_takes():
+    gm = trace(VGG(widths=[8, 16], pools=[True, True], num_classes=3), torch.zeros(2, 3, 8, 8))
+    shapes = {n.name: shape_of(n) for n in gm.graph.nodes}
+    assert shapes["x"] == (2, 3, 8, 8) and (2, 3) in shapes.values()
+
+
+def test_an_input_of_the_wrong_shape_is_one_line_naming_the_layers_complaint(capfd):
+    model = VGG(widths=[8, 16], pools=[True, True], num_classes=3)
+    with pytest.raises(UserError) as err:
+        trace(model, torch.zeros(2, 1, 8, 8))  # one channel for a 3-channel model
+    message = str(err.value)
+    assert "\n" not in message and "shape (2, 1, 8, 8)" in message
+    assert "expected input[2, 1, 8, 8] to have 3 channels" in message
+    assert "size it was built for" in message
+    assert "Traceback" not in capfd.readouterr().err  # torch's own dump is kept off stderr
