@@ -16,7 +16,8 @@
 # onecycle@T: objective selection straight to alpha = 0 with the kd peer's lr schedule (issue 16);
 # onecycle-nokd@T: the same without distillation (--distill 0); onecycle-lrP@T: its one-cycle
 # peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7);
-# onecycle-sens@T: the widths of --solver sensitivity instead of the ratio solver's (BALANCE unused).
+# onecycle-sens@T: the widths of --solver sensitivity instead of the ratio solver's (BALANCE unused);
+# onecycle-streams@T: the ratio solver's widths with the residual streams cut too (--prune-streams).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -50,16 +51,18 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -f "$d/checkpoints/last.ckpt" ] && echo --resume) ;;
-    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*|onecycle-sens@*)
+    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*|onecycle-sens@*|onecycle-streams@*)
       # alpha = 0 from the start: all epochs on the inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
       # 0.05 (the kd peer's recipe; --recipe onecycle sets the same and names it in summary.json,
       # which rows run before session 18 record as handover); onecycle-nokd: the same on the
       # labels alone (--distill 0), as Torch-Pruning's row fine-tunes; onecycle-lrP: the
       # one-cycle's peak lr P instead of 0.05 (onecycle-lr0.02@0.7); onecycle-kdW: distillation
       # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone);
-      # onecycle-sens: the sensitivity solver's widths (it takes no --balance)
+      # onecycle-sens: the sensitivity solver's widths (it takes no --balance); onecycle-streams:
+      # the residual streams cut as well
       local kind=${row%@*} t=${row#*@} kdw= peak=0.05 widths="--balance $BALANCE"
       [ "$kind" = onecycle-sens ] && widths="--solver sensitivity"
+      [ "$kind" = onecycle-streams ] && widths="--balance $BALANCE --prune-streams"
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
       [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
