@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -14,6 +16,23 @@ def test_shapes_are_recorded_for_an_input_the_model_takes():
     gm = trace(VGG(widths=[8, 16], pools=[True, True], num_classes=3), torch.zeros(2, 3, 8, 8))
     shapes = {n.name: shape_of(n) for n in gm.graph.nodes}
     assert shapes["x"] == (2, 3, 8, 8) and (2, 3) in shapes.values()
+
+
+def _chatty(x):
+    print("chatty forward", file=sys.stderr)
+    return x * 2
+
+
+torch.fx.wrap("_chatty")  # a leaf of the graph: it runs on the shape pass, not while tracing
+
+
+def test_what_a_model_prints_to_stderr_on_a_good_pass_still_reaches_the_user(capfd):
+    class Chatty(torch.nn.Module):
+        def forward(self, x):
+            return _chatty(x)
+
+    trace(Chatty(), torch.zeros(1, 3))
+    assert capfd.readouterr().err.count("chatty forward") == 1
 
 
 def test_an_input_of_the_wrong_shape_is_one_line_naming_the_layers_complaint(capfd):

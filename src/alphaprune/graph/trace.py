@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 
 import torch
 import torch.fx as fx
@@ -60,12 +61,12 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
         return gm
     was = model.training
     gm.eval()
+    said = io.StringIO()  # ShapeProp prints a failing node's traceback before it re-raises
     try:
-        # ShapeProp prints the traceback of a failing node before it re-raises; the user
-        # gets the one line below instead
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        with torch.no_grad(), contextlib.redirect_stderr(said):
             ShapeProp(gm).propagate(example)
-    except Exception as e:
+        sys.stderr.write(said.getvalue())  # what the model said on a good pass is passed on
+    except Exception as e:  # the one line below replaces the traceback
         cause = e.__cause__ or e  # ShapeProp wraps the layer's own error
         what = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise UserError(f"{type(model).__name__} fails on an input of shape "
