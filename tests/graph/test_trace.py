@@ -1,4 +1,4 @@
-"""Tracing: a model that fails on the data's shape is refused in one line."""
+"""Tracing: every value's shape is recorded; a model that fails on the data's shape is one line."""
 
 from __future__ import annotations
 
