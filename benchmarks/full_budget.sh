@@ -23,6 +23,7 @@
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
 # section 15): EPOCHS epochs on a stratified SUBSET-image part of the train split (the short
 # and shorthot rows are laid out for 30 epochs and ignore EPOCHS).
+{  # the whole script is read before it runs: editing this file mid-run cannot change a running one
 set -u
 : "${CKPT:?set CKPT to the pretrained model file}" "${DATA:?set DATA to the dataset}"
 : "${OUT:?set OUT to a results folder}"
@@ -94,3 +95,5 @@ ROWS=${ROWS:-os-step@0.65 tp-l1@0.65 os-step@0.9 tp-l1@0.9 os-step@0.35 tp-l1@0.
   straight@0.65 straight@0.9 short@0.65 short@0.9}
 printf '%s\n' $ROWS |
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} xargs -P "$JOBS" -I{} bash -c 'one {}'
+exit
+}
