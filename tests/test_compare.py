@@ -235,6 +235,7 @@ def test_bad_balance_is_refused_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("option, message", [
     (["--distill", "1.5"], "--distill must be in [0, 1], got 1.5"),
     (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (["--feature-distill", "-1"], "--feature-distill must be >= 0, got -1.0"),
     (["--handover", "bogus"], "unknown --handover 'bogus'"),
     (["--warmup-steps", "-1"], "--warmup-steps must be >= 0, got -1"),
 ])
@@ -249,14 +250,15 @@ def test_a_bad_objective_selection_option_is_refused_before_any_peer_trains(resu
     assert not cmp.exists()  # Torch-Pruning's row did not run first
 
 
-def test_temperature_reaches_objective_selections_run(results, tmp_path):
+def test_temperature_and_feature_distillation_reach_objective_selections_run(results, tmp_path):
     _, out, _ = results
     cmp = tmp_path / "cmp"
     assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
                  "--methods", "os-step", "--targets", "0.65", "--temperature", "2",
-                 "--out", str(cmp), "--no-progress"]) == 0
-    recorded = yaml.safe_load((cmp / "p65" / "os-step" / "config.yaml").read_text())
-    assert recorded["prune"]["temperature"] == 2.0 and recorded["prune"]["distill"] == 0.7
+                 "--feature-distill", "0.5", "--out", str(cmp), "--no-progress"]) == 0
+    recorded = yaml.safe_load((cmp / "p65" / "os-step" / "config.yaml").read_text())["prune"]
+    assert recorded["temperature"] == 2.0 and recorded["distill"] == 0.7
+    assert recorded["feature_distill"] == 0.5
 
 
 def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_path, capsys):

@@ -265,6 +265,7 @@ BAD = [
     (["--distill", "-0.1"], ["--distill"]),
     (["--temperature", "0"], ["--temperature"]),
     (["--temperature", "-1"], ["--temperature"]),
+    (["--feature-distill", "-1"], ["--feature-distill"]),
     (["--max-acc-drop", "1.5"], ["--max-acc-drop"]),
     (["--max-acc-drop", "-0.1"], ["--max-acc-drop"]),
     (["--max-retries", "-1"], ["--max-retries"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -416,3 +416,24 @@ def test_a_crash_between_an_epoch_row_and_its_checkpoint_leaves_no_duplicate_row
     prune(PruneConfig(), out, resume=True, progress=False)
     want = [r["epoch"] for r in _rows(ref / "metrics.csv")]
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == want
+
+
+def test_feature_distillation_resumes_as_it_ran_and_keeps_the_accuracy(reference, tmp_path):
+    checkpoint = reference[0]
+
+    def cfg(ckpt: Path) -> PruneConfig:
+        return replace(_cfg(ckpt), feature_distill=1.0)
+
+    whole = prune(cfg(checkpoint), tmp_path / "whole", progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(cfg(checkpoint), out, progress=False, callbacks=[Crash(3)])
+    # the teacher is not checkpointed: the resumed run rebuilds it from the pretrained file
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    got, want = _rows(out / "metrics.csv"), _rows(tmp_path / "whole" / "metrics.csv")
+    for key in ("val_loss", "train_loss", "ship_val_loss"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in want],
+                                                             abs=1e-6), key
+    assert summary["test_acc_after"] == whole["test_acc_after"]
+    # the term changed the training (the same run without it is the reference)
+    assert [r["val_loss"] for r in want] != [r["val_loss"] for r in _rows(reference[1] / "metrics.csv")]

@@ -136,6 +136,7 @@ def test_force_never_deletes_the_folder_holding_the_checkpoint(tiny_checkpoint, 
 
 @pytest.mark.parametrize("bad", [["--final-schedule", "linear"], ["--min-delta", "nan"],
                                  ["--temperature", "inf"], ["--weight-decay", "inf"],
+                                 ["--feature-distill", "nan"],
                                  ["--prune", "0.999"]])
 def test_force_with_a_bad_option_keeps_the_finished_run(tiny_checkpoint, tmp_path, capsys, bad):
     out = tmp_path / "p"

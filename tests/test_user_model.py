@@ -65,12 +65,14 @@ def user_file(tmp_path):
     return path
 
 
-def _train_and_prune(train: list[str], data: list[str], tmp_path, final_epochs: int) -> dict:
-    """``alphaprune train`` with these arguments, then a short 50% prune into ``p50``."""
+def _train_and_prune(train: list[str], data: list[str], tmp_path, final_epochs: int,
+                     prune: tuple[str, ...] = ()) -> dict:
+    """``alphaprune train`` with these arguments, then a short 50% prune (with the options
+    ``prune``) into ``p50``."""
     assert main(["train", *train, *data, "--out", str(tmp_path / "train")]) == 0
     assert main(["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *data,
                  "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
-                 "--final-max-epochs", str(final_epochs), "--round-to", "1",
+                 "--final-max-epochs", str(final_epochs), "--round-to", "1", *prune,
                  "--out", str(tmp_path / "p50")]) == 0
     return json.loads((tmp_path / "p50" / "summary.json").read_text())
 
@@ -93,14 +95,16 @@ def test_user_model_trains_prunes_and_loads_without_its_code(user_file, tmp_path
     assert got["params"] == summary["params_after"]
 
 
-def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path):
+@pytest.mark.parametrize("prune", [(), ("--feature-distill", "1")], ids=["default", "features"])
+def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, prune):
     """Depthwise-separable blocks: each pointwise conv is cut with the depthwise conv after
-    it; the pruned file loads without the user's code and keeps the digits accuracy."""
+    it; the pruned file loads without the user's code and keeps the digits accuracy (with
+    feature distillation too: its taps sit on units with narrow depthwise copies)."""
     path = tmp_path / "mobile.py"
     path.write_text(MOBILENET_CODE)
     data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
     s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
-                         tmp_path, final_epochs=3)
+                         tmp_path, final_epochs=3, prune=prune)
     assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
     # 180 test images: 4 points is 7 of them
     assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04

@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--distill", type=float, default=0.7,
                    help="weight of distillation from the pretrained network (0..1)")
     r.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
+    r.add_argument("--feature-distill", type=float, default=0.0,
+                   help="weight of feature distillation: each unit's output held to the "
+                        "pretrained network's (0: off)")
     r.add_argument("--max-acc-drop", type=float, default=None,
                    help="undo and halve an alpha step whose accuracy drops more than this")
     r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distill", type=float, default=None, help="objective selection: distillation")
     c.add_argument("--temperature", type=float, default=None,
                    help="objective selection: distillation temperature")
+    c.add_argument("--feature-distill", type=float, default=None,
+                   help="objective selection: feature distillation weight")
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--warmup-steps", type=int, default=None,
                    help="objective selection: lr warm-up steps per phase")
@@ -370,7 +375,8 @@ def _cmd_prune(a) -> int:
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
             "recipe", "recipe_reason", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "max_acc_drop", "max_retries", "channels_last", *HARDWARE]
+            "distill", "temperature", "feature_distill", "max_acc_drop", "max_retries", "channels_last",
+            *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
                       model_kwargs=_model_kwargs(a),
@@ -429,8 +435,9 @@ def _cmd_compare(a) -> int:
     from alphaprune.compare import METHODS, CompareConfig, compare
     from alphaprune.parallel import hardware
 
-    os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "max_acc_drop",
-               "warmup_steps", "balance", "solver", "streams", "final_takes_rest", "auto_steps")
+    os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
+               "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
+               "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         tp_round_to=a.tp_round_to,

@@ -51,6 +51,7 @@ from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
+from alphaprune.train.features import OriginalNet
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["PruneConfig", "prune", "checked_config", "fusion_error"]
@@ -126,6 +127,9 @@ class PruneConfig:
     monitor: str = "auto"             # auto: val_loss for blend, ship_val_loss otherwise
     distill: float = 0.7              # weight of distillation from the pretrained network
     temperature: float = 4.0
+    # weight of feature distillation: each unit's output held to the pretrained network's
+    # (alphaprune.train.features); 0: off
+    feature_distill: float = 0.0
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
     channels_last: bool = True
@@ -265,6 +269,8 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--distill must be in [0, 1], got {cfg.distill}")
     if cfg.temperature <= 0:
         raise UserError(f"--temperature must be > 0, got {cfg.temperature}")
+    if cfg.feature_distill < 0:  # NaN and inf are refused with every other number
+        raise UserError(f"--feature-distill must be >= 0, got {cfg.feature_distill}")
     if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
     if cfg.warmup_steps < 0:
@@ -491,10 +497,12 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     """Branch every unit, initialise the branches and train through the alpha phases."""
     ds, splits, data_cfg = src.ds, src.splits, src.data_cfg
     scheduler = _scheduler(cfg)
-    teacher = copy.deepcopy(src.model).eval() if cfg.distill > 0 else None
+    teacher = copy.deepcopy(src.model).eval() if cfg.distill > 0 and not cfg.feature_distill else None
     torch.manual_seed(data_cfg.run_seed)
     blended = BlendedNet(plan.structure, plan.widths, train_original=cfg.train_original,
                          handover=cfg.handover)
+    if cfg.feature_distill:  # the pretrained network with the student's units, untrained yet
+        teacher = OriginalNet(blended)
     # same seed, same draw: a resumed run gets the same calibration images
     calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
     calib = normalize(torch.as_tensor(ds.x[calib_idx]), src.mean, src.std)
@@ -507,7 +515,8 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
         blended = blended.to(memory_format=torch.channels_last)
     # calib also re-measures the all-branch BN statistics for scoring while alpha > 0
     module = BlendModule(blended, cfg.optim, seed=data_cfg.run_seed, calib=calib, teacher=teacher,
-                         distill=cfg.distill, temperature=cfg.temperature)
+                         distill=cfg.distill, temperature=cfg.temperature,
+                         features=cfg.feature_distill)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
         max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,

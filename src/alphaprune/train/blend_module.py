@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
+from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
 __all__ = ["BlendModule"]
@@ -22,16 +23,57 @@ class BlendModule(ClassifierModule):
     with its branch BN statistics re-measured on them (:mod:`alphaprune.blend.recalibrate`);
     the statistics the branches accumulated under the mixture describe another network.
     ``None`` scores it with the accumulated ones.
+
+    ``features`` = beta > 0 adds ``beta *`` :func:`~alphaprune.train.features.feature_loss`
+    to the training loss: every unit's output held to the teacher's at that unit. The
+    teacher must then be an :class:`~alphaprune.train.features.OriginalNet` of ``model``,
+    made before this module (its copy must not carry the student's hooks).
     """
 
     def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0,
-                 calib: torch.Tensor | None = None, **distill_kw):
+                 calib: torch.Tensor | None = None, features: float = 0.0, **distill_kw):
         super().__init__(model, optim, **distill_kw)
+        if not features >= 0.0:
+            raise ValueError(f"features must be >= 0, got {features}")
+        teacher = distill_kw.get("teacher")
+        if features and not isinstance(teacher, OriginalNet):
+            raise ValueError("feature distillation needs an OriginalNet of the model as teacher")
+        self.feature_weight = float(features)
+        # kept out of the module's children as the logit teacher is (not trained or saved)
+        self._original = [teacher] if features else []
+        self._taps = UnitTaps(model) if features else None
         self.seed = seed
         self.calib = calib
         self.controller = None  # set by the caller, for progress_info
         self._ship = RunningStats()
         self._ship_bn = None
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        for t in self._original:
+            t.to(self.device)
+
+    def on_fit_end(self) -> None:
+        super().on_fit_end()
+        for t in self._original:
+            t.cpu()
+
+    def training_step(self, batch, batch_idx):
+        if not self.feature_weight:
+            return super().training_step(batch, batch_idx)
+        with self._taps.recording(), self._original[0].taps.recording():
+            return super().training_step(batch, batch_idx)
+
+    def training_loss(self, logits: torch.Tensor, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logit loss (:class:`ClassifierModule`), plus the feature term if enabled."""
+        loss, ce = super().training_loss(logits, x, y)
+        if not self.feature_weight:
+            return loss, ce
+        if not self._teacher:  # no logit distillation: the teacher has not run this batch
+            with torch.no_grad():
+                self._original[0](x)
+        return loss + self.feature_weight * feature_loss(self._taps, self._original[0].taps), ce
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
