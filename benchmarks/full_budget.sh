@@ -17,7 +17,8 @@
 # onecycle-nokd@T: the same without distillation (--distill 0); onecycle-lrP@T: its one-cycle
 # peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7);
 # onecycle-sens@T: the widths of --solver sensitivity instead of the ratio solver's (BALANCE unused);
-# onecycle-streams@T: the ratio solver's widths with the residual streams cut too (--prune-streams).
+# onecycle-streams@T: the ratio solver's widths with the residual streams cut too (--prune-streams);
+# onecycle-fdW@T: feature distillation of weight W added (--feature-distill W; onecycle-fd1@0.7).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -52,7 +53,7 @@ one() {  # method@target[#train-seed], or a variant name
         --step-size 0.25 --patience 2 --max-epochs-per-phase 2 --final-max-epochs 24 \
         --final-patience 24 --max-total-epochs 30 --lr 0.01 --schedule constant $flr \
         --no-progress $seed --out "$d" $([ -f "$d/checkpoints/last.ckpt" ] && echo --resume) ;;
-    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*|onecycle-sens@*|onecycle-streams@*)
+    onecycle@*|onecycle-nokd@*|onecycle-lr*@*|onecycle-kd*@*|onecycle-sens@*|onecycle-streams@*|onecycle-fd*@*)
       # alpha = 0 from the start: all epochs on the inherited weights, distilled from the pretrained network throughout, lr one-cycle up to
       # 0.05 (the kd peer's recipe; --recipe onecycle sets the same and names it in summary.json,
       # which rows run before session 18 record as handover); onecycle-nokd: the same on the
@@ -60,16 +61,19 @@ one() {  # method@target[#train-seed], or a variant name
       # one-cycle's peak lr P instead of 0.05 (onecycle-lr0.02@0.7); onecycle-kdW: distillation
       # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone);
       # onecycle-sens: the sensitivity solver's widths (it takes no --balance); onecycle-streams:
-      # the residual streams cut as well
+      # the residual streams cut as well; onecycle-fdW: every unit's output also held to the
+      # pretrained network's, weight W
       local kind=${row%@*} t=${row#*@} kdw= peak=0.05 widths="--balance $BALANCE"
       [ "$kind" = onecycle-sens ] && widths="--solver sensitivity"
       [ "$kind" = onecycle-streams ] && widths="--balance $BALANCE --prune-streams"
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
       [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
+      [[ $kind == onecycle-fd* ]] && kdw="--feature-distill ${kind#onecycle-fd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
       local num='^[0-9]*[.]?[0-9]+$'  # a peak lr above 0; a weight from 0
-      if [[ ! ($peak =~ $num && $peak =~ [1-9]) || ($kind == onecycle-kd* && ! ${kind#onecycle-kd} =~ $num) ]]; then
-        echo "row $1: write the value, as in onecycle-lr0.02@0.7 or onecycle-kd1.0@0.7" >&2; return 2
+      local w=${kind#onecycle-kd}; [[ $kind == onecycle-fd* ]] && w=${kind#onecycle-fd}
+      if [[ ! ($peak =~ $num && $peak =~ [1-9]) || ($kind == onecycle-[kf]d* && ! $w =~ $num) ]]; then
+        echo "row $1: write the value, as in onecycle-lr0.02@0.7, onecycle-kd1.0@0.7 or onecycle-fd1@0.7" >&2; return 2
       fi
       local d="$OUT/$kind-$t$sfx"; [ -f "$d/pruned.pt" ] && return 0
       "$ALPHAPRUNE" prune --checkpoint "$CKPT" --data "$DATA" $SUBSET --prune "$t" $widths \

@@ -431,9 +431,13 @@ def test_feature_distillation_resumes_as_it_ran_and_keeps_the_accuracy(reference
     # the teacher is not checkpointed: the resumed run rebuilds it from the pretrained file
     summary = prune(PruneConfig(), out, resume=True, progress=False)
     got, want = _rows(out / "metrics.csv"), _rows(tmp_path / "whole" / "metrics.csv")
-    for key in ("val_loss", "train_loss", "ship_val_loss"):
+    for key in ("val_loss", "train_loss", "ship_val_loss", "train_feature_loss"):
         assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in want],
                                                              abs=1e-6), key
     assert summary["test_acc_after"] == whole["test_acc_after"]
+    # the term's epoch means are recorded: positive, and lower at the end than at the start
+    feats = [float(r["train_feature_loss"]) for r in want]
+    assert all(f > 0 for f in feats) and feats[-1] < feats[0], feats
+    assert "train_feature_loss" not in _rows(reference[1] / "metrics.csv")[0]
     # the term changed the training (the same run without it is the reference)
     assert [r["val_loss"] for r in want] != [r["val_loss"] for r in _rows(reference[1] / "metrics.csv")]

@@ -3,10 +3,13 @@ alpha and scores, every epoch, both the mixture and the network that will ship (
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
+from alphaprune.parallel import all_reduce_sums
 from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
@@ -42,6 +45,7 @@ class BlendModule(ClassifierModule):
         # kept out of the module's children as the logit teacher is (not trained or saved)
         self._original = [teacher] if features else []
         self._taps = UnitTaps(model) if features else None
+        self._feat_sums = [0.0, 0]
         self.seed = seed
         self.calib = calib
         self.controller = None  # set by the caller, for progress_info
@@ -73,10 +77,14 @@ class BlendModule(ClassifierModule):
         if not self._teacher:  # no logit distillation: the teacher has not run this batch
             with torch.no_grad():
                 self._original[0](x)
-        return loss + self.feature_weight * feature_loss(self._taps, self._original[0].taps), ce
+        feat = feature_loss(self._taps, self._original[0].taps)
+        self._feat_sums[0] += float(feat.detach()) * y.shape[0]
+        self._feat_sums[1] += y.shape[0]
+        return loss + self.feature_weight * feat, ce
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
+        self._feat_sums = [0.0, 0]  # the epoch's feature loss, sample-weighted
         # any randomness inside the model is seeded per epoch, so a resumed run repeats it
         torch.manual_seed(self.seed * 7919 + self.current_epoch)
 
@@ -103,9 +111,15 @@ class BlendModule(ClassifierModule):
         self._ship.update(F.cross_entropy(logits, y), logits, y)
 
     def compute_epoch_stats(self) -> dict[str, float]:
+        """The parent's, plus alpha, the ship network's validation scores and, with feature
+        distillation, ``train_feature_loss`` (the epoch's mean of the unweighted term)."""
         sl, sa = self._ship.reduced(self.device).result()
-        return {**super().compute_epoch_stats(), "alpha": round(float(self.model.alpha), 6),
-                "ship_val_loss": sl, "ship_val_acc": sa}
+        stats = {**super().compute_epoch_stats(), "alpha": round(float(self.model.alpha), 6),
+                 "ship_val_loss": sl, "ship_val_acc": sa}
+        if self.feature_weight:
+            total, n = all_reduce_sums(self._feat_sums, self.device)
+            stats["train_feature_loss"] = total / n if n else math.nan
+        return stats
 
     def progress_info(self) -> dict:
         info = self.controller.progress_info() if self.controller is not None else {}
