@@ -3,6 +3,7 @@ the pruned file loads in a fresh process after the user's code is gone, and read
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -105,6 +106,9 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
     data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
     s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
                          tmp_path, final_epochs=3, prune=prune)
+    with open(tmp_path / "p50" / "metrics.csv", newline="") as f:
+        feats = [r.get("train_feature_loss") for r in csv.DictReader(f)]
+    assert all(float(v) > 0 for v in feats) if prune else feats[0] is None  # the term ran
     assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
     # 180 test images: 4 points is 7 of them
     assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04

@@ -39,6 +39,7 @@ def test_the_teacher_is_the_pretrained_network_and_taps_every_unit(streams):
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     n_streams = sum(len(u.writers) for u in blended.features if isinstance(u, StreamUnit))
     assert (n_streams > 0) is streams
+    assert len(teacher.taps.groups) == len(blended.features)  # one group per unit
     assert len(teacher.taps.modules) == len(blended.features) - (3 if streams else 0) + n_streams
     with torch.no_grad(), teacher.taps.recording():
         assert torch.equal(teacher(X), pretrained(X))
@@ -80,15 +81,64 @@ def test_a_stream_writer_is_compared_on_the_channels_it_keeps():
         assert float(feature_loss(taps, teacher.taps)) > base
 
 
-def test_the_teacher_copy_does_not_record_into_the_students_taps():
+@pytest.mark.parametrize("teacher_first", [True, False])
+def test_a_copy_of_the_network_does_not_record_into_the_students_taps(teacher_first):
     _, blended = _blended(False)
-    teacher = OriginalNet(blended)  # made first, as prune does
+    teacher = OriginalNet(blended) if teacher_first else None  # first, as prune does
     taps = UnitTaps(blended)
-    with torch.no_grad(), taps.recording():
+    teacher = teacher or OriginalNet(blended)  # a copy made later carries the student's hooks
+    n = len(blended.features)
+    with torch.no_grad(), taps.recording(), teacher.taps.recording():
         teacher(X)
         assert all(o is None for o in taps.outputs)
-        blended.eval()(X)
+        blended.eval().run(X, [0.0] * n)
         assert all(o is not None for o in taps.outputs)
+        assert float(feature_loss(taps, teacher.taps)) > 0.01  # not the teacher against itself
+
+
+def test_a_stream_counts_as_one_unit_however_many_writers_it_has():
+    _, blended = _blended(True)
+    teacher = OriginalNet(blended)
+    taps = UnitTaps(blended)
+    with torch.no_grad(), taps.recording(), teacher.taps.recording():
+        teacher(X)
+        blended.eval().run(X, [0.0] * len(blended.features))
+        total = float(feature_loss(taps, teacher.taps))
+        per_unit, i = [], 0
+        for group in taps.groups:
+            errors = []
+            for m in group:
+                s, t = taps.outputs[i], teacher.taps.outputs[i]
+                if hasattr(m, "idx"):
+                    s, t = s[:, m.idx], t[:, m.idx]
+                errors.append(float((s - t).pow(2).mean() / t.pow(2).mean()))
+                i += 1
+            per_unit.append(sum(errors) / len(errors))
+    assert any(len(g) > 1 for g in taps.groups)
+    assert total == pytest.approx(sum(per_unit) / len(per_unit), rel=1e-5)
+
+
+def test_a_unit_with_dropout_is_left_out_and_a_dead_one_is_bounded():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Dropout(0.5), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    blended = BlendedNet(find_units(model, X[:2]), [4, 4, 4])
+    init_branches(blended, "select", "l1")
+    teacher = OriginalNet(blended)
+    taps = UnitTaps(blended)
+    assert [len(g) for g in taps.groups] == [1, 1]
+    assert blended.features[1] not in taps.modules  # the unit with dropout
+    with torch.no_grad(), taps.recording(), teacher.taps.recording():
+        teacher(X)
+        blended.eval().run(X, [0.0] * 3)
+        teacher.taps.outputs[0] = torch.zeros_like(teacher.taps.outputs[0])  # dead on the batch
+        got = float(feature_loss(taps, teacher.taps))
+        dead = float(taps.outputs[0].pow(2).mean())
+        t1, s1 = teacher.taps.outputs[1], taps.outputs[1]
+        live = float((s1 - t1).pow(2).mean() / t1.pow(2).mean())
+    assert got == pytest.approx((dead + live) / 2, rel=1e-5)  # plain squared error, bounded
 
 
 def test_training_on_the_feature_loss_brings_the_branches_to_the_units():

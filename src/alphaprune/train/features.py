@@ -5,6 +5,10 @@ and the teacher's have the same shape and need no adapter (the hint layers of Fi
 residual stream's writers are compared on the channels the stream keeps. The teacher is a
 frozen copy of the branched network taken before training, run with every gate at 1: that
 is exactly the pretrained network, and its units are the student's, one for one.
+
+A unit with dropout after its activation is left out: in training the student's output is
+masked and the teacher's is not, so the term would pull the unit's activations down by the
+keep probability instead of towards the teacher's.
 """
 
 from __future__ import annotations
@@ -14,24 +18,38 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit
 
-__all__ = ["UnitTaps", "OriginalNet", "feature_loss"]
+__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "has_dropout"]
+
+_DROPOUT_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout)
 
 
-def _tapped(net: BlendedNet) -> list[nn.Module]:
-    """The modules whose outputs are compared: each branched unit, each stream writer."""
-    return [m for u in net.features for m in (u.writers if isinstance(u, StreamUnit) else [u])]
+def has_dropout(unit: nn.Module) -> bool:
+    """Whether a branched unit's post chain holds a dropout (as a module or a function)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) or
+               getattr(m, "target", None) in _DROPOUT_FUNCTIONS for m in unit.pool.modules())
+
+
+def _tapped(net: BlendedNet) -> list[list[nn.Module]]:
+    """The modules whose outputs are compared, grouped by unit: a branched unit alone, a
+    stream's writers together; units with dropout are left out."""
+    return [list(u.writers) if isinstance(u, StreamUnit) else [u]
+            for u in net.features if isinstance(u, StreamUnit) or not has_dropout(u)]
 
 
 class UnitTaps:
-    """Forward hooks recording each unit's output (a stream: each writer's) while
-    :meth:`recording`; outside it the hooks keep nothing."""
+    """Forward hooks recording each tapped module's output while :meth:`recording`; outside
+    it the hooks keep nothing. ``groups`` holds the tapped modules by unit, ``modules`` and
+    ``outputs`` the same flat. A copy of the network made later carries these hooks too;
+    they ignore it (they record their own module only)."""
 
     def __init__(self, net: BlendedNet):
-        self.modules = _tapped(net)
+        self.groups = _tapped(net)
+        self.modules = [m for g in self.groups for m in g]
         self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
         self._on = False
         for i, m in enumerate(self.modules):
@@ -39,7 +57,7 @@ class UnitTaps:
 
     def _hook(self, i: int):
         def record(module, inputs, output):
-            if self._on:
+            if self._on and module is self.modules[i]:
                 self.outputs[i] = output
         return record
 
@@ -68,16 +86,28 @@ class OriginalNet(nn.Module):
         return self.net.run(x, [1.0] * len(self.net.features))
 
 
+def _relative_error(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``|s - t|^2 / |t|^2`` as means; the plain ``|s - t|^2`` where the teacher's output is
+    zero on the whole batch (a unit dead on it: nothing to scale by)."""
+    t = t.detach()
+    err, energy = (s - t).pow(2).mean(), t.pow(2).mean()
+    return torch.where(energy > 1e-12, err / energy.clamp_min(1e-12), err)  # no host sync
+
+
 def feature_loss(student: UnitTaps, teacher: UnitTaps) -> torch.Tensor:
-    """Mean over the tapped units of ``|s - t|^2 / |t|^2`` (each unit's squared error
-    relative to the teacher's signal, so wide and narrow units weigh alike); a stream
-    writer's on the channels its stream keeps (the student's ``idx``)."""
-    terms = []
-    for m, s, t in zip(student.modules, student.outputs, teacher.outputs):
-        if s is None or t is None:
-            raise RuntimeError("feature_loss needs one recorded forward of student and teacher")
-        if hasattr(m, "idx"):
-            s, t = s.index_select(1, m.idx), t.index_select(1, m.idx)
-        t = t.detach()
-        terms.append((s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12))
+    """Mean over the tapped units of each unit's squared output error relative to the
+    teacher's output (so wide and narrow units weigh alike); a stream's is the mean over its
+    writers, each compared on the channels the stream keeps (the student's ``idx``)."""
+    terms, i = [], 0
+    for group in student.groups:
+        errors = []
+        for m in group:
+            s, t = student.outputs[i], teacher.outputs[i]
+            if s is None or t is None:
+                raise RuntimeError("feature_loss needs one recorded forward of student and teacher")
+            if hasattr(m, "idx"):
+                s, t = s.index_select(1, m.idx), t.index_select(1, m.idx)
+            errors.append(_relative_error(s, t))
+            i += 1
+        terms.append(torch.stack(errors).mean())
     return torch.stack(terms).mean()
