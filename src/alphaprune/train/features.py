@@ -36,7 +36,7 @@ def has_dropout(unit: nn.Module) -> bool:
 
 def _tapped(net: BlendedNet) -> list[list[nn.Module]]:
     """The modules whose outputs are compared, grouped by unit: a branched unit alone, a
-    stream's writers together; units with dropout are left out."""
+    stream's writers together (each a term of the loss); units with dropout are left out."""
     return [list(u.writers) if isinstance(u, StreamUnit) else [u]
             for u in net.features if isinstance(u, StreamUnit) or not has_dropout(u)]
 
@@ -95,19 +95,14 @@ def _relative_error(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def feature_loss(student: UnitTaps, teacher: UnitTaps) -> torch.Tensor:
-    """Mean over the tapped units of each unit's squared output error relative to the
-    teacher's output (so wide and narrow units weigh alike); a stream's is the mean over its
-    writers, each compared on the channels the stream keeps (the student's ``idx``)."""
-    terms, i = [], 0
-    for group in student.groups:
-        errors = []
-        for m in group:
-            s, t = student.outputs[i], teacher.outputs[i]
-            if s is None or t is None:
-                raise RuntimeError("feature_loss needs one recorded forward of student and teacher")
-            if hasattr(m, "idx"):
-                s, t = s.index_select(1, m.idx), t.index_select(1, m.idx)
-            errors.append(_relative_error(s, t))
-            i += 1
-        terms.append(torch.stack(errors).mean())
-    return torch.stack(terms).mean()
+    """Mean over the tapped modules (each branched unit; each writer of a residual stream,
+    compared on the channels the stream keeps, the student's ``idx``) of the squared output
+    error relative to the teacher's output, so wide and narrow units weigh alike."""
+    errors = []
+    for m, s, t in zip(student.modules, student.outputs, teacher.outputs):
+        if s is None or t is None:
+            raise RuntimeError("feature_loss needs one recorded forward of student and teacher")
+        if hasattr(m, "idx"):
+            s, t = s.index_select(1, m.idx), t.index_select(1, m.idx)
+        errors.append(_relative_error(s, t))
+    return torch.stack(errors).mean()
