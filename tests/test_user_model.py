@@ -211,3 +211,36 @@ def test_python_api_prunes_an_nn_module(tmp_path):
     assert recorded["checkpoint"] == str(tmp_path / "run" / "original.pt")
     assert alphaprune.load_model(tmp_path / "run" / "original.pt")(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
     assert alphaprune.load_model(tmp_path / "run" / "pruned.pt")(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+
+
+DROPOUT_CODE = textwrap.dedent('''
+    import torch.nn as nn
+
+
+    def make():  # its one prunable unit has dropout after its activation
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(8, 10))
+''')
+
+
+def test_feature_distillation_with_no_unit_to_compare_is_refused_before_the_run(tmp_path, capsys):
+    path = tmp_path / "drop.py"
+    path.write_text(DROPOUT_CODE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import drop
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    sd = tmp_path / "sd.pt"
+    torch.save(drop.make().state_dict(), sd)
+    out = tmp_path / "p"
+    argv = ["prune", "--checkpoint", str(sd), "--model", f"{path}:make", *DATA, "--prune", "0.5",
+            "--round-to", "1", "--out", str(out)]
+    capsys.readouterr()
+    assert main([*argv, "--feature-distill", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alphaprune: error: --feature-distill has no unit to compare") and \
+        len(err.splitlines()) == 1, err
+    assert not out.exists()

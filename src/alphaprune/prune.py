@@ -51,7 +51,7 @@ from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
-from alphaprune.train.features import OriginalNet
+from alphaprune.train.features import OriginalNet, compared_units
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["PruneConfig", "prune", "checked_config", "fusion_error"]
@@ -437,6 +437,9 @@ def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
     builds the same network without measuring again (and keeps the record for its summary)."""
     cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0]))
     plan = _plan(cfg, src)
+    if cfg.feature_distill and not compared_units(plan.structure):
+        raise UserError("--feature-distill has no unit to compare: every prunable unit of this "
+                        "model has dropout after its activation; leave the option out")
     cfg = _with_recipe(cfg, src, plan)
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
         cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,

@@ -14,7 +14,7 @@ from alphaprune.blend.init import init_branches
 from alphaprune.graph import find_units
 from alphaprune.models import create_model
 from alphaprune.train.blend_module import BlendModule
-from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
+from alphaprune.train.features import OriginalNet, UnitTaps, compared_units, feature_loss
 from tests.blend.test_sensitivity import distinct_bn
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -190,3 +190,25 @@ def test_feature_distillation_needs_the_original_network_as_teacher():
         BlendModule(blended, teacher=copy.deepcopy(blended), distill=0.5, features=1.0)
     with pytest.raises(ValueError, match="features"):
         BlendModule(blended, teacher=OriginalNet(blended), distill=0.5, features=-1.0)
+
+
+def test_compared_units_counts_streams_and_units_without_dropout():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Dropout2d(0.5), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    assert compared_units(find_units(model, X[:2])) == 2
+
+    class Functional(nn.Module):  # dropout as a function after the only unit
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = nn.functional.dropout(torch.relu(self.conv(x)), 0.2, self.training)
+            return self.fc(x.mean((2, 3)))
+
+    assert compared_units(find_units(Functional().eval(), X[:2])) == 0
+    _, blended = _blended(True)
+    assert compared_units(blended.structure) == len(blended.features)

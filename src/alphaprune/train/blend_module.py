@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
-from alphaprune.errors import UserError
 from alphaprune.parallel import all_reduce_sums
 from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
@@ -46,9 +45,8 @@ class BlendModule(ClassifierModule):
         # kept out of the module's children as the logit teacher is (not trained or saved)
         self._original = [teacher] if features else []
         self._taps = UnitTaps(model) if features else None
-        if features and not self._taps.modules:
-            raise UserError("--feature-distill has no unit to compare: every unit of this model "
-                            "has dropout after its activation; leave the option out")
+        if features and not self._taps.modules:  # prune refuses this before it starts
+            raise ValueError("feature distillation has no unit to compare (all have dropout)")
         self._feat_sums = [0.0, 0]
         self.seed = seed
         self.calib = calib

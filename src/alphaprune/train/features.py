@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit
 
-__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "has_dropout"]
+__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "has_dropout", "compared_units"]
 
 _DROPOUT_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout)
 
@@ -32,6 +32,16 @@ def has_dropout(unit: nn.Module) -> bool:
     """Whether a branched unit's post chain holds a dropout (as a module or a function)."""
     return any(isinstance(m, nn.modules.dropout._DropoutNd) or
                getattr(m, "target", None) in _DROPOUT_FUNCTIONS for m in unit.pool.modules())
+
+
+def compared_units(structure) -> int:
+    """How many of a traced model's units (:class:`~alphaprune.graph.Structure`) the term
+    compares: the streams and the units without dropout after their activation."""
+    def dropout(n) -> bool:
+        if n.op == "call_module":
+            return isinstance(structure.gm.get_submodule(n.target), nn.modules.dropout._DropoutNd)
+        return n.target in _DROPOUT_FUNCTIONS
+    return sum(u.kind == "stream" or not any(dropout(n) for n in u.post) for u in structure.units)
 
 
 def _tapped(net: BlendedNet) -> list[list[nn.Module]]:
