@@ -259,6 +259,8 @@ def test_temperature_and_feature_distillation_reach_objective_selections_run(res
     recorded = yaml.safe_load((cmp / "p65" / "os-step" / "config.yaml").read_text())["prune"]
     assert recorded["temperature"] == 2.0 and recorded["distill"] == 0.7
     assert recorded["feature_distill"] == 0.5
+    header = (cmp / "p65" / "os-step" / "metrics.csv").read_text().splitlines()[0]
+    assert "train_feature_loss" in header.split(",")  # the term ran
 
 
 def test_match_flops_sizes_torch_pruning_to_the_fused_models_flops(results, tmp_path, capsys):
