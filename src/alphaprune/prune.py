@@ -500,12 +500,14 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     """Branch every unit, initialise the branches and train through the alpha phases."""
     ds, splits, data_cfg = src.ds, src.splits, src.data_cfg
     scheduler = _scheduler(cfg)
-    teacher = copy.deepcopy(src.model).eval() if cfg.distill > 0 and not cfg.feature_distill else None
     torch.manual_seed(data_cfg.run_seed)
     blended = BlendedNet(plan.structure, plan.widths, train_original=cfg.train_original,
                          handover=cfg.handover)
-    if cfg.feature_distill:  # the pretrained network with the student's units, untrained yet
+    teacher = None  # the pretrained network, copied before anything trains it
+    if cfg.feature_distill:  # with the student's units, to compare their outputs
         teacher = OriginalNet(blended)
+    elif cfg.distill > 0:
+        teacher = copy.deepcopy(src.model).eval()
     # same seed, same draw: a resumed run gets the same calibration images
     calib_idx = splits.train[torch.randperm(len(splits.train))[:cfg.calib_size].numpy()]
     calib = normalize(torch.as_tensor(ds.x[calib_idx]), src.mean, src.std)

@@ -39,7 +39,7 @@ def test_the_teacher_is_the_pretrained_network_and_taps_every_unit(streams):
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     n_streams = sum(len(u.writers) for u in blended.features if isinstance(u, StreamUnit))
     assert (n_streams > 0) is streams
-    assert len(teacher.taps.groups) == len(blended.features)  # one group per unit
+    assert compared_units(blended.structure) == list(range(len(blended.features)))
     assert len(teacher.taps.modules) == len(blended.features) - (3 if streams else 0) + n_streams
     with torch.no_grad(), teacher.taps.recording():
         assert torch.equal(teacher(X), pretrained(X))
@@ -109,7 +109,7 @@ def test_the_loss_is_the_mean_over_units_and_stream_writers_on_their_kept_channe
             if hasattr(m, "idx"):
                 s, t = s[:, m.idx], t[:, m.idx]
             errors.append(float((s - t).pow(2).mean() / t.pow(2).mean()))
-    assert any(len(g) > 1 for g in taps.groups)  # streams with several writers are in it
+    assert sum(hasattr(m, "idx") for m in taps.modules) > 3  # streams of several writers
     assert total == pytest.approx(sum(errors) / len(errors), rel=1e-5)
 
 
@@ -123,7 +123,7 @@ def test_a_unit_with_dropout_is_left_out_and_a_dead_one_is_bounded():
     init_branches(blended, "select", "l1")
     teacher = OriginalNet(blended)
     taps = UnitTaps(blended)
-    assert [len(g) for g in taps.groups] == [1, 1]
+    assert taps.modules == [blended.features[0], blended.features[2]]
     assert blended.features[1] not in taps.modules  # the unit with dropout
     with torch.no_grad(), taps.recording(), teacher.taps.recording():
         teacher(X)
@@ -192,13 +192,13 @@ def test_feature_distillation_needs_the_original_network_as_teacher():
         BlendModule(blended, teacher=OriginalNet(blended), distill=0.5, features=-1.0)
 
 
-def test_compared_units_counts_streams_and_units_without_dropout():
+def test_compared_units_are_the_streams_and_the_units_without_dropout():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Dropout2d(0.5), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
-    assert compared_units(find_units(model, X[:2])) == 2
+    assert compared_units(find_units(model, X[:2])) == [0, 2]
 
     class Functional(nn.Module):  # dropout as a function after the only unit
         def __init__(self):
@@ -209,6 +209,4 @@ def test_compared_units_counts_streams_and_units_without_dropout():
             x = nn.functional.dropout(torch.relu(self.conv(x)), 0.2, self.training)
             return self.fc(x.mean((2, 3)))
 
-    assert compared_units(find_units(Functional().eval(), X[:2])) == 0
-    _, blended = _blended(True)
-    assert compared_units(blended.structure) == len(blended.features)
+    assert compared_units(find_units(Functional().eval(), X[:2])) == []

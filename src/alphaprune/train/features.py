@@ -18,48 +18,41 @@ import copy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit
+from alphaprune.graph.units import PASS_FUNCTIONS
 
-__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "has_dropout", "compared_units"]
+__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "compared_units"]
 
-_DROPOUT_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout)
-
-
-def has_dropout(unit: nn.Module) -> bool:
-    """Whether a branched unit's post chain holds a dropout (as a module or a function)."""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) or
-               getattr(m, "target", None) in _DROPOUT_FUNCTIONS for m in unit.pool.modules())
-
-
-def compared_units(structure) -> int:
-    """How many of a traced model's units (:class:`~alphaprune.graph.Structure`) the term
-    compares: the streams and the units without dropout after their activation."""
-    def dropout(n) -> bool:
-        if n.op == "call_module":
-            return isinstance(structure.gm.get_submodule(n.target), nn.modules.dropout._DropoutNd)
-        return n.target in _DROPOUT_FUNCTIONS
-    return sum(u.kind == "stream" or not any(dropout(n) for n in u.post) for u in structure.units)
+def _has_dropout(structure, unit) -> bool:
+    """Whether a traced unit's post chain holds a dropout (the ones :mod:`alphaprune.graph.units`
+    lets through as a module or a function)."""
+    return any(isinstance(structure.gm.get_submodule(n.target), nn.modules.dropout._DropoutNd)
+               if n.op == "call_module" else n.target in PASS_FUNCTIONS for n in unit.post)
 
 
-def _tapped(net: BlendedNet) -> list[list[nn.Module]]:
-    """The modules whose outputs are compared, grouped by unit: a branched unit alone, a
-    stream's writers together (each a term of the loss); units with dropout are left out."""
-    return [list(u.writers) if isinstance(u, StreamUnit) else [u]
-            for u in net.features if isinstance(u, StreamUnit) or not has_dropout(u)]
+def compared_units(structure) -> list[int]:
+    """The positions, in ``structure.units``, of the units the term compares: the streams
+    and the units without dropout after their activation."""
+    return [i for i, u in enumerate(structure.units)
+            if u.kind == "stream" or not _has_dropout(structure, u)]
+
+
+def _tapped(net: BlendedNet) -> list[nn.Module]:
+    """The modules whose outputs are compared: each compared branched unit, each writer of a
+    compared stream (each a term of the loss)."""
+    units = [net.features[i] for i in compared_units(net.structure)]
+    return [m for u in units for m in (u.writers if isinstance(u, StreamUnit) else [u])]
 
 
 class UnitTaps:
     """Forward hooks recording each tapped module's output while :meth:`recording`; outside
-    it the hooks keep nothing. ``groups`` holds the tapped modules by unit, ``modules`` and
-    ``outputs`` the same flat. A copy of the network made later carries these hooks too;
+    it the hooks keep nothing. A copy of the network made later carries these hooks too;
     they ignore it (they record their own module only)."""
 
     def __init__(self, net: BlendedNet):
-        self.groups = _tapped(net)
-        self.modules = [m for g in self.groups for m in g]
+        self.modules = _tapped(net)
         self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
         self._on = False
         for i, m in enumerate(self.modules):
