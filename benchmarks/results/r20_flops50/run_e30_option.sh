@@ -10,7 +10,10 @@
 #   BENCHMARKS 39: run_e30_option.sh --temperature 2 8     (src as of 751f3fd)
 #   BENCHMARKS 40: run_e30_option.sh --feature-distill 1 5 0.3 20 50 100  (src as of e9c42e3;
 #                  from 20 on 4e18add, which adds the train_feature_loss column)
-# AP=echo prints the commands instead of running them (into the logs).
+#   BENCHMARKS 41: EXTRA="--feature-distill 20" run_e30_option.sh --feature-schedule handover linear
+#                  (src as of the commit that adds --feature-schedule)
+# EXTRA: options every run gets (before OPTION). AP=echo prints the commands instead of
+# running them (into the logs).
 cd "$(dirname "$0")/../../.."  # the repository root
 export OMP_NUM_THREADS=1 AP=${AP:-.venv/bin/alphaprune} OPT=${1:?usage: run_e30_option.sh OPTION VALUE...}
 shift
@@ -18,7 +21,7 @@ export DIR=/tmp/bench/r20x_${OPT#--}
 one() {  # one VALUE SEED; the option given last wins over the row's default
   "$AP" compare --checkpoint /tmp/bench/resnet20_e30/model.pt --data ../shared/datasets/cifar10/train \
     --train-subset 5000 --budget 8 --targets 0.5 --match flops --methods os-step --step-size 0.25 \
-    "$OPT" "$1" --train-seed "$2" --no-progress --out "$DIR/$1_s$2" > "$DIR/$1_s$2.log" 2>&1
+    $EXTRA "$OPT" "$1" --train-seed "$2" --no-progress --out "$DIR/$1_s$2" > "$DIR/$1_s$2.log" 2>&1
 }
 export -f one
 mkdir -p "$DIR"

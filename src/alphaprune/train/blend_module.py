@@ -13,7 +13,9 @@ from alphaprune.parallel import all_reduce_sums
 from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
-__all__ = ["BlendModule"]
+__all__ = ["BlendModule", "FEATURE_SCHEDULES"]
+
+FEATURE_SCHEDULES = ("constant", "handover", "linear")
 
 
 class BlendModule(ClassifierModule):
@@ -31,17 +33,25 @@ class BlendModule(ClassifierModule):
     to the training loss: every unit's output held to the teacher's at that unit. The
     teacher must then be an :class:`~alphaprune.train.features.OriginalNet` of ``model``,
     made before this module (its copy must not carry the student's hooks).
+    ``feature_schedule`` scales beta over the run (:data:`FEATURE_SCHEDULES`): ``constant``;
+    ``handover``, on while alpha > 0 and off in the alpha = 0 phase; ``linear``, from beta at
+    the first epoch down towards 0 at the run's last (``max_epochs``).
     """
 
     def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0,
-                 calib: torch.Tensor | None = None, features: float = 0.0, **distill_kw):
+                 calib: torch.Tensor | None = None, features: float = 0.0,
+                 feature_schedule: str = "constant", **distill_kw):
         super().__init__(model, optim, **distill_kw)
         if not features >= 0.0:
             raise ValueError(f"features must be >= 0, got {features}")
+        if feature_schedule not in FEATURE_SCHEDULES:
+            raise ValueError(f"feature_schedule must be one of {FEATURE_SCHEDULES}, "
+                             f"got {feature_schedule!r}")
         teacher = distill_kw.get("teacher")
         if features and not isinstance(teacher, OriginalNet):
             raise ValueError("feature distillation needs an OriginalNet of the model as teacher")
         self.feature_weight = float(features)
+        self.feature_schedule = feature_schedule
         # kept out of the module's children as the logit teacher is (not trained or saved)
         self._original = [teacher] if features else []
         self._taps = UnitTaps(model) if features else None
@@ -74,7 +84,8 @@ class BlendModule(ClassifierModule):
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logit loss (:class:`ClassifierModule`), plus the feature term if enabled."""
         loss, ce = super().training_loss(logits, x, y)
-        if not self.feature_weight:
+        weight = self.feature_weight * self._feature_scale()
+        if not weight:
             return loss, ce
         if not self._teacher:  # no logit distillation: the teacher has not run this batch
             with torch.no_grad():
@@ -82,7 +93,15 @@ class BlendModule(ClassifierModule):
         feat = feature_loss(self._taps, self._original[0].taps)
         self._feat_sums[0] += float(feat.detach()) * y.shape[0]
         self._feat_sums[1] += y.shape[0]
-        return loss + self.feature_weight * feat, ce
+        return loss + weight * feat, ce
+
+    def _feature_scale(self) -> float:
+        """The share of beta this epoch gets under ``feature_schedule``."""
+        if self.feature_schedule == "handover":
+            return float(float(self.model.alpha) > 0.0)
+        if self.feature_schedule == "linear":
+            return 1.0 - self.current_epoch / max(self.trainer.max_epochs, 1)
+        return 1.0
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
