@@ -266,6 +266,7 @@ BAD = [
     (["--temperature", "0"], ["--temperature"]),
     (["--temperature", "-1"], ["--temperature"]),
     (["--feature-distill", "-1"], ["--feature-distill"]),
+    (["--feature-schedule", "cosine"], ["--feature-schedule", "cosine"]),
     (["--max-acc-drop", "1.5"], ["--max-acc-drop"]),
     (["--max-acc-drop", "-0.1"], ["--max-acc-drop"]),
     (["--max-retries", "-1"], ["--max-retries"]),

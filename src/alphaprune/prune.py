@@ -47,11 +47,11 @@ from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, wr
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
 from alphaprune.speedup import measured_speedup
-from alphaprune.train.blend_module import FEATURE_SCHEDULES, BlendModule
+from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
-from alphaprune.train.features import OriginalNet, compared_units
+from alphaprune.train.features import FEATURE_SCHEDULES, OriginalNet, compared_units
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["PruneConfig", "prune", "checked_config", "fusion_error"]

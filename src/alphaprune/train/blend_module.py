@@ -10,12 +10,16 @@ import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
 from alphaprune.parallel import all_reduce_sums
-from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
+from alphaprune.train.features import (
+    FEATURE_SCHEDULES,
+    OriginalNet,
+    UnitTaps,
+    feature_loss,
+    feature_scale,
+)
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
-__all__ = ["BlendModule", "FEATURE_SCHEDULES"]
-
-FEATURE_SCHEDULES = ("constant", "handover", "linear")
+__all__ = ["BlendModule"]
 
 
 class BlendModule(ClassifierModule):
@@ -33,9 +37,8 @@ class BlendModule(ClassifierModule):
     to the training loss: every unit's output held to the teacher's at that unit. The
     teacher must then be an :class:`~alphaprune.train.features.OriginalNet` of ``model``,
     made before this module (its copy must not carry the student's hooks).
-    ``feature_schedule`` scales beta over the run (:data:`FEATURE_SCHEDULES`): ``constant``;
-    ``handover``, on while alpha > 0 and off in the alpha = 0 phase; ``linear``, from beta at
-    the first epoch down towards 0 at the run's last (``max_epochs``).
+    ``feature_schedule`` scales beta over the run
+    (:func:`~alphaprune.train.features.feature_scale`).
     """
 
     def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0,
@@ -84,7 +87,10 @@ class BlendModule(ClassifierModule):
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logit loss (:class:`ClassifierModule`), plus the feature term if enabled."""
         loss, ce = super().training_loss(logits, x, y)
-        weight = self.feature_weight * self._feature_scale()
+        # only the linear schedule counts the run's epochs (it needs the trainer)
+        epochs = self.trainer.max_epochs if self.feature_schedule == "linear" else 1
+        weight = self.feature_weight * feature_scale(
+            self.feature_schedule, float(self.model.alpha), self.current_epoch, epochs)
         if not weight:
             return loss, ce
         if not self._teacher:  # no logit distillation: the teacher has not run this batch
@@ -94,14 +100,6 @@ class BlendModule(ClassifierModule):
         self._feat_sums[0] += float(feat.detach()) * y.shape[0]
         self._feat_sums[1] += y.shape[0]
         return loss + weight * feat, ce
-
-    def _feature_scale(self) -> float:
-        """The share of beta this epoch gets under ``feature_schedule``."""
-        if self.feature_schedule == "handover":
-            return float(float(self.model.alpha) > 0.0)
-        if self.feature_schedule == "linear":
-            return 1.0 - self.current_epoch / max(self.trainer.max_epochs, 1)
-        return 1.0
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
