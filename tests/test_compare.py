@@ -237,6 +237,7 @@ def test_bad_balance_is_refused_before_any_work(tmp_path, capsys):
     (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
     (["--feature-distill", "-1"], "--feature-distill must be >= 0, got -1.0"),
     (["--feature-schedule", "x"], "unknown --feature-schedule 'x'"),
+    (["--feature-schedule", "linear"], "--feature-schedule linear has no term to schedule"),
     (["--handover", "bogus"], "unknown --handover 'bogus'"),
     (["--warmup-steps", "-1"], "--warmup-steps must be >= 0, got -1"),
 ])

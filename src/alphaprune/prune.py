@@ -276,6 +276,9 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.feature_schedule not in FEATURE_SCHEDULES:
         raise UserError(f"unknown --feature-schedule '{cfg.feature_schedule}': use one of "
                         f"{', '.join(FEATURE_SCHEDULES)}")
+    if cfg.feature_schedule != "constant" and not cfg.feature_distill:
+        raise UserError(f"--feature-schedule {cfg.feature_schedule} has no term to schedule: "
+                        "give it a weight with --feature-distill (e.g. 20)")
     if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
     if cfg.warmup_steps < 0:
