@@ -18,8 +18,7 @@
 # peaking at lr P (onecycle-lr0.02@0.7); onecycle-kdW@T: distillation weight W (onecycle-kd1.0@0.7);
 # onecycle-sens@T: the widths of --solver sensitivity instead of the ratio solver's (BALANCE unused);
 # onecycle-streams@T: the ratio solver's widths with the residual streams cut too (--prune-streams);
-# onecycle-fdW@T: feature distillation of weight W added (--feature-distill W; onecycle-fd1@0.7);
-# onecycle-fdW-S@T: with --feature-schedule S (onecycle-fd20-linear@0.7).
+# onecycle-fdW@T: feature distillation of weight W added (--feature-distill W; onecycle-fd1@0.7).
 # ROWS="os-step@0.65 os-step@0.65#1 kd@0.9" runs only those rows, in that order; a "#N" suffix
 # repeats the row with --train-seed N (same split, other training randomness).
 # EPOCHS=8 SUBSET=20000: the same rows at a smaller budget (issue 16's CPU checks, BENCHMARKS.md
@@ -63,17 +62,16 @@ one() {  # method@target[#train-seed], or a variant name
       # weight W instead of 0.7 (onecycle-kd1.0@0.7: the teacher's soft labels alone);
       # onecycle-sens: the sensitivity solver's widths (it takes no --balance); onecycle-streams:
       # the residual streams cut as well; onecycle-fdW: every unit's output also held to the
-      # pretrained network's, weight W (onecycle-fdW-S: on --feature-schedule S)
+      # pretrained network's, weight W
       local kind=${row%@*} t=${row#*@} kdw= peak=0.05 widths="--balance $BALANCE"
       [ "$kind" = onecycle-sens ] && widths="--solver sensitivity"
       [ "$kind" = onecycle-streams ] && widths="--balance $BALANCE --prune-streams"
       [ "$kind" = onecycle-nokd ] && kdw="--distill 0"
       [[ $kind == onecycle-kd* ]] && kdw="--distill ${kind#onecycle-kd}"
-      local w=${kind#onecycle-kd}; [[ $kind == onecycle-fd* ]] && w=${kind#onecycle-fd} && w=${w%%-*}
-      [[ $kind == onecycle-fd* ]] && kdw="--feature-distill $w"
-      [[ $kind == onecycle-fd*-* ]] && kdw="$kdw --feature-schedule ${kind##*-}"
+      [[ $kind == onecycle-fd* ]] && kdw="--feature-distill ${kind#onecycle-fd}"
       [[ $kind == onecycle-lr* ]] && peak=${kind#onecycle-lr}
       local num='^[0-9]*[.]?[0-9]+$'  # a peak lr above 0; a weight from 0
+      local w=${kind#onecycle-kd}; [[ $kind == onecycle-fd* ]] && w=${kind#onecycle-fd}
       if [[ ! ($peak =~ $num && $peak =~ [1-9]) || ($kind == onecycle-[kf]d* && ! $w =~ $num) ]]; then
         echo "row $1: write the value, as in onecycle-lr0.02@0.7, onecycle-kd1.0@0.7 or onecycle-fd1@0.7" >&2; return 2
       fi

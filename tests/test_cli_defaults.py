@@ -55,8 +55,7 @@ def test_prune_options_default_to_pruneconfig():
     # every PruneConfig field the CLI sets (_cmd_prune's keys) is compared
     assert {"prune", "balance", "handover", "branch_init", "importance", "distill",
             "warmup_steps", "patience", "max_epochs_per_phase", "final_schedule",
-            "threshold", "calib_size", "temperature", "feature_distill", "feature_schedule",
-            "round_to",
+            "threshold", "calib_size", "temperature", "feature_distill", "round_to",
             "accelerator"} <= set(checked)
     checked_optim = _assert_same(parsed, _defaults(PruneConfig().optim), skip=("nesterov",))
     assert {"lr", "schedule", "momentum", "weight_decay"} <= set(checked_optim)
@@ -78,5 +77,5 @@ def test_compare_options_default_to_compareconfig():
             "patience"} <= set(checked)
     # objective-selection options left unset fall back to PruneConfig's defaults
     for name in ("handover", "branch_init", "importance", "distill", "temperature", "balance",
-                 "warmup_steps", "feature_distill", "feature_schedule"):
+                 "warmup_steps", "feature_distill"):
         assert parsed[name] is None

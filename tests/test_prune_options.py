@@ -266,8 +266,6 @@ BAD = [
     (["--temperature", "0"], ["--temperature"]),
     (["--temperature", "-1"], ["--temperature"]),
     (["--feature-distill", "-1"], ["--feature-distill"]),
-    (["--feature-schedule", "cosine"], ["--feature-schedule", "cosine"]),
-    (["--feature-schedule", "linear"], ["--feature-schedule", "--feature-distill"]),
     (["--max-acc-drop", "1.5"], ["--max-acc-drop"]),
     (["--max-acc-drop", "-0.1"], ["--max-acc-drop"]),
     (["--max-retries", "-1"], ["--max-retries"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -441,30 +440,3 @@ def test_feature_distillation_resumes_as_it_ran(reference, tmp_path):
     assert "train_feature_loss" not in _rows(reference[1] / "metrics.csv")[0]
     # the term changed the training (the same run without it is the reference)
     assert [r["val_loss"] for r in want] != [r["val_loss"] for r in _rows(reference[1] / "metrics.csv")]
-
-
-def test_the_handover_schedule_drops_the_term_at_alpha_0_and_resumes_as_it_ran(reference, tmp_path):
-    checkpoint = reference[0]
-
-    def cfg(schedule: str) -> PruneConfig:
-        return replace(_cfg(checkpoint), feature_distill=1.0, feature_schedule=schedule)
-
-    prune(cfg("constant"), tmp_path / "constant", progress=False)
-    whole = prune(cfg("handover"), tmp_path / "whole", progress=False)
-    out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="simulated crash"):  # in the alpha = 0 phase
-        prune(cfg("handover"), out, progress=False, callbacks=[Crash(5)])
-    summary = prune(PruneConfig(), out, resume=True, progress=False)
-    got, want = _rows(out / "metrics.csv"), _rows(tmp_path / "whole" / "metrics.csv")
-    assert [float(r["val_loss"]) for r in got] == pytest.approx([float(r["val_loss"]) for r in want],
-                                                                abs=1e-6)
-    assert summary["test_acc_after"] == whole["test_acc_after"]
-    # the term runs while alpha > 0 (as the constant schedule's) and not at alpha = 0
-    constant = _rows(tmp_path / "constant" / "metrics.csv")
-    hand_over = [i for i, r in enumerate(want) if float(r["alpha"]) > 0]
-    assert hand_over == [0, 1, 2, 3]
-    for i, r in enumerate(want):
-        feat = float(r["train_feature_loss"])
-        assert (feat > 0) if i in hand_over else math.isnan(feat), (i, feat)
-    assert [want[i]["val_loss"] for i in hand_over] == [constant[i]["val_loss"] for i in hand_over]
-    assert want[-1]["val_loss"] != constant[-1]["val_loss"]

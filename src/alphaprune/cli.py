@@ -213,9 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--feature-distill", type=float, default=0.0,
                    help="weight of feature distillation: each unit's output held to the "
                         "pretrained network's (0: off)")
-    r.add_argument("--feature-schedule", default="constant",
-                   help="that weight over the run: constant, handover (off in the alpha = 0 "
-                        "phase) or linear (down to 0 at the last epoch)")
     r.add_argument("--max-acc-drop", type=float, default=None,
                    help="undo and halve an alpha step whose accuracy drops more than this")
     r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")
@@ -264,8 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection: distillation temperature")
     c.add_argument("--feature-distill", type=float, default=None,
                    help="objective selection: feature distillation weight")
-    c.add_argument("--feature-schedule", default=None,
-                   help="objective selection: feature distillation schedule")
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--warmup-steps", type=int, default=None,
                    help="objective selection: lr warm-up steps per phase")
@@ -380,8 +375,7 @@ def _cmd_prune(a) -> int:
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
             "recipe", "recipe_reason", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "feature_distill", "feature_schedule", "max_acc_drop",
-            "max_retries", "channels_last",
+            "distill", "temperature", "feature_distill", "max_acc_drop", "max_retries", "channels_last",
             *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
@@ -442,7 +436,6 @@ def _cmd_compare(a) -> int:
     from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
-               "feature_schedule",
                "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
                "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),

@@ -51,7 +51,7 @@ from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
 from alphaprune.train.controller import FINAL_SCHEDULES, PhaseController
 from alphaprune.train.engine import fit, make_trainer, resolve_accelerator
-from alphaprune.train.features import FEATURE_SCHEDULES, OriginalNet, compared_units
+from alphaprune.train.features import OriginalNet, compared_units
 from alphaprune.train.module import OptimConfig
 
 __all__ = ["PruneConfig", "prune", "checked_config", "fusion_error"]
@@ -130,8 +130,6 @@ class PruneConfig:
     # weight of feature distillation: each unit's output held to the pretrained network's
     # (alphaprune.train.features); 0: off
     feature_distill: float = 0.0
-    # how that weight runs over the run (train.blend_module.FEATURE_SCHEDULES)
-    feature_schedule: str = "constant"
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
     channels_last: bool = True
@@ -273,12 +271,6 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--temperature must be > 0, got {cfg.temperature}")
     if cfg.feature_distill < 0:  # NaN and inf are refused with every other number
         raise UserError(f"--feature-distill must be >= 0, got {cfg.feature_distill}")
-    if cfg.feature_schedule not in FEATURE_SCHEDULES:
-        raise UserError(f"unknown --feature-schedule '{cfg.feature_schedule}': use one of "
-                        f"{', '.join(FEATURE_SCHEDULES)}")
-    if cfg.feature_schedule != "constant" and not cfg.feature_distill:
-        raise UserError(f"--feature-schedule {cfg.feature_schedule} has no term to schedule: "
-                        "give it a weight with --feature-distill (e.g. 20)")
     if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
     if cfg.warmup_steps < 0:
@@ -529,7 +521,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     # calib also re-measures the all-branch BN statistics for scoring while alpha > 0
     module = BlendModule(blended, cfg.optim, seed=data_cfg.run_seed, calib=calib, teacher=teacher,
                          distill=cfg.distill, temperature=cfg.temperature,
-                         features=cfg.feature_distill, feature_schedule=cfg.feature_schedule)
+                         features=cfg.feature_distill)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
         max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,

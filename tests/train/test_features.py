@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,13 +14,7 @@ from alphaprune.blend.init import init_branches
 from alphaprune.graph import find_units
 from alphaprune.models import create_model
 from alphaprune.train.blend_module import BlendModule
-from alphaprune.train.features import (
-    OriginalNet,
-    UnitTaps,
-    compared_units,
-    feature_loss,
-    feature_scale,
-)
+from alphaprune.train.features import OriginalNet, UnitTaps, compared_units, feature_loss
 from tests.blend.test_sensitivity import distinct_bn
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -217,39 +210,3 @@ def test_compared_units_are_the_streams_and_the_units_without_dropout():
             return self.fc(x.mean((2, 3)))
 
     assert compared_units(find_units(Functional().eval(), X[:2])) == []
-
-
-def test_the_schedules_scale_the_weight_over_the_run():
-    assert [feature_scale("constant", a, e, 4) for a, e in [(0.5, 0), (0.0, 3)]] == [1.0, 1.0]
-    assert [feature_scale("handover", a, 1, 4) for a in (0.75, 0.01, 0.0)] == [1.0, 1.0, 0.0]
-    assert [feature_scale("linear", 0.0, e, 4) for e in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
-    with pytest.raises(ValueError, match="feature schedule"):
-        feature_scale("cosine", 0.5, 0, 4)
-
-
-@pytest.mark.parametrize("schedule, alpha, scale", [("handover", 0.0, 0.0), ("handover", 0.5, 1.0),
-                                                     ("linear", 0.0, 0.5)])
-def test_the_module_weighs_the_term_by_its_schedule(schedule, alpha, scale):
-    _, blended = _blended(False)
-    teacher = OriginalNet(blended)
-    module = BlendModule(blended, teacher=teacher, distill=0.5, features=2.0,
-                         feature_schedule=schedule)
-    module._trainer = SimpleNamespace(current_epoch=2, max_epochs=4)  # the fit's epoch counters
-    blended.set_alpha(alpha).train()
-    torch.manual_seed(1)  # the stochastic hand-over draws its paths
-    with module._taps.recording(), teacher.taps.recording():
-        loss, ce = module.training_loss(module(X), X, Y)
-        extra = feature_loss(module._taps, teacher.taps)
-    module.feature_weight = 0.0  # the logit loss alone, on the same outputs
-    with module._taps.recording(), teacher.taps.recording():
-        torch.manual_seed(1)
-        base, _ = module.training_loss(module(X), X, Y)
-    assert float(extra) > 0.01
-    assert float(loss) == pytest.approx(float(base) + 2.0 * scale * float(extra), rel=1e-5)
-
-
-def test_an_unknown_schedule_is_refused_by_the_module():
-    _, blended = _blended(False)
-    with pytest.raises(ValueError, match="feature_schedule"):
-        BlendModule(blended, teacher=OriginalNet(blended), distill=0.5, features=1.0,
-                    feature_schedule="cosine")

@@ -7,7 +7,8 @@
 # SUBSET=20000: on 20,000 images instead of 5,000; EPOCHS=30: 30 epochs instead of 8;
 # SEEDS="0": that seed only.
 # ROWS (default "default fd20"): the rows, each seed of each, in that order. default: no
-# feature term; fdW: --feature-distill W; fdW-S: with --feature-schedule S (fd20-linear).
+# feature term; fdW: --feature-distill W. (BENCHMARKS 41's fd20-linear rows ran with
+# --feature-schedule linear, on src as of 98c86f0; the option was removed after it.)
 # AP=echo prints the commands instead of running them (into the logs).
 cd "$(dirname "$0")/../../.."  # the repository root
 export NET=${NET:-vgg} T=${T:-0.5} M=${M:-flops} SUBSET=${SUBSET:-5000} EPOCHS=${EPOCHS:-8}
@@ -18,7 +19,6 @@ one() {  # one SEED ROW
   local opts=() w=${2#fd}
   case $2 in
     default) ;;
-    fd*-*) opts=(--feature-distill "${w%%-*}" --feature-schedule "${w#*-}") ;;
     fd*) opts=(--feature-distill "$w") ;;
     *) echo "unknown row $2" >&2; return 2 ;;
   esac

@@ -11,7 +11,8 @@
 #   BENCHMARKS 40: run_e30_option.sh --feature-distill 1 5 0.3 20 50 100  (src as of e9c42e3;
 #                  from 20 on 4e18add, which adds the train_feature_loss column)
 #   BENCHMARKS 41: EXTRA="--feature-distill 20" run_e30_option.sh --feature-schedule handover linear
-#                  (src as of the commit that adds --feature-schedule)
+#                  (src as of 73a2c00 for handover, 98c86f0 for linear; the option was
+#                  removed after it)
 # EXTRA: options every run gets (before OPTION). AP=echo prints the commands instead of
 # running them (into the logs).
 cd "$(dirname "$0")/../../.."  # the repository root

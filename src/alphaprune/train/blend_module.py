@@ -10,13 +10,7 @@ import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
 from alphaprune.parallel import all_reduce_sums
-from alphaprune.train.features import (
-    FEATURE_SCHEDULES,
-    OriginalNet,
-    UnitTaps,
-    feature_loss,
-    feature_scale,
-)
+from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
 __all__ = ["BlendModule"]
@@ -37,24 +31,17 @@ class BlendModule(ClassifierModule):
     to the training loss: every unit's output held to the teacher's at that unit. The
     teacher must then be an :class:`~alphaprune.train.features.OriginalNet` of ``model``,
     made before this module (its copy must not carry the student's hooks).
-    ``feature_schedule`` scales beta over the run
-    (:func:`~alphaprune.train.features.feature_scale`).
     """
 
     def __init__(self, model, optim: OptimConfig | None = None, seed: int = 0,
-                 calib: torch.Tensor | None = None, features: float = 0.0,
-                 feature_schedule: str = "constant", **distill_kw):
+                 calib: torch.Tensor | None = None, features: float = 0.0, **distill_kw):
         super().__init__(model, optim, **distill_kw)
         if not features >= 0.0:
             raise ValueError(f"features must be >= 0, got {features}")
-        if feature_schedule not in FEATURE_SCHEDULES:
-            raise ValueError(f"feature_schedule must be one of {FEATURE_SCHEDULES}, "
-                             f"got {feature_schedule!r}")
         teacher = distill_kw.get("teacher")
         if features and not isinstance(teacher, OriginalNet):
             raise ValueError("feature distillation needs an OriginalNet of the model as teacher")
         self.feature_weight = float(features)
-        self.feature_schedule = feature_schedule
         # kept out of the module's children as the logit teacher is (not trained or saved)
         self._original = [teacher] if features else []
         self._taps = UnitTaps(model) if features else None
@@ -87,11 +74,7 @@ class BlendModule(ClassifierModule):
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logit loss (:class:`ClassifierModule`), plus the feature term if enabled."""
         loss, ce = super().training_loss(logits, x, y)
-        # only the linear schedule counts the run's epochs (it needs the trainer)
-        epochs = self.trainer.max_epochs if self.feature_schedule == "linear" else 1
-        weight = self.feature_weight * feature_scale(
-            self.feature_schedule, float(self.model.alpha), self.current_epoch, epochs)
-        if not weight:
+        if not self.feature_weight:
             return loss, ce
         if not self._teacher:  # no logit distillation: the teacher has not run this batch
             with torch.no_grad():
@@ -99,7 +82,7 @@ class BlendModule(ClassifierModule):
         feat = feature_loss(self._taps, self._original[0].taps)
         self._feat_sums[0] += float(feat.detach()) * y.shape[0]
         self._feat_sums[1] += y.shape[0]
-        return loss + weight * feat, ce
+        return loss + self.feature_weight * feat, ce
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -23,24 +23,7 @@ from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit
 from alphaprune.graph.units import PASS_FUNCTIONS
 
-__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "compared_units", "FEATURE_SCHEDULES",
-           "feature_scale"]
-
-FEATURE_SCHEDULES = ("constant", "handover", "linear")
-
-
-def feature_scale(schedule: str, alpha: float, epoch: int, epochs: int) -> float:
-    """The share of the feature weight that epoch ``epoch`` (from 0) of a run of at most
-    ``epochs`` gets: ``constant`` 1; ``handover`` 1 while ``alpha`` > 0 and 0 in the alpha = 0
-    phase (FitNets' hints, then the logits alone); ``linear`` from 1 at the first epoch down
-    by 1 / ``epochs`` per epoch."""
-    if schedule == "handover":
-        return float(alpha > 0.0)
-    if schedule == "linear":
-        return max(0.0, 1.0 - epoch / max(epochs, 1))
-    if schedule == "constant":
-        return 1.0
-    raise ValueError(f"feature schedule must be one of {FEATURE_SCHEDULES}, got {schedule!r}")
+__all__ = ["UnitTaps", "OriginalNet", "feature_loss", "compared_units"]
 
 def _has_dropout(structure, unit) -> bool:
     """Whether a traced unit's post chain holds a dropout (the ones :mod:`alphaprune.graph.units`
