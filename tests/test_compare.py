@@ -434,3 +434,13 @@ def test_a_rounded_torch_pruning_cut_far_from_its_size_is_said():
     assert note.startswith("tp-l1 with --tp-round-to 8 has +38% of the flops asked "
                            "(18,260,448 against 13,250,000)")
     assert "drop --tp-round-to" in note
+
+
+def test_objective_selection_rows_at_a_scarce_budget_get_the_default_feature_term(results):
+    _, out, _ = results
+    for method in ("os-step", "os-plateau"):  # no option given: the measured default applies
+        recorded = yaml.safe_load((out / "p65" / method / "config.yaml").read_text())["prune"]
+        assert recorded["feature_distill"] == 20.0, method
+        assert "--feature-distill 20" in recorded["recipe_reason"]
+        header = (out / "p65" / method / "metrics.csv").read_text().splitlines()[0]
+        assert "train_feature_loss" in header.split(",")

@@ -46,6 +46,9 @@ def _cfg(checkpoint: Path) -> PruneConfig:
                        # fewer calibration images than the train split: a resumed run that
                        # drew other ones would score alpha > 0 phases differently
                        calib_size=64,
+                       # the budgets some tests give would turn the feature term on by
+                       # default; they compare with the reference run, which has none
+                       feature_distill=0.0,
                        optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
 
 
@@ -440,3 +443,30 @@ def test_feature_distillation_resumes_as_it_ran(reference, tmp_path):
     assert "train_feature_loss" not in _rows(reference[1] / "metrics.csv")[0]
     # the term changed the training (the same run without it is the reference)
     assert [r["val_loss"] for r in want] != [r["val_loss"] for r in _rows(reference[1] / "metrics.csv")]
+
+
+def test_the_default_feature_weight_is_recorded_and_a_resume_keeps_it(reference, tmp_path,
+                                                                      monkeypatch):
+    from alphaprune import recipe
+
+    # the default weight (None), an explicit and scarce budget
+    cfg = replace(_cfg(reference[0]), max_total_epochs=7, feature_distill=None)
+    whole = prune(cfg, tmp_path / "whole", progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(cfg, out, progress=False, callbacks=[Crash(3)])
+    # the default moves after the run started: the resumed run keeps what it recorded
+    monkeypatch.setattr(recipe, "FEATURE_MAX_IMAGE_EPOCHS", 0)
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert recorded["feature_distill"] == recipe.FEATURE_DISTILL == 20.0
+    got, want = _rows(out / "metrics.csv"), _rows(tmp_path / "whole" / "metrics.csv")
+    assert all(float(r["train_feature_loss"]) > 0 for r in got)
+    assert [float(r["val_loss"]) for r in got] == pytest.approx([float(r["val_loss"]) for r in want],
+                                                                abs=1e-6)
+    assert summary["test_acc_after"] == whole["test_acc_after"]
+    # a new run under the moved default trains without the term
+    fresh = prune(cfg, tmp_path / "fresh", progress=False)
+    assert "train_feature_loss" not in _rows(tmp_path / "fresh" / "metrics.csv")[0]
+    assert yaml.safe_load((tmp_path / "fresh" / "config.yaml").read_text())["prune"][
+        "feature_distill"] == 0.0 and fresh["test_acc_after"] is not None

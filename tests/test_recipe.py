@@ -214,3 +214,52 @@ def test_a_bad_recipe_exits_2_with_one_line_and_no_run_folder(tiny_checkpoint, t
     assert len(err) == 1 and err[0].startswith("alphaprune: error: ")
     assert all(w in err[0] for w in words), err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------- feature distillation
+
+
+@pytest.mark.parametrize("budget, given, comparable, weight, words", [
+    (Budget(8, 5_000, 0.5), None, True, 20.0, ["40,000 image-epochs is at most 80,000"]),
+    (Budget(8, 10_000, 0.5), None, True, 20.0, ["80,000 image-epochs is at most"]),
+    (Budget(8, 10_001, 0.5), None, True, 0.0, ["80,008 image-epochs is over 80,000"]),
+    (Budget(8, 20_000, 0.5, "flops", residual=True), None, True, 0.0, ["160,000", "over"]),
+    (Budget(None, 300, 0.5), None, True, 0.0, ["no explicit budget"]),
+    (Budget(8, 5_000, 0.5), None, False, 0.0, ["no unit to compare"]),
+    (Budget(8, 5_000, 0.5), 0.0, True, 0.0, ["given (--feature-distill)"]),
+    (Budget(30, FULL, 0.5), 5.0, True, 5.0, ["given"]),
+])
+def test_feature_distillation_is_on_by_default_only_where_training_is_scarce(budget, given,
+                                                                             comparable, weight,
+                                                                             words):
+    cfg = PruneConfig(feature_distill=given)
+    chosen, why = recipe.choose_feature_distill(cfg, budget, comparable)
+    assert chosen == weight
+    assert all(w in why for w in words), why
+
+
+def test_a_run_recorded_before_feature_distillation_keeps_it_off():
+    old = _config_from_dict({"checkpoint": "m.pt", "max_total_epochs": 8, "optim": {"lr": 0.01}})
+    assert old.feature_distill == 0.0
+    assert recipe.choose_feature_distill(old, Budget(8, 300, 0.5), True)[0] == 0.0
+
+
+@pytest.mark.parametrize("extra, weight", [
+    (["--max-total-epochs", "4"], 20.0),
+    ([], 0.0),
+    (["--max-total-epochs", "4", "--feature-distill", "0"], 0.0),
+])
+def test_the_default_feature_weight_is_chosen_recorded_and_trained_with(tiny_checkpoint, tmp_path,
+                                                                        capsys, extra, weight):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_checkpoint, out, "--step-size", "0.5", "--patience", "1",
+                      "--max-epochs-per-phase", "1", "--final-max-epochs", "2", *extra)) == 0
+    printed = capsys.readouterr().out
+    p = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert p["feature_distill"] == weight
+    # 240 training images (the digits split of 300) x 4 epochs
+    assert ("--feature-distill 20 (960 image-epochs is at most 80,000)" in p["recipe_reason"]) \
+        is (weight > 0 and "--feature-distill" not in extra)
+    assert p["recipe_reason"] in printed
+    header = _rows(out / "metrics.csv")[0]
+    assert ("train_feature_loss" in header) is (weight > 0)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alphaprune.allocator import keep_freed_memory
 from alphaprune.errors import UserError
+from alphaprune.recipe import FEATURE_DISTILL, FEATURE_MAX_IMAGE_EPOCHS
 
 __all__ = ["main", "build_parser"]
 
@@ -210,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--distill", type=float, default=0.7,
                    help="weight of distillation from the pretrained network (0..1)")
     r.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
-    r.add_argument("--feature-distill", type=float, default=0.0,
+    r.add_argument("--feature-distill", type=float, default=None,
                    help="weight of feature distillation: each unit's output held to the "
-                        "pretrained network's (0: off)")
+                        f"pretrained network's (0: off; default: {FEATURE_DISTILL:g} with a "
+                        f"budget of at most {FEATURE_MAX_IMAGE_EPOCHS:,} image-epochs, else off)")
     r.add_argument("--max-acc-drop", type=float, default=None,
                    help="undo and halve an alpha step whose accuracy drops more than this")
     r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")

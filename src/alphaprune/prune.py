@@ -38,7 +38,7 @@ from alphaprune.plan import (
     search_data,
     solve_target,
 )
-from alphaprune.recipe import Budget, check_recipe, resolve_recipe
+from alphaprune.recipe import Budget, check_recipe, choose_feature_distill, resolve_recipe
 from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
@@ -128,8 +128,9 @@ class PruneConfig:
     distill: float = 0.7              # weight of distillation from the pretrained network
     temperature: float = 4.0
     # weight of feature distillation: each unit's output held to the pretrained network's
-    # (alphaprune.train.features); 0: off
-    feature_distill: float = 0.0
+    # (alphaprune.train.features); 0: off; None: the measured default for the run's budget
+    # (alphaprune.recipe.choose_feature_distill), recorded with the run
+    feature_distill: float | None = None
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
     channels_last: bool = True
@@ -208,9 +209,10 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
 # What a run recorded before each option existed did: a resume or a --config repeat of it
 # with today's default would build another network than it did (uniform widths before
 # --balance, the ratio solver before --solver, whole streams before --prune-streams,
-# untrained auto scores before --auto-steps).
+# untrained auto scores before --auto-steps, no feature term before --feature-distill).
 RECORDED_BEFORE = {"balance": 0.0, "solver": "ratio", "streams": False,
-                   "final_takes_rest": False, "auto_steps": 0, "recipe": "handover"}
+                   "final_takes_rest": False, "auto_steps": 0, "recipe": "handover",
+                   "feature_distill": 0.0}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -269,7 +271,7 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--distill must be in [0, 1], got {cfg.distill}")
     if cfg.temperature <= 0:
         raise UserError(f"--temperature must be > 0, got {cfg.temperature}")
-    if cfg.feature_distill < 0:  # NaN and inf are refused with every other number
+    if cfg.feature_distill is not None and cfg.feature_distill < 0:  # NaN, inf: require_finite
         raise UserError(f"--feature-distill must be >= 0, got {cfg.feature_distill}")
     if cfg.max_acc_drop is not None and not 0.0 <= cfg.max_acc_drop < 1.0:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
@@ -453,12 +455,18 @@ def _budget_given(cfg: PruneConfig) -> bool:
 
 def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
     """The settings with the run's recipe (:mod:`alphaprune.recipe`) applied and recorded:
-    the given one, or the measured default for this budget and cut."""
+    the given one, or the measured default for this budget and cut; likewise the feature
+    distillation weight."""
     cost = CostModel(plan.structure)
     removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
     budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
                     len(src.splits.train), removed, cfg.target()[0], has_sums(plan.structure))
-    return replace(cfg, **resolve_recipe(cfg, budget))
+    cfg = replace(cfg, **resolve_recipe(cfg, budget))
+    if cfg.feature_distill is None:  # recorded resolved, so a resume keeps it
+        weight, why = choose_feature_distill(cfg, budget, bool(compared_units(plan.structure)))
+        reason = cfg.recipe_reason + (f"; --feature-distill {weight:g} ({why})" if weight else "")
+        cfg = replace(cfg, feature_distill=weight, recipe_reason=reason)
+    return cfg
 
 
 def _search_data(cfg: PruneConfig, src: _Source):

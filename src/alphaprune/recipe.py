@@ -39,6 +39,11 @@ ONECYCLE_MIN_IMAGE_EPOCHS = 1_200_000
 ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL = 600_000   # a network with sums (resnet20: section 28)
 ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
 ONECYCLE_MAX_CUT_RESIDUAL = 0.70     # a network with sums (resnet20: section 29)
+# feature distillation (--feature-distill) by default: this weight, at an explicit budget of
+# at most this many image-epochs (where it was measured to help: BENCHMARKS.md sections 40
+# and 41; it cost accuracy at twice that)
+FEATURE_DISTILL = 20.0
+FEATURE_MAX_IMAGE_EPOCHS = 80_000
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
 BUDGET_PATIENCE = 2
 # options that shape the alpha > 0 phases or the alpha = 0 phase's lr: a run that sets one
@@ -131,6 +136,24 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
                             f"{budget.max_cut:.0%} ({kind})")
     return "onecycle", (f"budget {budget.epochs} epochs x {budget.train_images} images "
                         f"({kind}), {budget.params_removed:.0%} of the parameters removed")
+
+
+def choose_feature_distill(cfg, budget: Budget, comparable: bool) -> tuple[float, str]:
+    """``(weight, why)``: the given ``--feature-distill``, or the measured default for this
+    budget: :data:`FEATURE_DISTILL` at an explicit budget of at most
+    :data:`FEATURE_MAX_IMAGE_EPOCHS` image-epochs, where the model has a unit to compare
+    (``comparable``), else 0."""
+    if cfg.feature_distill is not None:
+        return cfg.feature_distill, "given (--feature-distill)"
+    if budget.epochs is None:
+        return 0.0, "no explicit budget (--max-total-epochs)"
+    image_epochs = budget.epochs * budget.train_images
+    if image_epochs > FEATURE_MAX_IMAGE_EPOCHS:
+        return 0.0, f"{image_epochs:,} image-epochs is over {FEATURE_MAX_IMAGE_EPOCHS:,}"
+    if not comparable:
+        return 0.0, "no unit to compare (each has dropout after its activation)"
+    return FEATURE_DISTILL, (f"{image_epochs:,} image-epochs is at most "
+                             f"{FEATURE_MAX_IMAGE_EPOCHS:,}")
 
 
 def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:

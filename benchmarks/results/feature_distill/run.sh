@@ -7,7 +7,8 @@
 # SUBSET=20000: on 20,000 images instead of 5,000; EPOCHS=30: 30 epochs instead of 8;
 # SEEDS="0": that seed only.
 # ROWS (default "default fd20"): the rows, each seed of each, in that order. default: no
-# feature term; fdW: --feature-distill W. (BENCHMARKS 41's fd20-linear rows ran with
+# feature term (--feature-distill 0: what the default was before BENCHMARKS 41, and still
+# is above its threshold); fdW: --feature-distill W. (BENCHMARKS 41's fd20-linear rows ran with
 # --feature-schedule linear, on src as of 98c86f0; the option was removed after it.)
 # AP=echo prints the commands instead of running them (into the logs).
 cd "$(dirname "$0")/../../.."  # the repository root
@@ -18,7 +19,7 @@ export CKPT OMP_NUM_THREADS=1 AP=${AP:-.venv/bin/alphaprune} DIR=/tmp/bench/fd_$
 one() {  # one SEED ROW
   local opts=() w=${2#fd}
   case $2 in
-    default) ;;
+    default) opts=(--feature-distill 0) ;;  # the feature term is on by default at small budgets
     fd*) opts=(--feature-distill "$w") ;;
     *) echo "unknown row $2" >&2; return 2 ;;
   esac
