@@ -41,7 +41,7 @@ ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
 ONECYCLE_MAX_CUT_RESIDUAL = 0.70     # a network with sums (resnet20: section 29)
 # feature distillation (--feature-distill) by default: this weight, at an explicit budget of
 # at most this many image-epochs (where it was measured to help: BENCHMARKS.md sections 40
-# and 41; it cost accuracy at twice that)
+# and 41; on resnet20 it cost accuracy at twice that)
 FEATURE_DISTILL = 20.0
 FEATURE_MAX_IMAGE_EPOCHS = 80_000
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
