@@ -219,29 +219,24 @@ def test_a_bad_recipe_exits_2_with_one_line_and_no_run_folder(tiny_checkpoint, t
 # --------------------------------------------------------------------- feature distillation
 
 
-@pytest.mark.parametrize("budget, given, comparable, weight, words", [
-    (Budget(8, 5_000, 0.5), None, True, 20.0, ["40,000 image-epochs is at most 80,000"]),
-    (Budget(8, 10_000, 0.5), None, True, 20.0, ["80,000 image-epochs is at most"]),
-    (Budget(8, 10_001, 0.5), None, True, 0.0, ["80,008 image-epochs is over 80,000"]),
-    (Budget(8, 20_000, 0.5, "flops", residual=True), None, True, 0.0, ["160,000", "over"]),
-    (Budget(None, 300, 0.5), None, True, 0.0, ["no explicit budget"]),
-    (Budget(8, 5_000, 0.5), None, False, 0.0, ["no unit to compare"]),
-    (Budget(8, 5_000, 0.5), 0.0, True, 0.0, ["given (--feature-distill)"]),
-    (Budget(30, FULL, 0.5), 5.0, True, 5.0, ["given"]),
+@pytest.mark.parametrize("budget, comparable, weight, words", [
+    (Budget(8, 5_000, 0.5), True, 20.0, ["40,000 image-epochs is at most 80,000"]),
+    (Budget(8, 10_000, 0.5), True, 20.0, ["80,000 image-epochs is at most"]),
+    (Budget(8, 10_001, 0.5), True, 0.0, ["80,008 image-epochs is over 80,000"]),
+    (Budget(8, 20_000, 0.5, "flops", residual=True), True, 0.0, ["160,000", "over"]),
+    (Budget(None, 300, 0.5), True, 0.0, ["no explicit budget"]),
+    (Budget(8, 5_000, 0.5), False, 0.0, ["no unit to compare"]),
 ])
-def test_feature_distillation_is_on_by_default_only_where_training_is_scarce(budget, given,
-                                                                             comparable, weight,
-                                                                             words):
-    cfg = PruneConfig(feature_distill=given)
-    chosen, why = recipe.choose_feature_distill(cfg, budget, comparable)
+def test_feature_distillation_is_on_by_default_only_where_training_is_scarce(budget, comparable,
+                                                                             weight, words):
+    chosen, why = recipe.choose_feature_distill(budget, comparable)
     assert chosen == weight
     assert all(w in why for w in words), why
 
 
 def test_a_run_recorded_before_feature_distillation_keeps_it_off():
     old = _config_from_dict({"checkpoint": "m.pt", "max_total_epochs": 8, "optim": {"lr": 0.01}})
-    assert old.feature_distill == 0.0
-    assert recipe.choose_feature_distill(old, Budget(8, 300, 0.5), True)[0] == 0.0
+    assert old.feature_distill == 0.0  # recorded: the default by budget is not consulted
 
 
 @pytest.mark.parametrize("extra, weight", [

@@ -439,10 +439,11 @@ def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
     builds the same network without measuring again (and keeps the record for its summary)."""
     cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0]))
     plan = _plan(cfg, src)
-    if cfg.feature_distill and not compared_units(plan.structure):
+    comparable = bool(compared_units(plan.structure))  # by the feature term
+    if cfg.feature_distill and not comparable:
         raise UserError("--feature-distill has no unit to compare: every prunable unit of this "
                         "model has dropout after its activation; leave the option out")
-    cfg = _with_recipe(cfg, src, plan)
+    cfg = _with_recipe(cfg, src, plan, comparable)
     if plan.search is not None and (cfg.speedup or cfg.solver != "ratio"):
         cfg = replace(cfg, solved={"for": solved_for(cfg), "widths": plan.widths,
                                    "search": plan.search})
@@ -453,17 +454,17 @@ def _budget_given(cfg: PruneConfig) -> bool:
     return cfg.max_total_epochs != PruneConfig.max_total_epochs
 
 
-def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan) -> PruneConfig:
+def _with_recipe(cfg: PruneConfig, src: _Source, plan: _Plan, comparable: bool) -> PruneConfig:
     """The settings with the run's recipe (:mod:`alphaprune.recipe`) applied and recorded:
     the given one, or the measured default for this budget and cut; likewise the feature
-    distillation weight."""
+    distillation weight (``comparable``: the model has a unit for it to compare)."""
     cost = CostModel(plan.structure)
     removed = 1.0 - cost.params(plan.widths) / cost.params(plan.base_widths)
     budget = Budget(cfg.max_total_epochs if _budget_given(cfg) else None,
                     len(src.splits.train), removed, cfg.target()[0], has_sums(plan.structure))
     cfg = replace(cfg, **resolve_recipe(cfg, budget))
     if cfg.feature_distill is None:  # recorded resolved, so a resume keeps it
-        weight, why = choose_feature_distill(cfg, budget, bool(compared_units(plan.structure)))
+        weight, why = choose_feature_distill(budget, comparable)
         reason = cfg.recipe_reason + (f"; --feature-distill {weight:g} ({why})" if weight else "")
         cfg = replace(cfg, feature_distill=weight, recipe_reason=reason)
     return cfg

@@ -138,13 +138,11 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
                         f"({kind}), {budget.params_removed:.0%} of the parameters removed")
 
 
-def choose_feature_distill(cfg, budget: Budget, comparable: bool) -> tuple[float, str]:
-    """``(weight, why)``: the given ``--feature-distill``, or the measured default for this
+def choose_feature_distill(budget: Budget, comparable: bool) -> tuple[float, str]:
+    """``(weight, why)``: the measured default of ``--feature-distill`` (left unset) for this
     budget: :data:`FEATURE_DISTILL` at an explicit budget of at most
     :data:`FEATURE_MAX_IMAGE_EPOCHS` image-epochs, where the model has a unit to compare
     (``comparable``), else 0."""
-    if cfg.feature_distill is not None:
-        return cfg.feature_distill, "given (--feature-distill)"
     if budget.epochs is None:
         return 0.0, "no explicit budget (--max-total-epochs)"
     image_epochs = budget.epochs * budget.train_images
