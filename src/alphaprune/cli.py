@@ -215,9 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of feature distillation: each unit's output held to the "
                         f"pretrained network's (0: off; default: {FEATURE_DISTILL:g} with a "
                         f"budget of at most {FEATURE_MAX_IMAGE_EPOCHS:,} image-epochs, else off)")
-    r.add_argument("--mixup", type=float, default=0.0,
-                   help="mixup while training: each batch mixed with a shuffled copy, weight "
-                        "~ Beta(A, A); the teacher sees the mixed batch (0: off)")
     r.add_argument("--max-acc-drop", type=float, default=None,
                    help="undo and halve an alpha step whose accuracy drops more than this")
     r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")
@@ -266,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objective selection: distillation temperature")
     c.add_argument("--feature-distill", type=float, default=None,
                    help="objective selection: feature distillation weight")
-    c.add_argument("--mixup", type=float, default=None, help="objective selection: mixup")
     c.add_argument("--max-acc-drop", type=float, default=None, help="objective selection: guard")
     c.add_argument("--warmup-steps", type=int, default=None,
                    help="objective selection: lr warm-up steps per phase")
@@ -381,8 +377,7 @@ def _cmd_prune(a) -> int:
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
             "recipe", "recipe_reason", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
-            "distill", "temperature", "feature_distill", "mixup", "max_acc_drop", "max_retries",
-            "channels_last",
+            "distill", "temperature", "feature_distill", "max_acc_drop", "max_retries", "channels_last",
             *HARDWARE]
     budget = {} if a.max_total_epochs is None else {"max_total_epochs": a.max_total_epochs}
     cfg = PruneConfig(**{k: getattr(a, k) for k in keys}, **budget, optim=_optim_cfg(a),
@@ -443,7 +438,7 @@ def _cmd_compare(a) -> int:
     from alphaprune.parallel import hardware
 
     os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
-               "mixup", "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
+               "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
                "auto_steps")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,

@@ -131,7 +131,6 @@ class PruneConfig:
     # (alphaprune.train.features); 0: off; None: the measured default for the run's budget
     # (alphaprune.recipe.choose_feature_distill), recorded with the run
     feature_distill: float | None = None
-    mixup: float = 0.0
     max_acc_drop: float | None = None # guarded alpha steps (see PhaseController)
     max_retries: int = 3
     channels_last: bool = True
@@ -531,7 +530,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
     # calib also re-measures the all-branch BN statistics for scoring while alpha > 0
     module = BlendModule(blended, cfg.optim, seed=data_cfg.run_seed, calib=calib, teacher=teacher,
                          distill=cfg.distill, temperature=cfg.temperature,
-                         features=cfg.feature_distill, mixup=cfg.mixup)
+                         features=cfg.feature_distill)
     controller = PhaseController(
         scheduler, out / "phases.csv", patience=cfg.patience, min_delta=cfg.min_delta,
         max_epochs_per_phase=cfg.max_epochs_per_phase, final_patience=cfg.final_patience,

@@ -13,7 +13,12 @@
 #   BENCHMARKS 41: EXTRA="--feature-distill 20" run_e30_option.sh --feature-schedule handover linear
 #                  (src as of 73a2c00 for handover, 98c86f0 for linear; the option was
 #                  removed after it)
-# EXTRA: options every run gets (before OPTION). AP=echo prints the commands instead of
+#   BENCHMARKS 42: run_e30_option.sh --mixup 0.2 1.0  (src as of 8918d25; the option was
+#                  removed after it)
+#                  EXTRA="--methods os-step,tp-l1" run_e30_option.sh --batch-size 64
+#                  (src as of 8918d25: the same as 2246556 without --mixup)
+# EXTRA: options every run gets (after the row's own, so EXTRA="--methods os-step,tp-l1"
+# adds the Torch-Pruning row; before OPTION). AP=echo prints the commands instead of
 # running them (into the logs).
 cd "$(dirname "$0")/../../.."  # the repository root
 export OMP_NUM_THREADS=1 AP=${AP:-.venv/bin/alphaprune} OPT=${1:?usage: run_e30_option.sh OPTION VALUE...}

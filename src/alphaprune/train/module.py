@@ -85,13 +85,8 @@ class ClassifierModule(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig | None = None,
-                 teacher: nn.Module | None = None, distill: float = 0.0, temperature: float = 4.0,
-                 mixup: float = 0.0):
+                 teacher: nn.Module | None = None, distill: float = 0.0, temperature: float = 4.0):
         super().__init__()
-        if not mixup >= 0.0:
-            raise UserError(f"--mixup must be >= 0, got {mixup}")
-        self.mixup = float(mixup)
-        self._mix = None  # (partner index, weight) of the batch being trained
         self.model = model
         self.optim = optim or OptimConfig()
         if not 0.0 <= distill <= 1.0:
@@ -111,24 +106,7 @@ class ClassifierModule(pl.LightningModule):
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy; on a mixed batch, mixed in the batch's proportion."""
-        ce = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
-        if self._mix is None:
-            return ce
-        perm, lam = self._mix
-        return lam * ce + (1.0 - lam) * F.cross_entropy(
-            logits, y[perm], label_smoothing=self.optim.label_smoothing)
-
-    def mixed(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` mixed with a shuffled copy of itself (mixup, weight ~ Beta(a, a)); the
-        draw is kept for :meth:`loss`. ``x`` itself when mixup is off."""
-        self._mix = None
-        if not self.mixup:
-            return x
-        lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
-        perm = torch.randperm(x.shape[0], device=x.device)
-        self._mix = (perm, lam)
-        return lam * x + (1.0 - lam) * x[perm]
+        return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
 
     def on_fit_start(self) -> None:
         # the teacher is kept out of the module's children, so Lightning does not move it
@@ -155,10 +133,8 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x = self.mixed(x)
         logits = self(x)
         loss, ce = self.training_loss(logits, x, y)
-        self._mix = None
         self._train.update(ce, logits, y)
         # the rate this step uses (read before the scheduler steps past it)
         self._lr = self.trainer.optimizers[0].param_groups[0]["lr"]
