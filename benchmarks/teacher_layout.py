@@ -1,5 +1,5 @@
 """The feature teacher's memory layout: the frozen pretrained network (``OriginalNet``) run
-on a channels-last batch with its weights contiguous (as prune made it before section 42)
+on a channels-last batch with its weights contiguous (as prune makes it)
 against channels-last weights, and against the plain pretrained model (the logit
 teacher without the feature term), with the student's training step beside them for scale
 (BENCHMARKS.md section 42).
