@@ -457,6 +457,7 @@ def test_the_default_feature_weight_is_recorded_and_a_resume_keeps_it(reference,
         prune(cfg, out, progress=False, callbacks=[Crash(3)])
     # the default moves after the run started: the resumed run keeps what it recorded
     monkeypatch.setattr(recipe, "FEATURE_MAX_IMAGE_EPOCHS", 0)
+    monkeypatch.setattr(recipe, "FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL", 0)
     summary = prune(PruneConfig(), out, resume=True, progress=False)
     recorded = yaml.safe_load((out / "config.yaml").read_text())["prune"]
     assert recorded["feature_distill"] == recipe.FEATURE_DISTILL == 20.0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alphaprune.allocator import keep_freed_memory
 from alphaprune.errors import UserError
-from alphaprune.recipe import FEATURE_DISTILL, FEATURE_MAX_IMAGE_EPOCHS
+from alphaprune.recipe import FEATURE_DISTILL, FEATURE_MAX_IMAGE_EPOCHS, FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL
 
 __all__ = ["main", "build_parser"]
 
@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--feature-distill", type=float, default=None,
                    help="weight of feature distillation: each unit's output held to the "
                         f"pretrained network's (0: off; default: {FEATURE_DISTILL:g} with a "
-                        f"budget of at most {FEATURE_MAX_IMAGE_EPOCHS:,} image-epochs, else off)")
+                        f"budget of at most {FEATURE_MAX_IMAGE_EPOCHS:,} image-epochs "
+                        f"({FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL:,} with shortcuts), else off)")
     r.add_argument("--max-acc-drop", type=float, default=None,
                    help="undo and halve an alpha step whose accuracy drops more than this")
     r.add_argument("--max-retries", type=int, default=3, help="halvings per guarded step")

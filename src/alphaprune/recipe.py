@@ -40,10 +40,11 @@ ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL = 600_000   # a network with sums (resnet20: 
 ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
 ONECYCLE_MAX_CUT_RESIDUAL = 0.70     # a network with sums (resnet20: section 29)
 # feature distillation (--feature-distill) by default: this weight, at an explicit budget of
-# at most this many image-epochs (where it was measured to help: BENCHMARKS.md sections 40
-# and 41; on resnet20 it cost accuracy at twice that)
+# at most this many image-epochs (where it was measured to help: BENCHMARKS.md sections 40,
+# 41 and 43; VGG-16/4 still gained at 160,000, where resnet20 lost)
 FEATURE_DISTILL = 20.0
-FEATURE_MAX_IMAGE_EPOCHS = 80_000
+FEATURE_MAX_IMAGE_EPOCHS = 160_000
+FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL = 80_000   # a network with sums (resnet20: section 41)
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
 BUDGET_PATIENCE = 2
 # options that shape the alpha > 0 phases or the alpha = 0 phase's lr: a run that sets one
@@ -67,6 +68,16 @@ class Budget:
     def min_image_epochs(self) -> int:
         """The fewest image-epochs at which onecycle led on this kind of network."""
         return ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL if self.residual else ONECYCLE_MIN_IMAGE_EPOCHS
+
+    @property
+    def feature_max_image_epochs(self) -> int:
+        """The most image-epochs at which the feature term helped on this kind of network."""
+        return FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL if self.residual else FEATURE_MAX_IMAGE_EPOCHS
+
+    @property
+    def kind(self) -> str:
+        """The kind of network the defaults were measured by, in words."""
+        return "a residual network" if self.residual else "a network without sums"
 
     @property
     def max_cut(self) -> float:
@@ -125,7 +136,7 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
     least = budget.min_image_epochs
     short = ([f"{ONECYCLE_MIN_EPOCHS} epochs"] if budget.epochs < ONECYCLE_MIN_EPOCHS else []) + \
         ([f"{least:,} image-epochs"] if image_epochs < least else [])
-    kind = "a residual network" if budget.residual else "a network without sums"
+    kind = budget.kind
     if short:
         return "handover", (f"budget {budget.epochs} epochs x {budget.train_images} images "
                             f"({image_epochs:,} image-epochs) is under {' and '.join(short)} "
@@ -141,17 +152,16 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
 def choose_feature_distill(budget: Budget, comparable: bool) -> tuple[float, str]:
     """``(weight, why)``: the measured default of ``--feature-distill`` (left unset) for this
     budget: :data:`FEATURE_DISTILL` at an explicit budget of at most
-    :data:`FEATURE_MAX_IMAGE_EPOCHS` image-epochs, where the model has a unit to compare
-    (``comparable``), else 0."""
+    :data:`FEATURE_MAX_IMAGE_EPOCHS` image-epochs (:data:`FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL`
+    for a network with sums), where the model has a unit to compare (``comparable``), else 0."""
     if budget.epochs is None:
         return 0.0, "no explicit budget (--max-total-epochs)"
-    image_epochs = budget.epochs * budget.train_images
-    if image_epochs > FEATURE_MAX_IMAGE_EPOCHS:
-        return 0.0, f"{image_epochs:,} image-epochs is over {FEATURE_MAX_IMAGE_EPOCHS:,}"
+    image_epochs, most = budget.epochs * budget.train_images, budget.feature_max_image_epochs
+    if image_epochs > most:
+        return 0.0, f"{image_epochs:,} image-epochs is over {most:,} ({budget.kind})"
     if not comparable:
         return 0.0, "no unit to compare (each has dropout after its activation)"
-    return FEATURE_DISTILL, (f"{image_epochs:,} image-epochs is at most "
-                             f"{FEATURE_MAX_IMAGE_EPOCHS:,}")
+    return FEATURE_DISTILL, f"{image_epochs:,} image-epochs is at most {most:,} ({budget.kind})"
 
 
 def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:
