@@ -338,3 +338,29 @@ def test_a_pooling_function_whose_size_comes_from_the_graph_is_left_out(tmp_path
     assert [type(m) for m in tails["conv"]] == [torch.nn.BatchNorm2d, torch.nn.ReLU]
     table = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
     assert table(table.base_widths) > 0
+
+
+def test_a_layer_fed_through_a_cat_is_timed_at_its_whole_input(tmp_path, monkeypatch):
+    """A conv that several units feed through a channel concatenation takes its inputs
+    from all of them: the table times it over its whole input, and the prediction moves
+    with each feeding unit's width."""
+    from tests.graph.zoo import ZOO
+
+    torch.manual_seed(0)
+    model = ZOO["inception"]().eval()
+    structure = find_units(model, torch.zeros(2, 3, 16, 16))
+    built = []
+    real_block = latency._block
+    monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
+    lm = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    mix = [b[0] for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].stride == (2, 2)]
+    assert max(m.in_channels for m in mix) == 24  # b1 (8) + b2 (12) + b3 (4), whole
+    assert min(m.in_channels for m in mix) < 24
+    names = [u.name for u in structure.units]
+    layers = dict((lay.module, lay) for _, lay, _ in lm.layers)
+    fed = layers[model.mix[0]]
+    assert sorted(names[i] for i, _ in fed.ins) == ["b1.0", "b2.1.0", "b3.0"]
+    for unit in ("b1.0", "b2.1.0", "b3.0"):  # each feeding unit's width moves mix's input
+        widths = list(lm.base_widths)
+        widths[names.index(unit)] = 1
+        assert fed.cin(widths) == 24 - structure.units[names.index(unit)].width + 1

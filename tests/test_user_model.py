@@ -58,6 +58,35 @@ MOBILENET_CODE = textwrap.dedent('''
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, classes))
 ''')
 
+INCEPTION_CODE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def cbr(cin, cout, k=1, stride=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU())
+
+    class Net(nn.Module):
+        def __init__(self, classes=10):
+            super().__init__()
+            self.stem = cbr(1, 16, 3)
+            self.b1, self.b2 = cbr(16, 8), nn.Sequential(cbr(16, 8), cbr(8, 12, 3))
+            self.b3 = cbr(16, 4)
+            self.mix = cbr(24, 32, 3, stride=2)
+            self.c1, self.c2 = cbr(32, 16), cbr(32, 16, 3)
+            self.head = nn.Linear(32, classes)
+
+        def forward(self, x):
+            s = self.stem(x)
+            h = torch.cat([self.b1(s), self.b2(s), self.b3(F.avg_pool2d(s, 3, 1, 1))], 1)
+            h = self.mix(h)
+            return self.head(torch.cat([self.c1(h), self.c2(h)], 1).mean((2, 3)))
+
+    def make(classes=10):
+        return Net(classes)
+''')
+
 
 @pytest.fixture
 def user_file(tmp_path):
@@ -119,6 +148,28 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
     # each as wide as the conv before it, the wider one cut (--balance cuts late layers most)
     assert [m.groups for m in dws] == [fused.get_submodule(n).out_channels for n in ("0", "6")]
     assert dws[1].groups < 32
+
+
+def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):
+    """Branches joined by ``torch.cat``: each branch's last conv is cut, the convs reading
+    the cat take in the narrower concatenation, fusion is exact and the pruned file loads
+    without the user's code and keeps the digits accuracy."""
+    path = tmp_path / "inception.py"
+    path.write_text(INCEPTION_CODE)
+    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
+    # uniform widths (--balance 0), so that every branch is cut (balance cuts late layers)
+    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
+                         tmp_path, final_epochs=3, prune=("--balance", "0"))
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
+    assert all(a < b for a, b in zip(s["widths_after"], s["widths_before"]))
+    # 180 test images: 4 points is 7 of them
+    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
+    path.unlink()
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    branch_out = sum(fused.get_submodule(n).out_channels for n in ("b1.0", "b2.1.0", "b3.0"))
+    assert fused.get_submodule("mix.0").in_channels == branch_out < 24
+    cat_out = sum(fused.get_submodule(n).out_channels for n in ("c1.0", "c2.0"))
+    assert fused.get_submodule("head").in_features == cat_out < 32
 
 
 def test_raw_state_dict_of_a_user_model_prunes_with_model_kwargs(user_file, tmp_path):

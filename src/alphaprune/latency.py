@@ -127,6 +127,14 @@ class LatencyModel:
         pts = {max(step, min(base, step * round(base * r / step))) for r in _GRID}
         return sorted(pts | {1 if base <= self.round_to else step, base})
 
+    def _in_grid(self, lay) -> list[int]:
+        """The input sizes a layer is timed at: its unit's width grid (times the inputs per
+        channel), or for a layer several units feed (after a cat) a grid of its whole input."""
+        if len(lay.ins) == 1 and lay.in_fixed == 0:
+            unit, spatial = lay.ins[0]
+            return [g * spatial for g in self._grid(self.base_widths[unit])]
+        return self._grid(lay.cin(self.base_widths))
+
     def _at(self, sig: dict, tail: list, cin: int, cout: int) -> float:
         return self._lookup({**sig, "cin": cin, "cout": cout},
                             lambda: time_ms(_block(sig, tail, cin, cout), _in_shape(sig, cin),
@@ -137,8 +145,7 @@ class LatencyModel:
         from scipy.optimize import nnls
 
         m = lay.module
-        gi = [_in(m)] if lay.in_unit is None else [g * lay.spatial for g in
-                                                    self._grid(self.base_widths[lay.in_unit])]
+        gi = [_in(m)] if not lay.ins else self._in_grid(lay)
         go = [_out(m)] if lay.out_unit is None else self._grid(self.base_widths[lay.out_unit])
         pts = [(i, o) for i in gi for o in go if i == o or not sig.get("depthwise")]
         a = np.array([_features(i, o) for i, o in pts], dtype=float)
@@ -148,10 +155,8 @@ class LatencyModel:
         return list(coef / scale)
 
     def _layer_ms(self, k: int, lay, widths: Sequence[int]) -> float:
-        m = lay.module
-        cin = _in(m) if lay.in_unit is None else widths[lay.in_unit] * lay.spatial
-        cout = _out(m) if lay.out_unit is None else widths[lay.out_unit]
-        return float(np.dot(self.coefs[k], _features(cin, cout)))
+        cout = _out(lay.module) if lay.out_unit is None else widths[lay.out_unit]
+        return float(np.dot(self.coefs[k], _features(lay.cin(widths), cout)))
 
     def layers_ms(self, widths: Sequence[int]) -> float:
         """Predicted ms of the layers the widths size (the table alone, no constant)."""

@@ -44,6 +44,9 @@ def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "flathead":
         m = FlatHead()
+    elif name == "inception":
+        from tests.graph.zoo import Inception
+        m = Inception(num_classes=5)
     elif name == "vgg11":
         m = create_model("vgg11", width=0.125, num_classes=5)
     else:
@@ -73,7 +76,7 @@ def test_the_grid_is_ascending_multiples_that_end_at_the_base(base, round_to, wa
     assert width_grid(base, round_to) == want
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead"])
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception"])
 def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
     """What the solver scores is exactly the network objective selection starts its α = 0
     path from: the same channels (select, L1), the same loss."""

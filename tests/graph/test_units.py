@@ -172,3 +172,70 @@ def test_inspect_text_and_bad_input(capsys, tmp_path):
     assert "9 prunable units" in out and "layer2.0.downsample.0" in out
     assert main(["inspect"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_units_reach_their_consumers_through_a_cat_at_their_offsets():
+    s = find_units(ZOO["inception"]().eval(), X)
+    got = {u.name: [(c.name, c.kind, c.spatial, c.offset) for c in u.consumers] for u in s.units}
+    assert got == {
+        "stem.0": [("b1.0", "conv", 1, 0), ("b2.0.0", "conv", 1, 0), ("b3.0", "conv", 1, 0)],
+        "b1.0": [("mix.0", "conv", 1, 0), ("side", "conv", 1, 0)],
+        "b2.0.0": [("b2.1.0", "conv", 1, 0)],
+        "b2.1.0": [("mix.0", "conv", 1, 8), ("side", "conv", 1, 8)],
+        "b3.0": [("mix.0", "conv", 1, 20), ("side", "conv", 1, 20)],
+        "mix.0": [("head", "linear", 1, 0), ("aux", "linear", 4, 0)]}
+    assert "no elementwise activation" in {k.name: k.reason for k in s.skipped}["side"]
+
+
+class _Cats(torch.nn.Module):
+    """Three branch units joined by ``torch.cat`` in one of several ways, read by a conv."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        nn = torch.nn
+        self.how = how
+        self.a, self.b, self.c = (nn.Sequential(nn.Conv2d(3, w, 1), nn.BatchNorm2d(w), nn.ReLU())
+                                  for w in (8, 4, 6))
+        self.s1, self.s2 = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)  # a stream's writers
+        self.read = nn.Conv2d(18 if how != "twice" else 22, 10, 3, padding=1)
+        self.head = nn.Linear(10, 5)
+
+    def forward(self, x):
+        a, b, c = self.a(x), self.b(x), self.c(x)
+        if self.how == "nested":
+            h = torch.cat([c, torch.cat([a, b], 1)], 1)
+        elif self.how == "concat":
+            h = torch.concatenate((c, torch.concat([a, b], dim=1)), dim=1)
+        elif self.how == "twice":
+            h = torch.cat([a, b, c, b], 1)
+        elif self.how == "maxpool":
+            h = torch.nn.functional.max_pool2d(torch.cat([a, b, c], 1), 2)
+        elif self.how == "rows":
+            h = torch.cat([a, a], 2)[:, :, ::2].repeat(1, 3, 1, 1)[:, :18]
+        else:  # "stream": a residual sum entering the cat
+            h = torch.cat([torch.relu(self.s1(x) + self.s2(x)), b, c], 1)
+        return self.head(torch.relu(self.read(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("how", ["nested", "concat"])
+def test_a_nested_cat_adds_up_the_offsets(how):
+    s = find_units(_Cats(how).eval(), X)
+    assert {u.name: [(c.name, c.offset) for c in u.consumers] for u in s.units} == {
+        "a.0": [("read", 6)], "b.0": [("read", 14)], "c.0": [("read", 0)], "read": [("head", 0)]}
+
+
+@pytest.mark.parametrize("how, unit, words", [
+    ("twice", "b.0", "enters cat"),
+    ("maxpool", "a.0", "max_pool2d"),
+    ("rows", "a.0", "not a concatenation of channels"),
+])
+def test_a_cat_that_cannot_absorb_b_leaves_its_units_out_with_the_reason(how, unit, words):
+    units, skipped = _names(find_units(_Cats(how).eval(), X))
+    assert unit not in units and words in skipped[unit], skipped[unit]
+
+
+def test_a_residual_stream_entering_a_cat_is_not_cut():
+    s = find_units(_Cats("stream").eval(), X, streams=True)
+    assert [u.name for u in s.units if u.kind == "stream"] == []
+    reasons = [k.reason for k in s.skipped if k.name.startswith("stream@")]
+    assert len(reasons) == 1 and "cat" in reasons[0], reasons

@@ -156,9 +156,39 @@ class Untraceable(nn.Module):
         return self.fc(self.gate(self.conv(x)).mean((2, 3)))
 
 
+def _cbr(cin: int, cout: int, k: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class Inception(nn.Module):
+    """Inception-style blocks: parallel branches joined by ``torch.cat`` on the channels.
+    Every branch's last unit reaches its consumers through the cat at its own offset; the
+    stem reaches one branch through an average pool; a cat feeds a layer that is not a
+    unit (``side``: no activation, a slice of the second cat that no unit sets); the last
+    cat is read through a global mean by ``head`` and through a pooled flatten by ``aux``."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = _cbr(3, 16, 3)
+        self.b1 = _cbr(16, 8)
+        self.b2 = nn.Sequential(_cbr(16, 8), _cbr(8, 12, 3))
+        self.b3 = _cbr(16, 4)                   # after a 3x3 average pool of the stem
+        self.mix = _cbr(24, 16, 3, stride=2)
+        self.side = nn.Conv2d(24, 8, 1)         # no activation: not a unit
+        self.head = nn.Linear(16 + 8, num_classes)
+        self.aux = nn.Linear((16 + 8) * 4, num_classes)
+
+    def forward(self, x):
+        s = self.stem(x)
+        a = torch.cat([self.b1(s), self.b2(s), self.b3(F.avg_pool2d(s, 3, 1, 1))], dim=1)
+        h = torch.cat([self.mix(a), F.avg_pool2d(self.side(a), 2)], 1)
+        return self.head(h.mean((2, 3))) + self.aux(torch.flatten(F.adaptive_avg_pool2d(h, 2), 1))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
-       "mobilenet_v2": MobileNetV2}
+       "mobilenet_v2": MobileNetV2, "inception": Inception}
 
 
 class PreActivation(nn.Module):

@@ -11,6 +11,8 @@ Fold rules, one per layer a unit touches:
   padding, stride and dilation commute with a channel mix, so any such conv absorbs it;
 * a consumer linear on a 2-d input: ``B`` on its inputs;
 * a consumer linear after a channel-major flatten of an H x W map: ``B (x) I_HW``;
+* a consumer reached through a channel concatenation: ``B`` on the unit's slice of its
+  inputs, each unit's on its own, the identity on the rest (block diagonal);
 * a layer that is both (a unit fed by a unit) gets both;
 * a depthwise conv in a unit's post chain, and its BatchNorm: the branch's narrow copy;
 * a residual stream: each writer's conv gets its ``A`` on its outputs (its ``BN'`` becomes
@@ -124,14 +126,39 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
                 copied[name] = narrow
             B = matrix(br.B)
         for c in unit.consumers:
-            maps.setdefault(c.name, {}).update(B=B, spatial=c.spatial)
+            m = maps.setdefault(c.name, {"parts": []})
+            m.setdefault("parts", []).append((c.offset, B))
+            m["spatial"] = c.spatial
     for name, m in maps.items():
-        new = fold_layer(gm.get_submodule(name), m.get("A"), m.get("B"), m.get("spatial", 1))
+        layer = gm.get_submodule(name)
+        B = _input_map(layer, m["parts"], m["spatial"]) if m.get("parts") else None
+        new = fold_layer(layer, m.get("A"), B, m.get("spatial", 1))
         _set(gm, name, new)
     for name, m in copied.items():
         _set(gm, name, copy.deepcopy(m))
     gm.recompile()
     return gm
+
+
+def _input_map(layer: nn.Module, parts: list, spatial: int) -> torch.Tensor:
+    """A consumer's map on its input channels: each unit's ``B`` on its slice (``(offset,
+    B)`` parts: after a cat, several units feed one layer), the identity on the channels no
+    unit sets (block diagonal, in channel order)."""
+    n_in = (layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features // spatial)
+    parts = sorted(parts, key=lambda p: p[0])
+    if len(parts) == 1 and parts[0][0] == 0 and parts[0][1].shape[0] == n_in:
+        return parts[0][1]
+    blocks, at = [], 0
+    for offset, B in parts:
+        if offset < at:
+            raise ValueError(f"overlapping input slices of {layer}")
+        if offset > at:
+            blocks.append(torch.eye(offset - at, dtype=B.dtype))
+        blocks.append(B)
+        at = offset + B.shape[0]
+    if at < n_in:
+        blocks.append(torch.eye(n_in - at, dtype=parts[0][1].dtype))
+    return torch.block_diag(*blocks)
 
 
 def _set(gm: nn.Module, name: str, module: nn.Module) -> None:

@@ -72,7 +72,8 @@ def _importance(gm, unit, criterion: str, x: torch.Tensor) -> torch.Tensor:
             gm(x)
         finally:
             h.remove()
-        t = seen[0].reshape(len(x), unit.width, -1) if c.kind == "linear" else seen[0]
+        t = seen[0].reshape(len(x), -1, c.spatial) if c.kind == "linear" else seen[0]
+        t = t[:, c.offset:c.offset + unit.width]  # the unit's slice (after a cat)
         return t.transpose(0, 1).reshape(unit.width, -1).mean(dim=1)
     return gm.get_submodule(unit.name).weight.detach().abs().flatten(1).sum(dim=1)
 
@@ -87,7 +88,8 @@ def _output_zeroing_hook(drop: torch.Tensor):
 
 
 def _zeroing_hook(drop: torch.Tensor, spatial: int, kind: str):
-    """A forward pre-hook that zeroes the dropped channels of a consumer's input."""
+    """A forward pre-hook that zeroes the dropped channels of a consumer's input (indices
+    into its input channels: offset by the unit's slice after a cat)."""
     if kind == "linear" and spatial > 1:  # a flattened map: each channel is `spatial` features
         drop = (drop[:, None] * spatial + torch.arange(spatial)).flatten()
 
@@ -151,7 +153,7 @@ def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
                     _output_zeroing_hook(order[w:])) for wr in u.writers]
             elif w < u.width:
                 hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
-                    _zeroing_hook(order[w:], c.spatial, c.kind)) for c in u.consumers]
+                    _zeroing_hook(order[w:] + c.offset, c.spatial, c.kind)) for c in u.consumers]
         yield
     finally:
         for h in hooks:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -28,9 +28,17 @@ __all__ = ["CostModel", "written_elements"]
 class _Layer:
     module: nn.Module
     out_unit: int | None = None      # index of the unit whose width sets its outputs
-    in_unit: int | None = None       # index of the unit whose width sets its inputs
-    spatial: int = 1                 # inputs per channel of in_unit
+    # (unit, inputs per channel) of each unit whose width sets some of its inputs: one, or
+    # several after a channel concatenation
+    ins: list[tuple[int, int]] = field(default_factory=list)
+    in_fixed: int = 0                # inputs no unit sets (the other slices of a cat)
     positions: int = 0               # output positions per call (conv FLOPs), summed over calls
+
+    def cin(self, widths: Sequence[int]) -> int:
+        """Its inputs at these unit widths."""
+        if not self.ins:
+            return _in(self.module)
+        return self.in_fixed + sum(widths[i] * spatial for i, spatial in self.ins)
 
 
 class CostModel:
@@ -48,10 +56,11 @@ class CostModel:
             for name in u.tied:  # a depthwise conv (or its BN): as wide as the unit
                 lay = self._layer(gm, name)
                 lay.out_unit = i
-                lay.in_unit = i if isinstance(lay.module, nn.Conv2d) else None
+                lay.ins = [(i, 1)] if isinstance(lay.module, nn.Conv2d) else []
             for c in u.consumers:
-                lay = self._layer(gm, c.name)
-                lay.in_unit, lay.spatial = i, c.spatial
+                self._layer(gm, c.name).ins.append((i, c.spatial))
+        for lay in self.layers.values():
+            lay.in_fixed = _in(lay.module) - lay.cin(self.base_widths) if lay.ins else 0
         self.base_params = sum(p.numel() for p in gm.parameters())
         self.base_flops, calls = 0, {}
         for n in gm.graph.nodes:
@@ -71,10 +80,8 @@ class CostModel:
         return self.layers[name]
 
     def _dims(self, lay: _Layer, widths: Sequence[int]) -> tuple[int, int]:
-        m = lay.module
-        cin = _in(m) if lay.in_unit is None else widths[lay.in_unit] * lay.spatial
-        cout = _out(m) if lay.out_unit is None else widths[lay.out_unit]
-        return cin, cout
+        cout = _out(lay.module) if lay.out_unit is None else widths[lay.out_unit]
+        return lay.cin(widths), cout
 
     def params(self, widths: Sequence[int]) -> int:
         """Parameters of the fused model with these unit widths."""

@@ -40,8 +40,9 @@ _SKIP_ARGS = {"self", "device", "dtype", "init", "args", "kwargs"}
 _FUNCTION_NAMES = {
     "operator": ["add", "sub", "mul", "truediv", "floordiv", "matmul", "neg", "getitem",
                  "iadd", "imul", "isub", "pow", "mod"],
-    "torch": ["flatten", "cat", "stack", "relu", "sigmoid", "tanh", "add", "sub", "mul", "div",
-              "mean", "sum", "amax", "reshape", "softmax", "log_softmax", "chunk", "split",
+    "torch": ["flatten", "cat", "concat", "concatenate", "stack", "relu", "sigmoid", "tanh",
+              "add", "sub", "mul", "div", "mean", "sum", "amax", "reshape", "softmax",
+              "log_softmax", "chunk", "split",
               "transpose", "permute", "squeeze", "unsqueeze", "clamp", "abs", "exp", "sqrt",
               "maximum", "minimum", "matmul", "conv2d", "max_pool2d"],
     "torch.nn.functional": ["relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "hardswish",

@@ -10,9 +10,13 @@ are cut together. Its output must feed only
 **consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
 a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
 consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have
-several consumers. Everything else is listed with its reason: channels tied by an add, cat
-or multiply (a residual stream), grouped or depthwise convs, the output layer, a consumer
-that cannot absorb ``B``, an op alphaprune does not know.
+several consumers, and may reach them through layers that commute with ``B`` (average
+pooling, dropout, identity) and through **channel concatenations** (``torch.cat`` on dim
+1, an Inception block's): the consumer then absorbs ``B`` on the unit's slice of its
+input (its ``offset``), and the other slices keep theirs. Everything else is listed with
+its reason: channels tied by an add or multiply (a residual stream), a cat followed by max
+pooling (which does not commute with a trained ``B``), grouped or depthwise convs, the
+output layer, a consumer that cannot absorb ``B``, an op alphaprune does not know.
 
 With ``streams=True`` a **residual stream** (channels tied by additions) becomes one unit
 of kind ``"stream"`` as well: every conv that writes into the sums (``conv [-> bn]``, the
@@ -46,6 +50,11 @@ POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMax
 POOL_FUNCTIONS = (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)
 PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 PASS_FUNCTIONS = (F.dropout, F.dropout2d)
+# channel by channel and linear, so they commute with B: a unit's output may reach its
+# consumers through them (max pooling does not commute with a trained B)
+AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+AVG_POOL_FUNCTIONS = (F.avg_pool2d, F.adaptive_avg_pool2d)
+CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 TIES = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "multiply",
         torch.mul: "multiply", operator.imul: "multiply", torch.cat: "cat", operator.sub: "subtract",
         torch.sub: "subtract", torch.stack: "stack"}
@@ -66,6 +75,7 @@ class Consumer:
     name: str            # qualified module name
     kind: str            # "conv" or "linear"
     spatial: int = 1     # input positions per channel (H*W of a flattened map, else 1)
+    offset: int = 0      # the unit's first channel in the consumer's input (after a cat)
 
 
 @dataclass
@@ -277,19 +287,58 @@ def _linear_after(gm, n: fx.Node) -> list[fx.Node] | str:
     return out
 
 
-def _consumer(gm, u: fx.Node, out: fx.Node, kind: str,
-              calls: dict[str, int]) -> list[Consumer] | str | None:
+def _consumer(gm, u: fx.Node, out: fx.Node, kind: str, calls: dict[str, int],
+              cat: bool = True) -> list[Consumer] | str | None:
     """What user ``u`` of ``out`` takes in: consumers that absorb ``B``, the reason it
-    cannot, or ``None`` for a use that needs no channels (the batch size)."""
-    got = _absorbers(gm, u, out, kind)
+    cannot, or ``None`` for a use that needs no channels (the batch size). ``cat``: a
+    consumer may take ``out`` in as part of a channel concatenation (not for a stream)."""
+    got = _absorbers(gm, u, out, kind, cat)
     shared = [c.name for c in got if calls.get(c.name, 0) > 1] if isinstance(got, list) else []
     if shared:  # each call would need its own B folded into the one layer
         return f"consumer {shared[0]} is called {calls[shared[0]]} times: it cannot absorb one B"
     return got
 
 
-def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str) -> list[Consumer] | str | None:
-    """:func:`_consumer` before the check that each consumer is called once."""
+def _cat_offset(u: fx.Node, src: fx.Node) -> int | str:
+    """The first channel of ``src`` in the channel concatenation ``u``, or why ``u`` is not
+    one that ``src`` enters once with known channel counts before it."""
+    parts = u.args[0] if u.args else u.kwargs.get("tensors")
+    dim = u.args[1] if len(u.args) > 1 else u.kwargs.get("dim", 0)
+    shape = shape_of(u)
+    if not isinstance(parts, (list, tuple)) or shape is None or not isinstance(dim, int) \
+            or len(shape) not in (2, 4) or dim % len(shape) != 1:
+        return f"channels tied by cat ({u.name}): not a concatenation of channels"
+    if sum(p is src for p in parts) != 1:
+        return f"its output enters cat ({u.name}) more than once"
+    before = parts[:list(map(id, parts)).index(id(src))]
+    widths = [shape_of(p)[1] if isinstance(p, fx.Node) and shape_of(p) else None for p in before]
+    if None in widths:
+        return f"cat ({u.name}) joins a tensor of unknown channels"
+    return int(sum(widths))
+
+
+def _through(gm, u: fx.Node, kind: str, offset: int = 0, cat: bool = True) -> list[Consumer] | str:
+    """The consumers reached from every user of ``u`` (a cat or a layer that commutes with
+    ``B``), each at ``offset`` channels further on."""
+    found = []
+    for v in u.users:
+        got = _absorbers(gm, v, u, kind, cat)
+        if isinstance(got, str):
+            return got
+        found += [Consumer(c.name, c.kind, c.spatial, c.offset + offset) for c in got or []]
+    return found
+
+
+def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
+               cat: bool = True) -> list[Consumer] | str | None:
+    """:func:`_consumer` before the check that each consumer is called once (``cat``:
+    through channel concatenations too)."""
+    if cat and u.op == "call_function" and u.target in CAT_FUNCTIONS:
+        offset = _cat_offset(u, out)
+        return offset if isinstance(offset, str) else _through(gm, u, kind, offset)
+    if _only_input(u, out) and (_is(gm, u, PASS_MODULES, PASS_FUNCTIONS) or (
+            kind == "conv" and _is(gm, u, AVG_POOL_MODULES, AVG_POOL_FUNCTIONS))):
+        return _through(gm, u, kind, cat=cat)
     tie = _tie(gm, u)
     if tie:
         return f"channels tied by {tie} ({u.name}): a residual or concatenated stream"
@@ -324,6 +373,10 @@ def _consumers(gm, out: fx.Node, kind: str, calls: dict[str, int]) -> list[Consu
         found += got or []
     if not found:
         return "its output reaches no layer that can absorb B"
+    names = [c.name for c in found]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:  # by two paths: one B on two slices of its input
+        return f"its output reaches {twice} twice"
     return found
 
 
@@ -372,7 +425,7 @@ def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list, li
         if _is_sum(gm, u) or _keeps_zero(gm, u, n):
             more.append(u)
             continue
-        got = _consumer(gm, u, n, "conv", calls)
+        got = _consumer(gm, u, n, "conv", calls, cat=False)
         if isinstance(got, str):
             why.append(got)
         else:
