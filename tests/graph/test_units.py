@@ -197,7 +197,7 @@ class _Cats(torch.nn.Module):
         self.a, self.b, self.c = (nn.Sequential(nn.Conv2d(3, w, 1), nn.BatchNorm2d(w), nn.ReLU())
                                   for w in (8, 4, 6))
         self.s1, self.s2 = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)  # a stream's writers
-        self.read = nn.Conv2d(18 if how != "twice" else 22, 10, 3, padding=1)
+        self.read = nn.Conv2d(22 if how in ("twice", "paths") else 18, 10, 3, padding=1)
         self.head = nn.Linear(10, 5)
 
     def forward(self, x):
@@ -208,6 +208,8 @@ class _Cats(torch.nn.Module):
             h = torch.concatenate((c, torch.concat([a, b], dim=1)), dim=1)
         elif self.how == "twice":
             h = torch.cat([a, b, c, b], 1)
+        elif self.how == "paths":  # b enters each cat once, so the conv reads it twice
+            h = torch.cat([torch.cat([a, b], 1), c, b], 1)
         elif self.how == "maxpool":
             h = torch.nn.functional.max_pool2d(torch.cat([a, b, c], 1), 2)
         elif self.how == "rows":
@@ -226,6 +228,7 @@ def test_a_nested_cat_adds_up_the_offsets(how):
 
 @pytest.mark.parametrize("how, unit, words", [
     ("twice", "b.0", "enters cat"),
+    ("paths", "b.0", "reaches read twice"),
     ("maxpool", "a.0", "max_pool2d"),
     ("rows", "a.0", "not a concatenation of channels"),
 ])

@@ -126,7 +126,7 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
                 copied[name] = narrow
             B = matrix(br.B)
         for c in unit.consumers:
-            m = maps.setdefault(c.name, {"parts": []})
+            m = maps.setdefault(c.name, {})
             m.setdefault("parts", []).append((c.offset, B))
             m["spatial"] = c.spatial
     for name, m in maps.items():

@@ -310,7 +310,7 @@ def _cat_offset(u: fx.Node, src: fx.Node) -> int | str:
         return f"channels tied by cat ({u.name}): not a concatenation of channels"
     if sum(p is src for p in parts) != 1:
         return f"its output enters cat ({u.name}) more than once"
-    before = parts[:list(map(id, parts)).index(id(src))]
+    before = parts[:next(i for i, p in enumerate(parts) if p is src)]
     widths = [shape_of(p)[1] if isinstance(p, fx.Node) and shape_of(p) else None for p in before]
     if None in widths:
         return f"cat ({u.name}) joins a tensor of unknown channels"
