@@ -221,11 +221,11 @@ def test_a_bad_recipe_exits_2_with_one_line_and_no_run_folder(tiny_checkpoint, t
 
 @pytest.mark.parametrize("budget, comparable, weight, words", [
     (Budget(8, 5_000, 0.5), True, 20.0,
-     ["40,000 image-epochs is at most 160,000 (a network without sums)"]),
+     ["40,000 image-epochs is at most 160,000 for a network without sums"]),
     (Budget(8, 20_000, 0.5, "flops"), True, 20.0, ["160,000 image-epochs is at most 160,000"]),
     (Budget(8, 20_001, 0.5), True, 0.0, ["160,008 image-epochs is over 160,000"]),
     (Budget(8, 5_000, 0.5, residual=True), True, 20.0,
-     ["40,000 image-epochs is at most 80,000 (a residual network)"]),
+     ["40,000 image-epochs is at most 80,000 for a residual network"]),
     (Budget(8, 10_000, 0.5, residual=True), True, 20.0, ["80,000 image-epochs is at most"]),
     (Budget(8, 10_001, 0.5, residual=True), True, 0.0, ["80,008 image-epochs is over 80,000"]),
     (Budget(8, 20_000, 0.5, "flops", residual=True), True, 0.0, ["160,000", "over 80,000"]),
@@ -258,8 +258,8 @@ def test_the_default_feature_weight_is_chosen_recorded_and_trained_with(tiny_che
     p = yaml.safe_load((out / "config.yaml").read_text())["prune"]
     assert p["feature_distill"] == weight
     # 240 training images (the digits split of 300) x 4 epochs
-    assert ("--feature-distill 20 (960 image-epochs is at most 160,000 (a network without "
-            "sums))" in p["recipe_reason"]) \
+    assert ("--feature-distill 20 (960 image-epochs is at most 160,000 for a network "
+            "without sums)" in p["recipe_reason"]) \
         is (weight > 0 and "--feature-distill" not in extra)
     assert p["recipe_reason"] in printed
     header = _rows(out / "metrics.csv")[0]

@@ -158,10 +158,10 @@ def choose_feature_distill(budget: Budget, comparable: bool) -> tuple[float, str
         return 0.0, "no explicit budget (--max-total-epochs)"
     image_epochs, most = budget.epochs * budget.train_images, budget.feature_max_image_epochs
     if image_epochs > most:
-        return 0.0, f"{image_epochs:,} image-epochs is over {most:,} ({budget.kind})"
+        return 0.0, f"{image_epochs:,} image-epochs is over {most:,} for {budget.kind}"
     if not comparable:
         return 0.0, "no unit to compare (each has dropout after its activation)"
-    return FEATURE_DISTILL, f"{image_epochs:,} image-epochs is at most {most:,} ({budget.kind})"
+    return FEATURE_DISTILL, f"{image_epochs:,} image-epochs is at most {most:,} for {budget.kind}"
 
 
 def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:
