@@ -200,18 +200,25 @@ def test_out_of_iterations_the_choice_is_made_on_two_timings(tiny, monkeypatch, 
     assert not info["on_target"]
 
 
-def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
-    """A unit's depthwise conv enters the table as a depthwise conv (groups = channels) at
-    equal input and output widths, never as a dense conv."""
+def _zoo_table(name: str, tmp_path, monkeypatch):
+    """``(model, structure, table, blocks)``: the latency table of a test-only layout at
+    16 x 16, batch 2, with every block it timed recorded (each a tuple of modules)."""
     from tests.graph.zoo import ZOO
 
     torch.manual_seed(0)
-    model = ZOO["mobilenet_v1"]().eval()
+    model = ZOO[name]().eval()
     structure = find_units(model, torch.zeros(2, 3, 16, 16))
     built = []
     real_block = latency._block
     monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
     lm = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    return model, structure, lm, built
+
+
+def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
+    """A unit's depthwise conv enters the table as a depthwise conv (groups = channels) at
+    equal input and output widths, never as a dense conv."""
+    _, _, lm, built = _zoo_table("mobilenet_v1", tmp_path, monkeypatch)
     dws = [b[0] for b in built if getattr(b[0], "groups", 1) > 1]
     assert dws and all(m.groups == m.in_channels == m.out_channels for m in dws)
     assert {m.groups for m in dws} >= {8, 16, 24}  # the full widths among the grid points
@@ -225,15 +232,7 @@ def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_p
     """A depthwise conv cut with its unit scales its BatchNorm and activation with it, so
     the table times them with it (they are not left in the constant rest), and the unit's
     own layer keeps only its own BatchNorm, activation and a pool after them."""
-    from tests.graph.zoo import ZOO
-
-    torch.manual_seed(0)
-    model = ZOO[name]().eval()
-    structure = find_units(model, torch.zeros(2, 3, 16, 16))
-    built = []
-    real_block = latency._block
-    monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
-    LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    model, structure, _, built = _zoo_table(name, tmp_path, monkeypatch)
     dws = [b for b in built if getattr(b[0], "groups", 1) > 1]
     assert dws
     for b in dws:
@@ -344,15 +343,7 @@ def test_a_layer_fed_through_a_cat_is_timed_at_its_whole_input(tmp_path, monkeyp
     """A conv that several units feed through a channel concatenation takes its inputs
     from all of them: the table times it over its whole input, and the prediction moves
     with each feeding unit's width."""
-    from tests.graph.zoo import ZOO
-
-    torch.manual_seed(0)
-    model = ZOO["inception"]().eval()
-    structure = find_units(model, torch.zeros(2, 3, 16, 16))
-    built = []
-    real_block = latency._block
-    monkeypatch.setattr(latency, "_block", lambda *a: built.append(real_block(*a)) or built[-1])
-    lm = LatencyModel(structure, model, (3, 16, 16), batch=2, cache_dir=tmp_path)
+    model, structure, lm, built = _zoo_table("inception", tmp_path, monkeypatch)
     mix = [b[0] for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].stride == (2, 2)]
     assert max(m.in_channels for m in mix) == 24  # b1 (8) + b2 (12) + b3 (4), whole
     assert min(m.in_channels for m in mix) < 24
