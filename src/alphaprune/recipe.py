@@ -41,7 +41,7 @@ ONECYCLE_MAX_CUT = 0.65              # share of the parameters removed
 ONECYCLE_MAX_CUT_RESIDUAL = 0.70     # a network with sums (resnet20: section 29)
 # feature distillation (--feature-distill) by default: this weight, at an explicit budget of
 # at most this many image-epochs (where it was measured to help: BENCHMARKS.md sections 40,
-# 41 and 43; VGG-16/4 still gained at 160,000, where resnet20 lost)
+# 41 and 43; at 160,000 VGG-16/4 was about even where resnet20 lost, at 320,000 VGG lost)
 FEATURE_DISTILL = 20.0
 FEATURE_MAX_IMAGE_EPOCHS = 160_000
 FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL = 80_000   # a network with sums (resnet20: section 41)
