@@ -65,6 +65,11 @@ class Budget:
     residual: bool = False      # the network adds tensors (shortcuts), unlike a VGG
 
     @property
+    def image_epochs(self) -> int:
+        """Epochs times training images (the explicit budget's; needs ``epochs``)."""
+        return self.epochs * self.train_images
+
+    @property
     def min_image_epochs(self) -> int:
         """The fewest image-epochs at which onecycle led on this kind of network."""
         return ONECYCLE_MIN_IMAGE_EPOCHS_RESIDUAL if self.residual else ONECYCLE_MIN_IMAGE_EPOCHS
@@ -132,11 +137,9 @@ def choose_recipe(cfg, budget: Budget) -> tuple[str, str]:
         return "handover", "no explicit budget (--max-total-epochs)"
     if budget.measure != "params":
         return "handover", f"onecycle was measured on parameter targets only, not {budget.measure}"
-    image_epochs = budget.epochs * budget.train_images
-    least = budget.min_image_epochs
+    image_epochs, least, kind = budget.image_epochs, budget.min_image_epochs, budget.kind
     short = ([f"{ONECYCLE_MIN_EPOCHS} epochs"] if budget.epochs < ONECYCLE_MIN_EPOCHS else []) + \
         ([f"{least:,} image-epochs"] if image_epochs < least else [])
-    kind = budget.kind
     if short:
         return "handover", (f"budget {budget.epochs} epochs x {budget.train_images} images "
                             f"({image_epochs:,} image-epochs) is under {' and '.join(short)} "
@@ -156,7 +159,7 @@ def choose_feature_distill(budget: Budget, comparable: bool) -> tuple[float, str
     for a network with sums), where the model has a unit to compare (``comparable``), else 0."""
     if budget.epochs is None:
         return 0.0, "no explicit budget (--max-total-epochs)"
-    image_epochs, most = budget.epochs * budget.train_images, budget.feature_max_image_epochs
+    image_epochs, most = budget.image_epochs, budget.feature_max_image_epochs
     if image_epochs > most:
         return 0.0, f"{image_epochs:,} image-epochs is over {most:,} for {budget.kind}"
     if not comparable:

@@ -271,22 +271,6 @@ def _is_global_mean(n: fx.Node, src: fx.Node) -> bool:
     return {d % 4 for d in dims} == {2, 3} and tuple(s_out) == tuple(s_in[:2])
 
 
-def _linear_after(gm, n: fx.Node) -> list[fx.Node] | str:
-    """The ``Linear`` layers fed by ``n`` (through dropout/identity only), or a reason."""
-    out = []
-    for u in n.users:
-        if _is(gm, u, PASS_MODULES, PASS_FUNCTIONS) and _only_input(u, n):
-            sub = _linear_after(gm, u)
-            if isinstance(sub, str):
-                return sub
-            out += sub
-        elif _is(gm, u, (nn.Linear,)) and u.args[0] is n:
-            out.append(u)
-        else:
-            return f"its flattened output feeds {_describe(gm, u)}, which cannot absorb B"
-    return out
-
-
 def _consumer(gm, u: fx.Node, out: fx.Node, kind: str, calls: dict[str, int],
               cat: bool = True) -> list[Consumer] | str | None:
     """What user ``u`` of ``out`` takes in: consumers that absorb ``B``, the reason it
@@ -355,11 +339,11 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
     if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
         return [Consumer(u.target, "linear")]
     if kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
-        lins = _linear_after(gm, u)
+        lins = _through(gm, u, "linear", cat=False)  # linears, through dropout/identity
         if isinstance(lins, str):
             return lins
         spatial = 1 if _is_global_mean(u, out) else shape[2] * shape[3]
-        return [Consumer(n.target, "linear", spatial) for n in lins]
+        return [Consumer(c.name, "linear", spatial) for c in lins]
     return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
 
 
