@@ -147,7 +147,10 @@ def test_a_run_recorded_before_the_option_stays_a_hand_over():
 
 def test_onecycle_goes_straight_to_alpha_0_with_one_lr_cycle(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "onecycle"
-    assert main(_argv(tiny_checkpoint, out, "--recipe", "onecycle", "--max-total-epochs", "5")) == 0
+    # without the feature term: the tiny checkpoint is barely trained, and its features at
+    # the cycle's peak lr of 0.05 made the run diverge on one CPU (the guard then stops it)
+    assert main(_argv(tiny_checkpoint, out, "--recipe", "onecycle", "--max-total-epochs", "5",
+                      "--feature-distill", "0")) == 0
     assert "[prune] recipe onecycle: given (--recipe)" in capsys.readouterr().out
     phases = _rows(out / "phases.csv")
     assert [(float(r["alpha"]), int(r["epochs"])) for r in phases] == [(0.0, 5)]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from alphaprune.blend import solve_widths
-from alphaprune.blend.widths import vgg_counter, vgg_param_count
+from alphaprune.blend.widths import refine, vgg_counter, vgg_param_count
 from alphaprune.errors import UserError
 from alphaprune.models import create_model, list_models
 from alphaprune.models.vgg import base_widths
@@ -143,10 +143,26 @@ def test_balance_outside_0_1_is_a_user_error(balance):
 
 
 def test_balance_falls_back_to_uniform_when_it_cannot_fit_the_target():
-    base = [4, 8, 16, 16, 32, 32, 32, 32]  # vgg11 at width 1/16: steps of 8 are coarse here
-    ws = solve_widths(base, vgg_counter(1, 10), 0.5, 8, balance=1.0)
-    assert ws == solve_widths(base, vgg_counter(1, 10), 0.5, 8)
+    base = [4, 8, 16, 16, 32, 32, 32, 32]  # vgg11 at width 1/16: steps of 16 are coarse here
+    ws = solve_widths(base, vgg_counter(1, 10), 0.5, 16, balance=1.0)
+    assert ws == solve_widths(base, vgg_counter(1, 10), 0.5, 16)
     assert abs(1 - vgg_param_count(ws, 1, 10) / vgg_param_count(base, 1, 10) - 0.5) <= 0.005
+
+
+def test_where_no_single_step_comes_closer_a_trade_between_two_layers_does():
+    """Steps of 8 on both layers: each alone moves the count 72 or 80 from a target 8 away;
+    one wider and the other narrower lands on it."""
+    assert refine([16, 16], [0, 1], [24, 24], 8, 312, lambda w: 10 * w[0] + 9 * w[1]) == [24, 8]
+
+
+def test_balance_keeps_the_narrow_first_layer_where_steps_of_8_are_coarse():
+    """vgg11 at width 1/8: the cut layers alone reach 50% within 0.4 points by trading 8
+    channels between them, so the narrow first conv is not cut (single steps alone left
+    the target 0.65 points away and then cut it from 8 to 2)."""
+    base = [8, 16, 32, 32, 64, 64, 64, 64]
+    ws = solve_widths(base, vgg_counter(1, 10), 0.5, 8, balance=1.0)
+    assert ws[:4] == base[:4]
+    assert abs(1 - vgg_param_count(ws, 1, 10) / vgg_param_count(base, 1, 10) - 0.5) <= 0.004
 
 
 # --------------------------------------------------------------------------- the FLOPs target

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from alphaprune.blend.init import stream_importance
 from alphaprune.blend.recalibrate import restored_bn
-from alphaprune.blend.widths import check_target, refine
+from alphaprune.blend.widths import check_target, refine, solve_widths
 from alphaprune.data.augment import augment_batch, normalize
 from alphaprune.train.losses import distillation_loss
 
@@ -254,6 +254,11 @@ def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], f
                 target, count)
     if abs(count(ws) - target) > 0.004 * count(base):
         ws = refine(ws, everywhere, base, round_to, target, count)
+    if abs(count(ws) - target) > 0.005 * count(base):
+        # coarse widths can leave the greedy cut where no single step comes closer (as in
+        # solve_widths' balance): the uniform ratio's widths, if closer, keep the size promise
+        uniform = solve_widths(base, count, prune, round_to, option=option)
+        ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 
 

@@ -16,6 +16,7 @@ few parameters but many FLOPs (they run at the highest resolution).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 from alphaprune.errors import Unreachable, UserError
@@ -132,24 +133,48 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
 
 
 def refine(ws: list[int], layers: list[int], base: list[int], round_to: int, target: float,
-            count) -> list[int]:
+           count) -> list[int]:
     """Single-channel (or ``round_to``) steps on ``layers`` while one brings ``count`` closer
-    to ``target``; the best step each time."""
+    to ``target``, the best step each time. Where none does but the count is still more
+    than 0.4 points of the base's away, the best pair of opposite steps on two of
+    ``layers`` is taken: with coarse steps (``round_to`` on a small model) every single
+    step can overshoot both ways while a trade between two layers fits."""
+    far = 0.004 * count(base)
     while True:
         err = abs(count(ws) - target)
-        best = None
-        for i in layers:
-            step = round_to if base[i] > round_to else 1
-            lo_w = round_to if base[i] > round_to else 1
-            for d in (-step, step):
-                if lo_w <= ws[i] + d <= base[i]:
-                    cand = ws[:i] + [ws[i] + d] + ws[i + 1:]
-                    e = abs(count(cand) - target)
-                    if e < err and (best is None or e < best[0]):
-                        best = (e, cand)
+        steps = _steps(ws, layers, base, round_to)
+        best = _closest((ws_ for _, ws_ in steps), count, target, err)
+        if best is None and err > far:
+            pairs = ([*a[:j], b[j], *a[j + 1:]] for (i, a), (j, b) in itertools.combinations(steps, 2)
+                     if i != j and (a[i] - ws[i]) * (b[j] - ws[j]) < 0)
+            best = _closest(pairs, count, target, err)
         if best is None:
             return ws
-        ws = best[1]
+        ws = best
+
+
+def _steps(ws: list[int], layers: list[int], base: list[int],
+           round_to: int) -> list[tuple[int, list[int]]]:
+    """``(i, ws with layer i one step narrower or wider)`` for each layer ``i`` of
+    ``layers``: a channel, or ``round_to`` where the base is wider, within one step and
+    the base width."""
+    out = []
+    for i in layers:
+        step = round_to if base[i] > round_to else 1
+        for d in (-step, step):
+            if step <= ws[i] + d <= base[i]:
+                out.append((i, ws[:i] + [ws[i] + d] + ws[i + 1:]))
+    return out
+
+
+def _closest(cands, count, target: float, err: float) -> list[int] | None:
+    """The candidate widths whose count is closest to ``target``, if closer than ``err``."""
+    best = None
+    for cand in cands:
+        e = abs(count(cand) - target)
+        if e < err and (best is None or e < best[0]):
+            best = (e, cand)
+    return None if best is None else best[1]
 
 
 def vgg_counter(in_channels: int, num_classes: int) -> Callable[[Sequence[int]], int]:
