@@ -73,14 +73,15 @@ INCEPTION_CODE = textwrap.dedent('''
             self.stem = cbr(1, 16, 3)
             self.b1, self.b2 = cbr(16, 8), nn.Sequential(cbr(16, 8), cbr(8, 12, 3))
             self.b3 = cbr(16, 4)
-            self.mix = cbr(24, 32, 3, stride=2)
+            self.pool = nn.MaxPool2d(2)
+            self.mix = cbr(24, 32, 3)
             self.c1, self.c2 = cbr(32, 16), cbr(32, 16, 3)
             self.head = nn.Linear(32, classes)
 
         def forward(self, x):
             s = self.stem(x)
             h = torch.cat([self.b1(s), self.b2(s), self.b3(F.avg_pool2d(s, 3, 1, 1))], 1)
-            h = self.mix(h)
+            h = self.mix(self.pool(h))
             return self.head(torch.cat([self.c1(h), self.c2(h)], 1).mean((2, 3)))
 
     def make(classes=10):
@@ -151,9 +152,10 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
 
 
 def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):
-    """Branches joined by ``torch.cat``: each branch's last conv is cut, the convs reading
-    the cat take in the narrower concatenation, fusion is exact and the pruned file loads
-    without the user's code and keeps the digits accuracy."""
+    """Branches joined by ``torch.cat``: each branch's last conv is cut (the first cat is
+    max-pooled: each branch gets its own pool), the convs reading the cat take in the
+    narrower concatenation, fusion is exact and the pruned file loads without the user's
+    code and keeps the digits accuracy."""
     path = tmp_path / "inception.py"
     path.write_text(INCEPTION_CODE)
     data = ["--data", "digits", "--batch-size", "32", "--no-progress"]

@@ -197,7 +197,8 @@ class _Cats(torch.nn.Module):
         self.a, self.b, self.c = (nn.Sequential(nn.Conv2d(3, w, 1), nn.BatchNorm2d(w), nn.ReLU())
                                   for w in (8, 4, 6))
         self.s1, self.s2 = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)  # a stream's writers
-        self.read = nn.Conv2d(22 if how in ("twice", "paths") else 18, 10, 3, padding=1)
+        cin = {"twice": 22, "paths": 22, "poolbranch": 36}.get(how, 18)
+        self.read = nn.Conv2d(cin, 10, 3, padding=1)
         self.head = nn.Linear(10, 5)
 
     def forward(self, x):
@@ -212,6 +213,9 @@ class _Cats(torch.nn.Module):
             h = torch.cat([torch.cat([a, b], 1), c, b], 1)
         elif self.how == "maxpool":
             h = torch.nn.functional.max_pool2d(torch.cat([a, b, c], 1), 2)
+        elif self.how == "poolbranch":  # an Inception block's input: also max-pooled whole
+            h = torch.cat([a, b, c], 1)
+            h = torch.cat([h, torch.nn.functional.max_pool2d(h, 3, 1, 1)], 1)
         elif self.how == "rows":
             h = torch.cat([a, a], 2)[:, :, ::2].repeat(1, 3, 1, 1)[:, :18]
         else:  # "stream": a residual sum entering the cat
@@ -226,10 +230,23 @@ def test_a_nested_cat_adds_up_the_offsets(how):
         "a.0": [("read", 6)], "b.0": [("read", 14)], "c.0": [("read", 0)], "read": [("head", 0)]}
 
 
+def test_a_max_pool_of_a_cat_is_split_into_one_pool_per_unit():
+    """max_pool2d(cat([a, b, c])) is rewritten as cat of the pooled parts: the same values,
+    and each unit's chain ends with its own pool."""
+    model = _Cats("maxpool").eval()
+    s = find_units(model, X)
+    assert {u.name: ([(c.name, c.offset) for c in u.consumers], len(u.post)) for u in s.units} \
+        == {"a.0": ([("read", 0)], 1), "b.0": ([("read", 8)], 1), "c.0": ([("read", 12)], 1),
+            "read": ([("head", 0)], 0)}
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(s.gm(x), model(x))
+
+
 @pytest.mark.parametrize("how, unit, words", [
     ("twice", "b.0", "enters cat"),
     ("paths", "b.0", "reaches read twice"),
-    ("maxpool", "a.0", "max_pool2d"),
+    ("poolbranch", "a.0", "max pooling (call_function max_pool2d) and other layers"),
     ("rows", "a.0", "not a concatenation of channels"),
 ])
 def test_a_cat_that_cannot_absorb_b_leaves_its_units_out_with_the_reason(how, unit, words):

@@ -186,9 +186,45 @@ class Inception(nn.Module):
         return self.head(h.mean((2, 3))) + self.aux(torch.flatten(F.adaptive_avg_pool2d(h, 2), 1))
 
 
+class Fire(nn.Module):
+    """SqueezeNet's fire module: a 1x1 squeeze conv, then 1x1 and 3x3 expand convs side by
+    side, joined by ``torch.cat``."""
+
+    def __init__(self, cin: int, squeeze: int, e1: int, e3: int):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1), nn.ReLU(inplace=True))
+        self.e1 = nn.Sequential(nn.Conv2d(squeeze, e1, 1), nn.ReLU(inplace=True))
+        self.e3 = nn.Sequential(nn.Conv2d(squeeze, e3, 3, padding=1), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        s = self.squeeze(x)
+        return torch.cat([self.e1(s), self.e3(s)], 1)
+
+
+class SqueezeNet(nn.Module):
+    """SqueezeNet's layout at a small width: fire modules with max pools between them, one
+    a module (``ceil_mode``, as torchvision's) and one a function, each pooling a cat; one
+    fire feeds the next directly; the head is dropout, a 1x1 conv, ReLU and a global
+    average pool (the conv's width is the model's output)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(inplace=True))
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.f1, self.f2 = Fire(16, 4, 8, 8), Fire(16, 4, 8, 8)
+        self.f3 = Fire(16, 8, 12, 12)
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(24, num_classes, 1),
+                                  nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        h = self.pool(self.f2(self.f1(self.pool(self.stem(x)))))
+        h = F.max_pool2d(self.f3(h), 2, ceil_mode=True)
+        return torch.flatten(self.head(h), 1)
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
-       "mobilenet_v2": MobileNetV2, "inception": Inception}
+       "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet}
 
 
 class PreActivation(nn.Module):

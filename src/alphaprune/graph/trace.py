@@ -14,11 +14,17 @@ import sys
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from alphaprune.errors import UserError
 
-__all__ = ["trace", "shape_of"]
+__all__ = ["trace", "shape_of", "split_max_pools"]
+
+# max pooling, channel by channel: it can run on each part of a concatenation instead
+MAX_POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+MAX_POOL_FUNCTIONS = {F.max_pool2d: 6, F.adaptive_max_pool2d: 2, torch.max_pool2d: None}
+CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 
 
 class _NamingTracer(fx.Tracer):
@@ -84,3 +90,62 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:
     """The traced shape of a node's value (``None`` for non-tensors)."""
     return node.meta.get("shape")
+
+
+def _is_max_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
+    """``n`` max-pools its first argument alone, channel by channel, returning one tensor
+    (no ``return_indices``)."""
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        return isinstance(m, MAX_POOL_MODULES) and not m.return_indices
+    if n.op != "call_function" or n.target not in MAX_POOL_FUNCTIONS:
+        return False
+    at = MAX_POOL_FUNCTIONS[n.target]  # return_indices' position, if it has one
+    positional = at is not None and len(n.args) > at and n.args[at]
+    rest = list(n.args[1:]) + list(n.kwargs.values())
+    return not positional and not n.kwargs.get("return_indices", False) and \
+        not any(isinstance(a, fx.Node) for a in rest)
+
+
+def _channel_cat_parts(n: fx.Node) -> list[fx.Node] | None:
+    """The parts of ``n`` if it concatenates (N, C, H, W) maps along the channels."""
+    if n.op != "call_function" or n.target not in CAT_FUNCTIONS or not n.args:
+        return None
+    parts, dim = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+    shapes = [shape_of(p) if isinstance(p, fx.Node) else None for p in parts] \
+        if isinstance(parts, (list, tuple)) else [None]
+    if not isinstance(dim, int) or dim % 4 != 1 or any(s is None or len(s) != 4 for s in shapes):
+        return None
+    return list(parts)
+
+
+def split_max_pools(gm: fx.GraphModule) -> int:
+    """Rewrite each max pool of a channel concatenation, ``maxpool(cat([a, b], 1))``, into
+    the concatenation of the pooled parts, ``cat([maxpool(a), maxpool(b)], 1)``: the same
+    values (a max pool works channel by channel), but each part's pool may now end its own
+    unit (a max pool does not commute with a trained ``B``, so it must run before it).
+    Needs the shapes :func:`trace` records. Returns how many pools were split."""
+    g, split = gm.graph, 0
+    for n in list(g.nodes):
+        src = n.args[0] if n.args else None
+        parts = _channel_cat_parts(src) if isinstance(src, fx.Node) and _is_max_pool(gm, n) else None
+        if parts is None or shape_of(n) is None:
+            continue
+        with g.inserting_before(n):
+            pooled = []
+            for p in parts:
+                q = g.create_node(n.op, n.target, (p, *n.args[1:]), dict(n.kwargs))
+                q.meta["shape"] = (shape_of(p)[0], shape_of(p)[1], *shape_of(n)[2:])
+                pooled.append(q)
+            cat = g.create_node("call_function", src.target, (pooled, *src.args[1:]),
+                                dict(src.kwargs))
+            cat.meta["shape"] = shape_of(n)
+        n.replace_all_uses_with(cat)
+        g.erase_node(n)
+        if not src.users:
+            g.erase_node(src)
+        split += 1
+    if split:
+        g.lint()
+        gm.recompile()
+    return split

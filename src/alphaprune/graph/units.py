@@ -13,9 +13,12 @@ consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit
 several consumers, and may reach them through layers that commute with ``B`` (average
 pooling, dropout, identity) and through **channel concatenations** (``torch.cat`` on dim
 1, an Inception block's): the consumer then absorbs ``B`` on the unit's slice of its
-input (its ``offset``), and the other slices keep theirs. Everything else is listed with
-its reason: channels tied by an add or multiply (a residual stream), a cat followed by max
-pooling (which does not commute with a trained ``B``), grouped or depthwise convs, the
+input (its ``offset``), and the other slices keep theirs. A max pool of a concatenation is
+first split into one pool per part (:func:`~alphaprune.graph.trace.split_max_pools`), so
+that each part's pool ends its unit's chain (a max pool does not commute with a trained
+``B``). Everything else is listed with its reason: channels tied by an add or multiply (a
+residual stream), a unit's output that reaches a max pool and something else (an
+Inception block's input feeding its pooling branch), grouped or depthwise convs, the
 output layer, a consumer that cannot absorb ``B``, an op alphaprune does not know.
 
 With ``streams=True`` a **residual stream** (channels tied by additions) becomes one unit
@@ -36,7 +39,14 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alphaprune.graph.trace import shape_of, trace
+from alphaprune.graph.trace import (
+    CAT_FUNCTIONS,
+    MAX_POOL_FUNCTIONS,
+    MAX_POOL_MODULES,
+    shape_of,
+    split_max_pools,
+    trace,
+)
 
 __all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums",
            "is_activation"]
@@ -54,7 +64,6 @@ PASS_FUNCTIONS = (F.dropout, F.dropout2d)
 # consumers through them (max pooling does not commute with a trained B)
 AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 AVG_POOL_FUNCTIONS = (F.avg_pool2d, F.adaptive_avg_pool2d)
-CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 TIES = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "multiply",
         torch.mul: "multiply", operator.imul: "multiply", torch.cat: "cat", operator.sub: "subtract",
         torch.sub: "subtract", torch.stack: "stack"}
@@ -338,6 +347,9 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
         return [Consumer(u.target, "conv")]
     if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
         return [Consumer(u.target, "linear")]
+    if _is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)):  # only a chain may end with it
+        return (f"its output feeds max pooling ({_describe(gm, u)}) and other layers: a max "
+                "pool does not commute with B, so it must be the output's only user")
     if kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
         lins = _through(gm, u, "linear", cat=False)  # linears, through dropout/identity
         if isinstance(lins, str):
@@ -486,6 +498,7 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
         UserError: the model cannot be traced or fails on ``example``.
     """
     gm = trace(model, example)
+    split_max_pools(gm)
     calls: dict[str, int] = {}
     for n in gm.graph.nodes:
         if n.op == "call_module":
