@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alphaprune.errors import UserError
-from alphaprune.graph.trace import shape_of, trace
+from alphaprune.graph.trace import shape_of, split_max_pools, trace
 from alphaprune.models.vgg import VGG
 
 
@@ -44,3 +44,36 @@ def test_an_input_of_the_wrong_shape_is_one_line_naming_the_layers_complaint(cap
     assert "expected input[2, 1, 8, 8] to have 3 channels" in message
     assert "size it was built for" in message
     assert "Traceback" not in capfd.readouterr().err  # torch's own dump is kept off stderr
+
+
+class _PooledCats(torch.nn.Module):
+    """Max pools of channel concatenations, one of them nested, and one the split leaves
+    alone (it returns indices too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = torch.nn.MaxPool2d(2, ceil_mode=True)
+
+    def forward(self, x):
+        a, b = x * 2, x - 1
+        h = torch.cat([self.pool(torch.cat([a, b], 1)), self.pool(x)], 1)
+        h = torch.nn.functional.max_pool2d(h, 2)
+        _, idx = torch.nn.functional.max_pool2d(torch.cat([a, b], 1), 2, return_indices=True)
+        return h, idx
+
+
+def test_a_max_pool_of_a_cat_becomes_a_cat_of_pooled_parts_with_the_same_values():
+    model, x = _PooledCats(), torch.randn(2, 3, 9, 9)
+    gm = trace(model, x)
+    assert split_max_pools(gm) == 2
+    cats = [n for n in gm.graph.nodes if n.target is torch.cat]
+    # the inner pool is split into two; the outer one pools the two parts of its cat
+    pooled = [[a.target if a.op == "call_module" else a.target.__name__ for a in n.args[0]]
+              for n in cats]
+    assert ["pool", "pool"] in pooled and ["max_pool2d"] * 2 in pooled
+    # the two new cats and the one left whole, with the shapes of what they join
+    assert [shape_of(n)[1:] for n in cats] == [(6, 5, 5), (9, 2, 2), (6, 9, 9)]
+    assert [shape_of(a) for a in cats[1].args[0]] == [(2, 6, 2, 2), (2, 3, 2, 2)]
+    with torch.no_grad():
+        (h, idx), (h0, idx0) = gm(x), model(x)
+    assert torch.equal(h, h0) and torch.equal(idx, idx0)
