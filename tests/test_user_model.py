@@ -80,7 +80,7 @@ INCEPTION_CODE = textwrap.dedent('''
 
         def forward(self, x):
             s = self.stem(x)
-            h = torch.cat([self.b1(s), self.b2(s), self.b3(F.avg_pool2d(s, 3, 1, 1))], 1)
+            h = torch.cat([self.b1(s), self.b2(s), self.b3(F.max_pool2d(s, 3, 1, 1))], 1)
             h = self.mix(self.pool(h))
             return self.head(torch.cat([self.c1(h), self.c2(h)], 1).mean((2, 3)))
 
@@ -153,9 +153,10 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
 
 def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):
     """Branches joined by ``torch.cat``: each branch's last conv is cut (the first cat is
-    max-pooled: each branch gets its own pool), the convs reading the cat take in the
-    narrower concatenation, fusion is exact and the pruned file loads without the user's
-    code and keeps the digits accuracy."""
+    max-pooled: each branch gets its own pool), and so is the stem, whose output also feeds
+    a max-pooled branch (a tap); the convs reading the cat take in the narrower
+    concatenation, fusion is exact and the pruned file loads without the user's code and
+    keeps the digits accuracy."""
     path = tmp_path / "inception.py"
     path.write_text(INCEPTION_CODE)
     data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
@@ -168,6 +169,7 @@ def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cu
     assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
     path.unlink()
     fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    assert fused.get_submodule("b3.0").in_channels == fused.get_submodule("stem.0").out_channels < 16
     branch_out = sum(fused.get_submodule(n).out_channels for n in ("b1.0", "b2.1.0", "b3.0"))
     assert fused.get_submodule("mix.0").in_channels == branch_out < 24
     cat_out = sum(fused.get_submodule(n).out_channels for n in ("c1.0", "c2.0"))

@@ -197,7 +197,8 @@ class _Cats(torch.nn.Module):
         self.a, self.b, self.c = (nn.Sequential(nn.Conv2d(3, w, 1), nn.BatchNorm2d(w), nn.ReLU())
                                   for w in (8, 4, 6))
         self.s1, self.s2 = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)  # a stream's writers
-        cin = {"twice": 22, "paths": 22, "poolbranch": 36}.get(how, 18)
+        cin = {"twice": 22, "paths": 22, "poolbranch": 36, "poolsame": 36}.get(how, 18)
+        self.proj = nn.Conv2d(18, 18, 1)
         self.read = nn.Conv2d(cin, 10, 3, padding=1)
         self.head = nn.Linear(10, 5)
 
@@ -213,9 +214,10 @@ class _Cats(torch.nn.Module):
             h = torch.cat([torch.cat([a, b], 1), c, b], 1)
         elif self.how == "maxpool":
             h = torch.nn.functional.max_pool2d(torch.cat([a, b, c], 1), 2)
-        elif self.how == "poolbranch":  # an Inception block's input: also max-pooled whole
+        elif self.how in ("poolbranch", "poolsame"):  # a GoogLeNet block's pooling branch
             h = torch.cat([a, b, c], 1)
-            h = torch.cat([h, torch.nn.functional.max_pool2d(h, 3, 1, 1)], 1)
+            p = torch.nn.functional.max_pool2d(h, 3, 1, 1)
+            h = torch.cat([h, torch.relu(self.proj(p)) if self.how == "poolbranch" else p], 1)
         elif self.how == "rows":
             h = torch.cat([a, a], 2)[:, :, ::2].repeat(1, 3, 1, 1)[:, :18]
         else:  # "stream": a residual sum entering the cat
@@ -243,10 +245,22 @@ def test_a_max_pool_of_a_cat_is_split_into_one_pool_per_unit():
         assert torch.equal(s.gm(x), model(x))
 
 
+def test_a_max_pool_beside_other_layers_is_a_tap_of_each_unit_it_reads():
+    """GoogLeNet's block input feeds convs and a max-pooled branch: after the split each
+    unit's output feeds the cat and its own pool, a tap that reaches the branch's conv."""
+    s = find_units(_Cats("poolbranch").eval(), X)
+    got = {u.name: ([(c.name, c.offset) for c in u.consumers], [[n.op for n in t] for t in u.taps])
+           for u in s.units}
+    tap = [["call_function"]]
+    assert got == {"a.0": ([("read", 0), ("proj", 0)], tap), "b.0": ([("read", 8), ("proj", 8)], tap),
+                   "c.0": ([("read", 12), ("proj", 12)], tap), "proj": ([("read", 18)], []),
+                   "read": ([("head", 0)], [])}
+
+
 @pytest.mark.parametrize("how, unit, words", [
     ("twice", "b.0", "enters cat"),
     ("paths", "b.0", "reaches read twice"),
-    ("poolbranch", "a.0", "max pooling (call_function max_pool2d) and other layers"),
+    ("poolsame", "a.0", "reaches read twice"),  # pooled and not: one B on two slices
     ("rows", "a.0", "not a concatenation of channels"),
 ])
 def test_a_cat_that_cannot_absorb_b_leaves_its_units_out_with_the_reason(how, unit, words):

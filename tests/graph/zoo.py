@@ -222,9 +222,43 @@ class SqueezeNet(nn.Module):
         return torch.flatten(self.head(h), 1)
 
 
+class InceptionV1(nn.Module):
+    """GoogLeNet's block: 1x1; 1x1 -> 3x3; 1x1 -> 3x3; a 3x3 max pool -> 1x1; joined by
+    ``torch.cat``. The block's input feeds three convs and the max pool."""
+
+    def __init__(self, cin: int, c1: int, c3: tuple[int, int], c5: tuple[int, int], proj: int):
+        super().__init__()
+        self.b1 = _cbr(cin, c1)
+        self.b2 = nn.Sequential(_cbr(cin, c3[0]), _cbr(c3[0], c3[1], 3))
+        self.b3 = nn.Sequential(_cbr(cin, c5[0]), _cbr(c5[0], c5[1], 3))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), _cbr(cin, proj))
+        self.out_channels = c1 + c3[1] + c5[1] + proj
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+class GoogLeNet(nn.Module):
+    """Two GoogLeNet blocks with a stage max pool between them: every unit whose output
+    enters a block (the stem, each branch of the first block) also feeds that block's
+    pooling branch through a max pool of its own (a tap, after the split)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = _cbr(3, 16, 3)
+        self.i1 = InceptionV1(16, 8, (4, 8), (4, 6), 6)
+        self.pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+        self.i2 = InceptionV1(self.i1.out_channels, 8, (6, 10), (4, 6), 8)
+        self.fc = nn.Linear(self.i2.out_channels, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.i2(self.pool(self.i1(self.stem(x)))).mean((2, 3)))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
-       "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet}
+       "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
+       "googlenet": GoogLeNet}
 
 
 class PreActivation(nn.Module):

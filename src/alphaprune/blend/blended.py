@@ -55,9 +55,10 @@ def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
                            for w in u.writers])
     post = [node_op(gm, n) for n in u.post]
     tied = tuple(i for i, n in enumerate(u.post) if n.op == "call_module" and n.target in u.tied)
+    taps = tuple(nn.Sequential(*[node_op(gm, n) for n in tap]) for tap in u.taps)
     return BranchedUnit(gm.get_submodule(u.name), gm.get_submodule(u.bn) if u.bn else None,
                         node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k,
-                        tied)
+                        tied, taps)
 
 
 def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str) -> None:
@@ -88,6 +89,8 @@ def _rewrite(structure: Structure, units: list[nn.Module]) -> fx.GraphModule:
                 _replace_chain(g, layer, out, f"alpha_units.{i}.writers.{j}")
             continue
         _replace_chain(g, module_node[u.name], by_name[u.out.name], f"alpha_units.{i}")
+        for j, tap in enumerate(u.taps):  # each now reads the unit's call
+            _replace_chain(g, by_name[tap[0].name], by_name[tap[-1].name], f"alpha_units.{i}.taps.{j}")
     g.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()

@@ -8,6 +8,13 @@
 ``post'`` is ``post`` with each depthwise conv and its BatchNorm (the unit's ``tied``
 layers) replaced by a narrow copy over the ``k`` branch channels.
 
+A unit whose output also feeds max pooling beside its other consumers (a GoogLeNet
+block's pooling branch) has a **tap** for each such path: a max pool does not commute with
+``B``, so the tap runs the pool on each path before ``B``, as the fused network runs it on
+the compact output:
+
+    tap      = a * pool(original) + (1 - a) * B(pool(post'(act(BN'(A z)))))
+
 ``A`` and ``B`` are 1x1 convs for a conv unit and bias-free linears for a linear unit; a
 unit without BatchNorm has no ``BN'`` (the layer's bias reaches the branch through ``A``).
 ``a`` is the unit's own gate, derived from the network's alpha by the hand-over mode
@@ -20,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["BranchedUnit", "StreamUnit", "StreamWriter", "HANDOVER_MODES", "matrix", "branch_bns",
+__all__ = ["BranchedUnit", "UnitTap", "StreamUnit", "StreamWriter", "HANDOVER_MODES", "matrix", "branch_bns",
            "original_modules", "narrow_copy"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
@@ -75,10 +82,12 @@ class BranchedUnit(nn.Module):
         k: kept width of the branch.
         tied: positions in ``post`` (a ``Sequential``) of its depthwise convs and their
             BatchNorms, which the branch runs as narrow copies.
+        taps: the ops of each max-pooled path from the output to more consumers (module
+            docstring), one module per path; the graph calls ``taps[i]`` after the unit.
     """
 
     def __init__(self, layer: nn.Module, bn: nn.Module | None, act: nn.Module, post: nn.Module,
-                 k: int, tied: tuple[int, ...] = ()):
+                 k: int, tied: tuple[int, ...] = (), taps: tuple[nn.Module, ...] = ()):
         super().__init__()
         self.kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
         n = layer.out_channels if self.kind == "conv" else layer.out_features
@@ -99,6 +108,8 @@ class BranchedUnit(nn.Module):
         if self.tied:
             self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
                                          for i, m in enumerate(post)])
+        if taps:
+            self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)
         self.gate = 1.0
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -126,13 +137,39 @@ class BranchedUnit(nn.Module):
         z = self.conv(x)
         # At a gate of 0 or 1 only one path matters: skip the other (cheaper, and exactly
         # the same output).
-        if a >= 1.0:
-            return self.original(z)
-        if a <= 0.0:
-            return self.branch(z)
+        y = self.original(z) if a > 0.0 else None
+        n = self.narrow(z) if a < 1.0 else None
+        for tap in getattr(self, "taps", ()):  # they run next, on the paths before the mix
+            tap.held = (y, n, a, self.B)
+        if n is None:
+            return y
+        if y is None:
+            return self.B(n)
         # lerp = branch + a * (original - branch): one fused kernel forward and backward,
         # measurably cheaper on CPU than two scalings and an add
-        return torch.lerp(self.branch(z), self.original(z), a)
+        return torch.lerp(self.B(n), y, a)
+
+
+class UnitTap(nn.Module):
+    """A max-pooled path from a :class:`BranchedUnit`'s output to more consumers: ``ops``
+    (max pooling, then any pooling or dropout) on the original path and on the branch's
+    compact output before ``B``, mixed by the unit's gate. The unit hands over its two
+    paths as it runs (``held``); the graph calls the tap on the unit's output right after,
+    so that it runs in order (the input itself is not read)."""
+
+    def __init__(self, ops: nn.Module):
+        super().__init__()
+        self.ops = ops
+        self.held: tuple | None = None
+
+    def forward(self, _after: torch.Tensor) -> torch.Tensor:
+        if self.held is None:
+            raise RuntimeError("a unit's tap ran before its unit")
+        (y, n, a, B), self.held = self.held, None  # not kept past this pass (deepcopy, memory)
+        if n is None:
+            return self.ops(y)
+        b = B(self.ops(n))
+        return b if y is None else torch.lerp(b, self.ops(y), a)
 
 
 class StreamWriter(nn.Module):

@@ -16,10 +16,13 @@ pooling, dropout, identity) and through **channel concatenations** (``torch.cat`
 input (its ``offset``), and the other slices keep theirs. A max pool of a concatenation is
 first split into one pool per part (:func:`~alphaprune.graph.trace.split_max_pools`), so
 that each part's pool ends its unit's chain (a max pool does not commute with a trained
-``B``). Everything else is listed with its reason: channels tied by an add or multiply (a
-residual stream), a unit's output that reaches a max pool and something else (an
-Inception block's input feeding its pooling branch), grouped or depthwise convs, the
-output layer, a consumer that cannot absorb ``B``, an op alphaprune does not know.
+``B``). A unit's output that feeds max pooling *and* other layers (a GoogLeNet block's
+input, read by three convs and by its pooling branch) has a **tap** for each max-pooled
+path: the pool (and any pooling or dropout after it) runs on each path of the unit before
+``B`` (:class:`~alphaprune.blend.branch.UnitTap`), and the consumers it reaches absorb
+``B`` as the others do. Everything else is listed with its reason: channels tied by an add
+or multiply (a residual stream), grouped or depthwise convs, the output layer, a consumer
+that cannot absorb ``B``, an op alphaprune does not know.
 
 With ``streams=True`` a **residual stream** (channels tied by additions) becomes one unit
 of kind ``"stream"`` as well: every conv that writes into the sums (``conv [-> bn]``, the
@@ -110,6 +113,8 @@ class Unit:
     consumers: list[Consumer] = field(default_factory=list)
     writers: list[Writer] = field(default_factory=list)   # a stream's convs, in graph order
     tied: list[str] = field(default_factory=list)   # depthwise convs and their BNs in post
+    # max-pooled paths from ``out`` to more consumers, each a chain of nodes (module docstring)
+    taps: list[list[fx.Node]] = field(default_factory=list)
 
 
 @dataclass
@@ -285,9 +290,14 @@ def _consumer(gm, u: fx.Node, out: fx.Node, kind: str, calls: dict[str, int],
     """What user ``u`` of ``out`` takes in: consumers that absorb ``B``, the reason it
     cannot, or ``None`` for a use that needs no channels (the batch size). ``cat``: a
     consumer may take ``out`` in as part of a channel concatenation (not for a stream)."""
-    got = _absorbers(gm, u, out, kind, cat)
+    return _called_once(_absorbers(gm, u, out, kind, cat), calls)
+
+
+def _called_once(got, calls: dict[str, int]):
+    """``got`` (consumers, a reason or ``None``), or the reason a consumer called more than
+    once cannot take ``B``: each call would need its own ``B`` folded into the one layer."""
     shared = [c.name for c in got if calls.get(c.name, 0) > 1] if isinstance(got, list) else []
-    if shared:  # each call would need its own B folded into the one layer
+    if shared:
         return f"consumer {shared[0]} is called {calls[shared[0]]} times: it cannot absorb one B"
     return got
 
@@ -347,9 +357,9 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
         return [Consumer(u.target, "conv")]
     if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
         return [Consumer(u.target, "linear")]
-    if _is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)):  # only a chain may end with it
-        return (f"its output feeds max pooling ({_describe(gm, u)}) and other layers: a max "
-                "pool does not commute with B, so it must be the output's only user")
+    if _is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)):  # not right after the unit
+        return (f"its output reaches max pooling ({_describe(gm, u)}) through other layers: a "
+                "max pool does not commute with B, so it must follow the unit's chain directly")
     if kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
         lins = _through(gm, u, "linear", cat=False)  # linears, through dropout/identity
         if isinstance(lins, str):
@@ -359,21 +369,41 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
     return f"its output feeds {_describe(gm, u)}, which cannot absorb B"
 
 
-def _consumers(gm, out: fx.Node, kind: str, calls: dict[str, int]) -> list[Consumer] | str:
-    """Every consumer of a unit's output, or the reason one cannot absorb ``B``."""
-    found = []
+def _tap(gm, u: fx.Node, out: fx.Node) -> list[fx.Node] | None:
+    """The chain from ``out`` that starts with max pooling at ``u`` and runs on through
+    pooling, dropout or identity (each the only user of the one before), or ``None``."""
+    if not (_is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)) and _only_input(u, out)):
+        return None
+    chain = [u]
+    while len(chain[-1].users) == 1:
+        v = next(iter(chain[-1].users))
+        if not (_is(gm, v, POOL_MODULES + PASS_MODULES, POOL_FUNCTIONS + PASS_FUNCTIONS)
+                and _only_input(v, chain[-1])):
+            break
+        chain.append(v)
+    return chain
+
+
+def _consumers(gm, out: fx.Node, kind: str,
+               calls: dict[str, int]) -> tuple[list[Consumer], list[list[fx.Node]]] | str:
+    """Every consumer of a unit's output and the max-pooled paths (taps) that lead to some
+    of them, or the reason one cannot absorb ``B``."""
+    found, taps = [], []
     for u in out.users:
-        got = _consumer(gm, u, out, kind, calls)
+        tap = _tap(gm, u, out) if kind == "conv" and len(out.users) > 1 else None
+        got = _called_once(_through(gm, tap[-1], kind), calls) if tap else \
+            _consumer(gm, u, out, kind, calls)
         if isinstance(got, str):
             return got
         found += got or []
+        taps += [tap] if tap else []
     if not found:
         return "its output reaches no layer that can absorb B"
     names = [c.name for c in found]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:  # by two paths: one B on two slices of its input
         return f"its output reaches {twice} twice"
-    return found
+    return found, taps
 
 
 def _is_sum(gm, n: fx.Node) -> bool:
@@ -531,7 +561,7 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
             continue
         width = m.out_channels if kind == "conv" else m.out_features
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
-                          out, cons, tied=tied))
+                          out, cons[0], tied=tied, taps=cons[1]))
     in_units = {t for u in units for t in u.tied}  # depthwise convs cut with their unit
     skipped = [s for s in skipped if s.name not in in_units]
     if streams:
