@@ -19,7 +19,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from alphaprune.errors import UserError
 
-__all__ = ["trace", "shape_of", "split_max_pools"]
+__all__ = ["trace", "shape_of", "split_max_pools", "is_max_pool"]
 
 # max pooling, channel by channel: it can run on each part of a concatenation instead
 MAX_POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
@@ -92,7 +92,7 @@ def shape_of(node: fx.Node) -> tuple[int, ...] | None:
     return node.meta.get("shape")
 
 
-def _is_max_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
+def is_max_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
     """``n`` max-pools its first argument alone, channel by channel, returning one tensor
     (no ``return_indices``)."""
     if n.op == "call_module":
@@ -128,7 +128,7 @@ def split_max_pools(gm: fx.GraphModule) -> int:
     g, split = gm.graph, 0
     for n in list(g.nodes):
         src = n.args[0] if n.args else None
-        parts = _channel_cat_parts(src) if isinstance(src, fx.Node) and _is_max_pool(gm, n) else None
+        parts = _channel_cat_parts(src) if isinstance(src, fx.Node) and is_max_pool(gm, n) else None
         if parts is None or shape_of(n) is None:
             continue
         with g.inserting_before(n):

@@ -42,14 +42,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alphaprune.graph.trace import (
-    CAT_FUNCTIONS,
-    MAX_POOL_FUNCTIONS,
-    MAX_POOL_MODULES,
-    shape_of,
-    split_max_pools,
-    trace,
-)
+from alphaprune.graph.trace import CAT_FUNCTIONS, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums",
            "is_activation"]
@@ -357,7 +350,7 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
         return [Consumer(u.target, "conv")]
     if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
         return [Consumer(u.target, "linear")]
-    if _is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)):  # not right after the unit
+    if is_max_pool(gm, u):  # not right after the unit
         return (f"its output reaches max pooling ({_describe(gm, u)}) through other layers: a "
                 "max pool does not commute with B, so it must follow the unit's chain directly")
     if kind == "conv" and (_is_flatten(gm, u, out) or _is_global_mean(u, out)):
@@ -372,13 +365,14 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
 def _tap(gm, u: fx.Node, out: fx.Node) -> list[fx.Node] | None:
     """The chain from ``out`` that starts with max pooling at ``u`` and runs on through
     pooling, dropout or identity (each the only user of the one before), or ``None``."""
-    if not (_is(gm, u, MAX_POOL_MODULES, tuple(MAX_POOL_FUNCTIONS)) and _only_input(u, out)):
+    if not (is_max_pool(gm, u) and _only_input(u, out)):
         return None
     chain = [u]
     while len(chain[-1].users) == 1:
         v = next(iter(chain[-1].users))
-        if not (_is(gm, v, POOL_MODULES + PASS_MODULES, POOL_FUNCTIONS + PASS_FUNCTIONS)
-                and _only_input(v, chain[-1])):
+        per_channel = is_max_pool(gm, v) or _is(gm, v, AVG_POOL_MODULES + PASS_MODULES,
+                                                 AVG_POOL_FUNCTIONS + PASS_FUNCTIONS)
+        if not (per_channel and _only_input(v, chain[-1])):
             break
         chain.append(v)
     return chain
