@@ -355,3 +355,18 @@ def test_a_layer_fed_through_a_cat_is_timed_at_its_whole_input(tmp_path, monkeyp
         widths = list(lm.base_widths)
         widths[names.index(unit)] = 1
         assert fed.cin(widths) == 24 - structure.units[names.index(unit)].width + 1
+
+
+def test_a_units_max_pooled_taps_are_timed_with_it(tmp_path, monkeypatch):
+    """GoogLeNet's stem also feeds a max-pooled branch, and so does each branch of its
+    first block after the stage pool: their blocks run those pools beside their output."""
+    model, _, lm, built = _zoo_table("googlenet", tmp_path, monkeypatch)
+    tails = {lay.module: [type(t).__name__ for t in tail] for _, lay, tail in lm.layers}
+    assert tails[model.stem[0]] == ["BatchNorm2d", "ReLU", "_Beside"]
+    assert tails[model.i1.b1[0]] == ["BatchNorm2d", "ReLU", "MaxPool2d", "_Beside"]
+    assert tails[model.i2.b1[0]] == ["BatchNorm2d", "ReLU"]  # it feeds the classifier only
+    stem = [b for b in built if getattr(b[0], "kernel_size", None) == (3, 3) and b[0].in_channels == 3
+            and isinstance(b[-1], latency._Beside)]
+    assert stem and isinstance(stem[0][-1].paths[0][0], torch.nn.MaxPool2d)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(stem[0](x), torch.nn.Sequential(*stem[0][:-1])(x))  # passed on unchanged

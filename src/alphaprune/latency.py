@@ -218,12 +218,26 @@ def _pool(gm, n) -> nn.Module | None:
     return _PoolCall(n.target, n.args[1:], n.kwargs)
 
 
+class _Beside(nn.Module):
+    """A unit's taps (its max-pooled paths beside its output): each runs on the output,
+    which passes on unchanged, so that the table times them with the unit."""
+
+    def __init__(self, paths: list[nn.Module]):
+        super().__init__()
+        self.paths = nn.ModuleList(paths)
+
+    def forward(self, x):
+        for p in self.paths:
+            p(x)
+        return x
+
+
 def _tails(gm, unit) -> dict[str, list[nn.Module]]:
     """What follows each layer a unit's width sizes and scales with it, by layer name: after
     the unit's own layer its BatchNorm (as a template), its activation and the pooling
     (modules or functions) up to the first depthwise conv cut with it (``unit.tied``);
     after each such depthwise conv its own BatchNorm, activation and pooling, up to the
-    next one."""
+    next one; the unit's taps after the last of them."""
     own: list[nn.Module] = [gm.get_submodule(unit.bn)] if unit.bn is not None else []
     tails = {unit.name: own + [_act(gm, unit.act)]}
     cur = tails[unit.name]
@@ -237,6 +251,9 @@ def _tails(gm, unit) -> dict[str, list[nn.Module]]:
             cur.append(m)
         elif cur is not tails[unit.name] and is_activation(gm, n):
             cur.append(_act(gm, n))
+    taps = [[p for n in tap if (p := _pool(gm, n)) is not None] for tap in unit.taps]
+    if any(taps):
+        cur.append(_Beside([nn.Sequential(*t) for t in taps if t]))
     return tails
 
 
