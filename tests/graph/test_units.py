@@ -273,3 +273,24 @@ def test_a_residual_stream_entering_a_cat_is_not_cut():
     assert [u.name for u in s.units if u.kind == "stream"] == []
     reasons = [k.reason for k in s.skipped if k.name.startswith("stream@")]
     assert len(reasons) == 1 and "cat" in reasons[0], reasons
+
+
+def test_a_deep_structure_copies_with_its_units_pointing_into_the_copied_graph():
+    """A copy of a branched network (the feature term's teacher) copies its structure: on a
+    graph of 300 nodes the units' node references must not recurse node by node."""
+    import copy
+
+    from alphaprune.blend import BlendedNet
+
+    layers = [m for _ in range(150) for m in (torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU())]
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), *layers, torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 32 * 32, 3)).eval()
+    structure = find_units(model, X)
+    blended = BlendedNet(structure, [2] * len(structure.units))
+    twin = copy.deepcopy(blended)
+    s, t = blended.structure, twin.structure
+    nodes = set(t.gm.graph.nodes)
+    assert all(u.act in nodes and u.out in nodes for u in t.units) and t.gm is not s.gm
+    assert t.units[0].act.name == s.units[0].act.name and t.units[0].act is not s.units[0].act
+    with torch.no_grad():
+        assert torch.equal(twin.eval().set_alpha(0.5)(X), blended.eval().set_alpha(0.5)(X))

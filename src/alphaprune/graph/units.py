@@ -34,6 +34,7 @@ the dropped channels are zero everywhere in the stream and the fused network dro
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass, field
 
@@ -128,6 +129,18 @@ class Structure:
 
     def unit(self, name: str) -> Unit:
         return next(u for u in self.units if u.name == name)
+
+    def __deepcopy__(self, memo: dict) -> Structure:
+        """A copy whose units point into the copied graph. Copied one by one, a unit's
+        graph nodes would drag their neighbours along, one recursion level per node (a
+        GoogLeNet exceeds Python's limit); the graph module copies its graph in a loop."""
+        gm = copy.deepcopy(self.gm, memo)
+        now = {n.name: n for n in gm.graph.nodes}
+        for n in self.gm.graph.nodes:
+            memo[id(n)] = now[n.name]
+        new = Structure(gm, copy.deepcopy(self.units, memo), copy.deepcopy(self.skipped, memo))
+        memo[id(self)] = new
+        return new
 
 
 def _mod(gm: fx.GraphModule, n: fx.Node):
