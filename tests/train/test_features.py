@@ -47,6 +47,18 @@ def test_the_teacher_is_the_pretrained_network_and_taps_every_unit(streams):
     assert all(o is None for o in teacher.taps.outputs)  # nothing is kept after recording
 
 
+@pytest.mark.parametrize("name", ["resnet56", "resnet50"])
+def test_the_teacher_of_a_deep_registry_network_is_its_pretrained_network(name):
+    """The teacher copies the branched network, traced graph and all: on resnet56 (201
+    nodes) and resnet50 that copy once exceeded Python's recursion limit."""
+    torch.manual_seed(0)
+    model = create_model(name, width=0.125 if name == "resnet50" else 0.5, num_classes=10).eval()
+    structure = find_units(model, X[:2], streams=True)
+    teacher = OriginalNet(BlendedNet(structure, [max(1, u.width // 2) for u in structure.units]))
+    with torch.no_grad():
+        assert torch.equal(teacher(X), model(X))
+
+
 @pytest.mark.parametrize("streams", [False, True])
 def test_the_loss_is_zero_on_the_original_paths_and_positive_on_the_branches(streams):
     _, blended = _blended(streams)
