@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from alphaprune.blend import BlendedNet
+from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.branch import BranchedUnit
 from alphaprune.graph import find_units
+from alphaprune.graph.trace import is_max_pool, trace
 from tests.graph.zoo import ZOO
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
@@ -59,3 +60,20 @@ def test_a_branched_googlenet_is_the_original_at_alpha_1():
     blended = BlendedNet(structure, [max(1, u.width // 2) for u in structure.units])
     with torch.no_grad():
         assert torch.equal(blended.eval().set_alpha(1.0)(X), model(X))
+
+
+@pytest.mark.parametrize("name", ["googlenet", "squeezenet"])
+def test_the_fused_network_pools_whole_cats_again(name):
+    """The pools split for the units are merged back after fusion (the split ran GoogLeNet
+    15% slower): as many max pools as the model's own graph, and the same output."""
+    model = ZOO[name]().eval()
+    structure = find_units(model, X[:2])
+    blended = BlendedNet(structure, [max(1, u.width // 2) for u in structure.units]).eval()
+    fused = fuse(blended)
+
+    def pools(gm):
+        return sum(is_max_pool(gm, n) for n in gm.graph.nodes)
+
+    assert pools(fused) == pools(trace(model)) < pools(structure.gm)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(X), blended.set_alpha(0.0)(X), rtol=1e-5, atol=1e-5)

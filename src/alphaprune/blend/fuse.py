@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit, matrix
+from alphaprune.graph.trace import merge_max_pools
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs
 
@@ -136,6 +137,7 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
         _set(gm, name, new)
     for name, m in copied.items():
         _set(gm, name, copy.deepcopy(m))
+    merge_max_pools(gm)  # the pools the units needed split run on whole cats again
     gm.recompile()
     return gm
 
