@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alphaprune.errors import UserError
-from alphaprune.graph.trace import shape_of, split_max_pools, trace
+from alphaprune.graph.trace import is_max_pool, merge_max_pools, shape_of, split_max_pools, trace
 from alphaprune.models.vgg import VGG
 
 
@@ -77,3 +77,23 @@ def test_a_max_pool_of_a_cat_becomes_a_cat_of_pooled_parts_with_the_same_values(
     with torch.no_grad():
         (h, idx), (h0, idx0) = gm(x), model(x)
     assert torch.equal(h, h0) and torch.equal(idx, idx0)
+
+
+def test_merging_undoes_the_split_and_leaves_a_pool_read_twice_alone():
+    model, x = _PooledCats(), torch.randn(2, 3, 9, 9)
+    gm = trace(model, x)
+    before = sum(is_max_pool(gm, n) for n in gm.graph.nodes)
+    split_max_pools(gm)
+    assert sum(is_max_pool(gm, n) for n in gm.graph.nodes) == before + 2
+    assert merge_max_pools(gm) == 2
+    assert sum(is_max_pool(gm, n) for n in gm.graph.nodes) == before
+    with torch.no_grad():
+        (h, idx), (h0, idx0) = gm(x), model(x)
+    assert torch.equal(h, h0) and torch.equal(idx, idx0)
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            p = torch.nn.functional.max_pool2d(x, 2)
+            return torch.cat([p, p], 1)
+
+    assert merge_max_pools(trace(Twice(), x)) == 0

@@ -185,8 +185,9 @@ def _merge_once(g: fx.Graph) -> int:
                 not isinstance(dim, int) or dim % len(shape_of(n)) != 1:
             continue
         first = parts[0]
-        if not all(isinstance(p, fx.Node) and is_max_pool(gm, p) and len(p.users) == 1
-                   and _same_pool(p, first) for p in parts):
+        if len(set(parts)) < len(parts) or not all(
+                isinstance(p, fx.Node) and is_max_pool(gm, p) and len(p.users) == 1
+                and _same_pool(p, first) for p in parts):
             continue
         inputs = [p.args[0] for p in parts]
         same = next((c for c in inputs[0].users if c.op == "call_function" and c.target in CAT_FUNCTIONS
