@@ -19,7 +19,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from alphaprune.errors import UserError
 
-__all__ = ["trace", "shape_of", "split_max_pools", "merge_max_pools", "is_max_pool"]
+__all__ = ["trace", "shape_of", "split_max_pools", "merge_max_pools", "is_max_pool", "cat_args"]
 
 # max pooling, channel by channel: it can run on each part of a concatenation instead
 MAX_POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
@@ -107,16 +107,28 @@ def is_max_pool(gm: fx.GraphModule, n: fx.Node) -> bool:
         not any(isinstance(a, fx.Node) for a in rest)
 
 
+def cat_args(n: fx.Node) -> tuple[list, int] | None:
+    """``(parts, dim)`` of a call to ``torch.cat`` (``concat``, ``concatenate``) with a list
+    of tensors and an integer dim, positional or by keyword; else ``None``."""
+    if n.op != "call_function" or n.target not in CAT_FUNCTIONS:
+        return None
+    parts = n.args[0] if n.args else n.kwargs.get("tensors")
+    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or not isinstance(dim, int):
+        return None
+    return list(parts), dim
+
+
 def _channel_cat_parts(n: fx.Node) -> list[fx.Node] | None:
     """The parts of ``n`` if it concatenates (N, C, H, W) maps along the channels."""
-    if n.op != "call_function" or n.target not in CAT_FUNCTIONS or not n.args:
+    got = cat_args(n)
+    if got is None:
         return None
-    parts, dim = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
-    shapes = [shape_of(p) if isinstance(p, fx.Node) else None for p in parts] \
-        if isinstance(parts, (list, tuple)) else [None]
-    if not isinstance(dim, int) or dim % 4 != 1 or any(s is None or len(s) != 4 for s in shapes):
+    parts, dim = got
+    shapes = [shape_of(p) if isinstance(p, fx.Node) else None for p in parts]
+    if dim % 4 != 1 or any(s is None or len(s) != 4 for s in shapes):
         return None
-    return list(parts)
+    return parts
 
 
 def split_max_pools(gm: fx.GraphModule) -> int:
@@ -137,8 +149,7 @@ def split_max_pools(gm: fx.GraphModule) -> int:
                 q = g.create_node(n.op, n.target, (p, *n.args[1:]), dict(n.kwargs))
                 q.meta["shape"] = (shape_of(p)[0], shape_of(p)[1], *shape_of(n)[2:])
                 pooled.append(q)
-            cat = g.create_node("call_function", src.target, (pooled, *src.args[1:]),
-                                dict(src.kwargs))
+            cat = g.create_node("call_function", src.target, (pooled, cat_args(src)[1]))
             cat.meta["shape"] = shape_of(n)
         n.replace_all_uses_with(cat)
         g.erase_node(n)
@@ -179,10 +190,8 @@ def _merge_once(g: fx.Graph) -> int:
     gm, merged = g.owning_module, 0
     order = {n: i for i, n in enumerate(g.nodes)}
     for n in list(g.nodes):
-        parts = n.args[0] if n.op == "call_function" and n.target in CAT_FUNCTIONS and n.args else None
-        dim = n.args[1] if n.args and len(n.args) > 1 else n.kwargs.get("dim", 0)
-        if not isinstance(parts, (list, tuple)) or len(parts) < 2 or shape_of(n) is None or \
-                not isinstance(dim, int) or dim % len(shape_of(n)) != 1:
+        parts, dim = cat_args(n) or ([], 0)
+        if len(parts) < 2 or shape_of(n) is None or dim % len(shape_of(n)) != 1:
             continue
         first = parts[0]
         if len(set(parts)) < len(parts) or not all(
@@ -190,11 +199,10 @@ def _merge_once(g: fx.Graph) -> int:
                 and _same_pool(p, first) for p in parts):
             continue
         inputs = [p.args[0] for p in parts]
-        same = next((c for c in inputs[0].users if c.op == "call_function" and c.target in CAT_FUNCTIONS
-                     and c in order and order[c] < order[n] and c.args and list(c.args[0]) == inputs
-                     and c.args[1:] == n.args[1:] and c.kwargs == n.kwargs), None)
+        same = next((c for c in inputs[0].users if c in order and order[c] < order[n]
+                     and cat_args(c) == (inputs, dim)), None)
         with g.inserting_before(n):
-            cat = same or g.create_node("call_function", n.target, (inputs, *n.args[1:]), dict(n.kwargs))
+            cat = same or g.create_node("call_function", n.target, (inputs, dim))
             pool = g.create_node(first.op, first.target, (cat, *first.args[1:]), dict(first.kwargs))
         pool.meta["shape"] = shape_of(n)
         n.replace_all_uses_with(pool)

@@ -43,7 +43,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alphaprune.graph.trace import CAT_FUNCTIONS, is_max_pool, shape_of, split_max_pools, trace
+from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums",
            "is_activation"]
@@ -311,11 +311,9 @@ def _called_once(got, calls: dict[str, int]):
 def _cat_offset(u: fx.Node, src: fx.Node) -> int | str:
     """The first channel of ``src`` in the channel concatenation ``u``, or why ``u`` is not
     one that ``src`` enters once with known channel counts before it."""
-    parts = u.args[0] if u.args else u.kwargs.get("tensors")
-    dim = u.args[1] if len(u.args) > 1 else u.kwargs.get("dim", 0)
+    parts, dim = cat_args(u) or (None, 0)
     shape = shape_of(u)
-    if not isinstance(parts, (list, tuple)) or shape is None or not isinstance(dim, int) \
-            or len(shape) not in (2, 4) or dim % len(shape) != 1:
+    if parts is None or shape is None or len(shape) not in (2, 4) or dim % len(shape) != 1:
         return f"channels tied by cat ({u.name}): not a concatenation of channels"
     if sum(p is src for p in parts) != 1:
         return f"its output enters cat ({u.name}) more than once"
@@ -342,7 +340,7 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
                cat: bool = True) -> list[Consumer] | str | None:
     """:func:`_consumer` before the check that each consumer is called once (``cat``:
     through channel concatenations too)."""
-    if cat and u.op == "call_function" and u.target in CAT_FUNCTIONS:
+    if cat and u.op == "call_function" and u.target in CAT_FUNCTIONS:  # a cat of any form
         offset = _cat_offset(u, out)
         return offset if isinstance(offset, str) else _through(gm, u, kind, offset)
     if _only_input(u, out) and (_is(gm, u, PASS_MODULES, PASS_FUNCTIONS) or (
