@@ -108,8 +108,7 @@ class BranchedUnit(nn.Module):
         if self.tied:
             self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
                                          for i, m in enumerate(post)])
-        if taps:
-            self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)
+        self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)  # empty: no state_dict keys
         self.gate = 1.0
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -139,7 +138,7 @@ class BranchedUnit(nn.Module):
         # the same output).
         y = self.original(z) if a > 0.0 else None
         n = self.narrow(z) if a < 1.0 else None
-        for tap in getattr(self, "taps", ()):  # they run next, on the paths before the mix
+        for tap in self.taps:  # they run next, on the paths before the mix
             tap.held = (y, n, a, self.B)
         if n is None:
             return y
