@@ -5,8 +5,8 @@ benchmarks/models/inception.py:inception``), to measure pruning through ``torch.
 Two Inception-v3-style blocks of four branches (1x1; 1x1 -> 3x3; 1x1 -> 3x3 -> 3x3; a 3x3
 average pool -> 1x1) joined by a channel cat, with a reduction block between them (two
 stride-2 conv branches and a stride-2 pool branch, joined by a cat), then a global mean
-and the classifier. The pool branches average: a max pool reading a cat does not commute
-with a trained branch map, so the convs before that cat would stay whole (docs/design.md).
+and the classifier. The pool branches average: when section 44 ran, a max pool there
+left the convs before it whole (section 46 lifted that; this network stays as measured).
 """
 
 from __future__ import annotations
