@@ -8,7 +8,11 @@ side at batch 128 on one thread (BENCHMARKS.md section 46).
 
 A width file is a compare ``widths.json``; ``LABEL=FILE#NAME`` takes the ``auto`` solver's
 candidate NAME from it instead of the chosen widths. ``--keep-split`` fuses without merging
-the split max pools back (the fused network before 367840a).
+the split max pools back (the fused network before 367840a). Two variants that look for why
+a fused network runs slowly (BENCHMARKS.md section 46): ``--min-width N`` widens every unit
+narrower than N to N channels before fusing (its FLOPs are printed), and
+``--cl-after-cat`` makes every concatenation's output channels-last, which torch.cat does
+not when a part has a single channel.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ def _widths(spec: str) -> tuple[str, list[int]]:
     return label, record["candidates"][0][candidate]["widths"] if candidate else record["widths"]
 
 
+def _channels_last_after_cats(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``gm`` with each ``torch.cat``'s output made channels-last (the same values)."""
+    for node in [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.cat]:
+        with gm.graph.inserting_after(node):
+            cl = gm.graph.call_method("contiguous", (node,), {"memory_format": torch.channels_last})
+        node.replace_all_uses_with(cl)
+        cl.args = (node,)
+    gm.recompile()
+    return gm
+
+
 def _model(name: str) -> torch.nn.Module:
     spec = importlib.util.spec_from_file_location(name, f"benchmarks/models/{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -44,6 +59,8 @@ def main() -> None:
     p.add_argument("model", help="a file of benchmarks/models/, without .py")
     p.add_argument("widths", nargs="+", help="LABEL=FILE or LABEL=FILE#CANDIDATE")
     p.add_argument("--keep-split", action="store_true")
+    p.add_argument("--min-width", type=int, default=1)
+    p.add_argument("--cl-after-cat", action="store_true")
     a = p.parse_args()
     if a.keep_split:  # the module: alphaprune.blend.fuse is also the name of its function
         importlib.import_module("alphaprune.blend.fuse").merge_max_pools = lambda gm: 0
@@ -53,7 +70,10 @@ def main() -> None:
     structure = find_units(model, torch.zeros(2, 3, 32, 32))
     cost = CostModel(structure)
     for label, widths in map(_widths, a.widths):
+        widths = [min(max(w, a.min_width), u.width) for w, u in zip(widths, structure.units)]
         fused = fused_architecture(structure, widths).eval()
+        if a.cl_after_cat:
+            fused = _channels_last_after_cats(fused)
         ratio, ms_ref, ms_cand = measured_speedup(model, fused, (3, 32, 32), 128)
         print(f"{label:12s} FLOPs {cost.flops(widths):,} of {cost.flops(cost.base_widths):,}; "
               f"narrowest {sorted(widths)[:6]}; speed-up {ratio:.2f}x "
