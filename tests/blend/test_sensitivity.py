@@ -206,3 +206,27 @@ def test_a_tuned_cut_trains_a_copy_toward_the_uncut_network(name, monkeypatch):
     assert tuned_cut_score(structure, widths, *args, steps=40) == (acc, loss)  # seeded
     after = structure.gm.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("name", ["resnet20_streams", "inception", "googlenet"])
+def test_the_table_from_forks_equals_a_full_pass_per_cut(name):
+    """The table shares each batch's uncut prefix among the cuts: the numbers are exactly
+    those of one whole forward pass per cut and batch (the table as it was measured before)."""
+    from alphaprune.blend.sensitivity import _cut, _loss
+    from tests.graph.zoo import ZOO
+    torch.manual_seed(0)
+    model = _model("resnet20") if name == "resnet20_streams" else distinct_bn(ZOO[name]()).eval()
+    x, y = torch.randn(50, 3, 8, 8), torch.randint(0, 5, (50,))
+    structure = find_units(model, x[:2], streams=name.endswith("streams"))
+    sens = unit_sensitivity(structure, x, y, round_to=1, levels=3, batch=20)  # 3 batches
+    orders = channel_orders(structure, "l1", x[:20])
+    base = [u.width for u in structure.units]
+    with torch.no_grad():
+        full = _loss(structure.gm, x, y, 20)
+        for i, u in enumerate(structure.units):
+            assert sorted(sens[i]) == width_grid(u.width, 1, 3)
+            for w in sens[i]:
+                if w == u.width:
+                    continue
+                with _cut(structure.gm, structure, base[:i] + [w] + base[i + 1:], orders):
+                    assert sens[i][w] == _loss(structure.gm, x, y, 20) - full, (u.name, w)

@@ -36,6 +36,7 @@ from alphaprune.blend.init import stream_importance
 from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine, solve_widths
 from alphaprune.data.augment import augment_batch, normalize
+from alphaprune.graph.forks import Forks
 from alphaprune.train.losses import distillation_loss
 
 __all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "channel_orders",
@@ -141,6 +142,14 @@ def channel_orders(structure, criterion: str, x: torch.Tensor) -> list[torch.Ten
         gm.train(was)
 
 
+def _hooked(unit) -> list[str]:
+    """The modules :func:`_cut` hooks to cut ``unit``: a stream's writers (their BatchNorm,
+    or conv), any other unit's consumers."""
+    if unit.kind == "stream":
+        return [wr.bn or wr.conv for wr in unit.writers]
+    return [c.name for c in unit.consumers]
+
+
 @contextlib.contextmanager
 def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
     """Within the block every unit keeps only its ``widths`` first channels of ``orders``
@@ -149,8 +158,8 @@ def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
     try:
         for u, w, order in zip(structure.units, widths, orders):
             if w < u.width and u.kind == "stream":
-                hooks += [gm.get_submodule(wr.bn or wr.conv).register_forward_hook(
-                    _output_zeroing_hook(order[w:])) for wr in u.writers]
+                hooks += [gm.get_submodule(name).register_forward_hook(
+                    _output_zeroing_hook(order[w:])) for name in _hooked(u)]
             elif w < u.width:
                 hooks += [gm.get_submodule(c.name).register_forward_pre_hook(
                     _zeroing_hook(order[w:] + c.offset, c.spatial, c.kind)) for c in u.consumers]
@@ -198,20 +207,35 @@ def unit_sensitivity(structure, x: torch.Tensor, y: torch.Tensor, round_to: int,
     gm = structure.gm
     orders = channel_orders(structure, criterion, x[:batch])
     base = [u.width for u in structure.units]
+    grids = [width_grid(u.width, round_to, levels) for u in structure.units]
+    forks = Forks(gm)
+    cuts_at: dict[int, list[tuple[int, int]]] = {}  # fork position -> (unit, width) cut there
+    for i, u in enumerate(structure.units):
+        at = forks.position(_hooked(u))
+        cuts_at.setdefault(at, []).extend((i, w) for w in grids[i] if w < u.width)
+    parts: dict[tuple[int, int], list[float]] = {cut: [] for cuts in cuts_at.values() for cut in cuts}
+    full_parts = []
+
+    def ce(logits, yb) -> float:
+        return float(F.cross_entropy(logits, yb, reduction="sum"))
+
     was = gm.training
     gm.eval()
     try:
-        full = _loss(gm, x, y, batch)
-        out = []
-        for i, u in enumerate(structure.units):
-            sens = {}
-            for w in width_grid(u.width, round_to, levels):
-                with _cut(gm, structure, base[:i] + [w] + base[i + 1:], orders):
-                    sens[w] = _loss(gm, x, y, batch) - full if w < u.width else 0.0
-            out.append(sens)
+        for k in range(0, len(x), batch):
+            xb, yb = x[k:k + batch], y[k:k + batch]
+
+            def visit(at, resume):
+                for i, w in cuts_at[at]:
+                    with _cut(gm, structure, base[:i] + [w] + base[i + 1:], orders):
+                        parts[i, w].append(ce(resume(), yb))
+
+            full_parts.append(ce(forks.run(xb, cuts_at, visit), yb))
     finally:
         gm.train(was)
-    return out
+    full = sum(full_parts) / len(x)  # summed batch by batch, as _loss does
+    return [{w: sum(parts[i, w]) / len(x) - full if w < u.width else 0.0 for w in grids[i]}
+            for i, u in enumerate(structure.units)]
 
 
 def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], float],
