@@ -41,6 +41,19 @@ def test_a_flops_target_is_met_by_every_solver(setup, solver):
     assert ("sensitivity" in record) == (solver != "ratio")
 
 
+@pytest.mark.parametrize("solver", ["ratio", "auto"])
+def test_a_measuring_solver_reports_its_sensitivity_table_as_it_goes(setup, solver):
+    model, structure, val = setup
+    lines = []
+    solve_target(WidthTarget("flops", 0.5, solver), structure, model, "vgg11", SHAPE, val,
+                 note=lines.append)
+    if solver == "ratio":  # measures nothing
+        assert lines == []
+    else:
+        assert lines and all(line.startswith("sensitivity table (") for line in lines)
+        assert f": {len(val.x)}/{len(val.x)} images, " in lines[-1]
+
+
 def test_the_solvers_choose_different_networks(setup):
     model, structure, val = setup
     ratio, _ = solve_target(WidthTarget("flops", 0.5, "ratio"), structure, model, "vgg11", SHAPE)

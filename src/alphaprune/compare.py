@@ -348,8 +348,9 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
                     cfg.os_options.get("round_to", PruneConfig.round_to), b.balance or 0.0,
                     cfg.os_options.get("importance", PruneConfig.importance),
                     _speedup(cfg.match, target), cfg.latency_batch, _auto_steps(cfg))
+    note = (lambda m: print(f"[compare] {m}", flush=True)) if b.progress and b.lead else None
     widths, record = solve_target(t, b.structure, b.mf.model, arch, b.shape, memo.get("val"),
-                                  b.data.cache_dir, memo)
+                                  b.data.cache_dir, memo, note)
     if b.lead:
         steps = {"auto_steps": _auto_steps(cfg)} if b.solver == "auto" else {}
         # how they were chosen: auto's scored candidates, the timed ones of a latency match

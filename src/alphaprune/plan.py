@@ -170,13 +170,15 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens, shape) -> Callable:
 
 def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | None, shape,
                  val: SearchData | None = None, cache_dir=None,
-                 memo: dict | None = None) -> tuple[list[int], dict]:
+                 memo: dict | None = None,
+                 note: Callable[[str], None] | None = None) -> tuple[list[int], dict]:
     """The unit widths meeting ``t`` and a record of how they were found (``solver``; the
     measured search of ``--speedup``; the sensitivity table).
 
     ``val``: what the ``sensitivity`` and ``auto`` solvers score on (:func:`search_data`;
     unused by ``ratio``). ``memo``: a dict kept across calls on the same model and data
     (several targets): the sensitivity table, which no target changes, is measured once.
+    ``note``: where progress lines go (the sensitivity table's).
     """
     check_solver(t.solver)
     record: dict = {"solver": t.solver}
@@ -188,7 +190,8 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
         memo = {} if memo is None else memo
         key = ("sensitivity", t.round_to, t.importance)
         if key not in memo:
-            memo[key] = unit_sensitivity(structure, val.x, val.y, t.round_to, t.importance)
+            memo[key] = unit_sensitivity(structure, val.x, val.y, t.round_to, t.importance,
+                                         note=note)
         sens = memo[key]
         record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
         solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)

@@ -386,10 +386,11 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
     return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
 
 
-def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
+def _plan(cfg: PruneConfig, src: _Source, note=None) -> _Plan:
     """The prunable units (traced) and the widths that meet the target: parameters or FLOPs
     exact from the traced graph at the data's input size, a speed-up by a measured search
-    (:mod:`alphaprune.speedup`), or the recorded ``widths``."""
+    (:mod:`alphaprune.speedup`), or the recorded ``widths``. ``note``: where the search's
+    progress lines go."""
     example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
     structure = find_units(src.model, example, streams=cfg.streams)
     if not structure.units:
@@ -406,7 +407,8 @@ def _plan(cfg: PruneConfig, src: _Source) -> _Plan:
         try:
             widths, search = solve_target(width_target(cfg), structure, src.model,
                                           None if src.mf.arch == GRAPH_ARCH else src.mf.arch,
-                                          src.shape, _search_data(cfg, src), src.data_cfg.cache_dir)
+                                          src.shape, _search_data(cfg, src), src.data_cfg.cache_dir,
+                                          note=note)
         except Unreachable as e:
             reach = _streams_reach(cfg, src.model, example)
             if reach is False:
@@ -433,12 +435,13 @@ def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
     return count(narrowest(base, cfg.round_to)) <= (1.0 - fraction) * count(base)
 
 
-def planned(cfg: PruneConfig, src: _Source) -> tuple[PruneConfig, _Plan]:
+def planned(cfg: PruneConfig, src: _Source, note=None) -> tuple[PruneConfig, _Plan]:
     """The plan (:func:`_plan`) and the settings that rebuild it: widths a measuring solver
     chose are recorded with what they were measured for, so that a resume or a repeat
-    builds the same network without measuring again (and keeps the record for its summary)."""
+    builds the same network without measuring again (and keeps the record for its summary).
+    ``note``: where the width search's progress lines go."""
     cfg = replace(cfg, streams=resolve_streams(cfg.streams, cfg.target()[0]))
-    plan = _plan(cfg, src)
+    plan = _plan(cfg, src, note)
     comparable = bool(compared_units(plan.structure))  # by the feature term
     if cfg.feature_distill and not comparable:
         raise UserError("--feature-distill has no unit to compare: every prunable unit of this "
@@ -673,7 +676,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         raise UserError("resume=True continues from the run folder: do not pass model")
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
-    cfg, plan = planned(cfg, src)                       # plan: units and their widths
+    note = (lambda m: print(f"[prune] {m}", flush=True)) if progress and lead else None
+    cfg, plan = planned(cfg, src, note)                 # plan: units and their widths
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:

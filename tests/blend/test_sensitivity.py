@@ -230,3 +230,16 @@ def test_the_table_from_forks_equals_a_full_pass_per_cut(name):
                     continue
                 with _cut(structure.gm, structure, base[:i] + [w] + base[i + 1:], orders):
                     assert sens[i][w] == _loss(structure.gm, x, y, 20) - full, (u.name, w)
+
+
+def test_the_table_reports_its_progress_after_each_batch():
+    model = _model("vgg11")
+    x, y = torch.randn(50, 3, 8, 8), torch.randint(0, 5, (50,))
+    structure = find_units(model, x[:2])
+    lines = []
+    unit_sensitivity(structure, x, y, round_to=1, levels=3, batch=20, note=lines.append)
+    assert [line.split(": ")[1].split(",")[0] for line in lines] == \
+        ["20/50 images", "40/50 images", "50/50 images"]
+    assert "left" in lines[0] and "left" not in lines[-1]
+    assert lines[0].startswith(f"sensitivity table ({2 * len(structure.units)} cuts of "
+                               f"{len(structure.units)} units)")
