@@ -10,11 +10,14 @@ import pytest
 import torch
 import torch.nn as nn
 
+from alphaprune.blend import BlendedNet, fuse
 from alphaprune.cli import main
 from alphaprune.export import export_model
+from alphaprune.graph import find_units
 from alphaprune.modelfile import load_model, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
+from tests.graph.zoo import Inception
 
 FORMATS = ["onnx", "torchscript", "pt2"]
 
@@ -47,8 +50,14 @@ def models(tmp_path_factory, tiny_checkpoint):
                {"input_shape": [3, 32, 32]})
     save_model(base / "user.pt", Small().eval(), GRAPH_ARCH, [0.5] * 3, [0.25] * 3, list("abcde"),
                {"input_shape": [3, 20, 20]})
+    # a fused Inception with one-channel units: its cats are made channels-last in the graph
+    structure = find_units(Inception().eval(), torch.zeros(2, 3, 32, 32))
+    fused = fuse(BlendedNet(structure, [1] * len(structure.units))).eval()
+    assert any(n.target == "contiguous" for n in fused.graph.nodes)
+    save_model(base / "fused.pt", fused, GRAPH_ARCH, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)],
+               {"input_shape": [3, 32, 32]})
     return {"vgg": (tiny_checkpoint, None), "resnet": (base / "resnet.pt", (3, 32, 32)),
-            "user": (base / "user.pt", (3, 20, 20))}
+            "user": (base / "user.pt", (3, 20, 20)), "fused": (base / "fused.pt", (3, 32, 32))}
 
 
 def _load_and_run(fmt: str, path, x: torch.Tensor) -> np.ndarray:
@@ -64,7 +73,7 @@ def _load_and_run(fmt: str, path, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("which", ["vgg", "resnet", "user"])
+@pytest.mark.parametrize("which", ["vgg", "resnet", "user", "fused"])
 def test_the_export_agrees_with_pytorch_and_stands_alone(models, tmp_path, fmt, which):
     path, shape = models[which]
     folder = tmp_path / "out"

@@ -178,3 +178,41 @@ def test_a_blended_mobilenet_round_trips_its_state_and_trains_its_narrow_depthwi
     b(X).sum().backward()
     narrow = b.features[1].pool2[0]
     assert narrow.weight.grad is not None and narrow.weight.grad.abs().sum() > 0
+
+
+def _layouts(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, bool]:
+    """Per node with a 4-D value of several channels that a layer reads (not only a
+    ``contiguous`` call): whether it ran channels-last."""
+    seen = {}
+
+    class Watch(torch.fx.Interpreter):
+        def run_node(self, n):
+            v = super().run_node(n)
+            read = any(u.target != "contiguous" for u in n.users)
+            if read and isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[1] > 1:
+                seen[n.name] = v.is_contiguous(memory_format=torch.channels_last)
+            return v
+
+    with torch.no_grad():
+        Watch(gm.to(memory_format=torch.channels_last)).run(x.contiguous(memory_format=torch.channels_last))
+    return seen
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception"])
+def test_a_concatenation_with_a_one_channel_part_stays_channels_last(name):
+    """torch.cat returns NCHW when a part has one channel (a unit cut to 1): the fused
+    network makes that cat's output channels-last again, so the rest does not run in the
+    slower layout; the values are the same."""
+    torch.manual_seed(0)
+    model = ZOO[name]().eval()
+    structure = find_units(model, X[:2])
+    blended = BlendedNet(structure, [1] * len(structure.units)).eval()
+    fused = fuse(blended)
+    layouts = _layouts(fused, X)
+    assert layouts and all(layouts.values()), [k for k, v in layouts.items() if not v]
+    with torch.no_grad():
+        torch.testing.assert_close(fused(X), blended.set_alpha(0.0)(X), rtol=1e-5, atol=1e-5)
+    # without a one-channel part nothing is added
+    wider = fuse(BlendedNet(structure, [max(2, u.width // 2) for u in structure.units]))
+    assert not any(n.target == "contiguous" for n in wider.graph.nodes)
+    assert all(_layouts(wider, X).values())

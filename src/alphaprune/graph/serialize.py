@@ -91,6 +91,8 @@ def _encode(v):
         return {"slice": [_encode(v.start), _encode(v.stop), _encode(v.step)]}
     if isinstance(v, torch.dtype):
         return {"dtype": str(v).removeprefix("torch.")}
+    if isinstance(v, torch.memory_format):  # the fused network's channels-last cats
+        return {"memory_format": str(v).removeprefix("torch.")}
     if v is Ellipsis:
         return {"ellipsis": True}
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -116,6 +118,11 @@ def _decode(v, nodes: dict):
         if not isinstance(dt, torch.dtype):
             raise UserError(f"unknown dtype {v['dtype']!r} in the model file")
         return dt
+    if "memory_format" in v:
+        mf = getattr(torch, str(v["memory_format"]), None)
+        if not isinstance(mf, torch.memory_format):
+            raise UserError(f"unknown memory format {v['memory_format']!r} in the model file")
+        return mf
     if "ellipsis" in v:
         return Ellipsis
     raise UserError(f"malformed graph argument {v!r} in the model file")
