@@ -18,8 +18,9 @@ import importlib.util
 import time
 
 import torch
+import torch.nn.functional as F
 
-from alphaprune.blend.sensitivity import _cut, _loss, channel_orders, unit_sensitivity, width_grid
+from alphaprune.blend.sensitivity import _cut, channel_orders, unit_sensitivity, width_grid
 from alphaprune.graph import find_units
 from alphaprune.models import create_model
 
@@ -33,6 +34,12 @@ def _model(spec: str) -> torch.nn.Module:
         module = importlib.util.module_from_spec(s)
         s.loader.exec_module(module)
         return getattr(module, name)()
+
+
+def _loss(gm, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    """Mean cross-entropy, the sum over batches of whole passes."""
+    return sum(float(F.cross_entropy(gm(x[i:i + batch]), y[i:i + batch], reduction="sum"))
+               for i in range(0, len(x), batch)) / len(x)
 
 
 @torch.no_grad()

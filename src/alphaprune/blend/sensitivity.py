@@ -102,13 +102,6 @@ def _zeroing_hook(drop: torch.Tensor, spatial: int, kind: str):
     return hook
 
 
-@torch.no_grad()
-def _loss(gm, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
-    total = sum(float(F.cross_entropy(gm(x[i:i + batch]), y[i:i + batch], reduction="sum"))
-                for i in range(0, len(x), batch))
-    return total / len(x)
-
-
 @contextlib.contextmanager
 def _bn_recalibrated(gm, calib: torch.Tensor, batch: int):
     """Within the block every BatchNorm holds statistics re-measured on ``calib`` through
@@ -242,7 +235,7 @@ def unit_sensitivity(structure, x: torch.Tensor, y: torch.Tensor, round_to: int,
                                time.perf_counter() - t0))
     finally:
         gm.train(was)
-    full = sum(full_parts) / len(x)  # summed batch by batch, as _loss does
+    full = sum(full_parts) / len(x)
     return [{w: sum(parts[i, w]) / len(x) - full if w < u.width else 0.0 for w in grids[i]}
             for i, u in enumerate(structure.units)]
 
