@@ -356,6 +356,18 @@ def test_a_measuring_solver_meets_a_flops_target_and_records_its_widths(
     assert len(s["width_search"]["sensitivity"]) == len(widths)  # the record survives a resume
 
 
+def test_the_width_search_prints_its_progress_unless_told_not_to(tiny_checkpoint, tmp_path, capsys):
+    argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--flops", "0.3", "--solver",
+                        "sensitivity", "--search-size", "20", "--max-total-epochs", "1")
+    assert main([a for a in argv if a != "--no-progress"]) == 2  # stops on its budget
+    lines = [line for line in capsys.readouterr().out.splitlines() if "sensitivity table" in line]
+    assert lines and lines[-1].startswith("[prune] sensitivity table (")
+    assert ": 20/20 images, " in lines[-1]
+    assert main([*_target_argv(tiny_checkpoint, tmp_path / "quiet", "--flops", "0.3", "--solver",
+                               "sensitivity", "--search-size", "20"), "--max-total-epochs", "1"]) == 2
+    assert "sensitivity table" not in capsys.readouterr().out
+
+
 def test_a_repeat_with_another_target_solves_anew(tiny_checkpoint, tmp_path, monkeypatch):
     """A run's config.yaml repeats it without measuring again, but only for the settings
     the widths were solved for: another --flops solves for that target."""

@@ -87,7 +87,7 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
     k = int(cfg.data["folds"])
     first = None
     if not resume:
-        first = _checked(cfg, out, k, prune_mod)
+        first = _checked(cfg, out, k, prune_mod, progress)
         if is_leader():  # only now that every input checked out may an old run be replaced
             prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if is_leader() and (not resume or max_total_epochs is not None):
@@ -109,18 +109,19 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
     return _ship(out, summaries)
 
 
-def _checked(cfg, out: Path, k: int, prune_mod):
+def _checked(cfg, out: Path, k: int, prune_mod, progress: bool = False):
     """Fold 1's settings, planned, once every input checked out: the settings, the data and
     checkpoint, every fold's splits (of the labels loaded once), and fold 1's widths (a
     measuring solver's are recorded in the settings, so fold 1's run does not measure them
-    again)."""
+    again). With ``progress``, the width search prints its progress."""
     from alphaprune.pipeline import DataConfig, carve_splits, check_splits
 
     first, _, _, _ = prune_mod._settings(_fold_cfg(cfg, 1), fold_dir(out, 1), False, None)
     src = prune_mod._load(first)
     for i in range(2, k + 1):
         check_splits(carve_splits(DataConfig(**_fold_cfg(cfg, i).data), src.ds.y))
-    first, _ = prune_mod.planned(first, src)
+    note = (lambda m: print(f"[prune] {m}", flush=True)) if progress and is_leader() else None
+    first, _ = prune_mod.planned(first, src, note)
     return first
 
 
