@@ -227,6 +227,19 @@ def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
     assert lm([4, 8, 12, 16]) < lm(lm.base_widths)
 
 
+def test_the_convs_of_a_squeeze_and_excitation_block_are_timed_at_their_units_width(
+        tmp_path, monkeypatch):
+    """Its 1x1 convs run on a 1x1 map; the first takes in the unit's channels and the second
+    gives them back, so the table times them at each width of the unit."""
+    _, structure, lm, built = _zoo_table("mobilenet_v3", tmp_path, monkeypatch)
+    unit = structure.unit("blocks.1.expand.0")  # 24 channels, squeezed to 6
+    convs = [b[0] for b in built if isinstance(b[0], torch.nn.Conv2d) and b[0].kernel_size == (1, 1)]
+    reduce = {m.in_channels for m in convs if m.out_channels == 6}
+    expand = {m.out_channels for m in convs if m.in_channels == 6}
+    assert len(reduce) > 1 and len(expand) > 1 and max(reduce) == max(expand) == unit.width
+    assert lm([w // 2 for w in lm.base_widths]) < lm(lm.base_widths)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
 def test_a_depthwise_conv_is_timed_with_its_batchnorm_and_activation(name, tmp_path, monkeypatch):
     """A depthwise conv cut with its unit scales its BatchNorm and activation with it, so

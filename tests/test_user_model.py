@@ -58,6 +58,32 @@ MOBILENET_CODE = textwrap.dedent('''
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, classes))
 ''')
 
+MOBILENET_V3_CODE = textwrap.dedent('''
+    import torch.nn as nn
+
+    class SE(nn.Module):
+        def __init__(self, c, squeeze):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+            self.relu, self.gate = nn.ReLU(), nn.Hardsigmoid()
+
+        def forward(self, x):
+            return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+    def block(cin, hid, cout, stride):
+        return [nn.Conv2d(cin, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.Hardswish(),
+                nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid),
+                nn.Hardswish(), SE(hid, hid // 4), nn.Conv2d(hid, cout, 1, bias=False),
+                nn.BatchNorm2d(cout)]
+
+    def make(classes=10):
+        return nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish(),
+                             *block(16, 48, 24, 2), *block(24, 72, 32, 2),
+                             nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.Hardswish(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+''')
+
 INCEPTION_CODE = textwrap.dedent('''
     import torch
     import torch.nn as nn
@@ -149,6 +175,28 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
     # each as wide as the conv before it, the wider one cut (--balance cuts late layers most)
     assert [m.groups for m in dws] == [fused.get_submodule(n).out_channels for n in ("0", "6")]
     assert dws[1].groups < 32
+
+
+def test_squeeze_and_excitation_blocks_are_cut_with_their_unit_and_keep_accuracy(tmp_path):
+    """MobileNetV3's blocks: the expand conv is cut with its depthwise conv and with the
+    squeeze-and-excitation block on its channels (whose 1x1 convs take in and give back
+    the narrower width); fusion is exact, the pruned file loads without the user's code and
+    keeps the digits accuracy."""
+    path = tmp_path / "mobile_v3.py"
+    path.write_text(MOBILENET_V3_CODE)
+    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
+    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
+                         tmp_path, final_epochs=3, prune=("--balance", "0"))
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
+    # 180 test images: 4 points is 7 of them
+    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
+    path.unlink()
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    for expand, se, base in (("3", "9", 48), ("12", "18", 72)):  # each block's expand conv, SE
+        k = fused.get_submodule(expand).out_channels
+        assert k < base and fused.get_submodule(f"{se}.fc1").in_channels == k
+        assert fused.get_submodule(f"{se}.fc2").out_channels == k
+        assert fused.get_submodule(f"{se}.fc1").out_channels == base // 4  # the squeeze stays
 
 
 def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):

@@ -16,11 +16,17 @@ from alphaprune.report.size import count_flops, count_params, layer_flops
 __all__ = ["inspect_model", "format_inspection"]
 
 
+def _cut_with(unit) -> list[str]:
+    """The layers cut with a unit: its depthwise convs (and their BatchNorms) and the two
+    convs of each squeeze-and-excitation block on its channels."""
+    return list(unit.tied) + [c for ex in unit.excites for c in (ex.reduce, ex.expand)]
+
+
 def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
     """Parameters and FLOPs of a unit's own layers (a stream's: all its writers'; a unit's
     depthwise convs and their BatchNorms among them)."""
     pairs = [(w.conv, w.bn) for w in unit.writers] if unit.kind == "stream" else \
-        [(unit.name, unit.bn)] + [(t, None) for t in unit.tied]
+        [(unit.name, unit.bn)] + [(t, None) for t in _cut_with(unit)]
     mods = [gm.get_submodule(n) for layer, bn in pairs for n in (layer, bn) if n]
     params = sum(p.numel() for m in mods for p in m.parameters())
     return params, sum(shape_flops.get(layer, 0) for layer, _ in pairs)
@@ -37,7 +43,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool 
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
-                      "consumers": [c.name for c in u.consumers], "cut_with": list(u.tied),
+                      "consumers": [c.name for c in u.consumers], "cut_with": _cut_with(u),
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),

@@ -48,6 +48,16 @@ def _model(name: str) -> nn.Module:
     elif name == "inception":
         from tests.graph.zoo import Inception
         m = Inception(num_classes=5)
+    elif name == "mobilenet_v3":  # squeeze-and-excitation blocks
+        from tests.graph.zoo import ZOO
+        m = ZOO[name](num_classes=5)
+        # statistics of the data: random ones shrink the signal block by block to nothing
+        for b in m.modules():
+            if isinstance(b, nn.BatchNorm2d):
+                b.momentum = None
+        with torch.no_grad():
+            m.train()(torch.randn(64, 3, 8, 8))
+        return m.eval()
     elif name == "vgg11":
         m = create_model("vgg11", width=0.125, num_classes=5)
     else:
@@ -77,7 +87,7 @@ def test_the_grid_is_ascending_multiples_that_end_at_the_base(base, round_to, wa
     assert width_grid(base, round_to) == want
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception"])
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception", "mobilenet_v3"])
 def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
     """What the solver scores is exactly the network objective selection starts its α = 0
     path from: the same channels (select, L1), the same loss."""

@@ -120,6 +120,53 @@ def test_mobilenet_v2_expansions_are_units_and_projections_write_streams():
     assert [k.name for k in s.skipped] == ["fc"]
 
 
+@pytest.mark.parametrize("name, excited", [
+    ("mobilenet_v3", {"stem.0": ("blocks.0.se.fc1", "blocks.0.se.fc2"),
+                      "blocks.1.expand.0": ("blocks.1.se.fc1", "blocks.1.se.fc2"),
+                      "blocks.2.expand.0": ("blocks.2.se.fc1", "blocks.2.se.fc2")}),
+    ("efficientnet", {"exp": ("se1", "se2")}),  # functions: mean, F.silu, torch.sigmoid
+])
+def test_a_squeeze_and_excitation_block_is_cut_with_the_unit_under_it(name, excited):
+    """The block's two 1x1 convs read and write the unit's channels: they are cut with it,
+    not units of their own, and the unit reaches the layer after the multiply."""
+    s = find_units(ZOO[name](), X)
+    units, skipped = _names(s)
+    for unit, (reduce, expand) in excited.items():
+        (ex,) = s.unit(unit).excites
+        assert (ex.reduce, ex.expand) == (reduce, expand) and ex.mul in s.unit(unit).post
+        assert reduce not in units and expand not in units
+        assert reduce not in skipped and expand not in skipped
+    assert [u.name for u in s.units if u.excites] == list(excited)
+    if name == "mobilenet_v3":
+        assert s.unit("stem.0").tied == ["blocks.0.dw.0", "blocks.0.dw.1"]
+        assert [c.name for c in s.unit("stem.0").consumers] == ["blocks.0.project.0"]
+
+
+class _SpatialGate(torch.nn.Module):
+    """x * sigmoid(conv(x)): a gate per position, not per channel: it still ties channels."""
+
+    def __init__(self, squeeze: bool):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.gate = torch.nn.Conv2d(8, 8, 1)
+        self.head = torch.nn.Conv2d(8, 4, 1)
+        self.squeeze = squeeze
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        g = x.mean((2, 3), keepdim=True) if self.squeeze else x
+        # squeezed but with no activation between the convs: not the block either
+        return self.head(x * torch.sigmoid(self.gate(g)))
+
+
+@pytest.mark.parametrize("squeeze", [False, True])
+def test_a_multiply_that_is_not_squeeze_and_excitation_still_ties_channels(squeeze):
+    units, skipped = _names(find_units(_SpatialGate(squeeze), X))
+    # the reason names the first use that cannot absorb B: the multiply, or the mean
+    assert "conv" not in units
+    assert ("call_method mean" if squeeze else "tied by multiply") in skipped["conv"]
+
+
 def test_a_depthwise_conv_with_a_channel_multiplier_is_not_taken_in():
     class Multiplier(torch.nn.Module):
         def __init__(self):

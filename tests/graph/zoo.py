@@ -138,6 +138,76 @@ class MobileNetV2(nn.Module):
         return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
 
 
+class SqueezeExcitation(nn.Module):
+    """torchvision's squeeze-and-excitation: average pool, 1x1 down, ReLU, 1x1 up, hard
+    sigmoid, times the input."""
+
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+        self.relu, self.scale = nn.ReLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return self.scale(self.fc2(self.relu(self.fc1(self.avgpool(x))))) * x
+
+
+class V3Block(nn.Module):
+    """MobileNetV3's block: [expand 1x1 -> BN -> Hardswish] -> depthwise 3x3 -> BN ->
+    Hardswish -> squeeze-and-excitation -> project 1x1 -> BN, plus the input where the
+    shapes match. Without expansion the depthwise conv reads the block's input."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hid = cin * expand
+        self.expand = nn.Sequential(nn.Conv2d(cin, hid, 1, bias=False), nn.BatchNorm2d(hid),
+                                    nn.Hardswish()) if expand > 1 else nn.Identity()
+        self.dw = nn.Sequential(nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
+                                nn.BatchNorm2d(hid), nn.Hardswish())
+        self.se = SqueezeExcitation(hid, max(2, hid // 4))
+        self.project = nn.Sequential(nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.se(self.dw(self.expand(x))))
+        return x + y if self.skip else y
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3 in small: a stem, squeeze-and-excitation blocks (the first without
+    expansion, so its SE is on the stem's channels; one with a shortcut), head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.blocks = nn.Sequential(V3Block(8, 8, 2, 1), V3Block(8, 12, 1, 3), V3Block(12, 12, 1, 3))
+        self.head = nn.Sequential(nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32), nn.Hardswish())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+class EfficientNet(nn.Module):
+    """EfficientNet's block written with functions: expand 1x1 -> BN -> SiLU -> depthwise ->
+    BN -> SiLU -> x * sigmoid(1x1(silu(1x1(mean)))) -> project, twice."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8)
+        self.exp, self.bn1 = nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24)
+        self.dw, self.bn2 = nn.Conv2d(24, 24, 3, 2, 1, groups=24, bias=False), nn.BatchNorm2d(24)
+        self.se1, self.se2 = nn.Conv2d(24, 6, 1), nn.Conv2d(6, 24, 1)
+        self.proj, self.bn3 = nn.Conv2d(24, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = F.silu(self.bn0(self.stem(x)))
+        x = F.silu(self.bn2(self.dw(F.silu(self.bn1(self.exp(x))))))
+        x = x * torch.sigmoid(self.se2(F.silu(self.se1(x.mean((2, 3), keepdim=True)))))
+        return self.fc(self.bn3(self.proj(x)).mean((2, 3)))
+
+
 class Gate(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent control flow: not traceable
@@ -258,7 +328,7 @@ class GoogLeNet(nn.Module):
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
-       "googlenet": GoogLeNet}
+       "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet}
 
 
 class PreActivation(nn.Module):

@@ -14,7 +14,14 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from alphaprune.blend.branch import HANDOVER_MODES, BranchedUnit, StreamUnit, StreamWriter, original_modules
+from alphaprune.blend.branch import (
+    HANDOVER_MODES,
+    BranchedUnit,
+    Excitation,
+    StreamUnit,
+    StreamWriter,
+    original_modules,
+)
 from alphaprune.graph.units import Structure, Unit, find_units
 
 __all__ = ["BlendedNet", "node_op", "default_example"]
@@ -53,24 +60,31 @@ def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
         return StreamUnit([StreamWriter(gm.get_submodule(w.conv),
                                         gm.get_submodule(w.bn) if w.bn else None, k)
                            for w in u.writers])
-    post = [node_op(gm, n) for n in u.post]
+    excite_at = {ex.mul.name: ex for ex in u.excites}
+    post = [Excitation(*[node_op(gm, g) for g in excite_at[n.name].gate]) if n.name in excite_at
+            else node_op(gm, n) for n in u.post]
     tied = tuple(i for i, n in enumerate(u.post) if n.op == "call_module" and n.target in u.tied)
+    excites = tuple(i for i, n in enumerate(u.post) if n.name in excite_at)
     taps = tuple(nn.Sequential(*[node_op(gm, n) for n in tap]) for tap in u.taps)
     return BranchedUnit(gm.get_submodule(u.name), gm.get_submodule(u.bn) if u.bn else None,
                         node_op(gm, u.act), nn.Sequential(*post) if post else nn.Identity(), k,
-                        tied, taps)
+                        tied, taps, excites)
 
 
-def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str) -> None:
-    """Replace the single-user chain ``layer -> ... -> out`` by one call of ``target``."""
+def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str,
+                   inner: tuple[fx.Node, ...] = ()) -> None:
+    """Replace the single-user chain ``layer -> ... -> out`` by one call of ``target``;
+    ``inner``: more nodes that only the chain uses (an excitation's gate, whose multiply
+    is in the chain), erased with it."""
     with g.inserting_after(out):
         new = g.call_module(target, (layer.args[0],))
     out.replace_all_uses_with(new)
     chain, n = [], layer
     while n is not out:
         chain.append(n)
-        n = next(iter(n.users))
-    for n in [out, *reversed(chain)]:
+        n = next(u for u in n.users if u not in inner)
+    order = {m: i for i, m in enumerate(g.nodes)}
+    for n in sorted([out, *chain, *inner], key=order.__getitem__, reverse=True):
         g.erase_node(n)
 
 
@@ -88,7 +102,8 @@ def _rewrite(structure: Structure, units: list[nn.Module]) -> fx.GraphModule:
                 out = module_node[w.bn] if w.bn else layer
                 _replace_chain(g, layer, out, f"alpha_units.{i}.writers.{j}")
             continue
-        _replace_chain(g, module_node[u.name], by_name[u.out.name], f"alpha_units.{i}")
+        gates = tuple(by_name[n.name] for ex in u.excites for n in ex.gate)
+        _replace_chain(g, module_node[u.name], by_name[u.out.name], f"alpha_units.{i}", gates)
         for j, tap in enumerate(u.taps):  # each now reads the unit's call
             _replace_chain(g, by_name[tap[0].name], by_name[tap[-1].name], f"alpha_units.{i}.taps.{j}")
     g.lint()

@@ -6,7 +6,9 @@
     y'       = a * original + (1 - a) * branch
 
 ``post'`` is ``post`` with each depthwise conv and its BatchNorm (the unit's ``tied``
-layers) replaced by a narrow copy over the ``k`` branch channels.
+layers) replaced by a narrow copy over the ``k`` branch channels, and each
+squeeze-and-excitation block (:class:`Excitation`) by one whose two 1x1 convs read and write
+the ``k`` channels (the squeezed width stays).
 
 A unit whose output also feeds max pooling beside its other consumers (a GoogLeNet
 block's pooling branch) has a **tap** for each such path: a max pool does not commute with
@@ -27,8 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["BranchedUnit", "UnitTap", "StreamUnit", "StreamWriter", "HANDOVER_MODES", "matrix", "branch_bns",
-           "original_modules", "narrow_copy"]
+__all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
+           "matrix", "branch_bns", "original_modules", "narrow_copy"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -53,11 +55,14 @@ def branch_bns(unit: nn.Module) -> list[nn.Module]:
 
 def original_modules(unit: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """The original ``(layer, BN)`` pairs of a branched unit or stream (BN may be Identity);
-    a unit's depthwise convs come as ``(conv, Identity)``, their BNs as ``(Identity, BN)``."""
-    tied = [] if isinstance(unit, StreamUnit) else [
-        (nn.Identity(), m) if isinstance(m, nn.modules.batchnorm._BatchNorm) else (m, nn.Identity())
-        for m, _ in unit.tied_pairs()]
-    return [(p.conv, p.bn) for p in _parts(unit)] + tied
+    a unit's depthwise convs come as ``(conv, Identity)``, their BNs as ``(Identity, BN)``,
+    and its excitation convs as ``(conv, Identity)``."""
+    if isinstance(unit, StreamUnit):
+        return [(p.conv, p.bn) for p in _parts(unit)]
+    tied = [(nn.Identity(), m) if isinstance(m, nn.modules.batchnorm._BatchNorm) else (m, nn.Identity())
+            for m, _ in unit.tied_pairs()]
+    excite = [(c, nn.Identity()) for m, _ in unit.excite_pairs() for c in (m.reduce, m.expand)]
+    return [(unit.conv, unit.bn)] + tied + excite
 
 
 def narrow_copy(m: nn.Module, k: int) -> nn.Module:
@@ -71,6 +76,40 @@ def narrow_copy(m: nn.Module, k: int) -> nn.Module:
     return new.to(m.weight.dtype if getattr(m, "weight", None) is not None else torch.float32)
 
 
+class Excitation(nn.Module):
+    """A squeeze-and-excitation block, ``x * gate(expand(act(reduce(pool(x)))))``: ``pool``
+    averages each channel to 1x1, ``reduce`` and ``expand`` are 1x1 convs to the squeezed
+    width and back. The original block's ops are reused, not copied."""
+
+    def __init__(self, pool: nn.Module, reduce: nn.Conv2d, act: nn.Module, expand: nn.Conv2d,
+                 gate: nn.Module):
+        super().__init__()
+        self.pool, self.reduce, self.act, self.expand, self.gate = pool, reduce, act, expand, gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+    def narrowed(self, k: int) -> Excitation:
+        """The same block on ``k`` channels: fresh convs from and to ``k`` channels, the
+        same stateless ops."""
+        def conv(cin: int, cout: int, like: nn.Conv2d) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, 1, bias=like.bias is not None).to(like.weight.dtype)
+
+        r = self.reduce.out_channels
+        return Excitation(self.pool, conv(k, r, self.reduce), self.act, conv(r, k, self.expand),
+                          self.gate)
+
+    @torch.no_grad()
+    def select_into(self, narrow: Excitation, idx: torch.Tensor) -> None:
+        """``narrow`` (from :meth:`narrowed`) computes this block on channels ``idx``."""
+        narrow.reduce.weight.copy_(self.reduce.weight[:, idx])
+        narrow.expand.weight.copy_(self.expand.weight[idx])
+        if self.reduce.bias is not None:
+            narrow.reduce.bias.copy_(self.reduce.bias)
+        if self.expand.bias is not None:
+            narrow.expand.bias.copy_(self.expand.bias[idx])
+
+
 class BranchedUnit(nn.Module):
     """The original layer, BN, activation and post ops (reused, not copied) plus the branch.
 
@@ -82,12 +121,15 @@ class BranchedUnit(nn.Module):
         k: kept width of the branch.
         tied: positions in ``post`` (a ``Sequential``) of its depthwise convs and their
             BatchNorms, which the branch runs as narrow copies.
+        excites: positions in ``post`` of its :class:`Excitation` blocks, which the branch
+            runs narrowed.
         taps: the ops of each max-pooled path from the output to more consumers (module
             docstring), one module per path; the graph calls ``taps[i]`` after the unit.
     """
 
     def __init__(self, layer: nn.Module, bn: nn.Module | None, act: nn.Module, post: nn.Module,
-                 k: int, tied: tuple[int, ...] = (), taps: tuple[nn.Module, ...] = ()):
+                 k: int, tied: tuple[int, ...] = (), taps: tuple[nn.Module, ...] = (),
+                 excites: tuple[int, ...] = ()):
         super().__init__()
         self.kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
         n = layer.out_channels if self.kind == "conv" else layer.out_features
@@ -102,11 +144,12 @@ class BranchedUnit(nn.Module):
             self.bn2 = nn.BatchNorm1d(k) if bn is not None else nn.Identity()
         if bn is not None:
             self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
-        self.tied = tuple(tied)
-        # the branch's post: the same pass-through ops, narrow copies of the tied layers (with
-        # none tied it is ``post`` itself, not registered a second time)
-        if self.tied:
-            self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else m
+        self.tied, self.excites = tuple(tied), tuple(excites)
+        # the branch's post: the same pass-through ops, narrow copies of the tied layers and
+        # the excitations (with none it is ``post`` itself, not registered a second time)
+        if self.tied or self.excites:
+            self.pool2 = nn.Sequential(*[narrow_copy(m, k) if i in self.tied else
+                                         m.narrowed(k) if i in self.excites else m
                                          for i, m in enumerate(post)])
         self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)  # empty: no state_dict keys
         self.gate = 1.0
@@ -114,6 +157,10 @@ class BranchedUnit(nn.Module):
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(original, narrow copy) of each depthwise conv and BatchNorm in the post chain."""
         return [(self.pool[i], self.pool2[i]) for i in self.tied]
+
+    def excite_pairs(self) -> list[tuple[Excitation, Excitation]]:
+        """(original, narrowed) of each squeeze-and-excitation block in the post chain."""
+        return [(self.pool[i], self.pool2[i]) for i in self.excites]
 
     @property
     def width(self) -> int:
@@ -125,7 +172,7 @@ class BranchedUnit(nn.Module):
 
     def narrow(self, z: torch.Tensor) -> torch.Tensor:
         """The branch before ``B``: the compact unit's output (k channels)."""
-        post = self.pool2 if self.tied else self.pool
+        post = self.pool2 if self.tied or self.excites else self.pool
         return post(self.act(self.bn2(self.A(z))))
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,8 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
                 copied[unit.bn] = br.bn2
             for name, (_, narrow) in zip(unit.tied, br.tied_pairs()):
                 copied[name] = narrow
+            for ex, (_, narrow) in zip(unit.excites, br.excite_pairs()):
+                copied[ex.reduce], copied[ex.expand] = narrow.reduce, narrow.expand
             B = matrix(br.B)
         for c in unit.consumers:
             m = maps.setdefault(c.name, {})

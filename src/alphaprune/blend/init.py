@@ -130,6 +130,8 @@ def _select(unit, scores: torch.Tensor) -> None:
     B[idx, torch.arange(k)] = 1.0
     for orig, narrow in unit.tied_pairs():  # the depthwise convs keep the same channels
         _copy_channels(orig, narrow, idx)
+    for orig, narrow in unit.excite_pairs():  # so do the excitation blocks
+        orig.select_into(narrow, idx)
     if unit.has_bn:
         _copy_channels(unit.bn, unit.bn2, idx)
 

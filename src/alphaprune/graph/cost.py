@@ -57,6 +57,9 @@ class CostModel:
                 lay = self._layer(gm, name)
                 lay.out_unit = i
                 lay.ins = [(i, 1)] if isinstance(lay.module, nn.Conv2d) else []
+            for ex in u.excites:  # reads the unit's channels, and writes them
+                self._layer(gm, ex.reduce).ins = [(i, 1)]
+                self._layer(gm, ex.expand).out_unit = i
             for c in u.consumers:
                 self._layer(gm, c.name).ins.append((i, c.spatial))
         for lay in self.layers.values():

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 
 from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
-__all__ = ["Consumer", "Unit", "Writer", "Skipped", "Structure", "find_units", "has_sums",
-           "is_activation"]
+__all__ = ["Consumer", "Unit", "Excite", "Writer", "Skipped", "Structure", "find_units",
+           "has_sums", "is_activation"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -72,6 +72,9 @@ ZERO_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, n
 ZERO_ACT_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu,
                       F.hardswish, F.mish, torch.tanh, F.selu, F.celu)
 ZERO_ACT_METHODS = ("relu", "relu_", "tanh")
+# the gate of a squeeze-and-excitation block
+GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+GATE_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid)
 
 
 @dataclass
@@ -93,6 +96,18 @@ class Writer:
 
 
 @dataclass
+class Excite:
+    """A squeeze-and-excitation block on a unit's channels, ``x * gate(expand(act(reduce(
+    pool(x)))))``: ``reduce`` reads the unit's channels, ``expand`` writes them, so the
+    branch runs narrow copies of both (the squeezed width stays)."""
+
+    mul: fx.Node                 # the multiply: the block's output, an entry of ``post``
+    gate: list[fx.Node]          # pool, reduce, act, expand, gate activation, in order
+    reduce: str                  # the 1x1 conv from the unit's channels to the squeezed ones
+    expand: str                  # the 1x1 conv back to the unit's channels
+
+
+@dataclass
 class Unit:
     """One prunable unit: ``layer [-> bn] -> act [-> pool/dropout ...]``, or a residual
     stream (kind ``"stream"``: no layer of its own, its ``writers`` instead)."""
@@ -109,6 +124,8 @@ class Unit:
     tied: list[str] = field(default_factory=list)   # depthwise convs and their BNs in post
     # max-pooled paths from ``out`` to more consumers, each a chain of nodes (module docstring)
     taps: list[list[fx.Node]] = field(default_factory=list)
+    # squeeze-and-excitation blocks in ``post`` (each at its multiply), cut with the unit
+    excites: list[Excite] = field(default_factory=list)
 
 
 @dataclass
@@ -209,6 +226,51 @@ def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_
     return None
 
 
+def _squeezes(gm, n: fx.Node, src: fx.Node) -> bool:
+    """``n`` averages each channel of ``src`` over H and W into a (N, C, 1, 1) map."""
+    mean = (n.op == "call_method" and n.target == "mean") or (
+        n.op == "call_function" and n.target is torch.mean)
+    avg = mean or _is(gm, n, AVG_POOL_MODULES, AVG_POOL_FUNCTIONS)
+    s_in, s_out = shape_of(src), shape_of(n)
+    return avg and _only_input(n, src) and s_in is not None and s_out is not None and \
+        len(s_in) == 4 and tuple(s_out) == (*s_in[:2], 1, 1)
+
+
+def _pointwise(gm, n: fx.Node, src: fx.Node, calls: dict[str, int], cin: int | None = None,
+               cout: int | None = None) -> bool:
+    """``n`` is a 1x1 conv (groups 1, called once) on the (N, C, 1, 1) map ``src``."""
+    m, shape = _mod(gm, n), shape_of(n)
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (1, 1) and \
+        _only_input(n, src) and calls.get(n.target, 0) == 1 and shape is not None and \
+        tuple(shape[2:]) == (1, 1) and cin in (None, m.in_channels) and cout in (None, m.out_channels)
+
+
+def _excite(gm, cur: fx.Node, width: int, calls: dict[str, int]) -> Excite | None:
+    """The squeeze-and-excitation block on ``cur`` (``width`` channels), whose two users are
+    the block's pool and its multiply, or ``None``."""
+    users = list(cur.users)
+    if len(users) != 2:
+        return None
+    for pool, mul in (users, users[::-1]):
+        if not _squeezes(gm, pool, cur):
+            continue
+        steps = [lambda n, s: _pointwise(gm, n, s, calls, cin=width),
+                 lambda n, s: is_activation(gm, n) and _only_input(n, s),
+                 lambda n, s: _pointwise(gm, n, s, calls, cout=width),
+                 lambda n, s: _is(gm, n, GATE_MODULES, GATE_FUNCTIONS, ("sigmoid",)) and _only_input(n, s)]
+        gate = [pool]
+        for step in steps:
+            nxt = list(gate[-1].users)
+            if len(nxt) != 1 or not step(nxt[0], gate[-1]):
+                break
+            gate.append(nxt[0])
+        else:
+            if list(gate[-1].users) == [mul] and _tie(gm, mul) == "multiply" and \
+                    len(mul.args) == 2 and set(mul.args) == {cur, gate[-1]} and not mul.kwargs:
+                return Excite(mul, gate, gate[1].target, gate[3].target)
+    return None
+
+
 # a BatchNorm with track_running_stats=False normalises by each batch's statistics, also in
 # eval mode: no fixed weights reproduce it, so its unit cannot be fused
 _NO_STATS = ("BatchNorm {} keeps no running statistics (track_running_stats=False): build it "
@@ -216,9 +278,9 @@ _NO_STATS = ("BatchNorm {} keeps no running statistics (track_running_stats=Fals
 
 
 def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
-    """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out, tied) or a
-    reason (``post`` may hold depthwise convs with their BN and activation: module
-    docstring)."""
+    """Follow ``layer -> [bn] -> act -> [post...]``; return (bn, act, post, out, tied,
+    excites) or a reason (``post`` may hold depthwise convs with their BN and activation,
+    and squeeze-and-excitation blocks: module docstring)."""
     bn_type = nn.BatchNorm2d if kind == "conv" else nn.BatchNorm1d
     cur, bn = layer, None
     nxt = _single_user(cur)
@@ -236,11 +298,17 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
         if tie:
             return f"channels tied by {tie} ({nxt.name}): a residual or concatenated stream"
         return f"no elementwise activation after it (next: {_describe(gm, nxt)})"
-    act, cur, post, tied = nxt, nxt, [], []
+    act, cur, post, tied, excites = nxt, nxt, [], [], []
     width = _mod(gm, layer).out_channels if kind == "conv" else 0
     last_dw = None  # the post chain's last depthwise conv (its BN may follow it directly)
     while True:
         users = list(cur.users)
+        ex = _excite(gm, cur, width, calls) if kind == "conv" else None
+        if ex is not None:  # the block's multiply continues the chain
+            excites.append(ex)
+            post.append(ex.mul)
+            cur = ex.mul
+            continue
         if len(users) != 1:
             break
         n = users[0]
@@ -255,7 +323,7 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
             tied.append(n.target)
         post.append(n)
         cur = n
-    return bn, act, post, cur, tied
+    return bn, act, post, cur, tied, excites
 
 
 def _single_user(n: fx.Node):
@@ -559,15 +627,17 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
                 chain = "output layer: its width is the model's output"
             skipped.append(Skipped(n.target, chain))
             continue
-        bn, act, post, out, tied = chain
+        bn, act, post, out, tied, excites = chain
         cons = _consumers(gm, out, kind, calls)
         if isinstance(cons, str):
             skipped.append(Skipped(n.target, cons))
             continue
         width = m.out_channels if kind == "conv" else m.out_features
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
-                          out, cons[0], tied=tied, taps=cons[1]))
-    in_units = {t for u in units for t in u.tied}  # depthwise convs cut with their unit
+                          out, cons[0], tied=tied, taps=cons[1], excites=excites))
+        seen |= {c for ex in excites for c in (ex.reduce, ex.expand)}  # no units of their own
+    # depthwise convs and excitation convs cut with their unit
+    in_units = {t for u in units for t in u.tied + [c for ex in u.excites for c in (ex.reduce, ex.expand)]}
     skipped = [s for s in skipped if s.name not in in_units]
     if streams:
         units, skipped = _with_streams(gm, calls, units, skipped)
