@@ -39,7 +39,7 @@ def _widths(structure, keep: float) -> list[int]:
 
 @pytest.mark.parametrize("name, arch", [("resnet20", "resnet20"), ("resnet50", "resnet50"),
                                         ("mobilenet_v2_cifar", "mobilenet_v2_cifar"),
-                                        ("two_consumers", None)])
+                                        ("two_consumers", None), ("mobilenet_v3", None)])
 def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch, request):
     if name.startswith("mobilenet"):
         request.getfixturevalue("float64")
