@@ -1,7 +1,7 @@
 #!/bin/bash
-# Pruning through torch.cat (BENCHMARKS.md sections 44 and 46): a user model of
-# benchmarks/models/NAME.py (inception or squeezenet), trained 15 epochs on a stratified
-# 10,000-image part of the train split, then objective selection (os-step) against
+# Pruning a user model of benchmarks/models/NAME.py against Torch-Pruning (BENCHMARKS.md
+# sections 44, 46 and 48: inception, squeezenet, googlenet, mobilenet_v3), trained 15
+# epochs on a stratified 10,000-image part of the train split, then objective selection (os-step) against
 # Torch-Pruning L1 at 50% of the parameters and at 50% of the FLOPs removed, 8 epochs on
 # 5,000 images (the section 5 protocol), training seeds 0 and 1; one thread per job, two
 # jobs side by side.
@@ -11,7 +11,7 @@
 # ROWS (default "params:0 params:1 flops:0 flops:1"): MATCH:SEED pairs to run.
 # Rerunning resumes (compare skips finished rows; the trained model is kept).
 set -eu
-NAME=${1:?name the model: inception or squeezenet}
+NAME=${1:?name the model: a file of benchmarks/models/, without .py}
 : "${DATA:?set DATA to the dataset}" "${OUT:?set OUT to a results folder}"
 export DATA OUT OMP_NUM_THREADS=1 AP=${AP:-alphaprune}
 MODEL=benchmarks/models/$NAME.py:$NAME
