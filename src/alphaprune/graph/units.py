@@ -6,7 +6,10 @@ identity and, for a conv, **depthwise convs** (groups = channels, one filter per
 each with its optional BatchNorm and activation, every step the only user of the one
 before. A depthwise conv's channels are the unit's own (its ``tied`` layers): the branch
 runs a narrow copy of it, so a MobileNet's pointwise conv and the depthwise conv after it
-are cut together. Its output must feed only
+are cut together. A **squeeze-and-excitation** block on the unit's channels (``x *
+gate(expand(act(reduce(pool(x)))))``: an average to 1x1, two 1x1 convs, a sigmoid or hard
+sigmoid) is cut with it too (:class:`Excite`): ``reduce`` reads the unit's channels and
+``expand`` writes them, and the branch runs both narrowed. Its output must feed only
 **consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
 a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
 consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have
