@@ -134,6 +134,22 @@ def _train_and_prune(train: list[str], data: list[str], tmp_path, final_epochs: 
     return json.loads((tmp_path / "p50" / "summary.json").read_text())
 
 
+def _digits_prune(tmp_path, name: str, code: str, prune: tuple[str, ...]) -> dict:
+    """The user model ``code`` (a ``make`` factory) trained 8 epochs on the digits and half
+    of it pruned (3 final epochs, options ``prune``): the size is met, fusion is exact and
+    the accuracy kept within 4 points (7 of the 180 test images). The code file is deleted
+    after, so what the caller loads next must not need it. Returns the summary."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
+    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
+                         tmp_path, final_epochs=3, prune=prune)
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
+    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
+    path.unlink()
+    return s
+
+
 def test_user_model_trains_prunes_and_loads_without_its_code(user_file, tmp_path):
     summary = _train_and_prune(["--model", f"{user_file}:make", "--model-kwargs", '{"c": 8}',
                                 "--epochs", "2"], DATA, tmp_path, final_epochs=2)
@@ -157,18 +173,10 @@ def test_a_mobilenet_keeps_its_accuracy_with_its_depthwise_convs_cut(tmp_path, p
     """Depthwise-separable blocks: each pointwise conv is cut with the depthwise conv after
     it; the pruned file loads without the user's code and keeps the digits accuracy (with
     feature distillation too: its taps sit on units with narrow depthwise copies)."""
-    path = tmp_path / "mobile.py"
-    path.write_text(MOBILENET_CODE)
-    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
-    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
-                         tmp_path, final_epochs=3, prune=prune)
+    _digits_prune(tmp_path, "mobile", MOBILENET_CODE, prune)
     with open(tmp_path / "p50" / "metrics.csv", newline="") as f:
         feats = [r.get("train_feature_loss") for r in csv.DictReader(f)]
     assert all(float(v) > 0 for v in feats) if prune else feats[0] is None  # the term ran
-    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
-    # 180 test images: 4 points is 7 of them
-    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
-    path.unlink()
     fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
     dws = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert len(dws) == 2 and all(m.groups == m.in_channels == m.out_channels for m in dws)
@@ -182,15 +190,7 @@ def test_squeeze_and_excitation_blocks_are_cut_with_their_unit_and_keep_accuracy
     squeeze-and-excitation block on its channels (whose 1x1 convs take in and give back
     the narrower width); fusion is exact, the pruned file loads without the user's code and
     keeps the digits accuracy."""
-    path = tmp_path / "mobile_v3.py"
-    path.write_text(MOBILENET_V3_CODE)
-    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
-    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
-                         tmp_path, final_epochs=3, prune=("--balance", "0"))
-    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
-    # 180 test images: 4 points is 7 of them
-    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
-    path.unlink()
+    _digits_prune(tmp_path, "mobile_v3", MOBILENET_V3_CODE, ("--balance", "0"))
     fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
     for expand, se, base in (("3", "9", 48), ("12", "18", 72)):  # each block's expand conv, SE
         k = fused.get_submodule(expand).out_channels
@@ -205,17 +205,9 @@ def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cu
     a max-pooled branch (a tap); the convs reading the cat take in the narrower
     concatenation, fusion is exact and the pruned file loads without the user's code and
     keeps the digits accuracy."""
-    path = tmp_path / "inception.py"
-    path.write_text(INCEPTION_CODE)
-    data = ["--data", "digits", "--batch-size", "32", "--no-progress"]
     # uniform widths (--balance 0), so that every branch is cut (balance cuts late layers)
-    s = _train_and_prune(["--model", f"{path}:make", "--epochs", "8", "--lr", "0.1"], data,
-                         tmp_path, final_epochs=3, prune=("--balance", "0"))
-    assert abs(s["achieved_reduction"] - 0.5) <= 0.01 and s["fusion_rel_error"] <= 1e-5
+    s = _digits_prune(tmp_path, "inception", INCEPTION_CODE, ("--balance", "0"))
     assert all(a < b for a, b in zip(s["widths_after"], s["widths_before"]))
-    # 180 test images: 4 points is 7 of them
-    assert s["test_acc_before"] >= 0.8 and s["test_acc_after"] >= s["test_acc_before"] - 0.04
-    path.unlink()
     fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
     assert fused.get_submodule("b3.0").in_channels == fused.get_submodule("stem.0").out_channels < 16
     branch_out = sum(fused.get_submodule(n).out_channels for n in ("b1.0", "b2.1.0", "b3.0"))
