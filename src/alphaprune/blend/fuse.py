@@ -152,7 +152,7 @@ def channels_last_cats(gm: fx.GraphModule) -> int:
 
     A one-channel tensor is both channels-last and contiguous, and torch.cat then returns
     NCHW even when every part was computed channels-last: the rest of the network (a
-    GoogLeNet's max pools, four times slower in NCHW on the CPU) ran in the slower layout.
+    GoogLeNet's max pools, much slower in NCHW on the CPU) ran in the slower layout.
     A unit cut to one channel makes such a part (BENCHMARKS.md section 46). The values are
     the same; an NCHW input runs channels-last from that cat on. Returns how many cats."""
     cats = [n for n in gm.graph.nodes if cat_args(n)]
