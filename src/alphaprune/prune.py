@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -386,7 +387,7 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
     return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
 
 
-def _plan(cfg: PruneConfig, src: _Source, note=None) -> _Plan:
+def _plan(cfg: PruneConfig, src: _Source, note: Callable[[str], None] | None = None) -> _Plan:
     """The prunable units (traced) and the widths that meet the target: parameters or FLOPs
     exact from the traced graph at the data's input size, a speed-up by a measured search
     (:mod:`alphaprune.speedup`), or the recorded ``widths``. ``note``: where the search's
@@ -435,7 +436,8 @@ def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
     return count(narrowest(base, cfg.round_to)) <= (1.0 - fraction) * count(base)
 
 
-def planned(cfg: PruneConfig, src: _Source, note=None) -> tuple[PruneConfig, _Plan]:
+def planned(cfg: PruneConfig, src: _Source,
+            note: Callable[[str], None] | None = None) -> tuple[PruneConfig, _Plan]:
     """The plan (:func:`_plan`) and the settings that rebuild it: widths a measuring solver
     chose are recorded with what they were measured for, so that a resume or a repeat
     builds the same network without measuring again (and keeps the record for its summary).

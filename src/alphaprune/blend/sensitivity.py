@@ -136,12 +136,20 @@ def channel_orders(structure, criterion: str, x: torch.Tensor) -> list[torch.Ten
         gm.train(was)
 
 
+def _reads(unit) -> list[tuple[str, int, int, str]]:
+    """``(module, offset, spatial, kind)`` of each layer that reads a (non-stream) unit's
+    channels: its consumers, and the first conv of each of its excitations (the squeeze of
+    a dropped channel is dropped too)."""
+    return [(c.name, c.offset, c.spatial, c.kind) for c in unit.consumers] + \
+        [(ex.reduce, 0, 1, "conv") for ex in unit.excites]
+
+
 def _hooked(unit) -> list[str]:
     """The modules :func:`_cut` hooks to cut ``unit``: a stream's writers (their BatchNorm,
-    or conv), any other unit's consumers and the first conv of each of its excitations."""
+    or conv), the layers that read any other unit's channels (:func:`_reads`)."""
     if unit.kind == "stream":
         return [wr.bn or wr.conv for wr in unit.writers]
-    return [c.name for c in unit.consumers] + [ex.reduce for ex in unit.excites]
+    return [name for name, *_ in _reads(unit)]
 
 
 @contextlib.contextmanager
@@ -155,12 +163,9 @@ def _cut(gm, structure, widths: Sequence[int], orders: list[torch.Tensor]):
                 hooks += [gm.get_submodule(name).register_forward_hook(
                     _output_zeroing_hook(order[w:])) for name in _hooked(u)]
             elif w < u.width:
-                # an excitation's squeeze of a dropped channel is dropped too: zero at its conv
-                reads = [(c.name, c.offset, c.spatial, c.kind) for c in u.consumers] + \
-                    [(ex.reduce, 0, 1, "conv") for ex in u.excites]
                 hooks += [gm.get_submodule(name).register_forward_pre_hook(
                     _zeroing_hook(order[w:] + offset, spatial, kind))
-                    for name, offset, spatial, kind in reads]
+                    for name, offset, spatial, kind in _reads(u)]
         yield
     finally:
         for h in hooks:

@@ -27,7 +27,6 @@ class Forks:
     """Runs ``gm``'s graph node by node, with forks (see the module docstring)."""
 
     def __init__(self, gm: fx.GraphModule):
-        self.gm = gm
         self.nodes = list(gm.graph.nodes)
         at = {n: i for i, n in enumerate(self.nodes)}
         self._dies: list[list[fx.Node]] = [[] for _ in self.nodes]  # freed after node i
