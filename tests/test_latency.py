@@ -227,6 +227,19 @@ def test_a_depthwise_conv_is_timed_as_one_at_each_width(tmp_path, monkeypatch):
     assert lm([4, 8, 12, 16]) < lm(lm.base_widths)
 
 
+def test_a_grouped_conv_is_timed_at_whole_groups_of_its_group_width(tmp_path, monkeypatch):
+    """A ResNeXt's grouped conv enters the table with its group width kept and fewer groups
+    at each narrower width (equal input and output widths), as the fused network has it."""
+    _, structure, lm, built = _zoo_table("resnext", tmp_path, monkeypatch)
+    grouped = [b[0] for b in built if getattr(b[0], "groups", 1) > 1]
+    assert grouped and all(m.in_channels == m.out_channels for m in grouped)
+    assert {m.in_channels // m.groups for m in grouped} == {4, 8}
+    assert any(m.groups < 4 for m in grouped)  # narrower than the original's 4 groups
+    entries = [json.loads(k) for k in json.loads(lm.path.read_text())["entries"] if "whole" not in k]
+    assert {e.get("group_width") for e in entries if e.get("depthwise")} == {4, 8}
+    assert lm([8, 16, 16]) < lm(lm.base_widths)
+
+
 def test_the_convs_of_a_squeeze_and_excitation_block_are_timed_at_their_units_width(
         tmp_path, monkeypatch):
     """Its 1x1 convs run on a 1x1 map; the first takes in the unit's channels and the second

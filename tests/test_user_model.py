@@ -114,6 +114,29 @@ INCEPTION_CODE = textwrap.dedent('''
         return Net(classes)
 ''')
 
+RESNEXT_CODE = textwrap.dedent('''
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):  # ResNeXt's bottleneck, grouped 3x3 of 8 channels a group
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+            self.b = nn.Sequential(nn.Conv2d(cout, cout, 3, stride, 1, groups=cout // 8, bias=False),
+                                   nn.BatchNorm2d(cout), nn.ReLU())
+            self.c = nn.Sequential(nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) \\
+                if cin != cout or stride != 1 else nn.Identity()
+
+        def forward(self, x):
+            return F.relu(self.proj(x) + self.c(self.b(self.a(x))))
+
+    def make(classes=10):
+        return nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                             Block(16, 32, 2), Block(32, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(32, classes))
+''')
+
 
 @pytest.fixture
 def user_file(tmp_path):
@@ -197,6 +220,18 @@ def test_squeeze_and_excitation_blocks_are_cut_with_their_unit_and_keep_accuracy
         assert k < base and fused.get_submodule(f"{se}.fc1").in_channels == k
         assert fused.get_submodule(f"{se}.fc2").out_channels == k
         assert fused.get_submodule(f"{se}.fc1").out_channels == base // 4  # the squeeze stays
+
+
+def test_a_resnext_keeps_its_accuracy_with_its_grouped_convs_cut_whole_groups(tmp_path):
+    """ResNeXt's bottlenecks: each block's first 1x1 conv is cut with the grouped 3x3 conv
+    after it, whole groups of 8 channels at a time; fusion is exact, the pruned file loads
+    without the user's code and keeps the digits accuracy."""
+    _digits_prune(tmp_path, "resnext", RESNEXT_CODE, ())
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    for block in ("3", "4"):
+        a, b = fused.get_submodule(f"{block}.a.0"), fused.get_submodule(f"{block}.b.0")
+        assert b.in_channels == b.out_channels == a.out_channels and b.in_channels // b.groups == 8
+    assert min(fused.get_submodule(f"{k}.b.0").groups for k in ("3", "4")) < 4
 
 
 def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):

@@ -8,13 +8,13 @@ memory traffic. Non-negative terms keep the prediction monotone in every width, 
 width solver's bisection relies on, however noisy single timings are. A unit's own layer is
 timed with what follows it and scales with its width (BatchNorm, the activation, pooling
 modules and pooling functions with constant arguments), so the memory traffic of those ops
-is counted too; a depthwise conv cut with a unit is timed the same way, with its own
-BatchNorm and activation. A layer that only consumes a unit is timed alone. The
-rest of the network (layers no width touches) is the whole model's measured latency minus
-the table's value at full width, a constant. The table is keyed by the machine (CPU model,
-architecture), the torch version, the thread count and the batch size, cached on disk
-(``<cache>/latency/<key>.json``) and reused across runs: another machine, torch or thread
-count measures anew.
+is counted too; a depthwise or grouped conv cut with a unit is timed the same way (whole
+groups: as many input as output channels), with its own BatchNorm and activation. A layer
+that only consumes a unit is timed alone. The rest of the network (layers no width
+touches) is the whole model's measured latency minus the table's value at full width, a
+constant. The table is keyed by the machine (CPU model, architecture), the torch version,
+the thread count and the batch size, cached on disk (``<cache>/latency/<key>.json``) and
+reused across runs: another machine, torch or thread count measures anew.
 
 The prediction only ranks widths for the solver; the fused model is timed against the
 original at the end of the run, and that measurement is what is reported.
@@ -36,10 +36,11 @@ import torch.nn as nn
 
 from alphaprune.allocator import keep_freed_memory
 from alphaprune.atomic import atomic_write_text
+from alphaprune.blend.widths import unit_step
 from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
-from alphaprune.graph.units import POOL_FUNCTIONS, POOL_MODULES, Structure, is_activation
+from alphaprune.graph.units import POOL_FUNCTIONS, POOL_MODULES, Structure, group_width, is_activation
 from alphaprune.report.size import measure_latency
 
 __all__ = ["LatencyModel", "machine_key", "time_ms"]
@@ -82,7 +83,7 @@ class LatencyModel:
         self.table = self._read()
         self.measured = 0  # entries timed by this instance (0: all came from the cache)
         cost = CostModel(structure)
-        self.base_widths = cost.base_widths
+        self.base_widths, self.groups = cost.base_widths, cost.groups
         gm = structure.gm
         inputs = {n.target: shape_of(n.args[0]) for n in gm.graph.nodes
                   if n.op == "call_module" and n.target in cost.layers}
@@ -122,17 +123,17 @@ class LatencyModel:
         return self.table[k]
 
     # -- prediction ----------------------------------------------------------------------
-    def _grid(self, base: int) -> list[int]:
-        step = self.round_to if base > self.round_to else 1
+    def _grid(self, base: int, group: int = 1) -> list[int]:
+        step = unit_step(base, self.round_to, group)
         pts = {max(step, min(base, step * round(base * r / step))) for r in _GRID}
-        return sorted(pts | {1 if base <= self.round_to else step, base})
+        return sorted(pts | {step, base})
 
     def _in_grid(self, lay) -> list[int]:
         """The input sizes a layer is timed at: its unit's width grid (times the inputs per
         channel), or for a layer several units feed (after a cat) a grid of its whole input."""
         if len(lay.ins) == 1 and lay.in_fixed == 0:
             unit, spatial = lay.ins[0]
-            return [g * spatial for g in self._grid(self.base_widths[unit])]
+            return [g * spatial for g in self._grid(self.base_widths[unit], self.groups[unit])]
         return self._grid(lay.cin(self.base_widths))
 
     def _at(self, sig: dict, tail: list, cin: int, cout: int) -> float:
@@ -146,8 +147,9 @@ class LatencyModel:
 
         m = lay.module
         gi = [_in(m)] if not lay.ins else self._in_grid(lay)
-        go = [_out(m)] if lay.out_unit is None else self._grid(self.base_widths[lay.out_unit])
-        pts = [(i, o) for i in gi for o in go if i == o or not sig.get("depthwise")]
+        go = [_out(m)] if lay.out_unit is None else self._grid(self.base_widths[lay.out_unit],
+                                                               self.groups[lay.out_unit])
+        pts = [(i, o) for i in gi for o in go if i == o or _group_width(sig) is None]
         a = np.array([_features(i, o) for i, o in pts], dtype=float)
         y = np.array([self._at(sig, tail, i, o) for i, o in pts])
         scale = a.max(axis=0)  # columns of one size, for a well-conditioned fit
@@ -177,8 +179,10 @@ def _signature(m: nn.Module, in_shape) -> dict:
                "padding": list(m.padding) if not isinstance(m.padding, str) else m.padding,
                "dilation": list(m.dilation), "bias": m.bias is not None,
                "hw": list(in_shape[2:4])}
-        if m.groups > 1:  # only a unit's depthwise convs change width (one filter a channel)
+        if m.groups > 1:  # only a unit's own change width: whole groups, in = out
             sig["depthwise"] = True
+            if group_width(m) > 1:
+                sig["group_width"] = group_width(m)
         return sig
     return {"kind": "linear", "bias": m.bias is not None}
 
@@ -260,9 +264,10 @@ def _tails(gm, unit) -> dict[str, list[nn.Module]]:
 def _block(sig: dict, tail: list[nn.Module], cin: int, cout: int) -> nn.Module:
     """The layer at ``cin -> cout`` and its tail, freshly built, to be timed."""
     if sig["kind"] == "conv":
+        gw = _group_width(sig)
         layer = nn.Conv2d(cin, cout, tuple(sig["k"]), tuple(sig["stride"]),
                           sig["padding"] if isinstance(sig["padding"], str) else tuple(sig["padding"]),
-                          tuple(sig["dilation"]), groups=cout if sig.get("depthwise") else 1,
+                          tuple(sig["dilation"]), groups=1 if gw is None else cout // gw,
                           bias=sig["bias"])
     else:
         layer = nn.Linear(cin, cout, bias=sig["bias"])
@@ -273,6 +278,12 @@ def _block(sig: dict, tail: list[nn.Module], cin: int, cout: int) -> nn.Module:
         else:
             mods.append(copy.deepcopy(t))
     return nn.Sequential(*mods)
+
+
+def _group_width(sig: dict) -> int | None:
+    """A depthwise or grouped conv's channels per group (1: depthwise); None for any other
+    layer."""
+    return sig.get("group_width", 1) if sig.get("depthwise") else None
 
 
 def _in_shape(sig: dict, cin: int) -> tuple[int, ...]:

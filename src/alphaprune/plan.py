@@ -42,6 +42,7 @@ from alphaprune.data import normalize, stratified_subset
 from alphaprune.errors import UserError
 from alphaprune.graph import CostModel
 from alphaprune.graph.cost import written_elements
+from alphaprune.graph.units import unit_groups
 from alphaprune.speedup import solve_speedup
 
 __all__ = ["SOLVERS", "TARGET_OPTIONS", "AUTO_BATCH", "WidthTarget", "SearchData", "check_solver",
@@ -124,6 +125,7 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens, shape) -> Callable:
     writes the fewest activation elements is kept. Every call's scores are recorded; an
     allocation is scored once however often the closed loop of ``--speedup`` proposes it."""
     tried: list[dict] = []
+    groups = unit_groups(structure)
     orders = channel_orders(structure, t.importance, val.x[:250])
     scored: dict[tuple, tuple] = {}
     written: dict[tuple, int] = {}
@@ -148,10 +150,10 @@ def _auto(t: WidthTarget, structure, val: SearchData, sens, shape) -> Callable:
         return written[key]
 
     def solve(base, count, fraction, option="--prune"):
-        cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option=option),
-                 "balance1": solve_widths(base, count, fraction, t.round_to, 1.0, option=option),
+        cands = {"ratio": solve_widths(base, count, fraction, t.round_to, 0.0, option, groups),
+                 "balance1": solve_widths(base, count, fraction, t.round_to, 1.0, option, groups),
                  "sensitivity": solve_by_sensitivity(base, count, fraction, t.round_to, sens,
-                                                     option=option)}
+                                                     option, groups)}
         scores = {k: score(w) for k, w in cands.items()}
         top = max(cands, key=lambda k: (scores[k][0], -scores[k][1]))
         se = {k: paired_se(scores[k][2], scores[top][2]) for k in cands}
@@ -183,7 +185,8 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
     check_solver(t.solver)
     record: dict = {"solver": t.solver}
     if t.solver == "ratio":
-        solve = partial(solve_widths, round_to=t.round_to, balance=t.balance)
+        solve = partial(solve_widths, round_to=t.round_to, balance=t.balance,
+                        groups=unit_groups(structure))
     else:
         if val is None:
             raise ValueError(f"the {t.solver} solver needs validation data")
@@ -194,7 +197,8 @@ def solve_target(t: WidthTarget, structure, model: torch.nn.Module, arch: str | 
                                          note=note)
         sens = memo[key]
         record["sensitivity"] = [{str(w): round(v, 5) for w, v in s.items()} for s in sens]
-        solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens)
+        solve = (partial(solve_by_sensitivity, round_to=t.round_to, sens=sens,
+                         groups=unit_groups(structure))
                  if t.solver == "sensitivity" else _auto(t, structure, val, sens, shape))
     if t.measure == "latency":
         widths, search = solve_speedup(structure, model, arch, shape, t.speedup, t.latency_batch,

@@ -19,6 +19,7 @@ from alphaprune.data import normalize
 from alphaprune.errors import OutOfBudget, Unreachable, UserError, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import CostModel, find_units, has_sums
+from alphaprune.graph.units import unit_groups
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
@@ -400,9 +401,9 @@ def _plan(cfg: PruneConfig, src: _Source, note: Callable[[str], None] | None = N
     base_w = [u.width for u in structure.units]
     search = None
     if cfg.widths is not None:
-        widths = _checked_widths(cfg.widths, base_w, src.mf.arch)
+        widths = _checked_widths(cfg.widths, structure, src.mf.arch)
     elif cfg.solved is not None and cfg.solved.get("for") == solved_for(cfg):
-        widths = _checked_widths(cfg.solved["widths"], base_w, src.mf.arch)
+        widths = _checked_widths(cfg.solved["widths"], structure, src.mf.arch)
         search = cfg.solved.get("search")
     else:
         try:
@@ -433,7 +434,7 @@ def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
     cost = CostModel(structure)
     count = cost.params if measure == "params" else cost.flops
     base = [u.width for u in structure.units]
-    return count(narrowest(base, cfg.round_to)) <= (1.0 - fraction) * count(base)
+    return count(narrowest(base, cfg.round_to, unit_groups(structure))) <= (1.0 - fraction) * count(base)
 
 
 def planned(cfg: PruneConfig, src: _Source,
@@ -501,11 +502,17 @@ def width_target(cfg: PruneConfig) -> WidthTarget:
                        cfg.speedup, cfg.latency_batch, cfg.auto_steps)
 
 
-def _checked_widths(widths: list[int], base: list[int], arch: str) -> list[int]:
+def _checked_widths(widths: list[int], structure, arch: str) -> list[int]:
+    base = [u.width for u in structure.units]
     if len(widths) != len(base) or not all(1 <= w <= b for w, b in zip(widths, base)):
         raise UserError(f"--widths {','.join(map(str, widths))} does not fit {arch}: it has "
                         f"{len(base)} prunable units of widths {','.join(map(str, base))}; give "
                         "one width per unit, each between 1 and the unit's own")
+    for u, w in zip(structure.units, widths):
+        if w % u.group:
+            raise UserError(f"--widths gives unit {u.name} {w} channels, but its grouped convs "
+                            f"are cut whole groups of {u.group} channels: give it a multiple "
+                            f"of {u.group}")
     return list(widths)
 
 

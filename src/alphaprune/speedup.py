@@ -31,6 +31,7 @@ from alphaprune.allocator import keep_freed_memory
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import narrowest as narrow_widths
 from alphaprune.errors import Unreachable, UserError
+from alphaprune.graph.units import unit_groups
 from alphaprune.latency import LatencyModel
 
 __all__ = ["solve_speedup", "measured_speedup", "alternating_speedup", "next_share"]
@@ -143,7 +144,7 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
     predicted latency ``count``."""
     lm = LatencyModel(structure, model, shape, batch, round_to, cache_dir=cache_dir)
     base = list(lm.base_widths)
-    narrowest = narrow_widths(base, round_to)
+    narrowest = narrow_widths(base, round_to, unit_groups(structure))
     # candidates are the fused architecture at their widths: only the shape is timed
     most, t_base, t_narrow = measured_speedup(
         model, fused_architecture(structure, narrowest, arch).eval(), shape, batch)

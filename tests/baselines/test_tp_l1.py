@@ -67,3 +67,16 @@ def test_round_to_keeps_every_cut_width_a_multiple_and_the_count_at_or_above_the
         assert (abs(n / target - 1) <= 0.01) if r is None else (target <= n <= 1.1 * target)
     assert any(w % 8 for w in widths[None])
     assert all(w % 8 == 0 for w in widths[8]), widths[8]
+
+
+def test_tp_l1_on_grouped_convs_keeps_them_whole_groups_and_meets_the_count():
+    """A ResNeXt's grouped convs: the single-channel trim never leaves a conv whose
+    channels are not whole groups (such a cut cannot run), and the count still fits."""
+    torch.manual_seed(0)
+    model = ZOO["resnext"]().eval()
+    target = int(0.5 * count_params(model))
+    pruned = torch_pruning_l1(model, target, (3, 32, 32))
+    assert abs(count_params(pruned) - target) <= 0.02 * count_params(model)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    grouped = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert grouped and all(m.in_channels % m.groups == 0 == m.out_channels % m.groups for m in grouped)

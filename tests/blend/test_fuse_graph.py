@@ -89,7 +89,7 @@ def test_test_only_layouts_fuse_exactly(name, init):
     torch.manual_seed(0)
     model = ZOO[name]().eval()
     structure = find_units(model, X[:2])
-    widths = [max(1, u.width // 2) for u in structure.units]
+    widths = [max(u.group, u.width // 2 // u.group * u.group) for u in structure.units]
     blended = BlendedNet(structure, widths)
     init_branches(blended, init, "act", calib=X)
     _scramble(blended, seed=3)
@@ -109,6 +109,40 @@ def test_mobilenet_v2_with_its_streams_cut_fuses_exactly(prune):
     _check_exact(blended, fused)
     dw = fused.get_submodule("blocks.1.dw.0")  # the depthwise conv, narrowed with its unit
     assert dw.groups == dw.in_channels == dw.out_channels == widths[2] < 32
+
+
+@pytest.mark.parametrize("name", ["resnext", "regnet_y"])
+@pytest.mark.parametrize("prune", [0.3, 0.6])
+def test_grouped_convs_with_the_streams_cut_fuse_exactly_with_fewer_groups(name, prune):
+    torch.manual_seed(0)
+    structure = find_units(ZOO[name]().eval(), X[:2], streams=True)
+    cost = CostModel(structure)
+    widths = solve_widths(cost.base_widths, cost.params, prune, groups=[u.group for u in structure.units])
+    assert all(w % u.group == 0 for w, u in zip(widths, structure.units))
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=7)
+    fused = fuse(blended)
+    _check_exact(blended, fused)
+    i = [u.name for u in structure.units].index("blocks.1.a.0")
+    g = fused.get_submodule("blocks.1.b.0")  # the grouped conv, narrowed with its unit
+    assert g.in_channels == g.out_channels == widths[i] and g.in_channels // g.groups == 8
+
+
+def test_select_keeps_whole_groups_of_a_grouped_conv_ranked_by_their_summed_importance():
+    torch.manual_seed(0)
+    model = ZOO["resnext"]().eval()
+    structure = find_units(model, X[:2])
+    widths = [8, 16, 16]  # of 16, 32, 32: two groups of 4, two groups of 8, two of 8
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    fused = fuse(blended)
+    a = model.blocks[1].a[0].weight.abs().flatten(1).sum(1)  # 32 channels in groups of 8
+    best = torch.sort(torch.argsort(a.reshape(4, 8).sum(1), descending=True)[:2]).values
+    keep = (best[:, None] * 8 + torch.arange(8)).flatten()
+    assert torch.equal(fused.get_submodule("blocks.1.a.0").weight, model.blocks[1].a[0].weight[keep])
+    assert torch.equal(fused.get_submodule("blocks.1.b.0").weight, model.blocks[1].b[0].weight[keep])
+    assert fused.get_submodule("blocks.1.b.0").groups == 2
 
 
 def test_select_keeps_the_depthwise_filters_of_the_kept_channels():

@@ -48,7 +48,7 @@ def _model(name: str) -> nn.Module:
     elif name == "inception":
         from tests.graph.zoo import Inception
         m = Inception(num_classes=5)
-    elif name == "mobilenet_v3":  # squeeze-and-excitation blocks
+    elif name in ("mobilenet_v3", "regnet_y"):  # excitation blocks (and grouped convs)
         from tests.graph.zoo import ZOO
         m = ZOO[name](num_classes=5)
         # statistics of the data: random ones shrink the signal block by block to nothing
@@ -87,7 +87,15 @@ def test_the_grid_is_ascending_multiples_that_end_at_the_base(base, round_to, wa
     assert width_grid(base, round_to) == want
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception", "mobilenet_v3"])
+@pytest.mark.parametrize("base, round_to, group, want", [
+    (16, 8, 4, [8, 16]), (16, 1, 4, [4, 8, 12, 16]), (48, 8, 12, [24, 48]), (8, 8, 8, [8]),
+])
+def test_a_grouped_units_grid_is_whole_groups(base, round_to, group, want):
+    assert width_grid(base, round_to, group=group) == want
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception", "mobilenet_v3",
+                                  "regnet_y"])
 def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
     """What the solver scores is exactly the network objective selection starts its α = 0
     path from: the same channels (select, L1), the same loss."""
@@ -107,6 +115,8 @@ def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
             want = float(F.cross_entropy(fused(x), y)) - full
             assert rise == pytest.approx(want, abs=1e-5), (u.name, w)
     assert any(r > 1e-3 for s in sens for r in s.values())  # cuts do cost something
+    for u, s in zip(structure.units, sens):  # a grouped conv's unit: whole groups only
+        assert all(w % u.group == 0 for w in s)
 
 
 def test_the_solver_cuts_the_insensitive_unit_and_meets_the_target():

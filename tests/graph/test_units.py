@@ -80,11 +80,40 @@ def test_a_depthwise_conv_is_cut_with_the_unit_before_it():
     assert "mid" not in {k.name for k in s.skipped}
 
 
-def test_a_grouped_conv_is_named_with_its_reason():
-    units, skipped = _names(find_units(MidConv(groups=2), X))
-    assert units == ["conv2"]
-    assert "grouped conv (groups=2)" in skipped["mid"]
-    assert "grouped conv" in skipped["conv1"]  # its consumer cannot absorb B
+def test_a_grouped_conv_is_cut_with_the_unit_before_it_whole_groups_at_a_time():
+    s = find_units(MidConv(groups=2), X)
+    assert [(u.name, u.tied, u.group) for u in s.units] == [("conv1", ["mid"], 4), ("conv2", [], 1)]
+    assert "mid" not in {k.name for k in s.skipped}
+
+
+def test_resnext_blocks_cut_their_grouped_convs_with_the_conv_before():
+    s = find_units(ZOO["resnext"](), X)
+    inner = {u.name: (u.tied, u.group) for u in s.units}
+    assert inner == {"blocks.0.a.0": (["blocks.0.b.0", "blocks.0.b.1"], 4),
+                     "blocks.1.a.0": (["blocks.1.b.0", "blocks.1.b.1"], 8),
+                     "blocks.2.a.0": (["blocks.2.b.0", "blocks.2.b.1"], 8)}
+    skipped = {k.name: k.reason for k in s.skipped}
+    assert "tied by add" in skipped["blocks.0.c.0"] and "tied by add" in skipped["stem.0"]
+    # RegNetY: the excitation after the grouped conv joins the unit as well
+    s = find_units(ZOO["regnet_y"](), X)
+    u = s.unit("blocks.1.a.0")
+    assert u.group == 8 and [(ex.reduce, ex.expand) for ex in u.excites] == [
+        ("blocks.1.se.fc1", "blocks.1.se.fc2")]
+    assert [c.name for c in u.consumers] == ["blocks.1.c.0"]
+
+
+def test_a_grouped_conv_that_reads_no_unit_is_named_with_its_reason():
+    class Stem(torch.nn.Module):  # the grouped conv reads the image: nothing to cut it with
+        def __init__(self):
+            super().__init__()
+            self.g = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.g(torch.cat([x, x[:, :1]], 1))).mean((2, 3)))
+
+    units, skipped = _names(find_units(Stem(), X))
+    assert units == [] and "grouped conv (groups=2)" in skipped["g"]
 
 
 def test_mobilenet_v1_every_pointwise_conv_and_the_stem_are_units():

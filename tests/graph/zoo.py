@@ -68,8 +68,8 @@ class LinearUnits(nn.Module):
 
 class MidConv(nn.Module):
     """conv1 -> ``mid`` (a 3x3 conv of ``groups`` groups) -> conv2 (1x1), no BatchNorm.
-    Depthwise (8 groups): ``conv1``'s unit takes ``mid`` in. Grouped (2 groups): ``mid``'s
-    channels are tied to its input's, and ``conv1`` cannot be cut."""
+    ``conv1``'s unit takes ``mid`` in: depthwise (8 groups) one channel at a time, grouped
+    (2 groups) whole groups of 4."""
 
     def __init__(self, groups: int = 8):
         super().__init__()
@@ -325,10 +325,52 @@ class GoogLeNet(nn.Module):
         return self.fc(self.i2(self.pool(self.i1(self.stem(x)))).mean((2, 3)))
 
 
+class NeXtBlock(nn.Module):
+    """ResNeXt's bottleneck: 1x1 -> BN -> ReLU -> grouped 3x3 (stride) -> BN -> ReLU
+    [-> squeeze-and-excitation, RegNetY's] -> 1x1 -> BN, plus the input (or its 1x1
+    projection where the shapes change), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, width: int, group_width: int, stride: int = 1,
+                 se: bool = False):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(width, width, 3, stride, 1, groups=width // group_width,
+                                         bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.se = SqueezeExcitation(width, max(2, cin // 4)) if se else nn.Identity()
+        self.c = nn.Sequential(nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.proj(x) + self.c(self.se(self.b(self.a(x)))))
+
+
+class ResNeXt(nn.Module):
+    """ResNeXt in small: a stem, three bottlenecks with grouped 3x3 convs (group widths 4
+    and 8; one with a projection), pool, linear. ``se``: RegNetY's squeeze-and-excitation
+    after each grouped conv."""
+
+    def __init__(self, num_classes: int = 10, se: bool = False):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(NeXtBlock(16, 16, 16, 4, se=se), NeXtBlock(16, 32, 32, 8, 2, se=se),
+                                    NeXtBlock(32, 32, 32, 8, se=se))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def regnet_y(num_classes: int = 10) -> ResNeXt:
+    """:class:`ResNeXt` with squeeze-and-excitation, as in RegNetY."""
+    return ResNeXt(num_classes, se=True)
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
-       "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet}
+       "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet,
+       "resnext": ResNeXt, "regnet_y": regnet_y}
 
 
 class PreActivation(nn.Module):

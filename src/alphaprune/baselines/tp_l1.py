@@ -64,7 +64,7 @@ def _cut_one(m: nn.Module, k: int, input_shape, keep: list[str]) -> nn.Module:
 def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.Module:
     """Remove single lowest-L1 channels, through Torch-Pruning's dependency graph, while
     one brings ``count`` (parameters or FLOPs) closer to the target (each candidate is
-    counted on a pruned copy)."""
+    counted on a pruned copy; a cut that leaves a grouped conv unable to run is not one)."""
     while True:
         n = count(m)
         _, groups = _groups(m, input_shape, keep)
@@ -73,7 +73,15 @@ def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.
             width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
             if width <= 1:
                 continue
-            after = count(_cut_one(copy.deepcopy(m), k, input_shape, keep))
+            try:
+                cand = _cut_one(copy.deepcopy(m), k, input_shape, keep)
+                with torch.no_grad():
+                    cand(torch.zeros(1, *input_shape))
+                after = count(cand)
+            except (RuntimeError, ValueError):
+                # one channel out of a grouped conv's dependency leaves its channels no
+                # longer whole groups (Torch-Pruning's bulk step keeps them whole): no step
+                continue
             if abs(after - target) < abs(n - target) and (
                     best is None or abs(after - target) < best[0]):
                 best = (abs(after - target), k)

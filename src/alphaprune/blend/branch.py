@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from alphaprune.graph.units import group_width
+
 __all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
            "matrix", "branch_bns", "original_modules", "narrow_copy"]
 
@@ -66,9 +68,14 @@ def original_modules(unit: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
 
 
 def narrow_copy(m: nn.Module, k: int) -> nn.Module:
-    """A fresh depthwise conv or BatchNorm like ``m``, over ``k`` channels."""
+    """A fresh depthwise or grouped conv, or BatchNorm, like ``m``, over ``k`` channels: a
+    grouped conv keeps its channels per group and has fewer groups (``k`` is a multiple
+    of its group width)."""
     if isinstance(m, nn.Conv2d):
-        new = nn.Conv2d(k, k, m.kernel_size, m.stride, m.padding, m.dilation, groups=k,
+        gw = group_width(m)
+        if k % gw:
+            raise ValueError(f"{k} channels are not whole groups of {gw}")
+        new = nn.Conv2d(k, k, m.kernel_size, m.stride, m.padding, m.dilation, groups=k // gw,
                         bias=m.bias is not None, padding_mode=m.padding_mode)
     else:
         new = nn.BatchNorm2d(k, eps=m.eps, momentum=m.momentum, affine=m.affine,

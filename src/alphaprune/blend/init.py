@@ -20,15 +20,18 @@ fixed, so ``lstsq`` selects its channels and fits nothing.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit, branch_bns, matrix
 from alphaprune.errors import UserError
+from alphaprune.graph.units import group_width
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
-           "reconstruction_error", "stream_importance"]
+           "reconstruction_error", "stream_importance", "channel_order"]
 
 BRANCH_INITS = ("select", "lstsq", "random")
 IMPORTANCE_CRITERIA = ("bn", "l1", "act")
@@ -117,10 +120,29 @@ def _select_stream(unit: StreamUnit, idx: torch.Tensor) -> None:
             _copy_channels(w.bn, w.bn2, idx)
 
 
+def channel_order(scores: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """A unit's channels, most important first; with ``group`` > 1 whole groups of
+    ``group`` consecutive channels (a grouped conv's), ranked by their summed score, each
+    group's channels together in order, so that any multiple of ``group`` first channels
+    is whole groups."""
+    if group == 1:
+        return torch.argsort(scores, descending=True)
+    per_group = scores.reshape(-1, group).sum(dim=1)
+    groups = torch.argsort(per_group, descending=True)
+    return (groups[:, None] * group + torch.arange(group)).flatten()
+
+
+def unit_group(unit) -> int:
+    """Channels per group of a branched unit's grouped convs (1 without any)."""
+    if isinstance(unit, StreamUnit):
+        return 1
+    return math.lcm(1, *(group_width(orig) for orig, _ in unit.tied_pairs()))
+
+
 @torch.no_grad()
 def _select(unit, scores: torch.Tensor) -> None:
     k = unit.width
-    idx = torch.sort(torch.argsort(scores, descending=True)[:k]).values
+    idx = torch.sort(channel_order(scores, unit_group(unit))[:k]).values
     if isinstance(unit, StreamUnit):
         return _select_stream(unit, idx)
     A, B = matrix(unit.A), matrix(unit.B)

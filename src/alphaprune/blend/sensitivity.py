@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alphaprune.blend.init import stream_importance
+from alphaprune.blend.init import channel_order, stream_importance
 from alphaprune.blend.recalibrate import restored_bn
-from alphaprune.blend.widths import check_target, refine, solve_widths
+from alphaprune.blend.widths import check_target, refine, solve_widths, unit_step
 from alphaprune.data.augment import augment_batch, normalize
 from alphaprune.graph.forks import Forks
 from alphaprune.train.losses import distillation_loss
@@ -44,15 +44,15 @@ __all__ = ["width_grid", "unit_sensitivity", "solve_by_sensitivity", "channel_or
            "cut_score", "tuned_cut_score"]
 
 
-def width_grid(base: int, round_to: int, levels: int = 8) -> list[int]:
+def width_grid(base: int, round_to: int, levels: int = 8, group: int = 1) -> list[int]:
     """At most ``levels`` candidate widths of a unit of width ``base``, ascending, ending
-    at ``base``: multiples of ``round_to`` (1 to ``base`` when it is no wider)."""
-    if base <= round_to:
-        cands = list(range(1, base + 1))
-    else:
-        cands = list(range(round_to, base + 1, round_to))
-        if cands[-1] != base:
-            cands.append(base)
+    at ``base``: multiples of ``round_to`` (1 to ``base`` when it is no wider); of its
+    :func:`~alphaprune.blend.widths.unit_step` where it has grouped convs of ``group``
+    channels each."""
+    step = unit_step(base, round_to, group)
+    cands = list(range(step, base + 1, step))
+    if cands[-1] != base:
+        cands.append(base)
     if len(cands) > levels:
         cands = [cands[i] for i in np.unique(np.linspace(0, len(cands) - 1, levels).round().astype(int))]
     return cands
@@ -130,8 +130,7 @@ def channel_orders(structure, criterion: str, x: torch.Tensor) -> list[torch.Ten
     was = gm.training
     gm.eval()
     try:
-        return [torch.argsort(_importance(gm, u, criterion, x), descending=True)
-                for u in structure.units]
+        return [channel_order(_importance(gm, u, criterion, x), u.group) for u in structure.units]
     finally:
         gm.train(was)
 
@@ -214,7 +213,7 @@ def unit_sensitivity(structure, x: torch.Tensor, y: torch.Tensor, round_to: int,
     gm = structure.gm
     orders = channel_orders(structure, criterion, x[:batch])
     base = [u.width for u in structure.units]
-    grids = [width_grid(u.width, round_to, levels) for u in structure.units]
+    grids = [width_grid(u.width, round_to, levels, u.group) for u in structure.units]
     forks = Forks(gm)
     cuts_at: dict[int, list[tuple[int, int]]] = {}  # fork position -> (unit, width) cut there
     for i, u in enumerate(structure.units):
@@ -257,16 +256,17 @@ def _progress(cuts: int, units: int, done: int, total: int, seconds: float) -> s
 
 def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], float],
                          prune: float, round_to: int, sens: list[dict[int, float]],
-                         option: str = "--prune") -> list[int]:
+                         option: str = "--prune", groups: Sequence[int] | None = None) -> list[int]:
     """Widths keeping ``1 - prune`` of what ``count`` measures, cut where the measured
-    ``sens`` (:func:`unit_sensitivity`) says a unit of cost loses the least.
+    ``sens`` (:func:`unit_sensitivity`) says a unit of cost loses the least. ``groups``:
+    each unit's channels per group (whole groups are kept).
 
     Raises:
         UserError: as :func:`alphaprune.blend.widths.solve_widths` does for a target out of
         range or out of reach.
     """
     base = [int(b) for b in base]
-    target = check_target(base, count, prune, round_to, option)
+    target = check_target(base, count, prune, round_to, option, groups)
     grids = [sorted(s) for s in sens]
     ws = list(base)
     now = count(ws)
@@ -292,13 +292,13 @@ def solve_by_sensitivity(base: Sequence[int], count: Callable[[Sequence[int]], f
     # points away: coarse widths on a tiny model) on every layer
     everywhere = list(range(len(ws)))
     ws = refine(ws, [i for i in everywhere if ws[i] < base[i]] or everywhere, base, round_to,
-                target, count)
+                target, count, groups)
     if abs(count(ws) - target) > 0.004 * count(base):
-        ws = refine(ws, everywhere, base, round_to, target, count)
+        ws = refine(ws, everywhere, base, round_to, target, count, groups)
     if abs(count(ws) - target) > 0.005 * count(base):
         # coarse widths can leave the greedy cut where no single step comes closer (as in
         # solve_widths' balance): the uniform ratio's widths, if closer, keep the size promise
-        uniform = solve_widths(base, count, prune, round_to, option=option)
+        uniform = solve_widths(base, count, prune, round_to, option=option, groups=groups)
         ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 

@@ -17,12 +17,13 @@ few parameters but many FLOPs (they run at the highest resolution).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 from alphaprune.errors import Unreachable, UserError
 
 __all__ = ["vgg_param_count", "vgg_counter", "solve_widths", "check_width_options", "narrowest",
-           "check_target", "refine"]
+           "check_target", "refine", "unit_step"]
 
 
 def vgg_param_count(widths: Sequence[int], in_channels: int, num_classes: int) -> int:
@@ -42,14 +43,28 @@ def check_width_options(round_to: int, balance: float) -> None:
         raise UserError(f"--balance must be between 0 and 1, got {balance}")
 
 
-def narrowest(base: Sequence[int], round_to: int) -> list[int]:
-    """The narrowest widths the solver may give: ``round_to`` channels, or 1 for a unit no
-    wider than ``round_to``."""
-    return [1 if b <= round_to else round_to for b in base]
+def unit_step(base: int, round_to: int, group: int = 1) -> int:
+    """How far a unit's width moves at a time: ``round_to`` (with grouped convs, the least
+    multiple of it that is whole groups) where the base is wider than that; else one
+    group, which is one channel for a unit without grouped convs."""
+    step = math.lcm(round_to, group)
+    return step if base > step else group
+
+
+def _groups(groups: Sequence[int] | None, n: int) -> list[int]:
+    return [1] * n if groups is None else [int(g) for g in groups]
+
+
+def narrowest(base: Sequence[int], round_to: int, groups: Sequence[int] | None = None) -> list[int]:
+    """The narrowest widths the solver may give: one step of :func:`unit_step` (``round_to``
+    channels, or 1 for a unit no wider than ``round_to``). ``groups``: each unit's channels
+    per group (:attr:`alphaprune.graph.units.Unit.group`; 1 each by default)."""
+    return [unit_step(b, round_to, g) for b, g in zip(base, _groups(groups, len(base)))]
 
 
 def check_target(base: Sequence[int], count: Callable[[Sequence[int]], float], prune: float,
-                 round_to: int, option: str = "--prune") -> float:
+                 round_to: int, option: str = "--prune",
+                 groups: Sequence[int] | None = None) -> float:
     """``(1 - prune) * count(base)``, the count to meet, once ``prune`` is checked: strictly
     between 0 and 1, and within reach of the narrowest widths.
 
@@ -61,7 +76,7 @@ def check_target(base: Sequence[int], count: Callable[[Sequence[int]], float], p
         raise UserError(f"{option} must be between 0 and 1 (exclusive), got {prune}: e.g. 0.65 "
                         f"removes 65% of the {what}")
     target = (1.0 - prune) * count(base)
-    floor = count(narrowest(base, round_to))
+    floor = count(narrowest(base, round_to, groups))
     if floor > target:
         raise Unreachable(f"{option} {prune} cannot be reached: with every prunable unit at its "
                         f"narrowest the model keeps {floor / count(base):.1%} of its {what} "
@@ -72,7 +87,7 @@ def check_target(base: Sequence[int], count: Callable[[Sequence[int]], float], p
 
 def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
                  prune: float, round_to: int = 1, balance: float = 0.0,
-                 option: str = "--prune") -> list[int]:
+                 option: str = "--prune", groups: Sequence[int] | None = None) -> list[int]:
     """Widths (each between 1 and the base width) keeping ``1 - prune`` of what ``count``
     measures: the parameters, or the FLOPs (``option`` ``--flops``).
 
@@ -81,7 +96,9 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     error messages.
 
     ``round_to`` > 1 keeps every width a multiple of it (CPU kernels run faster on channel
-    counts that are multiples of 8) at the cost of a coarser fit to the target.
+    counts that are multiples of 8) at the cost of a coarser fit to the target. ``groups``:
+    each unit's channels per group; a unit with grouped convs keeps whole groups
+    (:func:`unit_step`).
     ``balance`` (0 to 1): 0 cuts every layer by the same ratio; higher values cut the wide
     layers harder and keep more of the narrow ones (module docstring). Where the balanced
     widths cannot come within half a point of the target (coarse ``round_to`` on a tiny
@@ -93,17 +110,19 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     """
     check_width_options(round_to, balance)
     base = [int(b) for b in base]
-    target = check_target(base, count, prune, round_to, option)
+    groups = _groups(groups, len(base))
+    target = check_target(base, count, prune, round_to, option, groups)
 
-    def snap(w: float, b: int) -> int:
-        if round_to == 1 or b <= round_to:
-            return min(b, max(1, round(w)))
-        return min(b - b % round_to, max(round_to, round_to * round(w / round_to)))
+    def snap(w: float, b: int, g: int) -> int:
+        step = unit_step(b, round_to, g)
+        if step == g:
+            return min(b, max(g, g * round(w / g)))
+        return min(b - b % step, max(step, step * round(w / step)))
 
     b_max = max(base)
 
     def at(s: float) -> list[int]:  # s = 1 keeps every layer whole, whatever the balance
-        return [snap(min(1.0, s * (b / b_max) ** -balance) * b, b) for b in base]
+        return [snap(min(1.0, s * (b / b_max) ** -balance) * b, b, g) for b, g in zip(base, groups)]
 
     lo, hi = 0.0, 1.0
     for _ in range(60):
@@ -123,26 +142,27 @@ def solve_widths(base: Sequence[int], count: Callable[[Sequence[int]], int],
     for stage, layers in enumerate(stages):
         if stage and abs(count(ws) - target) <= 0.004 * count(base):
             break
-        ws = refine(ws, layers, base, round_to, target, count)
+        ws = refine(ws, layers, base, round_to, target, count, groups)
     if balance and abs(count(ws) - target) > 0.005 * count(base):
         # coarse widths (round_to on a tiny model) can leave no balanced fit within half a
         # point of the target: the uniform ratio's, if closer, keeps the size promise
-        uniform = solve_widths(base, count, prune, round_to, option=option)
+        uniform = solve_widths(base, count, prune, round_to, option=option, groups=groups)
         ws = min((ws, uniform), key=lambda w: abs(count(w) - target))
     return ws
 
 
 def refine(ws: list[int], layers: list[int], base: list[int], round_to: int, target: float,
-           count) -> list[int]:
-    """Single-channel (or ``round_to``) steps on ``layers`` while one brings ``count`` closer
-    to ``target``, the best step each time. Where none does but the count is still more
+           count, groups: Sequence[int] | None = None) -> list[int]:
+    """Steps of :func:`unit_step` (a channel, or ``round_to``) on ``layers`` while one brings
+    ``count`` closer to ``target``, the best step each time. Where none does but the count is still more
     than 0.4 points of the base's away, the best pair of opposite steps on two of
     ``layers`` is taken: with coarse steps (``round_to`` on a small model) every single
     step can overshoot both ways while a trade between two layers fits."""
     far = 0.004 * count(base)
+    groups = _groups(groups, len(base))
     while True:
         err = abs(count(ws) - target)
-        steps = _steps(ws, layers, base, round_to)
+        steps = _steps(ws, layers, base, round_to, groups)
         best = _closest((ws_ for _, ws_ in steps), count, target, err)
         if best is None and err > far:
             pairs = ([*a[:j], b[j], *a[j + 1:]] for (i, a), (j, b) in itertools.combinations(steps, 2)
@@ -154,13 +174,12 @@ def refine(ws: list[int], layers: list[int], base: list[int], round_to: int, tar
 
 
 def _steps(ws: list[int], layers: list[int], base: list[int],
-           round_to: int) -> list[tuple[int, list[int]]]:
+           round_to: int, groups: list[int]) -> list[tuple[int, list[int]]]:
     """``(i, ws with layer i one step narrower or wider)`` for each layer ``i`` of
-    ``layers``: a channel, or ``round_to`` where the base is wider, within one step and
-    the base width."""
+    ``layers``: a step of :func:`unit_step`, within one step and the base width."""
     out = []
     for i in layers:
-        step = round_to if base[i] > round_to else 1
+        step = unit_step(base[i], round_to, groups[i])
         for d in (-step, step):
             if step <= ws[i] + d <= base[i]:
                 out.append((i, ws[:i] + [ws[i] + d] + ws[i + 1:]))

@@ -1,8 +1,8 @@
 """Exact parameters and FLOPs of the fused model for any unit widths, from the traced graph.
 
 Only the layers a unit touches change size: the unit's own conv or linear (its outputs; a
-residual stream's: every writer's), its BatchNorm, the depthwise convs and BatchNorms of its
-post chain (both sides), and its consumers (their inputs; ``spatial`` inputs per channel
+residual stream's: every writer's), its BatchNorm, the depthwise and grouped convs and
+BatchNorms of its post chain (both sides), and its consumers (their inputs; ``spatial`` inputs per channel
 after a flatten). Everything else, unprunable layers
 included, keeps its count. Parameters count BatchNorm's affine terms (as
 :func:`alphaprune.report.size.count_params` does); FLOPs are the multiply-accumulates of
@@ -47,13 +47,14 @@ class CostModel:
     def __init__(self, structure: Structure):
         gm = structure.gm
         self.base_widths = [u.width for u in structure.units]
+        self.groups = [u.group for u in structure.units]
         self.layers: dict[str, _Layer] = {}
         for i, u in enumerate(structure.units):
             for layer, bn in _written(u):
                 self._layer(gm, layer).out_unit = i
                 if bn is not None:
                     self._layer(gm, bn).out_unit = i
-            for name in u.tied:  # a depthwise conv (or its BN): as wide as the unit
+            for name in u.tied:  # a depthwise or grouped conv (or its BN): as wide as the unit
                 lay = self._layer(gm, name)
                 lay.out_unit = i
                 lay.ins = [(i, 1)] if isinstance(lay.module, nn.Conv2d) else []
@@ -111,8 +112,9 @@ class CostModel:
                 1 - self.flops(zero) / max(1, self.base_flops))
 
     def max_prune(self) -> float:
-        """The largest parameter fraction that can be removed (every unit one channel wide)."""
-        return 1 - self.params([1] * len(self.base_widths)) / self.base_params
+        """The largest parameter fraction that can be removed (every unit one channel, or
+        one group of its grouped convs, wide)."""
+        return 1 - self.params(self.groups) / self.base_params
 
 
 def _written(u) -> list[tuple[str, str | None]]:
@@ -140,9 +142,10 @@ def _out(m: nn.Module) -> int:
 
 
 def _group_in(m: nn.Conv2d, cin: int) -> int:
-    """Input channels each filter sees: one for a depthwise conv at any width."""
-    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-    return 1 if depthwise else cin // m.groups
+    """Input channels each filter sees: ``cin`` for an ordinary conv; a depthwise or
+    grouped conv's group width at any width (only a unit's own are cut, whole groups at a
+    time)."""
+    return cin if m.groups == 1 else m.in_channels // m.groups
 
 
 def _params(m: nn.Module, cin: int, cout: int) -> int:

@@ -2,11 +2,14 @@
 
 A **unit** is a ``Conv2d`` (groups = 1) or ``Linear``, optionally followed by its
 BatchNorm, then an elementwise activation, then any of max/avg pooling, dropout or
-identity and, for a conv, **depthwise convs** (groups = channels, one filter per channel)
-each with its optional BatchNorm and activation, every step the only user of the one
-before. A depthwise conv's channels are the unit's own (its ``tied`` layers): the branch
-runs a narrow copy of it, so a MobileNet's pointwise conv and the depthwise conv after it
-are cut together. A **squeeze-and-excitation** block on the unit's channels (``x *
+identity and, for a conv, **depthwise or grouped convs** from the unit's channels to as
+many (groups = channels: one filter per channel; fewer groups: each group's filters read
+its own channels, as in a ResNeXt or RegNet block) each with its optional BatchNorm and
+activation, every step the only user of the one before. Such a conv's channels are the
+unit's own (its ``tied`` layers): the branch runs a narrow copy of it, so a MobileNet's
+pointwise conv and the depthwise conv after it are cut together. A grouped conv is cut
+whole groups at a time (the unit's ``group``: channels per group), so its narrow copy
+keeps the group width and has fewer groups. A **squeeze-and-excitation** block on the unit's channels (``x *
 gate(expand(act(reduce(pool(x)))))``: an average to 1x1, two 1x1 convs, a sigmoid or hard
 sigmoid) is cut with it too (:class:`Excite`): ``reduce`` reads the unit's channels and
 ``expand`` writes them, and the branch runs both narrowed. Its output must feed only
@@ -38,6 +41,7 @@ the dropped channels are zero everywhere in the stream and the fused network dro
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -49,7 +53,7 @@ import torch.nn.functional as F
 from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Excite", "Writer", "Skipped", "Structure", "find_units",
-           "has_sums", "is_activation"]
+           "has_sums", "is_activation", "group_width", "unit_groups"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -124,11 +128,14 @@ class Unit:
     out: fx.Node | None          # the last node of the unit (None for a stream)
     consumers: list[Consumer] = field(default_factory=list)
     writers: list[Writer] = field(default_factory=list)   # a stream's convs, in graph order
-    tied: list[str] = field(default_factory=list)   # depthwise convs and their BNs in post
+    tied: list[str] = field(default_factory=list)   # depthwise/grouped convs, their BNs, in post
     # max-pooled paths from ``out`` to more consumers, each a chain of nodes (module docstring)
     taps: list[list[fx.Node]] = field(default_factory=list)
     # squeeze-and-excitation blocks in ``post`` (each at its multiply), cut with the unit
     excites: list[Excite] = field(default_factory=list)
+    # channels per group of its grouped convs (their least common multiple): the unit is
+    # cut whole groups at a time, so its width is a multiple of this
+    group: int = 1
 
 
 @dataclass
@@ -203,10 +210,17 @@ def _tie(gm, n: fx.Node) -> str | None:
 
 
 def _depthwise(gm, n: fx.Node, width: int, calls: dict[str, int]) -> bool:
-    """``n`` is a depthwise conv over ``width`` channels (one filter each), called once."""
+    """``n`` is a depthwise or grouped conv from ``width`` channels to as many (each group's
+    filters read only its own channels), called once: cut with the unit, whole groups at a
+    time."""
     m = _mod(gm, n)
-    return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels == width \
-        and width > 1 and calls.get(n.target, 0) == 1
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.in_channels == m.out_channels == width \
+        and calls.get(n.target, 0) == 1
+
+
+def group_width(m: nn.Module) -> int:
+    """Channels per group of a conv (1 for a depthwise conv or any other layer)."""
+    return m.in_channels // m.groups if isinstance(m, nn.Conv2d) else 1
 
 
 def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_dw):
@@ -636,8 +650,9 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
             skipped.append(Skipped(n.target, cons))
             continue
         width = m.out_channels if kind == "conv" else m.out_features
+        group = math.lcm(1, *(group_width(gm.get_submodule(t)) for t in tied))
         units.append(Unit(n.target, kind, width, bn.target if bn is not None else None, act, post,
-                          out, cons[0], tied=tied, taps=cons[1], excites=excites))
+                          out, cons[0], tied=tied, taps=cons[1], excites=excites, group=group))
         seen |= {c for ex in excites for c in (ex.reduce, ex.expand)}  # no units of their own
     # depthwise convs and excitation convs cut with their unit
     in_units = {t for u in units for t in u.tied + [c for ex in u.excites for c in (ex.reduce, ex.expand)]}
@@ -645,6 +660,11 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
     if streams:
         units, skipped = _with_streams(gm, calls, units, skipped)
     return Structure(gm, units, skipped)
+
+
+def unit_groups(structure: Structure) -> list[int]:
+    """Each unit's :attr:`Unit.group`: the channels its width moves by at the finest."""
+    return [u.group for u in structure.units]
 
 
 def has_sums(structure: Structure) -> bool:
