@@ -39,7 +39,8 @@ def _widths(structure, keep: float) -> list[int]:
 
 @pytest.mark.parametrize("name, arch", [("resnet20", "resnet20"), ("resnet50", "resnet50"),
                                         ("mobilenet_v2_cifar", "mobilenet_v2_cifar"),
-                                        ("two_consumers", None), ("mobilenet_v3", None)])
+                                        ("two_consumers", None), ("mobilenet_v3", None),
+                                        ("se_resnet", None)])
 def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch, request):
     if name.startswith("mobilenet"):
         request.getfixturevalue("float64")
@@ -64,6 +65,25 @@ def test_streams_fuse_exactly_and_the_cost_model_counts_the_result(name, arch, r
         assert type(fused) is type(model)
         s0 = next(u for u in structure.units if u.kind == "stream")
         assert fused.get_submodule(s0.writers[-1].conv).out_channels == widths[structure.units.index(s0)]
+
+
+def test_an_excitation_on_a_writer_is_cut_with_the_stream():
+    """SE-ResNet: the excitation between a block's last BatchNorm and the add scales the
+    stream's channels; with the stream cut, its 1x1 convs take in and give back the kept
+    channels only (the squeeze width stays)."""
+    model = _model("se_resnet")
+    structure = find_units(model, X[:2], streams=True)
+    s1 = structure.unit("stream@blocks.1.conv2")
+    assert [w.excite is not None for w in s1.writers] == [True, False, True]
+    widths = _widths(structure, 0.5)
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    fused = fuse(blended).eval()
+    k = widths[structure.units.index(s1)]
+    for block in ("blocks.1", "blocks.2"):
+        assert fused.get_submodule(f"{block}.se.fc1").in_channels == k < 32
+        assert fused.get_submodule(f"{block}.se.fc2").out_channels == k
+        assert fused.get_submodule(f"{block}.conv2").out_channels == k
 
 
 def test_select_keeps_one_channel_set_in_every_writer_and_zeroes_the_rest():
@@ -107,10 +127,12 @@ def test_the_shipped_bn_statistics_cover_every_writer():
     assert len(stats) == n_bn2
 
 
-def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network():
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet"])
+def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network(name):
     """The sensitivity solver's cut of a stream (zeroed where its writers put the channels
-    in) is exactly the network select starts the alpha = 0 path from."""
-    model = _model("resnet20")
+    in, before an SE-ResNet's excitations) is exactly the network select starts the alpha
+    = 0 path from."""
+    model = _model(name)
     x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 10, (40,))
     structure = find_units(model, x[:2], streams=True)
     sens = unit_sensitivity(structure, x, y, round_to=1, levels=3)

@@ -366,11 +366,42 @@ def regnet_y(num_classes: int = 10) -> ResNeXt:
     return ResNeXt(num_classes, se=True)
 
 
+class SEBasicBlock(nn.Module):
+    """SE-ResNet's basic block: conv -> BN -> ReLU -> conv -> BN -> squeeze-and-excitation,
+    plus the input (or its 1x1 projection), then ReLU: the excitation sits on the
+    residual stream's writer, before the add."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.se = SqueezeExcitation(cout, max(2, cout // 4))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        y = self.se(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return F.relu(self.proj(x) + y)
+
+
+class SEResNet(nn.Module):
+    """SE-ResNet in small: a stem, three SE basic blocks (one with a projection), head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(SEBasicBlock(16, 16), SEBasicBlock(16, 32, 2), SEBasicBlock(32, 32))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
        "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet,
-       "resnext": ResNeXt, "regnet_y": regnet_y}
+       "resnext": ResNeXt, "regnet_y": regnet_y, "se_resnet": SEResNet}
 
 
 class PreActivation(nn.Module):

@@ -17,7 +17,10 @@ Fold rules, one per layer a unit touches:
 * a depthwise conv in a unit's post chain, and its BatchNorm: the branch's narrow copy;
 * a residual stream: each writer's conv gets its ``A`` on its outputs (its ``BN'`` becomes
   its BatchNorm) and every consumer the fixed scatter ``S^T`` (a column selection); the
-  sums and activations in between then run on the kept channels alone.
+  sums and activations in between then run on the kept channels alone. A writer's
+  squeeze-and-excitation block reads and scales only the kept channels: its ``reduce``
+  takes ``S`` on its inputs, its ``expand`` ``S^T`` on its outputs (the dropped channels
+  are zero before the block, so it gave them nothing).
 
 The ``B`` maps have no bias, so the result equals the blended network at alpha = 0 up to
 float rounding (computed in float64).
@@ -133,6 +136,12 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
             m = maps.setdefault(c.name, {})
             m.setdefault("parts", []).append((c.offset, B))
             m["spatial"] = c.spatial
+        if isinstance(br, StreamUnit):  # excitations on writers: slices of the stream's
+            for ex in unit.excites:
+                m = maps.setdefault(ex.reduce, {})
+                m.setdefault("parts", []).append((0, B))
+                m["spatial"] = 1
+                maps.setdefault(ex.expand, {})["A"] = B.T
     for name, m in maps.items():
         layer = gm.get_submodule(name)
         B = _input_map(layer, m["parts"], m["spatial"]) if m.get("parts") else None

@@ -96,10 +96,12 @@ class Consumer:
 
 @dataclass
 class Writer:
-    """A conv that writes into a residual stream: ``conv [-> bn] -> (sum)``."""
+    """A conv that writes into a residual stream: ``conv [-> bn] [-> excitation] -> (sum)``
+    (an SE-ResNet's block scales its output by a squeeze-and-excitation before the add)."""
 
     conv: str
     bn: str | None
+    excite: Excite | None = None
 
 
 @dataclass
@@ -523,6 +525,21 @@ def _writer(gm, n: fx.Node, calls: dict[str, int]) -> Writer | None:
     return Writer(n.target, bn.target if bn is not None else None)
 
 
+def _excited_writer(gm, n: fx.Node, calls: dict[str, int]) -> Writer | None:
+    """``n`` as the multiply of a squeeze-and-excitation block on a writer's output (a
+    dropped channel is zero before the block and after it), the writer carrying it."""
+    if _tie(gm, n) != "multiply":
+        return None
+    for x in n.args[:2]:
+        w = _writer(gm, x, calls) if isinstance(x, fx.Node) else None
+        shape = shape_of(x) if w is not None else None
+        ex = _excite(gm, x, shape[1], calls) if shape is not None and len(shape) == 4 else None
+        if ex is not None and ex.mul is n:
+            w.excite = ex
+            return w
+    return None
+
+
 def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list, list]:
     """One node of a stream: (stream nodes it reaches, writers feeding it, consumers, the
     reasons it cannot be cut)."""
@@ -532,7 +549,7 @@ def _stream_step(gm, n: fx.Node, ends: set, calls) -> tuple[list, list, list, li
         if _is_sum(gm, a) or (a.args and _keeps_zero(gm, a, a.args[0])):
             more.append(a)
             continue
-        w = _writer(gm, a, calls)
+        w = _writer(gm, a, calls) or _excited_writer(gm, a, calls)
         if w is None:
             why.append(f"the stream is fed by {_describe(gm, a)}, which is not a conv [-> BatchNorm]")
         else:
@@ -593,7 +610,7 @@ def _streams(gm, calls: dict[str, int],
         seen |= nodes
         width = shape_of(next(iter(nodes)))[1]
         units.append(Unit(f"stream@{writers[0].conv}", "stream", int(width), None, None, [], None,
-                          consumers, writers))
+                          consumers, writers, excites=[w.excite for w in writers if w.excite]))
     return units, skipped
 
 
