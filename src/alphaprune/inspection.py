@@ -17,8 +17,8 @@ __all__ = ["inspect_model", "format_inspection"]
 
 
 def _cut_with(unit) -> list[str]:
-    """The layers cut with a unit: its depthwise convs (and their BatchNorms) and the two
-    convs of each squeeze-and-excitation block on its channels."""
+    """The layers cut with a unit: its depthwise and grouped convs (and their BatchNorms)
+    and the two convs of each squeeze-and-excitation block on its channels."""
     return list(unit.tied) + [c for ex in unit.excites for c in (ex.reduce, ex.expand)]
 
 
@@ -44,6 +44,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool 
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
                       "consumers": [c.name for c in u.consumers], "cut_with": _cut_with(u),
+                      "group": u.group,
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
@@ -65,7 +66,9 @@ def format_inspection(r: dict) -> str:
     for u in r["units"]:
         lines.append(f"  {u['name']:<{w}}  {u['kind']:<6} width {u['width']:>5}  "
                      f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}"
-                     + (f"  (cut with {', '.join(u['cut_with'])})" if u.get("cut_with") else ""))
+                     + (f"  (cut with {', '.join(u['cut_with'])}" if u.get("cut_with") else "")
+                     + (f"; whole groups of {u['group']}" if u.get("group", 1) > 1 else "")
+                     + (")" if u.get("cut_with") else ""))
     lines.append(f"{len(r['unprunable'])} layers not prunable:")
     w = max([len(s["name"]) for s in r["unprunable"]] + [4])
     lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]

@@ -242,6 +242,19 @@ def test_inspect_names_the_depthwise_layers_cut_with_each_unit(capsys):
     assert "(cut with features.1.conv.0.0, features.1.conv.0.1)" in capsys.readouterr().out
 
 
+def test_inspect_shows_a_grouped_conv_cut_whole_groups(capsys, tmp_path):
+    import json
+
+    path = tmp_path / "midconv.py"
+    path.write_text("from tests.graph.zoo import MidConv\n\ndef make():\n    return MidConv(groups=2)\n")
+    assert main(["inspect", "--model", f"{path}:make", "--json"]) == 0
+    units = {u["name"]: u for u in json.loads(capsys.readouterr().out)["units"]}
+    assert units["conv1"]["group"] == 4 and units["conv1"]["cut_with"] == ["mid"]
+    assert units["conv2"]["group"] == 1
+    assert main(["inspect", "--model", f"{path}:make"]) == 0
+    assert "(cut with mid; whole groups of 4)" in capsys.readouterr().out
+
+
 def test_inspect_text_and_bad_input(capsys, tmp_path):
     assert main(["inspect", "--model", "resnet20"]) == 0
     out = capsys.readouterr().out
