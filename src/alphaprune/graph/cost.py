@@ -2,9 +2,9 @@
 
 Only the layers a unit touches change size: the unit's own conv or linear (its outputs; a
 residual stream's: every writer's), its BatchNorm, the depthwise and grouped convs and
-BatchNorms of its post chain (both sides), and its consumers (their inputs; ``spatial`` inputs per channel
-after a flatten). Everything else, unprunable layers
-included, keeps its count. Parameters count BatchNorm's affine terms (as
+BatchNorms of its post chain (both sides), the two 1x1 convs of its squeeze-and-excitation
+blocks, and its consumers (their inputs; ``spatial`` inputs per channel after a flatten).
+Everything else, unprunable layers included, keeps its count. Parameters count BatchNorm's affine terms (as
 :func:`alphaprune.report.size.count_params` does); FLOPs are the multiply-accumulates of
 every conv and linear call (as ``count_flops`` does), at the traced input size.
 """

@@ -9,14 +9,14 @@ activation, every step the only user of the one before. Such a conv's channels a
 unit's own (its ``tied`` layers): the branch runs a narrow copy of it, so a MobileNet's
 pointwise conv and the depthwise conv after it are cut together. A grouped conv is cut
 whole groups at a time (the unit's ``group``: channels per group), so its narrow copy
-keeps the group width and has fewer groups. A **squeeze-and-excitation** block on the unit's channels (``x *
-gate(expand(act(reduce(pool(x)))))``: an average to 1x1, two 1x1 convs, a sigmoid or hard
-sigmoid) is cut with it too (:class:`Excite`): ``reduce`` reads the unit's channels and
-``expand`` writes them, and the branch runs both narrowed. Its output must feed only
-**consumers that absorb the branch's B** on their input side: a ``Conv2d`` with groups = 1,
-a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of a map of any size: the
-consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H and W. A unit may have
-several consumers, and may reach them through layers that commute with ``B`` (average
+keeps the group width and has fewer groups. A **squeeze-and-excitation** block on the
+unit's channels (``x * gate(expand(act(reduce(pool(x)))))``: an average to 1x1, two 1x1
+convs, a sigmoid or hard sigmoid) is cut with it too (:class:`Excite`): ``reduce`` reads
+the unit's channels and ``expand`` writes them, and the branch runs both narrowed. Its
+output must feed only **consumers that absorb the branch's B** on their input side: a
+``Conv2d`` with groups = 1, a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of
+a map of any size: the consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H
+and W. A unit may have several consumers, and may reach them through layers that commute with ``B`` (average
 pooling, dropout, identity) and through **channel concatenations** (``torch.cat`` on dim
 1, an Inception block's): the consumer then absorbs ``B`` on the unit's slice of its
 input (its ``offset``), and the other slices keep theirs. A max pool of a concatenation is
@@ -27,15 +27,18 @@ input, read by three convs and by its pooling branch) has a **tap** for each max
 path: the pool (and any pooling or dropout after it) runs on each path of the unit before
 ``B`` (:class:`~alphaprune.blend.branch.UnitTap`), and the consumers it reaches absorb
 ``B`` as the others do. Everything else is listed with its reason: channels tied by an add
-or multiply (a residual stream), grouped or depthwise convs, the output layer, a consumer
-that cannot absorb ``B``, an op alphaprune does not know.
+or multiply (a residual stream), grouped or depthwise convs that read no unit (or have
+more outputs than inputs), the output layer, a consumer that cannot absorb ``B``, an op
+alphaprune does not know.
 
 With ``streams=True`` a **residual stream** (channels tied by additions) becomes one unit
 of kind ``"stream"`` as well: every conv that writes into the sums (``conv [-> bn]``, the
-**writers**), the sums and what passes their channels on unchanged (an activation that
-maps 0 to 0, pooling, dropout), and the layers that read the stream and absorb ``B`` (its
-consumers). Cutting such a unit keeps one set of channels in every writer at once, so
-the dropped channels are zero everywhere in the stream and the fused network drops them.
+**writers**; a writer may end in a squeeze-and-excitation block, an SE-ResNet's, whose
+``reduce`` and ``expand`` are then the stream's, as a unit's are), the sums and what
+passes their channels on unchanged (an activation that maps 0 to 0, pooling, dropout),
+and the layers that read the stream and absorb ``B`` (its consumers). Cutting such a unit
+keeps one set of channels in every writer at once, so the dropped channels are zero
+everywhere in the stream and the fused network drops them.
 """
 
 from __future__ import annotations
