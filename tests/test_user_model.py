@@ -234,6 +234,19 @@ def test_a_resnext_keeps_its_accuracy_with_its_grouped_convs_cut_whole_groups(tm
     assert min(fused.get_submodule(f"{k}.b.0").groups for k in ("3", "4")) < 4
 
 
+def test_widths_that_split_a_group_are_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "resnext.py"
+    path.write_text(RESNEXT_CODE)
+    assert main(["train", "--model", f"{path}:make", "--epochs", "1", *DATA,
+                 "--out", str(tmp_path / "train")]) == 0
+    args = ["prune", "--checkpoint", str(tmp_path / "train" / "model.pt"), *DATA,
+            "--widths", "8,12,16", "--out", str(tmp_path / "p")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "whole groups of 8" in err[0] and "multiple of 8" in err[0]
+    assert not (tmp_path / "p").exists()
+
+
 def test_an_inception_block_keeps_its_accuracy_with_the_convs_before_its_cats_cut(tmp_path):
     """Branches joined by ``torch.cat``: each branch's last conv is cut (the first cat is
     max-pooled: each branch gets its own pool), and so is the stem, whose output also feeds
