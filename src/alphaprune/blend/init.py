@@ -20,15 +20,12 @@ fixed, so ``lstsq`` selects its channels and fits nothing.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
 from alphaprune.blend.branch import StreamUnit, branch_bns, matrix
 from alphaprune.errors import UserError
-from alphaprune.graph.units import group_width
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
            "reconstruction_error", "stream_importance", "channel_order"]
@@ -132,17 +129,12 @@ def channel_order(scores: torch.Tensor, group: int = 1) -> torch.Tensor:
     return (groups[:, None] * group + torch.arange(group)).flatten()
 
 
-def unit_group(unit) -> int:
-    """Channels per group of a branched unit's grouped convs (1 without any)."""
-    if isinstance(unit, StreamUnit):
-        return 1
-    return math.lcm(1, *(group_width(orig) for orig, _ in unit.tied_pairs()))
-
-
 @torch.no_grad()
-def _select(unit, scores: torch.Tensor) -> None:
+def _select(unit, scores: torch.Tensor, group: int = 1) -> None:
+    """Keep the ``unit.width`` best channels (whole groups of ``group``: the graph unit's
+    :attr:`~alphaprune.graph.units.Unit.group`)."""
     k = unit.width
-    idx = torch.sort(channel_order(scores, unit_group(unit))[:k]).values
+    idx = torch.sort(channel_order(scores, group)[:k]).values
     if isinstance(unit, StreamUnit):
         return _select_stream(unit, idx)
     A, B = matrix(unit.A), matrix(unit.B)
@@ -242,7 +234,7 @@ def init_branches(model: BlendedNet, method: str = "select", criterion: str = "b
     n = len(model.features)
     targets = _original_outputs(model, calib) if calib is not None else [None] * n
     for i, (u, t) in enumerate(zip(model.features, targets)):
-        _select(u, channel_importance(u, criterion, t))
+        _select(u, channel_importance(u, criterion, t), model.structure.units[i].group)
         # the input the pruned network gives unit i: branches upstream (a stream's B is fixed)
         if method == "lstsq" and not isinstance(u, StreamUnit):
             h = _unit_io(model, calib, [0.0] * i + [1.0] * (n - i))[i][0]

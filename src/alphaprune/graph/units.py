@@ -214,7 +214,7 @@ def _tie(gm, n: fx.Node) -> str | None:
     return None
 
 
-def _depthwise(gm, n: fx.Node, width: int, calls: dict[str, int]) -> bool:
+def _grouped(gm, n: fx.Node, width: int, calls: dict[str, int]) -> bool:
     """``n`` is a depthwise or grouped conv from ``width`` channels to as many (each group's
     filters read only its own channels), called once: cut with the unit, whole groups at a
     time."""
@@ -230,7 +230,7 @@ def group_width(m: nn.Module) -> int:
 
 def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_dw):
     """What ``n`` (the only user of ``cur``) is within a unit's post chain: ``"pass"``,
-    ``"dw"`` (a depthwise conv), ``"dw-bn"`` (the BatchNorm right after one), ``"dw-act"``
+    ``"dw"`` (a depthwise or grouped conv), ``"dw-bn"`` (the BatchNorm right after one), ``"dw-act"``
     (an activation after one) or ``None``. ``last_dw``: the chain's last depthwise conv."""
     if not _only_input(n, cur):
         return None
@@ -239,7 +239,7 @@ def _post_step(gm, n: fx.Node, cur: fx.Node, kind: str, width: int, calls, last_
         return "pass"
     if kind != "conv":
         return None
-    if _depthwise(gm, n, width, calls):
+    if _grouped(gm, n, width, calls):
         return "dw"
     if cur is last_dw and _is(gm, n, (nn.BatchNorm2d,)) and calls.get(n.target, 0) == 1:
         return "dw-bn"
