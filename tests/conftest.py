@@ -6,6 +6,7 @@ the suite never writes to ``~/.cache``.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,26 @@ def float64():
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    thread pool's spin-waits make every op ~100x slower: run the suite single-threaded."""
-    threads = torch.get_num_threads()
+    thread pool's spin-waits make every op ~100x slower: run the suite single-threaded.
+    ``OMP_NUM_THREADS`` is set too: a DDP run in this process (``--strategy ddp``) would
+    otherwise have Lightning raise the thread count to the core count for every later
+    test (``_set_num_threads_if_needed``), and CLI runs in subprocesses inherit it."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(autouse=True)
+def _still_one_thread():
+    """Whatever a test changed, the next one starts single-threaded."""
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
