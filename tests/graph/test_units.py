@@ -102,6 +102,18 @@ def test_resnext_blocks_cut_their_grouped_convs_with_the_conv_before():
     assert [c.name for c in u.consumers] == ["blocks.1.c.0"]
 
 
+def test_a_densenet_cuts_its_bottlenecks_and_names_why_its_growth_convs_stay():
+    s = find_units(ZOO["densenet"](), X)
+    units, skipped = _names(s)
+    assert units == [f"block{b}.{i}.conv1" for b in (1, 2) for i in (0, 1)]
+    assert [c.name for c in s.unit("block1.1.conv1").consumers] == ["block1.1.conv2"]
+    for b in (1, 2):
+        for i in (0, 1):
+            reason = skipped[f"block{b}.{i}.conv2"]
+            assert "enters cat" in reason and "pre-activation" in reason and "BatchNorm" in reason
+    assert "no elementwise activation" in skipped["trans.2"]
+
+
 def test_a_grouped_conv_that_reads_no_unit_is_named_with_its_reason():
     class Stem(torch.nn.Module):  # the grouped conv reads the image: nothing to cut it with
         def __init__(self):

@@ -397,11 +397,46 @@ class SEResNet(nn.Module):
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
 
 
+class DenseLayer(nn.Module):
+    """DenseNet-BC's layer: BN -> ReLU -> 1x1 conv -> BN -> ReLU -> 3x3 conv, concatenated
+    to its input (pre-activation: the next layers read the concatenation through a BN)."""
+
+    def __init__(self, cin: int, growth: int = 4):
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, 2 * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(2 * growth)
+        self.conv2 = nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        y = self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
+        return torch.cat([x, y], 1)
+
+
+class DenseNet(nn.Module):
+    """DenseNet-BC in small: a stem, two dense blocks of two layers with a transition (BN ->
+    ReLU -> 1x1 conv -> average pool) between them, BN -> ReLU -> global pool -> linear."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.block1 = nn.Sequential(DenseLayer(8), DenseLayer(12))
+        self.trans = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 1, bias=False),
+                                   nn.AvgPool2d(2))
+        self.block2 = nn.Sequential(DenseLayer(8), DenseLayer(12))
+        self.norm = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = self.block2(self.trans(self.block1(self.stem(x))))
+        return self.fc(F.relu(self.norm(h)).mean((2, 3)))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
        "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet,
-       "resnext": ResNeXt, "regnet_y": regnet_y, "se_resnet": SEResNet}
+       "resnext": ResNeXt, "regnet_y": regnet_y, "se_resnet": SEResNet,
+       "densenet": DenseNet}
 
 
 class PreActivation(nn.Module):
