@@ -34,7 +34,7 @@ def test_the_table_is_measured_once_and_reused_from_its_cache(tiny, tmp_path, mo
     assert again(again.base_widths) == pytest.approx(first(first.base_widths))
 
 
-@pytest.mark.parametrize("change", ["threads", "batch", "torch"])
+@pytest.mark.parametrize("change", ["threads", "batch", "torch", "wait"])
 def test_another_machine_key_measures_anew(tiny, tmp_path, monkeypatch, change):
     model, structure = tiny
     LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
@@ -43,6 +43,8 @@ def test_another_machine_key_measures_anew(tiny, tmp_path, monkeypatch, change):
         monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
     elif change == "batch":
         batch = 8
+    elif change == "wait":  # how long OpenMP's waiting threads spin (alphaprune.openmp)
+        monkeypatch.setattr(latency, "wait_policy", lambda: "OMP_WAIT_POLICY=PASSIVE (environment)")
     else:
         monkeypatch.setattr(torch, "__version__", "9.9.9")
     other = LatencyModel(structure, model, (1, 16, 16), batch=batch, cache_dir=tmp_path)

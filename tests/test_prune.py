@@ -225,6 +225,9 @@ def test_the_summary_opens_with_what_was_gained(env):
     from alphaprune.allocator import allocator_state
 
     assert lat["allocator"] == allocator_state() != "not set"  # timed after setting it
+    from alphaprune.openmp import wait_policy
+
+    assert lat["omp_wait"] == wait_policy()  # the suite loads torch first: OpenMP's default
     assert (h["test_acc_before"], h["test_acc_after"]) == (s["test_acc_before"], s["test_acc_after"])
 
 

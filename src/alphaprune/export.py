@@ -26,6 +26,7 @@ from alphaprune.allocator import allocator_state, keep_freed_memory
 from alphaprune.atomic import publish, temp_path
 from alphaprune.errors import UserError
 from alphaprune.modelfile import load_checkpoint
+from alphaprune.openmp import wait_policy
 
 __all__ = ["FORMATS", "export_model", "input_shape_of"]
 
@@ -164,4 +165,4 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         tmp.unlink(missing_ok=True)
     return {"format": fmt, "path": str(out), "input_shape": list(shape), "max_rel_error": err,
             "latency_ms": latency, "threads": torch.get_num_threads(),
-            "allocator": allocator_state()}
+            "allocator": allocator_state(), "omp_wait": wait_policy()}

@@ -41,6 +41,7 @@ from alphaprune.data.cache import cache_dir_default
 from alphaprune.graph.cost import CostModel, _in, _out
 from alphaprune.graph.trace import shape_of
 from alphaprune.graph.units import POOL_FUNCTIONS, POOL_MODULES, Structure, group_width, is_activation
+from alphaprune.openmp import wait_policy
 from alphaprune.report.size import measure_latency
 
 __all__ = ["LatencyModel", "machine_key", "time_ms"]
@@ -59,11 +60,12 @@ def _cpu_name() -> str:
 
 
 def machine_key(batch: int, threads: int | None = None) -> dict:
-    """What a latency table is valid for: CPU, architecture, torch, threads, batch size, and
-    the allocator's setting (:mod:`alphaprune.allocator`), which every timing sets first."""
+    """What a latency table is valid for: CPU, architecture, torch, threads, batch size, the
+    allocator's setting (:mod:`alphaprune.allocator`), which every timing sets first, and
+    how long waiting threads spin (:mod:`alphaprune.openmp`)."""
     return {"cpu": _cpu_name(), "machine": platform.machine(), "torch": torch.__version__,
             "threads": threads or torch.get_num_threads(), "batch": batch,
-            "allocator": keep_freed_memory()}
+            "allocator": keep_freed_memory(), "omp_wait": wait_policy()}
 
 
 def time_ms(model: nn.Module, input_shape, batch: int) -> float:

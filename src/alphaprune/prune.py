@@ -22,6 +22,7 @@ from alphaprune.graph import CostModel, find_units, has_sums
 from alphaprune.graph.units import unit_groups
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
+from alphaprune.openmp import wait_policy
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
     DataConfig,
@@ -588,7 +589,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     # a fresh copy of the original: the blended model trained the loaded one in place
     original = load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model
     latency = {**measure_side_by_side({"before": original, "after": fused}, src.shape),
-               "threads": torch.get_num_threads(), "allocator": allocator_state()}
+               "threads": torch.get_num_threads(), "allocator": allocator_state(), "omp_wait": wait_policy()}
     return {
         "arch": src.mf.arch, "target_measure": cfg.target()[0],
         "target_reduction": cfg.target()[1],
@@ -642,7 +643,7 @@ def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
     achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch,
                                                pairs=80)
     return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
-            "threads": torch.get_num_threads(), "allocator": allocator_state(),
+            "threads": torch.get_num_threads(), "allocator": allocator_state(), "omp_wait": wait_policy(),
             "original_ms": before, "pruned_ms": after,
             "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
