@@ -589,7 +589,8 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
     # a fresh copy of the original: the blended model trained the loaded one in place
     original = load_checkpoint(cfg.checkpoint, cfg.model, model_kwargs=cfg.model_kwargs).model
     latency = {**measure_side_by_side({"before": original, "after": fused}, src.shape),
-               "threads": torch.get_num_threads(), "allocator": allocator_state(), "omp_wait": wait_policy()}
+               "threads": torch.get_num_threads(), "allocator": allocator_state(),
+               "omp_wait": wait_policy()}
     return {
         "arch": src.mf.arch, "target_measure": cfg.target()[0],
         "target_reduction": cfg.target()[1],
@@ -643,8 +644,8 @@ def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
     achieved, before, after = measured_speedup(original, fused, shape, cfg.latency_batch,
                                                pairs=80)
     return {"target": cfg.speedup, "achieved": achieved, "batch": cfg.latency_batch,
-            "threads": torch.get_num_threads(), "allocator": allocator_state(), "omp_wait": wait_policy(),
-            "original_ms": before, "pruned_ms": after,
+            "threads": torch.get_num_threads(), "allocator": allocator_state(),
+            "omp_wait": wait_policy(), "original_ms": before, "pruned_ms": after,
             "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
