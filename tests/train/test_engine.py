@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -58,3 +60,14 @@ def test_cli_refuses_a_gpu_it_does_not_have_before_any_work(monkeypatch, tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and "no CUDA GPU" in err and len(err.splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_ddp_run_leaves_the_callers_thread_count_as_it_was(monkeypatch, tmp_path):
+    """Lightning's DDP setup sets torch's threads and OMP_NUM_THREADS where the environment
+    does not: in a caller's process (a notebook, this suite) that outlasted the run."""
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    assert main(["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits",
+                 "--subset", "100", "--epochs", "1", "--strategy", "ddp", "--devices", "1",
+                 "--accelerator", "cpu", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert torch.get_num_threads() == 1 and "OMP_NUM_THREADS" not in os.environ

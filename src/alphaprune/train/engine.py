@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import warnings
 from pathlib import Path
@@ -143,12 +145,29 @@ def tensorboard_logger(run_dir: Path):
     return TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False)
 
 
+@contextlib.contextmanager
+def _threads_kept():
+    """Put torch's thread count and ``OMP_NUM_THREADS`` back as they were: Lightning's DDP
+    setup sets both for the process where the environment does not
+    (``_set_num_threads_if_needed``), which in a caller's process would outlast the run."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loader,
         ckpt_path: Path | None = None) -> None:
     """``trainer.fit`` with the noise of CPU-only runs silenced. Wherever it trained, the
     module is back on the CPU afterwards (Lightning's teardown moves it; the teacher, which
-    is not a child module, moves back in ``ClassifierModule.on_fit_end``)."""
-    with warnings.catch_warnings():
+    is not a child module, moves back in ``ClassifierModule.on_fit_end``). The process's
+    thread count is the same afterwards (:func:`_threads_kept`)."""
+    with warnings.catch_warnings(), _threads_kept():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
