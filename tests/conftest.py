@@ -16,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from alphaprune.train.engine import threads_kept
+
 IMAGEFOLDER_CLASSES = ("circle", "square", "stripes")
 
 
@@ -56,22 +58,10 @@ def _one_thread():
     ``OMP_NUM_THREADS`` is set too: a DDP run in this process (``--strategy ddp``) would
     otherwise have Lightning raise the thread count to the core count for every later
     test (``_set_num_threads_if_needed``), and CLI runs in subprocesses inherit it."""
-    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
-
-
-@pytest.fixture(autouse=True)
-def _still_one_thread():
-    """Whatever a test changed, the next one starts single-threaded."""
-    yield
-    torch.set_num_threads(1)
+    with threads_kept():  # both as they were after the session
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+        yield
 
 
 @pytest.fixture(autouse=True)

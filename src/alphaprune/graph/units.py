@@ -317,10 +317,10 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
             return nxt
     if not (is_activation(gm, nxt) and _only_input(nxt, cur)):
         tie = _tie(gm, nxt)
-        if tie == "cat":  # a DenseNet's layer: the next layers normalise the cat first
-            return (f"its output enters cat ({nxt.name}) with no activation after it (a "
-                    "pre-activation layout, as in a DenseNet): a BatchNorm that reads the cat "
-                    "cannot absorb B")
+        if tie == "cat":  # not a tie: a cat keeps each part's channels apart
+            return (f"its output enters cat ({nxt.name}) before any activation: a unit is "
+                    "conv -> [BN] -> activation (in a pre-activation layout, a DenseNet's, "
+                    "later layers read the cat through a BatchNorm, which cannot absorb B)")
         if tie:
             return f"channels tied by {tie} ({nxt.name}): a residual or concatenated stream"
         return f"no elementwise activation after it (next: {_describe(gm, nxt)})"

@@ -146,7 +146,7 @@ def tensorboard_logger(run_dir: Path):
 
 
 @contextlib.contextmanager
-def _threads_kept():
+def threads_kept():
     """Put torch's thread count and ``OMP_NUM_THREADS`` back as they were: Lightning's DDP
     setup sets both for the process where the environment does not
     (``_set_num_threads_if_needed``), which in a caller's process would outlast the run."""
@@ -166,8 +166,8 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
     """``trainer.fit`` with the noise of CPU-only runs silenced. Wherever it trained, the
     module is back on the CPU afterwards (Lightning's teardown moves it; the teacher, which
     is not a child module, moves back in ``ClassifierModule.on_fit_end``). The process's
-    thread count is the same afterwards (:func:`_threads_kept`)."""
-    with warnings.catch_warnings(), _threads_kept():
+    thread count is the same afterwards (:func:`threads_kept`)."""
+    with warnings.catch_warnings(), threads_kept():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
