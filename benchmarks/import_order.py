@@ -1,8 +1,9 @@
 """Does importing alphaprune before torch shorten OpenMP's spin-wait? (BENCHMARKS.md
 section 52.) Beside one busy process (a pure-Python loop), 300 batch-1 forward passes of
-resnet20 (the last 250 timed) in a fresh process that imports alphaprune first, and in one
-that imports torch first; each twice, alternating. The environment's OpenMP settings are
-removed so that alphaprune's default applies.
+resnet20 (the last 250 timed; ``busy_threads.py``'s ``infer1``) in a fresh process that
+imports alphaprune first, and in one that imports torch first; five times each,
+alternating. The environment's OpenMP settings are removed so that alphaprune's default
+applies.
 
     python benchmarks/import_order.py > benchmarks/results/threads/import_order.txt
 """
@@ -13,22 +14,14 @@ import os
 import subprocess
 import sys
 
-PROBE = """
-import sys, time
-if sys.argv[1] == "alphaprune-first":
-    import alphaprune  # noqa: F401
-import torch
-from alphaprune.models.registry import create_model
-from alphaprune.openmp import wait_policy
-m = create_model("resnet20", num_classes=10).eval()
-x = torch.randn(1, 3, 32, 32)
-with torch.no_grad():
-    for i in range(300):
-        if i == 50:
-            t = time.perf_counter()
-        m(x)
-print(f"{sys.argv[1]:<17} {time.perf_counter() - t:6.2f} s  ({wait_policy()})")
-"""
+from busy_threads import INFER1  # this folder: python benchmarks/import_order.py
+
+# the batch-1 workload of busy_threads.py, after the import under test
+PROBE = ("import sys\nif sys.argv[1] == 'alphaprune-first':\n    import alphaprune\n" + INFER1
+         + "from alphaprune.openmp import wait_policy\nprint(wait_policy())\n")
+
+
+ROUNDS = 5
 
 
 def main() -> None:
@@ -37,11 +30,11 @@ def main() -> None:
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         print(f"cores {os.cpu_count()}, one busy process beside; 250 batch-1 passes of resnet20")
-        for _ in range(2):
+        for _ in range(ROUNDS):
             for order in ("alphaprune-first", "torch-first"):
                 out = subprocess.run([sys.executable, "-c", PROBE, order], env=env, check=True,
-                                     capture_output=True, text=True).stdout
-                print(out.strip(), flush=True)
+                                     capture_output=True, text=True).stdout.split("\n")
+                print(f"{order:<17} {float(out[0]):6.2f} s  ({out[1]})", flush=True)
     finally:
         hog.kill()
 
