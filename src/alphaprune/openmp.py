@@ -3,11 +3,11 @@
 torch runs each CPU op on OpenMP threads (libgomp in the PyTorch wheels). By default a
 thread that waits for the others spins about 300,000 times before it sleeps. When another
 job holds one of the cores, every op waits for the thread whose core is taken while its
-peers spin through their time slices: on a 2-core machine beside one busy process,
-training and ``alphaprune demo`` ran 7-15x slower than on the idle machine. With 10,000
-spins they ran 2-4.5x faster than that, and within 3% of the default on the idle machine;
-sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) is faster still when busy but up to 4x
-slower when idle (BENCHMARKS.md section 52). One thread (``OMP_NUM_THREADS=1``) is the
+peers spin through their time slices, and training runs many times slower than the lost
+core explains. A short spin keeps the idle machine's speed and recovers part of that (how
+much varies from run to run); sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) recovers
+more but slows the idle machine several-fold at batch 1 (measured: BENCHMARKS.md section
+52). One thread (``OMP_NUM_THREADS=1``) is the
 fastest setting whenever another job holds a core.
 
 OpenMP reads its settings once, when torch loads, so the ``alphaprune`` package sets
