@@ -7,8 +7,8 @@ peers spin through their time slices, and training runs many times slower than t
 core explains. A short spin keeps the idle machine's speed and recovers part of that (how
 much varies from run to run); sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) recovers
 more but slows the idle machine several-fold at batch 1 (measured: BENCHMARKS.md section
-52). One thread (``OMP_NUM_THREADS=1``) is the
-fastest setting whenever another job holds a core.
+52). One thread (``OMP_NUM_THREADS=1``) is the fastest setting whenever another job
+holds a core.
 
 OpenMP reads its settings once, when torch loads, so the ``alphaprune`` package sets
 ``GOMP_SPINCOUNT=10000`` on import, before it imports torch, unless the environment sets
