@@ -242,6 +242,24 @@ def test_a_grouped_conv_is_timed_at_whole_groups_of_its_group_width(tmp_path, mo
     assert lm([8, 16, 16]) < lm(lm.base_widths)
 
 
+def test_a_token_wise_linear_is_timed_on_its_positions(tmp_path, monkeypatch):
+    """ConvNeXt's MLP linears run on (N, H, W, C): the table times each at its map's
+    positions (8 x 8, then 4 x 4 at a 16 x 16 input), with the features last and
+    contiguous (not turned channels-last as a conv's input is), not on one (N, C) row."""
+    real, calls = latency.measure_latency, []
+    monkeypatch.setattr(latency, "measure_latency", lambda m, shape, b, **kw: calls.append(
+        (m, shape, kw)) or real(m, shape, b, **kw))
+    _, _, lm, _ = _zoo_table("convnext", tmp_path, monkeypatch)
+    entries = [json.loads(k) for k in json.loads(lm.path.read_text())["entries"] if "whole" not in k]
+    linears = [e for e in entries if e["kind"] == "linear"]
+    assert {tuple(e["tokens"]) for e in linears} == {(8, 8), (4, 4)}
+    assert {(e["cin"], e["cout"]) for e in linears} >= {(8, 32), (32, 8), (16, 64), (64, 16)}
+    timed = [(shape, kw["channels_last"]) for m, shape, kw in calls
+             if isinstance(m, torch.nn.Sequential) and isinstance(m[0], torch.nn.Linear)]
+    assert timed and all(s[:2] in ((8, 8), (4, 4)) and not cl for s, cl in timed)
+    assert lm([16, 32]) < lm(lm.base_widths)
+
+
 def test_the_convs_of_a_squeeze_and_excitation_block_are_timed_at_their_units_width(
         tmp_path, monkeypatch):
     """Its 1x1 convs run on a 1x1 map; the first takes in the unit's channels and the second

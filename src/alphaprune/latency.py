@@ -68,10 +68,10 @@ def machine_key(batch: int, threads: int | None = None) -> dict:
             "allocator": keep_freed_memory(), "omp_wait": wait_policy()}
 
 
-def time_ms(model: nn.Module, input_shape, batch: int) -> float:
+def time_ms(model: nn.Module, input_shape, batch: int, channels_last: bool = True) -> float:
     """Median ms per forward pass (:func:`alphaprune.report.size.measure_latency`)."""
     return measure_latency(model, input_shape, batch, repeats=15 if batch == 1 else 9,
-                           warmup=3) * 1e3
+                           warmup=3, channels_last=channels_last) * 1e3
 
 
 class LatencyModel:
@@ -141,7 +141,7 @@ class LatencyModel:
     def _at(self, sig: dict, tail: list, cin: int, cout: int) -> float:
         return self._lookup({**sig, "cin": cin, "cout": cout},
                             lambda: time_ms(_block(sig, tail, cin, cout), _in_shape(sig, cin),
-                                            self.batch))
+                                            self.batch, channels_last=sig["kind"] == "conv"))
 
     def _fit(self, sig: dict, lay, tail: list) -> list[float]:
         """Non-negative least-squares coefficients of the layer's cost model on its grid."""
@@ -186,7 +186,10 @@ def _signature(m: nn.Module, in_shape) -> dict:
             if group_width(m) > 1:
                 sig["group_width"] = group_width(m)
         return sig
-    return {"kind": "linear", "bias": m.bias is not None}
+    sig = {"kind": "linear", "bias": m.bias is not None}
+    if len(in_shape) > 2:  # a token-wise linear: (N, H, W, C), timed on as many positions
+        sig["tokens"] = list(in_shape[1:-1])
+    return sig
 
 
 def _act(gm, n) -> nn.Module:
@@ -289,7 +292,7 @@ def _group_width(sig: dict) -> int | None:
 
 
 def _in_shape(sig: dict, cin: int) -> tuple[int, ...]:
-    return (cin, *sig["hw"]) if sig["kind"] == "conv" else (cin,)
+    return (cin, *sig["hw"]) if sig["kind"] == "conv" else (*sig.get("tokens", ()), cin)
 
 
 def _features(cin: int, cout: int) -> list[float]:

@@ -16,8 +16,10 @@ from alphaprune.blend.init import (
     reconstruction_error,
 )
 from alphaprune.errors import UserError
+from alphaprune.graph import find_units
 from alphaprune.models import create_model
 from alphaprune.models.vgg import VGG
+from tests.graph.zoo import ZOO
 
 from .test_fuse import NUM_CLASSES, ODD11, _base, _branch_widths, _randomise_bn
 
@@ -187,6 +189,31 @@ def test_lstsq_keeps_fusion_exact_and_the_original_untouched():
         torch.testing.assert_close(blended.eval().set_alpha(1.0)(x), original(x))
         want = blended.set_alpha(0.0)(x)
         got = fuse(blended, "vgg11").eval()(x)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+@pytest.mark.parametrize("criterion", IMPORTANCE_CRITERIA)
+def test_a_token_wise_linear_unit_is_scored_and_fitted_on_its_features(criterion):
+    """ConvNeXt's MLP: the unit's features are the last dim of (N, H, W, C) maps. Every
+    criterion scores one value per feature; lstsq fits B over batch and positions, lowers
+    each unit's error and keeps fusion exact."""
+    torch.manual_seed(0)
+    model = ZOO["convnext"]().eval()
+    calib = torch.randn(32, 3, 16, 16)
+    structure = find_units(model, calib[:2])
+    widths = [u.width // 2 for u in structure.units]
+    errs, fused = {}, None
+    for method in ("select", "lstsq"):
+        m = BlendedNet(copy.deepcopy(structure), widths)
+        init_branches(m, method, criterion, calib=calib)
+        errs[method] = reconstruction_error(m, calib)
+        if method == "lstsq":
+            fused, want = fuse(m).eval(), m.eval().set_alpha(0.0)(calib)
+    scores = channel_importance(m.features[0], criterion, torch.randn(4, 16, 16, 32))
+    assert scores.shape == (32,)
+    assert all(b < 0.9 * a for a, b in zip(errs["select"], errs["lstsq"])), errs
+    with torch.no_grad():
+        got = fused(calib)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from alphaprune.blend import BlendedNet, fuse
 from alphaprune.blend.init import init_branches
 from alphaprune.blend.sensitivity import (
+    _importance,
     channel_orders,
     cut_score,
     solve_by_sensitivity,
@@ -48,7 +49,7 @@ def _model(name: str) -> nn.Module:
     elif name == "inception":
         from tests.graph.zoo import Inception
         m = Inception(num_classes=5)
-    elif name in ("mobilenet_v3", "regnet_y"):  # excitation blocks (and grouped convs)
+    elif name in ("mobilenet_v3", "regnet_y", "convnext"):  # excitations, grouped convs, MLPs
         from tests.graph.zoo import ZOO
         m = ZOO[name](num_classes=5)
         # statistics of the data: random ones shrink the signal block by block to nothing
@@ -95,7 +96,7 @@ def test_a_grouped_units_grid_is_whole_groups(base, round_to, group, want):
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet20", "flathead", "inception", "mobilenet_v3",
-                                  "regnet_y"])
+                                  "regnet_y", "convnext"])
 def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
     """What the solver scores is exactly the network objective selection starts its α = 0
     path from: the same channels (select, L1), the same loss."""
@@ -117,6 +118,18 @@ def test_a_cut_measured_by_zeroing_equals_the_fused_network_at_that_width(name):
     assert any(r > 1e-3 for s in sens for r in s.values())  # cuts do cost something
     for u, s in zip(structure.units, sens):  # a grouped conv's unit: whole groups only
         assert all(w % u.group == 0 for w in s)
+
+
+def test_the_act_score_of_a_token_wise_linear_is_each_features_mean():
+    """On (N, H, W, C) maps the ``act`` score averages each hidden feature over the batch
+    and every position: one value per feature, as ``select`` ranks them."""
+    model = _model("convnext")
+    x = torch.randn(8, 3, 8, 8)
+    structure = find_units(model, x[:2])
+    got = _importance(structure.gm, structure.units[0], "act", x)
+    b = model.stage1
+    want = b.act(b.pwconv1(b.norm(b.dwconv(model.stem(x)).permute(0, 2, 3, 1)))).mean((0, 1, 2))
+    torch.testing.assert_close(got, want)
 
 
 def test_the_solver_cuts_the_insensitive_unit_and_meets_the_target():

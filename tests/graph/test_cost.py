@@ -1,10 +1,15 @@
-"""What a network writes per input: the memory-traffic count the auto solver breaks ties by."""
+"""What a network writes per input (the memory-traffic count the auto solver breaks ties
+by), and what a token-wise linear costs."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
+from alphaprune.graph import CostModel, find_units
 from alphaprune.graph.cost import written_elements
+from alphaprune.report.size import count_flops, layer_flops
+from tests.graph.zoo import ZOO
 
 
 def test_written_elements_counts_every_layer_output_for_one_input():
@@ -51,3 +56,17 @@ def test_a_narrower_early_layer_writes_less_than_a_narrower_late_one_at_equal_fl
     assert written_elements(early, (3, 8, 8)) == 4 * 64 * 2 + 4 * 16 + 48 * 16 * 2
     assert written_elements(late, (3, 8, 8)) == 16 * 64 * 2 + 16 * 16 + 3 * 16 * 2
     assert written_elements(early, (3, 8, 8)) < written_elements(late, (3, 8, 8))
+
+
+def test_a_token_wise_linear_costs_its_features_at_every_position():
+    """A Linear on (N, H, W, C) runs once per position: H*W*in*out multiply-accumulates, in
+    the whole-model count and in the cost model alike."""
+    model = ZOO["convnext"]().eval()
+    flops = layer_flops(model, (3, 32, 32))
+    assert flops["stage1.pwconv1"] == 16 * 16 * 8 * 32 and flops["stage2.pwconv2"] == 8 * 8 * 64 * 16
+    assert flops["head"] == 16 * 10
+    cost = CostModel(find_units(model, torch.zeros(2, 3, 32, 32)))
+    assert cost.flops(cost.base_widths) == count_flops(model, (3, 32, 32))
+    half = [w // 2 for w in cost.base_widths]
+    saved = 16 * 16 * 16 * (8 + 8) + 8 * 8 * 32 * (16 + 16)  # each MLP's two linears, halved
+    assert cost.flops(cost.base_widths) - cost.flops(half) == saved

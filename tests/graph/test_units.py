@@ -114,6 +114,45 @@ def test_a_densenet_cuts_its_bottlenecks_and_names_why_its_growth_convs_stay():
     assert "no elementwise activation" in skipped["trans.2"]
 
 
+def test_a_convnext_cuts_the_hidden_features_of_its_token_wise_mlps():
+    """Linears on channels-last maps (N, H, W, C) act on the last dim: the MLP's first one
+    is a unit whose consumer is the second; the stream (LayerNorm, layer scale, sum) stays."""
+    s = find_units(ZOO["convnext"](), X)
+    units, skipped = _names(s)
+    assert units == ["stage1.pwconv1", "stage2.pwconv1"]
+    assert [(c.name, c.kind, c.spatial) for c in s.unit("stage2.pwconv1").consumers] == [
+        ("stage2.pwconv2", "linear", 1)]
+    assert s.unit("stage1.pwconv1").width == 32
+    assert "multiply" in skipped["stage1.pwconv2"] and "output layer" in skipped["head"]
+
+
+def test_a_token_wise_linear_with_batchnorm1d_or_a_linear_across_a_conv_map_is_no_unit():
+    """BatchNorm1d on (N, L, C) normalises L, not the linear's features; a Linear applied
+    to a conv unit's NCHW map mixes its columns, not its channels."""
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn = torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(32)
+            self.out = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            t = x.mean(2).transpose(1, 2)  # 32 tokens of 3 features: (N, 32, 3)
+            return self.out(torch.relu(self.bn(self.fc(t)))).mean(1)
+
+    class Columns(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x))).mean((1, 2))
+
+    units, skipped = _names(find_units(Tokens(), X))
+    assert units == [] and "normalises dim 1" in skipped["fc"]
+    units, skipped = _names(find_units(Columns(), X))
+    assert units == [] and "fc (Linear), which cannot absorb B" in skipped["conv"]
+
+
 def test_a_grouped_conv_that_reads_no_unit_is_named_with_its_reason():
     class Stem(torch.nn.Module):  # the grouped conv reads the image: nothing to cut it with
         def __init__(self):

@@ -431,12 +431,48 @@ class DenseNet(nn.Module):
         return self.fc(F.relu(self.norm(h)).mean((2, 3)))
 
 
+class NeXtMLP(nn.Module):
+    """ConvNeXt's block: a 7x7 depthwise conv on the stream, then, channels last, a
+    LayerNorm and an MLP of two token-wise linears (GELU between), scaled and added back."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1, self.act, self.pwconv2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+
+    def forward(self, x):
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    """ConvNeXt in small: a patchify stem, two stages of one block with a downsampling conv
+    between, a global pool, LayerNorm and a linear head. Only the MLPs' hidden widths are
+    units (the stream runs through LayerNorms)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 2, stride=2)
+        self.stage1 = NeXtMLP(8)
+        self.down = nn.Conv2d(8, 16, 2, stride=2)
+        self.stage2 = NeXtMLP(16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(self.norm(h.mean((2, 3))))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
        "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet,
        "resnext": ResNeXt, "regnet_y": regnet_y, "se_resnet": SEResNet,
-       "densenet": DenseNet}
+       "densenet": DenseNet, "convnext": ConvNeXt}
 
 
 class PreActivation(nn.Module):

@@ -32,9 +32,15 @@ import torch.nn as nn
 from alphaprune.graph.units import group_width
 
 __all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
-           "matrix", "branch_bns", "original_modules", "narrow_copy"]
+           "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
+
+
+def channels_first(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """``t`` with a unit's channels on dim 1: a linear unit's features are the last dim,
+    which for a token-wise linear on (N, H, W, C) is not dim 1 (a view, no copy)."""
+    return t.movedim(-1, 1) if kind == "linear" and t.dim() > 2 else t
 
 
 def matrix(layer: nn.Module) -> torch.Tensor:

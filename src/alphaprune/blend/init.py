@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.blend.blended import BlendedNet
-from alphaprune.blend.branch import StreamUnit, branch_bns, matrix
+from alphaprune.blend.branch import StreamUnit, branch_bns, channels_first, matrix
 from alphaprune.errors import UserError
 
 __all__ = ["init_branches", "BRANCH_INITS", "IMPORTANCE_CRITERIA", "channel_importance",
@@ -74,20 +74,22 @@ def _channel_dims(t: torch.Tensor) -> tuple[int, ...]:
 
 @torch.no_grad()
 def channel_importance(unit, criterion: str = "bn", activation: torch.Tensor | None = None):
-    """Importance of each output channel of a branched unit's original conv (or of a stream).
+    """Importance of each output channel of a branched unit's original conv (or of a stream):
+    ``bn`` is |BN gamma|, or the filter's L1 norm where the unit has no BatchNorm.
 
     ``activation`` (the unit's original output on a calibration batch) is needed for ``act``.
     """
     if isinstance(unit, StreamUnit) and criterion != "act":
         return stream_importance([(w.conv, w.bn if w.has_bn else None) for w in unit.writers],
                                  criterion)
-    if criterion == "bn":
+    if criterion == "bn" and unit.has_bn:  # a unit without BatchNorm falls back to L1
         return unit.bn.weight.detach().abs()
-    if criterion == "l1":
+    if criterion in ("bn", "l1"):
         return unit.conv.weight.detach().abs().flatten(1).sum(dim=1)
     if criterion == "act":
         if activation is None:
             raise ValueError("the 'act' criterion needs a calibration batch")
+        activation = channels_first(activation, getattr(unit, "kind", "conv"))
         return activation.mean(dim=_channel_dims(activation))
     raise UserError(f"unknown importance criterion '{criterion}': use {', '.join(IMPORTANCE_CRITERIA)}")
 
@@ -166,7 +168,8 @@ def _fit_unit(unit, h: torch.Tensor, target: torch.Tensor, ridge: float) -> None
     was = unit.training
     unit.eval()
     _reestimate_branch_bns(unit, h)
-    narrow = unit.narrow(unit.conv(h))
+    narrow = channels_first(unit.narrow(unit.conv(h)), unit.kind)
+    target = channels_first(target, unit.kind)
     unit.train(was)
     k, n = narrow.shape[1], target.shape[1]
     H = narrow.transpose(0, 1).reshape(k, -1).double()

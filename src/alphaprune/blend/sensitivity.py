@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.blend.branch import channels_first
 from alphaprune.blend.init import channel_order, stream_importance
 from alphaprune.blend.recalibrate import restored_bn
 from alphaprune.blend.widths import check_target, refine, solve_widths, unit_step
@@ -74,7 +75,9 @@ def _importance(gm, unit, criterion: str, x: torch.Tensor) -> torch.Tensor:
             gm(x)
         finally:
             h.remove()
-        t = seen[0].reshape(len(x), -1, c.spatial) if c.kind == "linear" else seen[0]
+        t = seen[0]
+        if c.kind == "linear":  # channels on dim 1: a flattened map's, or a token-wise linear's
+            t = channels_first(t, c.kind) if t.dim() > 2 else t.reshape(len(x), -1, c.spatial)
         t = t[:, c.offset:c.offset + unit.width]  # the unit's slice (after a cat)
         return t.transpose(0, 1).reshape(unit.width, -1).mean(dim=1)
     return gm.get_submodule(unit.name).weight.detach().abs().flatten(1).sum(dim=1)
@@ -97,7 +100,10 @@ def _zeroing_hook(drop: torch.Tensor, spatial: int, kind: str):
 
     def hook(module, args):
         x = args[0].clone()
-        x[:, drop] = 0
+        if kind == "linear":  # features last: (N, C) or a token-wise (N, ..., C)
+            x[..., drop] = 0
+        else:
+            x[:, drop] = 0
         return (x, *args[1:])
     return hook
 

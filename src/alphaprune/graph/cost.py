@@ -160,9 +160,12 @@ def _params(m: nn.Module, cin: int, cout: int) -> int:
 
 
 def _positions(m: nn.Module, out_shape) -> int:
-    """Output positions of one call (H*W for a conv, 1 for a linear)."""
+    """Output positions of one call: H*W for a conv; for a linear, those of its input's
+    leading dims after the batch (H*W for a token-wise linear on (N, H, W, C), 1 on (N, C))."""
     if isinstance(m, nn.Conv2d) and out_shape is not None:
         return int(out_shape[2] * out_shape[3])
+    if isinstance(m, nn.Linear) and out_shape is not None:
+        return math.prod(out_shape[1:-1])
     return 1
 
 

@@ -309,6 +309,9 @@ def _walk_chain(gm, layer: fx.Node, kind: str, calls: dict[str, int]):
     if isinstance(nxt, str):
         return nxt
     if _is(gm, nxt, (bn_type,)):
+        if kind == "linear" and len(shape_of(layer) or ()) != 2:
+            return (f"BatchNorm1d {nxt.target} normalises dim 1 of a (batch, ..., features) "
+                    "tensor, not the features the linear writes")
         if _mod(gm, nxt).running_mean is None:
             return _NO_STATS.format(nxt.target)
         bn, cur = nxt, nxt
@@ -453,7 +456,8 @@ def _absorbers(gm, u: fx.Node, out: fx.Node, kind: str,
         if m.groups != 1:
             return f"consumer {u.target} is a grouped conv (groups={m.groups}): it cannot absorb B"
         return [Consumer(u.target, "conv")]
-    if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and len(shape) == 2:
+    if isinstance(m, nn.Linear) and u.args[0] is out and shape is not None and (
+            len(shape) == 2 or kind == "linear"):  # it reads the features a linear unit writes
         return [Consumer(u.target, "linear")]
     if is_max_pool(gm, u):  # not right after the unit
         return (f"its output reaches max pooling ({_describe(gm, u)}) through other layers: a "
@@ -628,8 +632,8 @@ def _layer_reason(gm, n: fx.Node, m: nn.Module, calls: int) -> str | None:
         kind = "depthwise" if m.groups == m.in_channels == m.out_channels else "grouped"
         return f"{kind} conv (groups={m.groups}): its channels are tied to its input's"
     shape = shape_of(n)
-    if isinstance(m, nn.Linear) and (shape is None or len(shape) != 2):
-        return "Linear on a tensor that is not (batch, features)"
+    if isinstance(m, nn.Linear) and (shape is None or len(shape) < 2):
+        return "Linear on a tensor that is not (batch, ..., features)"
     return None
 
 

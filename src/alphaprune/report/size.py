@@ -40,8 +40,8 @@ def layer_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
         if isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
             f = out.numel() // out.shape[0] * k
-        else:
-            f = m.in_features * m.out_features
+        else:  # per output position: one for (N, C), H*W for a token-wise (N, H, W, C)
+            f = out.numel() // out.shape[0] * m.in_features
         flops[names[m]] = flops.get(names[m], 0) + f
 
     hooks = [m.register_forward_hook(hook) for m in model.modules()
