@@ -50,7 +50,8 @@ class ConvNeXt(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dims=DIMS, depths=DEPTHS,
                  layer_scale: float = LAYER_SCALE):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, dims[0], 2, stride=2), LayerNorm2d(dims[0], eps=1e-6)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, dims[0], 2, stride=2),
+                                   LayerNorm2d(dims[0], eps=1e-6)]
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             if i:
                 layers += [LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dim, 2, stride=2)]
