@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -390,3 +392,14 @@ def test_training_that_diverges_after_a_good_epoch_ships_the_best_one(tmp_path):
     blob = torch.load(tmp_path / "t" / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in blob["state_dict"].values() if v.is_floating_point())
     assert len((tmp_path / "t" / "metrics.csv").read_text().splitlines()) == 1 + 2  # stopped at 1
+
+
+def test_a_reader_that_closes_the_output_early_ends_the_command_quietly(tmp_path):
+    """``alphaprune inspect ... | head -1``: the command stops at the broken pipe with the
+    shell's code for it (141) and no traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "alphaprune", "inspect", "--model", "vgg16",
+                          "--width", "0.125"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=tmp_path)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err

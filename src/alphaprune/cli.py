@@ -664,8 +664,15 @@ def entry() -> None:
     exit with its code. After an interrupt the process ends at once: what an interrupted
     run keeps is already on disk (atomic writes, the resume checkpoint), and the
     interpreter's own shutdown after a Ctrl-C during training has been seen to abort in a
-    C++ destructor writing to the closed stderr (exit -6 instead of 130)."""
-    code = main()
+    C++ destructor writing to the closed stderr (exit -6 instead of 130). A reader that
+    closes the output early (``alphaprune inspect ... | head``) ends it quietly, with the
+    shell's code for a broken pipe, not a traceback."""
+    try:
+        code = main()
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and fail once more: point it at nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)  # SIGPIPE
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()
