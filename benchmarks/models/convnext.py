@@ -22,11 +22,18 @@ import torch.nn as nn
 DIMS, DEPTHS, LAYER_SCALE = (32, 64, 128), (2, 2, 2), 1.0
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an (N, C, H, W) map."""
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an (N, C, H, W) map. It holds an ``nn.LayerNorm``
+    rather than subclassing it, so that the traced graph keeps the LayerNorm as a module:
+    a subclass is traced through, into ``F.layer_norm`` with its width as a constant, which
+    Torch-Pruning then cannot narrow."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class Block(nn.Module):
