@@ -9,7 +9,8 @@ then a global average pool, a LayerNorm and a linear head. A block is a 7x7 dept
 conv, then on channels-last maps a LayerNorm, a linear to four times the width, GELU, a
 linear back, a learnt per-channel scale (layer scale), added to the block's input. The
 layer scale starts at 1, not the paper's 1e-6 (which suits AdamW over 300 epochs): with
-SGD over a few epochs the MLPs then barely reach the output (BENCHMARKS.md section 53).
+alphaprune's SGD recipe over a few epochs the network learnt more slowly with 1e-6
+(BENCHMARKS.md section 53).
 The stream runs through LayerNorms and sums, so the MLPs' hidden features (the first
 linear's outputs) are the units; stochastic depth is left out (short CPU runs).
 """
