@@ -1,7 +1,8 @@
 """Prunable units and the reason every other layer is not one, read off the traced graph.
 
-A **unit** is a ``Conv2d`` (groups = 1) or ``Linear``, optionally followed by its
-BatchNorm, then an elementwise activation, then any of max/avg pooling, dropout or
+A **unit** is a ``Conv2d`` (groups = 1) or ``Linear`` (on (N, C), or **token-wise** on
+the last dim of (N, ..., C): ConvNeXt's MLPs on channels-last maps), optionally followed by its
+BatchNorm (not after a token-wise linear: BatchNorm1d would normalise dim 1), then an elementwise activation, then any of max/avg pooling, dropout or
 identity and, for a conv, **depthwise or grouped convs** from the unit's channels to as
 many (groups = channels: one filter per channel; fewer groups: each group's filters read
 its own channels, as in a ResNeXt or RegNet block) each with its optional BatchNorm and
@@ -14,7 +15,8 @@ unit's channels (``x * gate(expand(act(reduce(pool(x)))))``: an average to 1x1, 
 convs, a sigmoid or hard sigmoid) is cut with it too (:class:`Excite`): ``reduce`` reads
 the unit's channels and ``expand`` writes them, and the branch runs both narrowed. Its
 output must feed only **consumers that absorb the branch's B** on their input side: a
-``Conv2d`` with groups = 1, a ``Linear`` on a 2-d input, a ``Linear`` after a flatten (of
+``Conv2d`` with groups = 1, a ``Linear`` on a 2-d input or on the features a token-wise
+linear unit writes, a ``Linear`` after a flatten (of
 a map of any size: the consumer absorbs ``B`` (x) ``I_HW``) or after a global mean over H
 and W. A unit may have several consumers, and may reach them through layers that commute with ``B`` (average
 pooling, dropout, identity) and through **channel concatenations** (``torch.cat`` on dim
