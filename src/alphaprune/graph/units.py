@@ -3,9 +3,10 @@
 A **unit** is a ``Conv2d`` (groups = 1) or ``Linear`` (on (N, C), or **token-wise** on
 the last dim of (N, ..., C): ConvNeXt's MLPs on channels-last maps), optionally followed
 by its BatchNorm (not after a token-wise linear: BatchNorm1d would normalise dim 1), then
-an elementwise activation, then any of max/avg pooling, dropout or identity and, for a conv, **depthwise or grouped convs** from the unit's channels to as
-many (groups = channels: one filter per channel; fewer groups: each group's filters read
-its own channels, as in a ResNeXt or RegNet block) each with its optional BatchNorm and
+an elementwise activation, then any of max/avg pooling, dropout or identity and, for a
+conv, **depthwise or grouped convs** from the unit's channels to as many (groups =
+channels: one filter per channel; fewer groups: each group's filters read its own
+channels, as in a ResNeXt or RegNet block) each with its optional BatchNorm and
 activation, every step the only user of the one before. Such a conv's channels are the
 unit's own (its ``tied`` layers): the branch runs a narrow copy of it, so a MobileNet's
 pointwise conv and the depthwise conv after it are cut together. A grouped conv is cut
