@@ -159,6 +159,34 @@ CONVNEXT_CODE = textwrap.dedent('''
                              nn.Linear(32 * 16, classes))
 ''')
 
+DENSENET_CODE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+    class Layer(nn.Module):  # DenseNet-BC's: BN -> ReLU -> 1x1 -> BN -> ReLU -> 3x3, concatenated
+        def __init__(self, cin, growth=8):
+            super().__init__()
+            self.a = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 2 * growth, 1, bias=False))
+            self.b = nn.Sequential(nn.BatchNorm2d(2 * growth), nn.ReLU(),
+                                   nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False))
+
+        def forward(self, x):
+            return torch.cat([x, self.b(self.a(x))], 1)
+
+    class Head(nn.Module):
+        def __init__(self, cin, classes):
+            super().__init__()
+            self.norm, self.fc = nn.BatchNorm2d(cin), nn.Linear(cin, classes)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.norm(x)).mean((2, 3)))
+
+    def make(classes=10):
+        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), Layer(16), Layer(24),
+                             nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 16, 1, bias=False), nn.AvgPool2d(2),
+                             Layer(16), Layer(24), Head(32, classes))
+''')
+
 
 @pytest.fixture
 def user_file(tmp_path):
@@ -266,6 +294,24 @@ def test_a_convnext_keeps_its_accuracy_with_its_mlps_cut(tmp_path):
     for block in ("4", "5"):
         fc1, fc2 = fused.get_submodule(f"{block}.fc1"), fused.get_submodule(f"{block}.fc2")
         assert fc2.in_features == fc1.out_features < 128 and fc2.out_features == 32
+
+
+
+def test_a_densenet_keeps_its_accuracy_with_its_concatenations_cut(tmp_path):
+    """A DenseNet-BC with ``--prune-streams``: the stem, the growth convs and the transition
+    write into concatenations that every later layer reads through its own BatchNorm; they
+    are cut as streams, each reader's BatchNorm loses the same channels and its conv takes
+    their constants in a bias. Fusion is exact, the pruned file loads without the user's
+    code and keeps the digits accuracy."""
+    s = _digits_prune(tmp_path, "densenet", DENSENET_CODE, ("--prune-streams",))
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    stem, grow = fused.get_submodule("0"), fused.get_submodule("1.b.2")
+    assert fused.get_submodule("1.a.0").num_features == stem.out_channels
+    assert fused.get_submodule("2.a.0").num_features == stem.out_channels + grow.out_channels
+    cats = [fused.get_submodule(n).out_channels for n in ("0", "1.b.2", "2.b.2", "5", "7.b.2", "8.b.2")]
+    assert sum(cats) < 16 + 8 + 8 + 16 + 8 + 8  # the concatenations narrowed
+    assert fused.get_submodule("9.fc").in_features == fused.get_submodule("9.norm").num_features
+    assert s["widths_after"] != s["widths_before"]
 
 
 

@@ -83,12 +83,13 @@ def test_every_registry_model_fuses_exactly_into_its_own_class(name, prune, requ
     _check_exact(blended, fused)
 
 
+@pytest.mark.parametrize("streams", [False, True], ids=["units", "streams"])
 @pytest.mark.parametrize("name", sorted(ZOO))
 @pytest.mark.parametrize("init", ["select", "lstsq", "random"])
-def test_test_only_layouts_fuse_exactly(name, init):
+def test_test_only_layouts_fuse_exactly(name, init, streams):
     torch.manual_seed(0)
     model = ZOO[name]().eval()
-    structure = find_units(model, X[:2])
+    structure = find_units(model, X[:2], streams=streams)
     widths = [max(u.group, u.width // 2 // u.group * u.group) for u in structure.units]
     blended = BlendedNet(structure, widths)
     init_branches(blended, init, "act", calib=X)
@@ -250,3 +251,31 @@ def test_a_concatenation_with_a_one_channel_part_stays_channels_last(name):
     wider = fuse(BlendedNet(structure, [max(2, u.width // 2) for u in structure.units]))
     assert not any(n.target == "contiguous" for n in wider.graph.nodes)
     assert all(_layouts(wider, X).values())
+
+
+@pytest.mark.parametrize("keep_stem", [False, True])
+def test_a_densenets_concatenated_streams_fuse_exactly_with_their_readers_constants(keep_stem):
+    """Every conv of a DenseNet cut: each stream's dropped channels are zero in every cat,
+    each reader's BatchNorm loses them and its conv (or the head) takes their constant
+    act(BN(0)) in its bias. Nonzero BatchNorm statistics, so the constants are not zero.
+    A reader none of whose streams drops a channel gets no bias (the cost model agrees)."""
+    from tests.blend.test_sensitivity import distinct_bn
+
+    torch.manual_seed(0)
+    model = distinct_bn(ZOO["densenet"](), bias=0.5).eval()
+    structure = find_units(model, X[:2], streams=True)
+    names = [u.name for u in structure.units]
+    widths = [max(1, u.width // 2) for u in structure.units]
+    if keep_stem:
+        widths[names.index("stream@stem")] = 8
+    blended = BlendedNet(structure, widths)
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=3)
+    fused = fuse(blended)
+    _check_exact(blended, fused)
+    assert fused.get_submodule("block1.0.norm1").num_features == widths[names.index("stream@stem")]
+    assert fused.get_submodule("block1.1.norm1").num_features == sum(
+        widths[names.index(n)] for n in ("stream@stem", "stream@block1.0.conv2"))
+    assert fused.get_submodule("fc").in_features == fused.get_submodule("norm").num_features == 4 + 2 + 2
+    assert (fused.get_submodule("block1.0.conv1").bias is None) is keep_stem
+    assert fused.get_submodule("block1.1.conv1").bias is not None

@@ -153,6 +153,44 @@ def test_a_token_wise_linear_with_batchnorm1d_or_a_linear_across_a_conv_map_is_n
     assert units == [] and "fc (Linear), which cannot absorb B" in skipped["conv"]
 
 
+def test_with_streams_a_densenets_other_convs_are_concatenated_streams():
+    """The stem, each growth conv and the transition write into concatenations that every
+    later layer reads through its own BatchNorm and ReLU: each is a stream of one writer,
+    whose consumers take it in through that BatchNorm at its offset in the cat."""
+    s = find_units(ZOO["densenet"](), X, streams=True)
+    units, skipped = _names(s)
+    streams = [u.name for u in s.units if u.kind == "stream"]
+    assert streams == ["stream@stem", "stream@block1.0.conv2", "stream@block1.1.conv2",
+                       "stream@trans.2", "stream@block2.0.conv2", "stream@block2.1.conv2"]
+    assert set(units) - set(streams) == {f"block{b}.{i}.conv1" for b in (1, 2) for i in (0, 1)}
+    assert list(skipped) == ["fc"]
+    growth = s.unit("stream@block1.0.conv2")
+    assert [(c.name, c.offset, c.bn) for c in growth.consumers] == [
+        ("block1.1.conv1", 8, "block1.1.norm1"), ("trans.2", 8, "trans.0")]
+    assert [(c.name, c.kind, c.offset, c.bn) for c in s.unit("stream@block2.1.conv2").consumers] == [
+        ("fc", "linear", 12, "norm")]
+    assert all(c.act is not None for u in s.units if u.kind == "stream" for c in u.consumers)
+
+
+def test_a_concatenation_read_through_a_padded_conv_is_no_stream():
+    """DenseNet without bottlenecks: a reader's BatchNorm and ReLU lead to a 3x3 conv with
+    padding, where a dropped channel's constant would not be constant at the border."""
+    class Dense(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.norm = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(11)
+            self.conv = torch.nn.Conv2d(11, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            h = torch.cat([self.stem(x), x], 1)
+            return self.fc(self.conv(torch.relu(self.norm(h))).mean((2, 3)))
+
+    units, skipped = _names(find_units(Dense(), X, streams=True))
+    assert "stream@stem" not in units
+    assert "concatenated stream" in skipped["stem"] and "without padding" in skipped["stem"]
+
+
 def test_a_grouped_conv_that_reads_no_unit_is_named_with_its_reason():
     class Stem(torch.nn.Module):  # the grouped conv reads the image: nothing to cut it with
         def __init__(self):

@@ -35,7 +35,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from alphaprune.blend.blended import BlendedNet
+from alphaprune.blend.blended import BlendedNet, node_op
 from alphaprune.blend.branch import StreamUnit, matrix
 from alphaprune.graph.trace import cat_args, merge_max_pools, shape_of
 from alphaprune.models import create_model
@@ -116,6 +116,7 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
     maps: dict[str, dict] = {}
     copied: dict[str, nn.Module] = {}  # branch modules that replace original ones as they are
+    reads: dict[str, list] = {}  # reader BatchNorm -> (offset, kept, width) of each stream
     for unit, br in zip(structure.units, blended.features):
         if isinstance(br, StreamUnit):
             for w, wb in zip(unit.writers, br.writers):
@@ -136,6 +137,9 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
             m = maps.setdefault(c.name, {})
             m.setdefault("parts", []).append((c.offset, B))
             m["spatial"] = c.spatial
+            if c.bn is not None:  # a concatenated stream read through a BatchNorm
+                reads.setdefault(c.bn, []).append((c.offset, br.idx, B.shape[0]))
+                m.setdefault("via", []).append((c.bn, c.act, c.offset, br.idx, B.shape[0]))
         if isinstance(br, StreamUnit):  # excitations on writers: slices of the stream's
             for ex in unit.excites:
                 m = maps.setdefault(ex.reduce, {})
@@ -144,11 +148,15 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
                 maps.setdefault(ex.expand, {})["A"] = B.T
     for name, m in maps.items():
         layer = gm.get_submodule(name)
+        if m.get("via"):
+            layer = _with_dropped_constants(structure.gm, layer, m["via"])
         B = _input_map(layer, m["parts"], m["spatial"]) if m.get("parts") else None
         new = fold_layer(layer, m.get("A"), B, m.get("spatial", 1))
         _set(gm, name, new)
     for name, m in copied.items():
         _set(gm, name, copy.deepcopy(m))
+    for name, parts in reads.items():
+        _set(gm, name, _narrow_bn(gm.get_submodule(name), _kept(gm.get_submodule(name), parts)))
     merge_max_pools(gm)  # the pools the units needed split run on whole cats again
     channels_last_cats(gm)
     gm.recompile()
@@ -187,6 +195,56 @@ def channels_last_cats(gm: fx.GraphModule) -> int:
         cl.args = (n,)
         cl.meta["shape"] = shape_of(n)
     return len(narrow)
+
+
+def _kept(bn: nn.Module, parts: list) -> torch.Tensor:
+    """A reader BatchNorm's channels that stay: all but each stream's dropped ones
+    (``(offset, kept, width)`` parts, one per stream it reads)."""
+    keep = torch.ones(bn.num_features, dtype=torch.bool)
+    for offset, kept, width in parts:
+        keep[offset:offset + width] = False
+        keep[offset + kept] = True
+    return keep.nonzero().flatten()
+
+
+def _narrow_bn(bn: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """A copy of ``bn`` over its channels ``idx``."""
+    new = type(bn)(len(idx), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                   track_running_stats=bn.track_running_stats).to(bn.running_mean.dtype)
+    for name, t in list(bn.named_parameters(recurse=False)) + list(bn.named_buffers(recurse=False)):
+        getattr(new, name).copy_(t[idx] if t.dim() > 0 else t)
+    return new.train(bn.training)
+
+
+def _with_dropped_constants(orig: nn.Module, layer: nn.Module, via: list) -> nn.Module:
+    """A copy of a concatenated stream's consumer whose bias holds what each dropped channel
+    gives it: the channel is zero, so its reader BatchNorm (eval statistics) and activation
+    turn it into a constant, which a conv without padding (or a linear after a global mean)
+    maps to a constant per output (``via``: (BatchNorm, activation node, offset, kept,
+    width) per stream). Its weight still reads every channel; the input map drops them."""
+    W = layer.weight.double()
+    W = W.sum(dim=(2, 3)) if W.dim() == 4 else W  # a constant map: the kernel sums
+    extra, dropped_any = torch.zeros(W.shape[0], dtype=torch.float64), False
+    for bn_name, act, offset, kept, width in via:
+        bn = orig.get_submodule(bn_name)
+        c = torch.nn.functional.batch_norm(
+            torch.zeros(1, bn.num_features, dtype=torch.float64), bn.running_mean.double(),
+            bn.running_var.double(), None if bn.weight is None else bn.weight.double(),
+            None if bn.bias is None else bn.bias.double(), False, 0.0, bn.eps)
+        if act is not None:
+            c = node_op(orig, act).double()(c)
+        dropped = torch.ones(width, dtype=torch.bool)
+        dropped[kept] = False
+        cols = offset + dropped.nonzero().flatten()
+        extra += W[:, cols] @ c[0, cols]
+        dropped_any = dropped_any or len(cols) > 0
+    if not dropped_any:  # nothing to fold: no bias added (the cost model counts it so)
+        return layer
+    new = copy.deepcopy(layer)
+    if new.bias is None:
+        new.bias = nn.Parameter(torch.zeros(W.shape[0], dtype=layer.weight.dtype))
+    new.bias.data += extra.to(new.bias.dtype)
+    return new
 
 
 def _input_map(layer: nn.Module, parts: list, spatial: int) -> torch.Tensor:

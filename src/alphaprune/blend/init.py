@@ -34,11 +34,14 @@ BRANCH_INITS = ("select", "lstsq", "random")
 IMPORTANCE_CRITERIA = ("bn", "l1", "act")
 
 
-def _stream_hook(seen: dict, i: int, consumer):
-    """A pre-hook keeping a stream's tensor (N, C, ...) as its consumer takes it in."""
+def _stream_hook(seen: dict, i: int, consumer, width: int):
+    """A pre-hook keeping a stream's tensor (N, C, ...) as its consumer takes it in (a
+    concatenated stream's ``width`` channels at its offset, after the reader's BatchNorm
+    and activation)."""
     def hook(m, a):
         x = a[0]
-        seen[i] = (None, x.reshape(len(x), -1, consumer.spatial) if consumer.kind == "linear" else x)
+        x = x.reshape(len(x), -1, consumer.spatial) if consumer.kind == "linear" else x
+        seen[i] = (None, x[:, consumer.offset:consumer.offset + width])
     return hook
 
 
@@ -52,7 +55,7 @@ def _unit_io(model: BlendedNet, x: torch.Tensor, gates: list[float]):
         if isinstance(u, StreamUnit):
             c = s.consumers[0]
             hooks.append(model.structure.gm.get_submodule(c.name).register_forward_pre_hook(
-                _stream_hook(seen, i, c)))
+                _stream_hook(seen, i, c, s.width)))
         else:
             hooks.append(u.register_forward_hook(
                 lambda m, a, out, i=i: seen.__setitem__(i, (a[0], out))))

@@ -33,6 +33,9 @@ class _Layer:
     ins: list[tuple[int, int]] = field(default_factory=list)
     in_fixed: int = 0                # inputs no unit sets (the other slices of a cat)
     positions: int = 0               # output positions per call (conv FLOPs), summed over calls
+    # units read through a BatchNorm (a concatenated stream's): a layer without a bias gets
+    # one as soon as one of them drops a channel (that channel's constant folds into it)
+    bias_from: list[int] = field(default_factory=list)
 
     def cin(self, widths: Sequence[int]) -> int:
         """Its inputs at these unit widths."""
@@ -63,6 +66,9 @@ class CostModel:
                 self._layer(gm, ex.expand).out_unit = i
             for c in u.consumers:
                 self._layer(gm, c.name).ins.append((i, c.spatial))
+                if c.bn is not None:  # the reader's BatchNorm drops the same channels
+                    self._layer(gm, c.bn).ins.append((i, 1))
+                    self._layer(gm, c.name).bias_from.append(i)
         for lay in self.layers.values():
             lay.in_fixed = _in(lay.module) - lay.cin(self.base_widths) if lay.ins else 0
         self.base_params = sum(p.numel() for p in gm.parameters())
@@ -84,6 +90,8 @@ class CostModel:
         return self.layers[name]
 
     def _dims(self, lay: _Layer, widths: Sequence[int]) -> tuple[int, int]:
+        if isinstance(lay.module, nn.modules.batchnorm._BatchNorm) and lay.ins:
+            return lay.cin(widths), lay.cin(widths)  # a reader's BatchNorm: as wide as its input
         cout = _out(lay.module) if lay.out_unit is None else widths[lay.out_unit]
         return lay.cin(widths), cout
 
@@ -93,6 +101,9 @@ class CostModel:
         for lay in self.layers.values():
             cin, cout = self._dims(lay, widths)
             total += _params(lay.module, cin, cout) - _params(lay.module, _in(lay.module), _out(lay.module))
+            if getattr(lay.module, "bias", True) is None and any(
+                    widths[i] < self.base_widths[i] for i in lay.bias_from):
+                total += cout  # the folded constants of the dropped channels
         return int(total)
 
     def flops(self, widths: Sequence[int]) -> int:

@@ -98,6 +98,11 @@ class Consumer:
     kind: str            # "conv" or "linear"
     spatial: int = 1     # input positions per channel (H*W of a flattened map, else 1)
     offset: int = 0      # the unit's first channel in the consumer's input (after a cat)
+    # a concatenated stream's pre-activation reader: the consumer takes the stream in
+    # through this BatchNorm (and ``act`` after it), which drops the same channels; each
+    # dropped channel's constant act(BN(0)) folds into the consumer's bias
+    bn: str | None = None
+    act: fx.Node | None = None
 
 
 @dataclass
@@ -704,11 +709,103 @@ def has_sums(structure: Structure) -> bool:
     return any(_tie(structure.gm, n) == "add" for n in structure.gm.graph.nodes)
 
 
+def _no_padding(m: nn.Conv2d) -> bool:
+    """A constant input gives a constant output (no zero border)."""
+    return m.padding == "valid" or (not isinstance(m.padding, str) and not any(m.padding))
+
+
+def _reader(gm, bn: fx.Node, offset: int, calls: dict[str, int]) -> list[Consumer] | str:
+    """The layers a pre-activation reader ``bn [-> act] -> conv`` (no padding) or ``bn [->
+    act] -> global mean -> linear`` hands a concatenated stream on to, as consumers that
+    take it in through ``bn`` at ``offset``, or why it cannot take a cut."""
+    m = _mod(gm, bn)
+    if calls.get(bn.target, 0) != 1:
+        return f"BatchNorm {bn.target}, which reads it, is called {calls.get(bn.target, 0)} times"
+    if m.running_mean is None:
+        return _NO_STATS.format(bn.target)
+    act, nxt = None, _single_user(bn)
+    if not isinstance(nxt, str) and is_activation(gm, nxt) and _only_input(nxt, bn):
+        act, nxt = nxt, _single_user(nxt)
+    if isinstance(nxt, str):
+        return f"BatchNorm {bn.target}, which reads it: {nxt}"
+    src, lay = act or bn, _mod(gm, nxt)
+    if isinstance(lay, nn.Conv2d) and lay.groups == 1 and _only_input(nxt, src) and _no_padding(lay) \
+            and calls.get(nxt.target, 0) == 1:
+        return [Consumer(nxt.target, "conv", offset=offset, bn=bn.target, act=act)]
+    if _is_global_mean(nxt, src):
+        lins = _through(gm, nxt, "linear", cat=False)
+        return lins if isinstance(lins, str) else _called_once(
+            [Consumer(c.name, "linear", 1, offset, bn.target, act) for c in lins], calls)
+    return (f"BatchNorm {bn.target}, which reads it, leads to {_describe(gm, nxt)}: a dropped "
+            "channel's constant folds only into a conv without padding or a linear after a "
+            "global mean")
+
+
+def _cat_readers(gm, n: fx.Node, offset: int, calls: dict[str, int]) -> tuple[list, bool] | str:
+    """The consumers a concatenated stream reaches from ``n`` (its writer's output at
+    ``offset`` of ``n``), and whether it entered a cat; or why it cannot be cut."""
+    found, joined = [], False
+    for u in n.users:
+        if u.op == "call_function" and u.target in CAT_FUNCTIONS:
+            off = _cat_offset(u, n)
+            got = off if isinstance(off, str) else _cat_readers(gm, u, offset + off, calls)
+            joined = True
+        elif _keeps_zero(gm, u, n):  # average pooling, dropout: a zero channel stays zero
+            got = _cat_readers(gm, u, offset, calls)
+        elif _is(gm, u, (nn.BatchNorm2d,)) and _only_input(u, n):
+            got = _reader(gm, u, offset, calls)
+        else:
+            got = _consumer(gm, u, n, "conv", calls, cat=False)
+            got = got if isinstance(got, str) else [
+                Consumer(c.name, c.kind, c.spatial, c.offset + offset) for c in got or []]
+        if isinstance(got, str):
+            return got
+        if isinstance(got, tuple):
+            got, joined = got[0], joined or got[1]
+        found += got
+    return found, joined
+
+
+def _cat_streams(gm, calls: dict[str, int], taken: set[str]) -> tuple[list[Unit], list[Skipped]]:
+    """Every conv ``[-> bn]`` (not in ``taken``) whose output enters channel concatenations
+    with no activation after it (a DenseNet's stem, growth convs and transitions) as a unit
+    of kind ``"stream"`` with that one writer: its channels are cut by a fixed selection,
+    so a dropped one is zero in every cat, and each reader takes the cat in through its own
+    BatchNorm (pre-activation), which drops it too (module docstring)."""
+    units, failed = [], []
+    for n in gm.graph.nodes:
+        m = _mod(gm, n)
+        if n.target in taken or not isinstance(m, nn.Conv2d) or m.groups != 1 or calls.get(n.target) != 1:
+            continue
+        end, bn = n, _single_user(n)
+        if isinstance(bn, str) or not _is(gm, bn, (nn.BatchNorm2d,)) or _mod(gm, bn).running_mean is None \
+                or calls.get(bn.target) != 1:
+            bn = None
+        else:
+            end = bn
+        got = _cat_readers(gm, end, 0, calls)
+        if isinstance(got, tuple) and not got[1]:
+            continue  # never enters a cat: not a concatenated stream
+        if isinstance(got, str):
+            if any(u.op == "call_function" and u.target in CAT_FUNCTIONS for u in end.users):
+                failed.append(Skipped(n.target, f"concatenated stream: {got}"))
+            continue
+        if not got[0]:
+            continue
+        writer = Writer(n.target, bn.target if bn is not None else None)
+        units.append(Unit(f"stream@{n.target}", "stream", m.out_channels, None, None, [], None,
+                          got[0], [writer]))
+    return units, failed
+
+
 def _with_streams(gm, calls, units: list[Unit], skipped: list[Skipped]):
     """``units`` and the streams in graph order; the streams' writers leave ``skipped``."""
     order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
     found, failed = _streams(gm, calls, order)
-    writing = {w.conv for u in found for w in u.writers}
+    taken = {u.name for u in units} | {w.conv for u in found for w in u.writers}
+    cats, cat_failed = _cat_streams(gm, calls, taken)
+    found, failed = found + cats, failed + cat_failed
+    writing = {w.conv for u in found for w in u.writers} | {s.name for s in cat_failed}
     first = {id(u): order[u.writers[0].conv if u.kind == "stream" else u.name] for u in units + found}
     units = sorted(units + found, key=lambda u: first[id(u)])
     return units, [s for s in skipped if s.name not in writing] + failed
