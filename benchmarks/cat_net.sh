@@ -8,7 +8,8 @@
 #
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench/squeezenet_bench bash benchmarks/cat_net.sh squeezenet
 #
-# ROWS (default "params:0 params:1 flops:0 flops:1"): MATCH:SEED pairs to run.
+# ROWS (default "params:0 params:1 flops:0 flops:1"): MATCH:SEED pairs to run. METHODS
+# (default os-step,tp-l1): compare's --methods.
 # Rerunning resumes (compare skips finished rows; the trained model is kept).
 set -eu
 NAME=${1:?name the model: a file of benchmarks/models/, without .py}
@@ -21,7 +22,7 @@ mkdir -p "$OUT"
 one() {  # one MATCH:SEED
   local match=${1%%:*} seed=${1##*:}
   "$AP" compare --checkpoint "$OUT/train/model.pt" --data "$DATA" --train-subset 5000 --budget 8 \
-    --targets 0.5 --match "$match" --methods os-step,tp-l1 --step-size 0.25 --train-seed "$seed" \
+    --targets 0.5 --match "$match" --methods "${METHODS:-os-step,tp-l1}" --step-size 0.25 --train-seed "$seed" \
     --no-progress --out "$OUT/${match}_s$seed" > "$OUT/${match}_s$seed.log" 2>&1
 }
 export -f one
