@@ -9,7 +9,8 @@
 #   DATA=../shared/datasets/cifar10/train OUT=/tmp/bench/squeezenet_bench bash benchmarks/cat_net.sh squeezenet
 #
 # ROWS (default "params:0 params:1 flops:0 flops:1"): MATCH:SEED pairs to run. METHODS
-# (default os-step,tp-l1): compare's --methods.
+# (default os-step,tp-l1): compare's --methods. TARGET (default 0.5): the share removed;
+# another target's folders are named MATCH<TARGET>_sSEED.
 # Rerunning resumes (compare skips finished rows; the trained model is kept).
 set -eu
 NAME=${1:?name the model: a file of benchmarks/models/, without .py}
@@ -20,10 +21,11 @@ mkdir -p "$OUT"
 [ -f "$OUT/train/model.pt" ] || "$AP" train --model "$MODEL" --data "$DATA" --train-subset 10000 \
   --epochs 15 --no-progress --out "$OUT/train" > "$OUT/train.log" 2>&1
 one() {  # one MATCH:SEED
-  local match=${1%%:*} seed=${1##*:}
+  local match=${1%%:*} seed=${1##*:} target=${TARGET:-0.5}
+  local name=$match$([ "$target" = 0.5 ] || echo "$target")_s$seed
   "$AP" compare --checkpoint "$OUT/train/model.pt" --data "$DATA" --train-subset 5000 --budget 8 \
-    --targets 0.5 --match "$match" --methods "${METHODS:-os-step,tp-l1}" --step-size 0.25 --train-seed "$seed" \
-    --no-progress --out "$OUT/${match}_s$seed" > "$OUT/${match}_s$seed.log" 2>&1
+    --targets "$target" --match "$match" --methods "${METHODS:-os-step,tp-l1}" --step-size 0.25 --train-seed "$seed" \
+    --no-progress --out "$OUT/$name" > "$OUT/$name.log" 2>&1
 }
 export -f one
 printf '%s\n' ${ROWS:-params:0 params:1 flops:0 flops:1} | xargs -P 2 -L 1 bash -c 'one "$0"'
