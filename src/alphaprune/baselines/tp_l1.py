@@ -35,7 +35,9 @@ def _prune(model: nn.Module, ratio: float, input_shape, keep: list[str],
 
     m = copy.deepcopy(model).eval()
     imp = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
-    pruner = tp.pruner.BasePruner(m, torch.zeros(1, *input_shape), importance=imp,
+    # a tuple: Torch-Pruning calls model(*inputs) first, and a bare tensor unpacked along
+    # its batch fails there (a traced model prints the failure) before the retry works
+    pruner = tp.pruner.BasePruner(m, (torch.zeros(1, *input_shape),), importance=imp,
                                   pruning_ratio=ratio, round_to=round_to,
                                   ignored_layers=[m.get_submodule(k) for k in keep])
     pruner.step()  # removes channels physically
@@ -46,7 +48,7 @@ def _groups(m: nn.Module, input_shape, keep: list[str]):
     """Torch-Pruning's dependency graph of ``m`` and its prunable groups (root, handler)."""
     import torch_pruning as tp
 
-    dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, *input_shape))
+    dg = tp.DependencyGraph().build_dependency(m, example_inputs=(torch.zeros(1, *input_shape),))
     groups = dg.get_all_groups(ignored_layers=[m.get_submodule(k) for k in keep],
                                root_module_types=_ROOTS)
     return dg, [(g[0].dep.target.module, g[0].dep.handler) for g in groups]
