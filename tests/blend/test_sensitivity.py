@@ -132,31 +132,6 @@ def test_the_act_score_of_a_token_wise_linear_is_each_features_mean():
     torch.testing.assert_close(got, want)
 
 
-def test_a_concatenated_stream_cut_by_zeroing_equals_the_fused_network():
-    """A DenseNet's growth convs, stem and transition cut as streams: zeroing a dropped
-    channel at the writer makes each reader's BatchNorm and ReLU turn it into a constant,
-    which is what the fused network folds into the reader conv's bias."""
-    from tests.graph.zoo import ZOO
-
-    torch.manual_seed(0)
-    model = distinct_bn(ZOO["densenet"](num_classes=5), bias=0.5).eval()
-    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 5, (40,))
-    structure = find_units(model, x[:2], streams=True)
-    sens = unit_sensitivity(structure, x, y, round_to=1, levels=2)
-    full = float(F.cross_entropy(model(x), y))
-    streams = [i for i, u in enumerate(structure.units) if u.kind == "stream"]
-    assert len(streams) == 6
-    for i in streams:
-        for w, rise in sens[i].items():
-            widths = [v.width for v in structure.units]
-            widths[i] = w
-            blended = BlendedNet(find_units(copy.deepcopy(model), x[:2], streams=True), widths)
-            init_branches(blended, "select", "l1")
-            want = float(F.cross_entropy(fuse(blended).eval()(x), y)) - full
-            assert rise == pytest.approx(want, abs=1e-5), (structure.units[i].name, w)
-    assert any(abs(sens[i][w]) > 1e-3 for i in streams for w in sens[i])  # cuts change the loss
-
-
 def test_the_solver_cuts_the_insensitive_unit_and_meets_the_target():
     """Two units of equal cost per channel: the one whose cuts cost no loss is cut first."""
     base = [16, 16]

@@ -127,11 +127,12 @@ def test_the_shipped_bn_statistics_cover_every_writer():
     assert len(stats) == n_bn2
 
 
-@pytest.mark.parametrize("name", ["resnet20", "se_resnet"])
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet", "densenet"])
 def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network(name):
     """The sensitivity solver's cut of a stream (zeroed where its writers put the channels
     in, before an SE-ResNet's excitations) is exactly the network select starts the alpha
-    = 0 path from."""
+    = 0 path from; for a DenseNet's concatenated streams, each reader's BatchNorm and ReLU
+    turn a zeroed channel into the constant the fused reader conv takes in its bias."""
     model = _model(name)
     x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 10, (40,))
     structure = find_units(model, x[:2], streams=True)
@@ -147,6 +148,8 @@ def test_a_stream_cut_measured_by_zeroing_equals_the_fused_network(name):
             init_branches(blended, "select", "l1")
             want = float(F.cross_entropy(fuse(blended).eval()(x), y)) - full
             assert rise == pytest.approx(want, abs=1e-5), (u.name, w)
+    streams = [s for u, s in zip(structure.units, sens) if u.kind == "stream"]
+    assert streams and any(abs(r) > 1e-3 for s in streams for r in s.values())  # cuts cost
 
 
 def test_a_bottleneck_stream_of_any_width_fuses_into_its_registry_class():
