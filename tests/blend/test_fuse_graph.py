@@ -279,3 +279,33 @@ def test_a_densenets_concatenated_streams_fuse_exactly_with_their_readers_consta
     assert fused.get_submodule("fc").in_features == fused.get_submodule("norm").num_features == 4 + 2 + 2
     assert (fused.get_submodule("block1.0.conv1").bias is None) is keep_stem
     assert fused.get_submodule("block1.1.conv1").bias is not None
+
+
+def test_a_concatenated_stream_written_through_a_batchnorm_fuses_exactly():
+    """A writer ``conv -> BN`` into a cat (no activation): its branch's ``BN'`` becomes the
+    writer's BatchNorm, and the reader's BatchNorm, ReLU and 1x1 conv take the rest."""
+    from tests.blend.test_sensitivity import distinct_bn
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+            self.norm, self.mix = torch.nn.BatchNorm2d(11), torch.nn.Conv2d(11, 6, 1)
+            self.fc = torch.nn.Linear(6, 10)
+
+        def forward(self, x):
+            h = torch.cat([x, self.bn(self.conv(x))], 1)
+            return self.fc(torch.relu(self.mix(torch.relu(self.norm(h)))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = distinct_bn(Net(), bias=0.5).eval()
+    structure = find_units(model, X[:2], streams=True)
+    (u,) = [u for u in structure.units if u.kind == "stream"]
+    assert [(w.conv, w.bn) for w in u.writers] == [("conv", "bn")]
+    assert [(c.name, c.offset, c.bn) for c in u.consumers] == [("mix", 3, "norm")]
+    blended = BlendedNet(structure, [3 if s is u else s.width for s in structure.units])
+    init_branches(blended, "select", "l1")
+    _scramble(blended, seed=4)
+    fused = fuse(blended)
+    _check_exact(blended, fused)
+    assert fused.get_submodule("bn").num_features == 3 and fused.get_submodule("norm").num_features == 6
