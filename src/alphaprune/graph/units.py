@@ -41,7 +41,13 @@ of kind ``"stream"`` as well: every conv that writes into the sums (``conv [-> b
 passes their channels on unchanged (an activation that maps 0 to 0, pooling, dropout),
 and the layers that read the stream and absorb ``B`` (its consumers). Cutting such a unit
 keeps one set of channels in every writer at once, so the dropped channels are zero
-everywhere in the stream and the fused network drops them.
+everywhere in the stream and the fused network drops them. A **concatenated stream** is
+a conv ``[-> bn]`` whose output enters channel concatenations with no activation after it
+(a DenseNet's stem, growth convs and transitions: :func:`_cat_streams`): one writer, cut by
+the same fixed selection, and consumers that read the cats through their own BatchNorm
+(pre-activation, the consumer's ``bn``), an optional activation and a conv without padding
+or a global mean and a linear; the fused reader's BatchNorm drops the channels and its
+layer takes each dropped channel's constant in its bias.
 """
 
 from __future__ import annotations
