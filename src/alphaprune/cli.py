@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="cut residual streams too: every conv writing into a chain of sums "
-                        "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels "
+                        "(a ResNet's stem, shortcuts and block outputs) keeps one set of channels; "
+                        "and concatenated ones: a conv whose output enters cats that later layers "
+                        "read through a BatchNorm (a DenseNet's stem, growth convs, transitions) "
                         "(default: on for --flops and --speedup, off for --prune)")
     r.add_argument("--balance", type=float, default=None,
                    help="1: cut the wide late layers harder and keep the narrow early ones (the "
@@ -279,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the alpha>0 phases left (see prune)")
     c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
-                   help="objective selection (and scratch/kd): cut residual streams too (see "
-                        "prune; default: on for --match flops and latency)")
+                   help="objective selection (and scratch/kd): cut residual and concatenated "
+                        "streams too (see prune; default: on for --match flops and latency)")
     c.add_argument("--out", required=True, help="results folder (rerun to resume)")
     c.add_argument("--no-progress", action="store_true")
     _add_accelerator(c)
@@ -312,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--in-channels", type=int, default=3, help="input channels (without --checkpoint)")
     i.add_argument("--input-size", type=int, default=32, help="input height and width (default 32)")
     i.add_argument("--prune-streams", dest="streams", action="store_true",
-                   help="list residual streams as units, as prune --prune-streams cuts them")
+                   help="list residual and concatenated streams as units, as prune "
+                        "--prune-streams cuts them")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     for sp in sub.choices.values():
         sp.add_argument("--config", default=None, metavar="FILE.yaml",
