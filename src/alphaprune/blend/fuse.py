@@ -20,7 +20,12 @@ Fold rules, one per layer a unit touches:
   sums and activations in between then run on the kept channels alone. A writer's
   squeeze-and-excitation block reads and scales only the kept channels: its ``reduce``
   takes ``S`` on its inputs, its ``expand`` ``S^T`` on its outputs (the dropped channels
-  are zero before the block, so it gave them nothing).
+  are zero before the block, so it gave them nothing);
+* a concatenated stream (a DenseNet's stem, growth conv or transition): its writer as a
+  residual stream's; each reader's BatchNorm keeps only the kept channels, and the layer
+  after it (a conv without padding, or a linear after a global mean) takes the column
+  selection and, in its bias, what each dropped channel gave it: the constant
+  ``act(BN(0))`` through its weights (summed over the kernel).
 
 The ``B`` maps have no bias, so the result equals the blended network at alpha = 0 up to
 float rounding (computed in float64).
