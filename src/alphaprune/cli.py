@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--branch-init", default="select",
                    help="select (most important channels), lstsq (select + least-squares B) or random")
     r.add_argument("--importance", default="l1",
-                   help="channel criterion: l1 (filter norm), bn (|gamma|), act (data)")
+                   help="channel criterion: l1 (filter norm), bn (|gamma|; l1 for a unit without "
+                        "BatchNorm), act (data)")
     r.add_argument("--calib-size", type=int, default=512, help="calibration images for lstsq/act")
     r.add_argument("--monitor", default="auto",
                    help="early stopping on val_loss (network at alpha), ship_val_loss (all "
