@@ -159,6 +159,7 @@ CONVNEXT_CODE = textwrap.dedent('''
                              nn.Linear(32 * 16, classes))
 ''')
 
+
 DENSENET_CODE = textwrap.dedent('''
     import torch
     import torch.nn as nn
@@ -296,14 +297,15 @@ def test_a_convnext_keeps_its_accuracy_with_its_mlps_cut(tmp_path):
         assert fc2.in_features == fc1.out_features < 128 and fc2.out_features == 32
 
 
-
 def test_a_densenet_keeps_its_accuracy_with_its_concatenations_cut(tmp_path):
     """A DenseNet-BC with ``--prune-streams``: the stem, the growth convs and the transition
     write into concatenations that every later layer reads through its own BatchNorm; they
     are cut as streams, each reader's BatchNorm loses the same channels and its conv takes
     their constants in a bias. Fusion is exact, the pruned file loads without the user's
     code and keeps the digits accuracy."""
-    s = _digits_prune(tmp_path, "densenet", DENSENET_CODE, ("--prune-streams",))
+    # five final epochs, not three: the digits net lost 3.4 points with three (inside the
+    # 4-point margin by one image), none with five
+    s = _digits_prune(tmp_path, "densenet", DENSENET_CODE, ("--prune-streams", "--final-max-epochs", "5"))
     fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
     stem, grow = fused.get_submodule("0"), fused.get_submodule("1.b.2")
     assert fused.get_submodule("1.a.0").num_features == stem.out_channels
@@ -312,7 +314,6 @@ def test_a_densenet_keeps_its_accuracy_with_its_concatenations_cut(tmp_path):
     assert sum(cats) < 16 + 8 + 8 + 16 + 8 + 8  # the concatenations narrowed
     assert fused.get_submodule("9.fc").in_features == fused.get_submodule("9.norm").num_features
     assert s["widths_after"] != s["widths_before"]
-
 
 
 def test_widths_that_split_a_group_are_a_one_line_error(tmp_path, capsys):
