@@ -10,7 +10,7 @@
 #
 # ROWS (default "params:0 params:1 flops:0 flops:1"): MATCH:SEED pairs to run. METHODS
 # (default os-step,tp-l1): compare's --methods. TARGET (default 0.5): the share removed;
-# another target's folders are named MATCH<TARGET>_sSEED.
+# another target's folders are named MATCH<TARGET>_sSEED. EXTRA: more compare options.
 # Rerunning resumes (compare skips finished rows; the trained model is kept).
 set -eu
 NAME=${1:?name the model: a file of benchmarks/models/, without .py}
@@ -25,7 +25,7 @@ one() {  # one MATCH:SEED
   local name=$match$([ "$target" = 0.5 ] || echo "$target")_s$seed
   "$AP" compare --checkpoint "$OUT/train/model.pt" --data "$DATA" --train-subset 5000 --budget 8 \
     --targets "$target" --match "$match" --methods "${METHODS:-os-step,tp-l1}" --step-size 0.25 --train-seed "$seed" \
-    --no-progress --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+    --no-progress ${EXTRA:-} --out "$OUT/$name" > "$OUT/$name.log" 2>&1
 }
 export -f one
 printf '%s\n' ${ROWS:-params:0 params:1 flops:0 flops:1} | xargs -P 2 -L 1 bash -c 'one "$0"'
