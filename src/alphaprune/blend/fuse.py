@@ -121,7 +121,6 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     gm = fx.GraphModule(structure.gm, copy.deepcopy(structure.gm.graph))
     maps: dict[str, dict] = {}
     copied: dict[str, nn.Module] = {}  # branch modules that replace original ones as they are
-    reads: dict[str, list] = {}  # reader BatchNorm -> (offset, kept, width) of each stream
     for unit, br in zip(structure.units, blended.features):
         if isinstance(br, StreamUnit):
             for w, wb in zip(unit.writers, br.writers):
@@ -143,7 +142,6 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
             m.setdefault("parts", []).append((c.offset, B))
             m["spatial"] = c.spatial
             if c.bn is not None:  # a concatenated stream read through a BatchNorm
-                reads.setdefault(c.bn, []).append((c.offset, br.idx, B.shape[0]))
                 m.setdefault("via", []).append((c.bn, c.act, c.offset, br.idx, B.shape[0]))
         if isinstance(br, StreamUnit):  # excitations on writers: slices of the stream's
             for ex in unit.excites:
@@ -160,6 +158,10 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
         _set(gm, name, new)
     for name, m in copied.items():
         _set(gm, name, copy.deepcopy(m))
+    reads: dict[str, list] = {}  # reader BatchNorm -> (offset, kept, width) of each stream
+    for m in maps.values():
+        for bn, _, offset, kept, width in m.get("via", []):
+            reads.setdefault(bn, []).append((offset, kept, width))
     for name, parts in reads.items():
         _set(gm, name, _narrow_bn(gm.get_submodule(name), _kept(gm.get_submodule(name), parts)))
     merge_max_pools(gm)  # the pools the units needed split run on whole cats again
