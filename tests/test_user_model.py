@@ -189,6 +189,31 @@ DENSENET_CODE = textwrap.dedent('''
 ''')
 
 
+C2F_CODE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+    def cbs(cin, cout, k=1):  # YOLOv8's Conv: conv -> BN -> SiLU
+        return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                             nn.SiLU())
+
+    class C2f(nn.Module):  # YOLOv8's: one conv's output chunked in two, the second through a bottleneck
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.c = cout // 2
+            self.cv1, self.cv2 = cbs(cin, 2 * self.c), cbs(3 * self.c, cout)
+            self.m = nn.Sequential(cbs(self.c, self.c, 3), cbs(self.c, self.c, 3))
+
+        def forward(self, x):
+            a, b = self.cv1(x).chunk(2, 1)
+            return self.cv2(torch.cat([a, b, self.m(b)], 1))
+
+    def make(classes=10):
+        return nn.Sequential(cbs(1, 16, 3), C2f(16, 32), nn.MaxPool2d(2), C2f(32, 32),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, classes))
+''')
+
+
 @pytest.fixture
 def user_file(tmp_path):
     path = tmp_path / "my_model.py"
@@ -314,6 +339,21 @@ def test_a_densenet_keeps_its_accuracy_with_its_concatenations_cut(tmp_path):
     assert sum(cats) < 16 + 8 + 8 + 16 + 8 + 8  # the concatenations narrowed
     assert fused.get_submodule("9.fc").in_features == fused.get_submodule("9.norm").num_features
     assert s["widths_after"] != s["widths_before"]
+
+
+def test_a_yolo_c2f_keeps_its_accuracy_with_the_conv_before_its_chunk_cut(tmp_path):
+    """YOLOv8's C2f: the conv whose output is chunked in two is cut part by part (each
+    part has its own consumers), and the shipped model has that conv whole again, split at
+    the parts' new widths. Fusion is exact, the pruned file loads without the user's code
+    and keeps the digits accuracy."""
+    s = _digits_prune(tmp_path, "c2f", C2F_CODE, ())
+    fused = alphaprune.load_model(tmp_path / "p50" / "pruned.pt")
+    splits = [n for n in fused.graph.nodes if n.target is torch.split]
+    for block, split in zip(("1", "3"), splits):
+        cv1 = fused.get_submodule(f"{block}.cv1.0")
+        assert sum(split.args[1]) == cv1.out_channels < 32 and len(split.args[1]) == 2
+        assert fused.get_submodule(f"{block}.m.0.0").in_channels == split.args[1][1]
+    assert len(splits) == 2 and s["widths_after"] != s["widths_before"]
 
 
 def test_widths_that_split_a_group_are_a_one_line_error(tmp_path, capsys):

@@ -467,12 +467,76 @@ class ConvNeXt(nn.Module):
         return self.head(self.norm(h.mean((2, 3))))
 
 
+class C2f(nn.Module):
+    """YOLOv8's C2f block: one conv's output chunked in two, the second part through
+    bottlenecks (with a shortcut: its part is then a residual stream), every part
+    concatenated into the last conv."""
+
+    def __init__(self, cin: int, cout: int, n: int = 2, shortcut: bool = False):
+        super().__init__()
+        self.c, self.shortcut = cout // 2, shortcut
+        self.cv1, self.cv2 = _cbr(cin, 2 * self.c), _cbr((2 + n) * self.c, cout)
+        self.m = nn.ModuleList(nn.Sequential(_cbr(self.c, self.c, 3), _cbr(self.c, self.c, 3))
+                               for _ in range(n))
+
+    def forward(self, x):
+        a, b = self.cv1(x).chunk(2, 1)
+        y = [a, b]
+        for m in self.m:
+            y.append(y[-1] + m(y[-1]) if self.shortcut else m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class YoloCls(nn.Module):
+    """A YOLOv8-cls-like classifier in small: a stride-2 stem, a C2f, a stride-2 conv, a
+    C2f with shortcuts, a 1x1 conv, global pool, linear."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.c2f1 = _cbr(3, 8, 3, 2), C2f(8, 16)
+        self.down, self.c2f2 = _cbr(16, 16, 3, 2), C2f(16, 16, n=1, shortcut=True)
+        self.head_conv, self.fc = _cbr(16, 24), nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        h = self.c2f2(self.down(self.c2f1(self.stem(x))))
+        return self.fc(self.head_conv(h).mean((2, 3)))
+
+
+class CSPStage(nn.Module):
+    """A CSPNet stage (timm's CrossStage): a 1x1 conv split unevenly by ``torch.split``,
+    one part through blocks and a transition conv, the two concatenated into the last conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv_exp = _cbr(cin, cout)
+        self.sizes = [cout // 4, cout - cout // 4]
+        self.blocks = nn.Sequential(_cbr(self.sizes[1], self.sizes[1], 3))
+        self.trans_b, self.trans = _cbr(self.sizes[1], self.sizes[1]), _cbr(cout, cout)
+
+    def forward(self, x):
+        xs, xb = torch.split(self.conv_exp(x), self.sizes, dim=1)
+        return self.trans(torch.cat([xs, self.trans_b(self.blocks(xb))], dim=1))
+
+
+class CSPNet(nn.Module):
+    """Two CSP stages with a pool between, a global pool and a linear head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.stage1 = _cbr(3, 8, 3), CSPStage(8, 16)
+        self.stage2, self.fc = CSPStage(16, 32), nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        h = self.stage2(F.max_pool2d(self.stage1(self.stem(x)), 2))
+        return self.fc(h.mean((2, 3)))
+
+
 ZOO = {"tv_vgg": TorchvisionStyleVGG, "two_consumers": TwoConsumers,
        "linear_units": LinearUnits, "depthwise": MidConv, "mobilenet_v1": MobileNetV1,
        "mobilenet_v2": MobileNetV2, "inception": Inception, "squeezenet": SqueezeNet,
        "googlenet": GoogLeNet, "mobilenet_v3": MobileNetV3, "efficientnet": EfficientNet,
        "resnext": ResNeXt, "regnet_y": regnet_y, "se_resnet": SEResNet,
-       "densenet": DenseNet, "convnext": ConvNeXt}
+       "densenet": DenseNet, "convnext": ConvNeXt, "yolo_cls": YoloCls, "csp": CSPNet}
 
 
 class PreActivation(nn.Module):

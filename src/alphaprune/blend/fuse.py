@@ -42,6 +42,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from alphaprune.blend.blended import BlendedNet, node_op
 from alphaprune.blend.branch import StreamUnit, matrix
+from alphaprune.graph.chunks import merge_split_layers
 from alphaprune.graph.trace import cat_args, merge_max_pools, shape_of
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs
@@ -165,6 +166,7 @@ def fuse_graph(blended: BlendedNet) -> fx.GraphModule:
     for name, parts in reads.items():
         _set(gm, name, _narrow_bn(gm.get_submodule(name), _kept(gm.get_submodule(name), parts)))
     merge_max_pools(gm)  # the pools the units needed split run on whole cats again
+    merge_split_layers(gm)  # a layer split into parts for its units is one layer again
     channels_last_cats(gm)
     gm.recompile()
     return gm

@@ -62,6 +62,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.graph.chunks import split_chunked_layers
 from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Excite", "Writer", "Skipped", "Structure", "find_units",
@@ -661,6 +662,7 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
     """
     gm = trace(model, example)
     split_max_pools(gm)
+    split_chunked_layers(gm)
     calls: dict[str, int] = {}
     for n in gm.graph.nodes:
         if n.op == "call_module":
