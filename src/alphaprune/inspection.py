@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.graph import CostModel, find_units
+from alphaprune.graph.chunks import PIECE
 from alphaprune.report.size import count_flops, count_params, layer_flops
 
 __all__ = ["inspect_model", "format_inspection"]
@@ -32,19 +33,26 @@ def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
     return params, sum(shape_flops.get(layer, 0) for layer, _ in pairs)
 
 
+def _part_of(unit) -> dict:
+    """``{"part_of": layer, "part": i}`` for a unit that is part ``i`` of a layer whose
+    output is chunked or split on its channels (:mod:`alphaprune.graph.chunks`), else ``{}``."""
+    piece = unit.act.meta.get(PIECE) if unit.act is not None else None
+    return {"part_of": piece.names[0], "part": piece.part} if piece else {}
+
+
 def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool = False) -> dict:
     """Units, unprunable layers and prunable shares of ``model`` for inputs of ``input_shape``
     (C, H, W), as one JSON-ready dict; with ``streams``, residual streams are units too."""
     structure = find_units(model, torch.zeros(2, *input_shape), streams=streams)
     cost = CostModel(structure)
-    flops = layer_flops(model, input_shape)
+    flops = layer_flops(structure.gm, input_shape)  # by the graph's names: a split layer's parts
     units = []
     for u in structure.units:
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
                       "consumers": [c.name for c in u.consumers], "cut_with": _cut_with(u),
-                      "group": u.group,
+                      "group": u.group, **_part_of(u),
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
@@ -68,7 +76,9 @@ def format_inspection(r: dict) -> str:
                      f"params {u['params']:>10,}  FLOPs {u['flops']:>13,}  -> {', '.join(u['consumers'])}"
                      + (f"  (cut with {', '.join(u['cut_with'])}" if u.get("cut_with") else "")
                      + (f"; whole groups of {u['group']}" if u.get("group", 1) > 1 else "")
-                     + (")" if u.get("cut_with") else ""))
+                     + (")" if u.get("cut_with") else "")
+                     + (f"  (part {u['part']} of {u['part_of']}, split on its channels)"
+                        if "part_of" in u else ""))
     lines.append(f"{len(r['unprunable'])} layers not prunable:")
     w = max([len(s["name"]) for s in r["unprunable"]] + [4])
     lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]

@@ -168,3 +168,19 @@ def test_merge_leaves_parts_that_no_longer_line_up():
     gm.recompile()
     assert merge_split_layers(gm) == 0
     assert hasattr(gm.get_submodule("cv1"), "0_0")
+
+
+def test_inspect_names_each_part_and_counts_its_flops(capsys, tmp_path):
+    import json
+
+    from alphaprune.cli import main
+
+    path = tmp_path / "split.py"
+    path.write_text("from tests.graph.test_chunks import Split\n\ndef make():\n    return Split('method')\n")
+    assert main(["inspect", "--model", f"{path}:make", "--input-size", "16", "--json"]) == 0
+    units = {u["name"]: u for u in json.loads(capsys.readouterr().out)["units"]}
+    assert (units["conv_0"]["part_of"], units["conv_0"]["part"], units["conv_1"]["part"]) == ("conv", 0, 1)
+    # each part's share of the conv's FLOPs: 3x3 kernels on 3 channels at 16x16
+    assert (units["conv_0"]["flops"], units["conv_1"]["flops"]) == (4 * 27 * 256, 8 * 27 * 256)
+    assert main(["inspect", "--model", f"{path}:make", "--input-size", "16"]) == 0
+    assert "(part 1 of conv, split on its channels)" in capsys.readouterr().out
