@@ -22,7 +22,10 @@ a map of any size: the consumer absorbs ``B`` (x) ``I_HW``) or after a global me
 and W. A unit may have several consumers, and may reach them through layers that commute with ``B`` (average
 pooling, dropout, identity) and through **channel concatenations** (``torch.cat`` on dim
 1, an Inception block's): the consumer then absorbs ``B`` on the unit's slice of its
-input (its ``offset``), and the other slices keep theirs. A max pool of a concatenation is
+input (its ``offset``), and the other slices keep theirs. A layer whose output is chunked
+or split on its channels (a YOLOv8 C2f's or a CSPNet's) is first rewritten into one layer
+per part (:func:`~alphaprune.graph.chunks.split_chunked_layers`): each part is then a
+unit of its own. A max pool of a concatenation is
 first split into one pool per part (:func:`~alphaprune.graph.trace.split_max_pools`), so
 that each part's pool ends its unit's chain (a max pool does not commute with a trained
 ``B``). A unit's output that feeds max pooling *and* other layers (a GoogLeNet block's
