@@ -17,7 +17,7 @@ from alphaprune.graph import find_units
 from alphaprune.modelfile import load_model, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
-from tests.graph.zoo import Inception
+from tests.graph.zoo import Inception, YoloCls
 
 FORMATS = ["onnx", "torchscript", "pt2"]
 
@@ -56,8 +56,16 @@ def models(tmp_path_factory, tiny_checkpoint):
     assert any(n.target == "contiguous" for n in fused.graph.nodes)
     save_model(base / "fused.pt", fused, GRAPH_ARCH, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)],
                {"input_shape": [3, 32, 32]})
+    # a fused YOLOv8-cls: its C2f convs are split at unequal new widths by torch.split
+    structure = find_units(YoloCls().eval(), torch.zeros(2, 3, 32, 32))
+    widths = [max(1, u.width // 2 - i % 3) for i, u in enumerate(structure.units)]
+    fused = fuse(BlendedNet(structure, widths)).eval()
+    assert any(n.target is torch.split for n in fused.graph.nodes)
+    save_model(base / "split.pt", fused, GRAPH_ARCH, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)],
+               {"input_shape": [3, 32, 32]})
     return {"vgg": (tiny_checkpoint, None), "resnet": (base / "resnet.pt", (3, 32, 32)),
-            "user": (base / "user.pt", (3, 20, 20)), "fused": (base / "fused.pt", (3, 32, 32))}
+            "user": (base / "user.pt", (3, 20, 20)), "fused": (base / "fused.pt", (3, 32, 32)),
+            "split": (base / "split.pt", (3, 32, 32))}
 
 
 def _load_and_run(fmt: str, path, x: torch.Tensor) -> np.ndarray:
@@ -73,7 +81,7 @@ def _load_and_run(fmt: str, path, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("which", ["vgg", "resnet", "user", "fused"])
+@pytest.mark.parametrize("which", ["vgg", "resnet", "user", "fused", "split"])
 def test_the_export_agrees_with_pytorch_and_stands_alone(models, tmp_path, fmt, which):
     path, shape = models[which]
     folder = tmp_path / "out"
