@@ -184,3 +184,27 @@ def test_inspect_names_each_part_and_counts_its_flops(capsys, tmp_path):
     assert (units["conv_0"]["flops"], units["conv_1"]["flops"]) == (4 * 27 * 256, 8 * 27 * 256)
     assert main(["inspect", "--model", f"{path}:make", "--input-size", "16"]) == 0
     assert "(part 1 of conv, split on its channels)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call, sizes", [
+    (lambda h: h.chunk(3, 1), [4, 4, 4]),
+    (lambda h: torch.chunk(h, chunks=5, dim=1), [3, 3, 3, 3]),  # torch's rule: ceil(12 / 5)
+    (lambda h: h.split(5, dim=1), [5, 5, 2]),
+    (lambda h: torch.split(h, split_size_or_sections=[2, 10], dim=-3), [2, 10]),
+])
+def test_split_sizes_reads_every_form_of_chunk_and_split(call, sizes):
+    from alphaprune.graph.chunks import split_sizes
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 12, 1)
+
+        def forward(self, x):  # fx cannot iterate the parts: take each by its index
+            parts = call(F.relu(self.c(x)))
+            return [parts[i].sum() for i in range(len(sizes))]
+
+    gm = trace(M(), X[:2])
+    (node,) = _splits(gm)
+    src, got, dim = split_sizes(node)
+    assert (src.target, got, dim) == (F.relu, sizes, 1)
