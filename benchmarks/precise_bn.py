@@ -62,7 +62,8 @@ def main() -> None:
                 remeasured(mf.model, x, mf.mean, mf.std, augment=variant == "augmented")
             row = {"model": path, "bn_stats": variant, "train_images": len(x)}
             for split in ("val", "test"):
-                row[f"{split}_acc"] = evaluate_model(model, ds, splits.get(split), mf.mean, mf.std)["accuracy"]
+                scores = evaluate_model(model, ds, splits.get(split), mf.mean, mf.std)
+                row[f"{split}_acc"] = scores["accuracy"]
             print(json.dumps(row), flush=True)
 
 

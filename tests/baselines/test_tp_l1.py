@@ -80,3 +80,19 @@ def test_tp_l1_on_grouped_convs_keeps_them_whole_groups_and_meets_the_count():
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     grouped = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert grouped and all(m.in_channels % m.groups == 0 == m.out_channels % m.groups for m in grouped)
+
+
+def test_tp_l1_prunes_a_c2f_through_its_split_layers_and_merges_them_back():
+    """Torch-Pruning's own graph fails on a chunk whose parts enter a concatenation; the
+    peer hands it the graph with each split layer rewritten into its parts, and merges them
+    back: the count is met and the pruned model has the original's chunked convs."""
+    torch.manual_seed(0)
+    model = ZOO["yolo_cls"]().eval()
+    target = int(0.5 * count_params(model))
+    pruned = torch_pruning_l1(model, target, (3, 32, 32))
+    assert abs(count_params(pruned) - target) <= 0.005 * count_params(model)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    splits = [n for n in pruned.graph.nodes if n.target is torch.split]
+    assert len(splits) == 2 and all(sum(s.args[1]) == pruned.get_submodule(
+        f"{block}.cv1.0").out_channels for block, s in zip(("c2f1", "c2f2"), splits))
+    assert isinstance(model.c2f1.cv1[0], torch.nn.Conv2d) and model.c2f1.cv1[0].out_channels == 16

@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from alphaprune.report.size import count_flops, count_params
 
-__all__ = ["torch_pruning_l1", "match_latency", "output_layers"]
+__all__ = ["torch_pruning_l1", "match_latency", "output_layers", "with_split_layers"]
 
 _ROOTS = (nn.Conv2d, nn.Linear)
 
@@ -110,6 +111,7 @@ def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "para
         raise ValueError(f"unknown measure {measure!r}")
     count = count_params if measure == "params" else (lambda m: count_flops(m, input_shape))
     keep = output_layers(model, input_shape)
+    model = with_split_layers(model, input_shape)
     lo, hi = 0.0, 0.99
     for _ in range(14):
         mid = (lo + hi) / 2
@@ -119,8 +121,31 @@ def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "para
         else:
             hi = mid
     if round_to:
-        return _prune(model, lo, input_shape, keep, round_to)
-    return _trim(_prune(model, lo, input_shape, keep), target, input_shape, keep, count)
+        return _merged(_prune(model, lo, input_shape, keep, round_to))
+    return _merged(_trim(_prune(model, lo, input_shape, keep), target, input_shape, keep, count))
+
+
+def with_split_layers(model: nn.Module, input_shape) -> nn.Module:
+    """``model``, or, where a layer's output is chunked or split on its channels (a YOLOv8
+    C2f's first conv), its traced graph with each such layer rewritten into one layer per
+    part (:func:`~alphaprune.graph.chunks.split_chunked_layers`; the model itself is left
+    as it is). Torch-Pruning's dependency graph mis-indexes a chunk whose parts enter a
+    concatenation and fails (an IndexError in its importance); its own YOLOv8 example swaps
+    C2f for a two-conv ``C2f_v2`` by hand, which is this rewrite."""
+    from alphaprune.graph.chunks import split_chunked_layers
+    from alphaprune.graph.trace import trace
+
+    gm = trace(model, torch.zeros(2, *input_shape))
+    return gm if split_chunked_layers(gm) else model
+
+
+def _merged(m: nn.Module) -> nn.Module:
+    """A pruned model with its split layers one layer again (:func:`with_split_layers`)."""
+    from alphaprune.graph.chunks import merge_split_layers
+
+    if isinstance(m, torch.fx.GraphModule):
+        merge_split_layers(m)
+    return m
 
 
 def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: int,
@@ -132,10 +157,11 @@ def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: in
     from alphaprune.speedup import measured_speedup
 
     keep = output_layers(model, input_shape)
+    model = with_split_layers(model, input_shape)
     lo, hi, best = 0.0, 0.99, None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        cand = _prune(model, mid, input_shape, keep, round_to)
+        cand = _merged(_prune(model, mid, input_shape, keep, round_to))
         ratio, _, _ = measured_speedup(reference, cand, input_shape, batch)  # ref ms / cand ms
         if best is None or abs(ratio - 1) < abs(best[0] - 1):
             best = (ratio, cand)
