@@ -163,15 +163,25 @@ def split_chunked_layers(gm: fx.GraphModule) -> int:
             u.replace_all_uses_with(ends[u.args[1]])
             g.erase_node(u)
         g.erase_node(n)
-        for a in reversed(chain):
-            g.erase_node(a)
-            if a.op == "call_module":
-                gm.delete_submodule(a.target)
+        _erase(gm, chain)
         done += 1
-    if done:
-        g.lint()
+    return _recompiled(gm, done)
+
+
+def _erase(gm: fx.GraphModule, chain: list[fx.Node]) -> None:
+    """Remove a chain's nodes (last first) and the modules they call."""
+    for a in reversed(chain):
+        gm.graph.erase_node(a)
+        if a.op == "call_module":
+            gm.delete_submodule(a.target)
+
+
+def _recompiled(gm: fx.GraphModule, changes: int) -> int:
+    """``changes``, after checking and recompiling the graph if there were any."""
+    if changes:
+        gm.graph.lint()
         gm.recompile()
-    return done
+    return changes
 
 
 def _piece_chain(gm: fx.GraphModule, end: fx.Node) -> list[fx.Node] | None:
@@ -238,12 +248,6 @@ def merge_split_layers(gm: fx.GraphModule) -> int:
         for e, out, c in zip(ends, outs, chains):
             out.meta["shape"] = shape_of(e)  # as stale as the rest of the fused graph's
             e.replace_all_uses_with(out)
-            for a in reversed(c):
-                g.erase_node(a)
-                if a.op == "call_module":
-                    gm.delete_submodule(a.target)
+            _erase(gm, c)
         merged += 1
-    if merged:
-        g.lint()
-        gm.recompile()
-    return merged
+    return _recompiled(gm, merged)
