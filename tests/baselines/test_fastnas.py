@@ -50,3 +50,16 @@ def test_a_latency_match_is_refused_with_the_fix():
     model, score, calib = _setup()
     with pytest.raises(UserError, match="--match params or --match flops"):
         modelopt_fastnas(model, 1, SHAPE, "latency", score, calib)
+
+
+@needs_modelopt
+def test_a_budget_fastnas_cannot_reach_is_a_one_line_error():
+    """A YOLOv8 C2f network: FastNAS's tracer leaves most of its layers out of the search,
+    so half of its FLOPs is out of reach; its profiler's page of tables becomes one line."""
+    from tests.graph.zoo import YoloCls
+
+    torch.manual_seed(0)
+    model, shape = YoloCls().eval(), (3, 32, 32)
+    calib = list(torch.randn(20, *shape).split(2))
+    with pytest.raises(UserError, match=r"cannot cut YoloCls to 50\.0000% of its flops.*out of --methods"):
+        modelopt_fastnas(model, count_flops(model, shape) // 2, shape, "flops", lambda m: 0.0, calib)

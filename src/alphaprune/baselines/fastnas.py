@@ -57,7 +57,8 @@ def modelopt_fastnas(model: nn.Module, target: int, input_shape, measure: str,
     each candidate (it needs 50: with fewer it scores stale statistics).
 
     Raises:
-        UserError: the extra is not installed.
+        UserError: the extra is not installed, or no network FastNAS can build meets
+        ``target``.
     """
     if measure not in ("params", "flops"):
         raise UserError(f"modelopt-fastnas is sized by parameters or FLOPs, not {measure}: "
@@ -72,10 +73,19 @@ def modelopt_fastnas(model: nn.Module, target: int, input_shape, measure: str,
     share = f"{100.0 * target / full:.4f}%"
     config = {"data_loader": calib, "collect_func": lambda b: (b,), "score_func": score,
               "max_iter_data_loader": len(calib), "verbose": verbose}
-    with _quiet(verbose):
-        pruned, _ = mtp.prune(m, mode=[("fastnas", _rules(divisor))],
-                              constraints={measure: share},
-                              dummy_input=torch.zeros(1, *input_shape), config=config)
+    try:
+        with _quiet(verbose):
+            pruned, _ = mtp.prune(m, mode=[("fastnas", _rules(divisor))],
+                                  constraints={measure: share},
+                                  dummy_input=torch.zeros(1, *input_shape), config=config)
+    except ValueError as e:  # its profiler's verdict, a page of tables: one line instead
+        if "constraints can be satisfied" not in str(e):
+            raise
+        raise UserError(f"modelopt-fastnas cannot cut {type(model).__name__} to {share} of its "
+                        f"{measure}: even its narrowest network is larger (FastNAS searches only "
+                        "the layers its tracer can follow; none around a chunk, for one); leave "
+                        "modelopt-fastnas out of --methods for this model, or ask for a smaller "
+                        "cut") from e
     return pruned.eval()
 
 
