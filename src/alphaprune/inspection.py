@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.graph import CostModel, find_units
-from alphaprune.graph.chunks import PIECE
+from alphaprune.graph.chunks import split_parts
 from alphaprune.report.size import count_flops, count_params, layer_flops
 
 __all__ = ["inspect_model", "format_inspection"]
@@ -33,10 +33,10 @@ def _unit_size(gm, unit, shape_flops: dict[str, int]) -> tuple[int, int]:
     return params, sum(shape_flops.get(layer, 0) for layer, _ in pairs)
 
 
-def _part_of(unit) -> dict:
-    """``{"part_of": layer, "part": i}`` for a unit that is part ``i`` of a layer whose
+def _part_of(parts: dict, name: str) -> dict:
+    """``{"part_of": layer, "part": i}`` for a layer that is part ``i`` of a layer whose
     output is chunked or split on its channels (:mod:`alphaprune.graph.chunks`), else ``{}``."""
-    piece = unit.act.meta.get(PIECE) if unit.act is not None else None
+    piece = parts.get(name)
     return {"part_of": piece.names[0], "part": piece.part} if piece else {}
 
 
@@ -46,21 +46,28 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool 
     structure = find_units(model, torch.zeros(2, *input_shape), streams=streams)
     cost = CostModel(structure)
     flops = layer_flops(structure.gm, input_shape)  # by the graph's names: a split layer's parts
+    parts = split_parts(structure.gm)
     units = []
     for u in structure.units:
         params, f = _unit_size(structure.gm, u, flops)
         units.append({"name": u.name, "kind": u.kind, "width": u.width, "bn": u.bn,
                       "params": params, "flops": f,
                       "consumers": [c.name for c in u.consumers], "cut_with": _cut_with(u),
-                      "group": u.group, **_part_of(u),
+                      "group": u.group, **_part_of(parts, u.name),
                       **({"writers": [w.conv for w in u.writers]} if u.kind == "stream" else {})})
     p_share, f_share = cost.prunable_share()
     return {"model": type(model).__name__, "input_shape": list(input_shape),
             "params": count_params(model), "flops": count_flops(model, input_shape),
             "units": units,
-            "unprunable": [{"name": s.name, "reason": s.reason} for s in structure.skipped],
+            "unprunable": [{"name": s.name, "reason": s.reason, **_part_of(parts, s.name)}
+                           for s in structure.skipped],
             "prunable_param_share": p_share, "prunable_flop_share": f_share,
             "max_prune": cost.max_prune()}
+
+
+def _part_text(entry: dict) -> str:
+    return f"  (part {entry['part']} of {entry['part_of']}, split on its channels)" \
+        if "part_of" in entry else ""
 
 
 def format_inspection(r: dict) -> str:
@@ -77,9 +84,8 @@ def format_inspection(r: dict) -> str:
                      + (f"  (cut with {', '.join(u['cut_with'])}" if u.get("cut_with") else "")
                      + (f"; whole groups of {u['group']}" if u.get("group", 1) > 1 else "")
                      + (")" if u.get("cut_with") else "")
-                     + (f"  (part {u['part']} of {u['part_of']}, split on its channels)"
-                        if "part_of" in u else ""))
+                     + _part_text(u))
     lines.append(f"{len(r['unprunable'])} layers not prunable:")
     w = max([len(s["name"]) for s in r["unprunable"]] + [4])
-    lines += [f"  {s['name']:<{w}}  {s['reason']}" for s in r["unprunable"]]
+    lines += [f"  {s['name']:<{w}}  {s['reason']}" + _part_text(s) for s in r["unprunable"]]
     return "\n".join(lines)

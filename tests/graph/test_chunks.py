@@ -186,6 +186,22 @@ def test_inspect_names_each_part_and_counts_its_flops(capsys, tmp_path):
     assert "(part 1 of conv, split on its channels)" in capsys.readouterr().out
 
 
+def test_inspect_names_the_part_a_residual_sum_leaves_whole(capsys, tmp_path):
+    import json
+
+    from alphaprune.cli import main
+
+    path = tmp_path / "c2f.py"
+    path.write_text("from tests.graph.zoo import C2f\n\n"
+                    "def make():\n    return C2f(3, 16, n=1, shortcut=True)\n")
+    assert main(["inspect", "--model", f"{path}:make", "--input-size", "16", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    units = {u["name"]: u for u in r["units"]}
+    skipped = {s["name"]: s for s in r["unprunable"]}
+    assert units["cv1.0_0"]["part"] == 0 and skipped["cv1.0_1"]["part"] == 1
+    assert skipped["cv1.0_1"]["part_of"] == "cv1.0" and "tied by add" in skipped["cv1.0_1"]["reason"]
+
+
 @pytest.mark.parametrize("call, sizes", [
     (lambda h: h.chunk(3, 1), [4, 4, 4]),
     (lambda h: torch.chunk(h, chunks=5, dim=1), [3, 3, 3, 3]),  # torch's rule: ceil(12 / 5)

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from alphaprune.graph.trace import shape_of
 
-__all__ = ["split_chunked_layers", "merge_split_layers", "split_sizes"]
+__all__ = ["split_chunked_layers", "merge_split_layers", "split_sizes", "split_parts", "Piece"]
 
 SPLIT_FUNCTIONS = {torch.chunk: "chunk", torch.split: "split"}
 SPLIT_METHODS = ("chunk", "split")
@@ -182,6 +182,13 @@ def _recompiled(gm: fx.GraphModule, changes: int) -> int:
         gm.graph.lint()
         gm.recompile()
     return changes
+
+
+def split_parts(gm: fx.GraphModule) -> dict[str, Piece]:
+    """Each part's layer name, in a graph :func:`split_chunked_layers` rewrote, with the
+    part it is (which layer it came from, its index)."""
+    ends = [n for n in gm.graph.nodes if PIECE in n.meta]
+    return {chain[0].target: n.meta[PIECE] for n in ends if (chain := _piece_chain(gm, n))}
 
 
 def _piece_chain(gm: fx.GraphModule, end: fx.Node) -> list[fx.Node] | None:
