@@ -224,3 +224,14 @@ def test_split_sizes_reads_every_form_of_chunk_and_split(call, sizes):
     (node,) = _splits(gm)
     src, got, dim = split_sizes(node)
     assert (src.target, got, dim) == (F.relu, sizes, 1)
+
+
+def test_tracing_again_gives_the_same_parts_so_a_resumed_run_loads_its_checkpoint():
+    """A resumed run traces the model again: the parts' names and the blended network's
+    state keys must come out the same."""
+    model = ZOO["yolo_cls"]().eval()
+    a, b = (find_units(model, X[:2]) for _ in range(2))
+    assert [u.name for u in a.units] == [u.name for u in b.units]
+    widths = [max(1, u.width // 2) for u in a.units]
+    sa, sb = BlendedNet(a, widths).state_dict(), BlendedNet(b, widths).state_dict()
+    assert sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
