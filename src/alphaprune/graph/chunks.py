@@ -8,7 +8,7 @@ part, each with its slice of the weights, of the BatchNorm and its own activatio
 same values, and every part is then a unit of its own (cut to its own width).
 :func:`merge_split_layers` undoes the rewrite in the fused network: the narrowed parts
 become one layer again, split at the new widths, so the shipped model has the original's
-layout and runs one wide layer instead of several narrow ones.
+layout.
 """
 
 from __future__ import annotations
