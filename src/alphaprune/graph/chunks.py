@@ -91,14 +91,19 @@ def _chain(gm: fx.GraphModule, end: fx.Node, dim: int) -> list[fx.Node] | None:
     return nodes if calls == sum(a.op == "call_module" for a in nodes) else None
 
 
+def _has_module(gm: fx.GraphModule, name: str) -> bool:
+    try:
+        gm.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
 def _free_name(gm: fx.GraphModule, name: str) -> str:
-    new = name
-    while True:
-        try:
-            gm.get_submodule(new)
-        except AttributeError:
-            return new
-        new += "_"
+    """``name``, with underscores added until no module of ``gm`` has it."""
+    while _has_module(gm, name):
+        name += "_"
+    return name
 
 
 @torch.no_grad()
@@ -152,9 +157,11 @@ def split_chunked_layers(gm: fx.GraphModule) -> int:
             for i, width in enumerate(sizes):
                 cur = None
                 for a in chain:
-                    m = _rows(gm.get_submodule(a.target), start, start + width) if a is not chain[-1] \
-                        else copy.deepcopy(gm.get_submodule(a.target)) if a.op == "call_module" else None
-                    name = _free_name(gm, f"{a.target}_{i}") if a.op == "call_module" else None
+                    m = name = None
+                    if a.op == "call_module":  # the layer and BN sliced, the activation copied
+                        mod = gm.get_submodule(a.target)
+                        m = copy.deepcopy(mod) if a is chain[-1] else _rows(mod, start, start + width)
+                        name = _free_name(gm, f"{a.target}_{i}")
                     cur = _copy_node(gm, a, cur, m, name, width, dim)
                 cur.meta[PIECE] = Piece(n.name, i, len(sizes), dim, names)
                 ends.append(cur)
@@ -239,7 +246,7 @@ def merge_split_layers(gm: fx.GraphModule) -> int:
         chains = [_piece_chain(gm, e) for e in ends]
         if len(ends) != piece.parts or None in chains or {len(c) for c in chains} != {len(piece.names)} or \
                 len({(c[0].args, tuple(c[0].kwargs.items())) for c in chains}) != 1 or \
-                any(_free_name(gm, name) != name for name in piece.names if name):
+                any(_has_module(gm, name) for name in piece.names if name):
             continue
         # the layers' widths: fusion narrows them and leaves the traced shapes as they were
         widths = [_out_width(gm.get_submodule(c[0].target)) for c in chains]
