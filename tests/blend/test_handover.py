@@ -28,14 +28,15 @@ def _blended(handover: str, base_spec=0.0625, prune=0.5, seed: int = 0) -> Blend
 
 
 class PathCounter:
-    """Counts, per unit and forward pass, calls of the branch (``A``) and the original (``bn``)."""
+    """Counts, per unit and forward pass, calls of the branch (``bn2``, after ``A``) and the
+    original (``bn``)."""
 
     def __init__(self, model: BlendedNet):
         n = len(model.features)
         self.branch, self.original = [0] * n, [0] * n
         self.handles = []
         for i, u in enumerate(model.features):
-            self.handles.append(u.A.register_forward_hook(self._hook(self.branch, i)))
+            self.handles.append(u.bn2.register_forward_hook(self._hook(self.branch, i)))
             self.handles.append(u.bn.register_forward_hook(self._hook(self.original, i)))
 
     @staticmethod

@@ -22,17 +22,24 @@ unit without BatchNorm has no ``BN'`` (the layer's bias reaches the branch throu
 ``a`` is the unit's own gate, derived from the network's alpha by the hand-over mode
 (:mod:`alphaprune.blend.blended`): ``a = alpha`` for ``blend``; 0 or 1 for ``stochastic``
 and ``progressive``, which run one path only.
+
+At a gate of 0 the branch alone runs, and ``A z = (A W) y + A b`` is computed as one layer
+call with ``A`` folded into the layer's weight and bias (:func:`folded`): ``k`` output
+channels instead of ``n``, the same values and the same gradients for ``W``, ``b`` and
+``A`` (up to rounding). Every step of the α = 0 phase, and every handed-over unit of a
+stochastic step, runs that way.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from alphaprune.graph.units import group_width
 
 __all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
-           "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy"]
+           "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy", "folded"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -46,6 +53,20 @@ def channels_first(t: torch.Tensor, kind: str) -> torch.Tensor:
 def matrix(layer: nn.Module) -> torch.Tensor:
     """The weight of a 1x1 conv or a linear as a (out, in) matrix view."""
     return layer.weight.view(layer.weight.shape[0], layer.weight.shape[1])
+
+
+def folded(layer: nn.Module, A: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``A(layer(x))`` in one call of ``layer``'s op, ``A`` (a bias-free 1x1 conv or linear,
+    n -> k) folded into its weight and bias: a conv with ``k`` filters instead of ``n``
+    (autograd carries the gradients back to ``layer`` and ``A`` through the product)."""
+    a, weight = matrix(A), layer.weight
+    w = (a @ weight.flatten(1)).view(a.shape[0], *weight.shape[1:])
+    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
+        w = w.contiguous(memory_format=torch.channels_last)
+    params = {"weight": w} | ({} if layer.bias is None else {"bias": a @ layer.bias})
+    # the layer's own forward (padding mode, stride, dilation) and its hooks: a consumer's
+    # pre-hook still sees its input
+    return functional_call(layer, params, (x,))
 
 
 def _parts(unit: nn.Module) -> list[nn.Module]:
@@ -185,19 +206,25 @@ class BranchedUnit(nn.Module):
 
     def narrow(self, z: torch.Tensor) -> torch.Tensor:
         """The branch before ``B``: the compact unit's output (k channels)."""
+        return self._after_A(self.A(z))
+
+    def _after_A(self, v: torch.Tensor) -> torch.Tensor:
         post = self.pool2 if self.tied or self.excites else self.pool
-        return post(self.act(self.bn2(self.A(z))))
+        return post(self.act(self.bn2(v)))
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self.B(self.narrow(z))
 
     def forward(self, x: torch.Tensor, a: float | None = None) -> torch.Tensor:
         a = self.gate if a is None else a
-        z = self.conv(x)
         # At a gate of 0 or 1 only one path matters: skip the other (cheaper, and exactly
-        # the same output).
-        y = self.original(z) if a > 0.0 else None
-        n = self.narrow(z) if a < 1.0 else None
+        # the same output). The branch alone needs only A z: A folded into the layer.
+        if a <= 0.0:
+            y, n = None, self._after_A(folded(self.conv, self.A, x))
+        else:
+            z = self.conv(x)
+            y = self.original(z)
+            n = self.narrow(z) if a < 1.0 else None
         for tap in self.taps:  # they run next, on the paths before the mix
             tap.held = (y, n, a, self.B)
         if n is None:
@@ -257,16 +284,19 @@ class StreamWriter(nn.Module):
         self.gate = 1.0
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
-        v = self.bn2(self.A(z))
+        return self._scatter(self.A(z))
+
+    def _scatter(self, v: torch.Tensor) -> torch.Tensor:
+        v = self.bn2(v)
         out = v.new_zeros((v.shape[0], self.conv.out_channels, *v.shape[2:]))
         return out.index_copy(1, self.idx, v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate <= 0.0:  # the branch alone: A folded into the conv (module docstring)
+            return self._scatter(folded(self.conv, self.A, x))
         z = self.conv(x)
         if self.gate >= 1.0:
             return self.bn(z)
-        if self.gate <= 0.0:
-            return self.branch(z)
         return torch.lerp(self.branch(z), self.bn(z), self.gate)
 
 

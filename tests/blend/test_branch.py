@@ -1,0 +1,94 @@
+"""A branch-only unit runs ``A`` folded into its layer: the same values and gradients, with
+the layer computing ``k`` channels instead of ``n``."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from alphaprune.blend.branch import BranchedUnit, StreamWriter, folded
+
+CONVS = {
+    "plain": dict(kernel_size=3, padding=1),
+    "strided, bias": dict(kernel_size=3, stride=2, padding=1, bias=True),
+    "dilated": dict(kernel_size=3, padding=2, dilation=2, bias=False),
+    "reflect": dict(kernel_size=3, padding=1, padding_mode="reflect"),
+    "circular, 1x1": dict(kernel_size=1, padding=0, padding_mode="circular"),
+}
+
+
+def _grads(*modules):
+    return [p.grad.clone() for m in modules for p in m.parameters()]
+
+
+def _both_ways(layer, A, x):
+    """(output, gradients) of ``A(layer(x))`` computed folded and as two calls."""
+    out = []
+    for fn in (folded, lambda layer, A, x: A(layer(x))):
+        layer.zero_grad(), A.zero_grad()
+        y = fn(layer, A, x)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        out.append((y.detach(), _grads(layer, A)))
+    return out
+
+
+@pytest.mark.parametrize("kw", CONVS.values(), ids=CONVS.keys())
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_conv_matches_the_two_calls(kw, channels_last):
+    torch.manual_seed(0)
+    conv, A = nn.Conv2d(5, 12, **kw), nn.Conv2d(12, 4, 1, bias=False)
+    x = torch.randn(3, 5, 9, 9)
+    if channels_last:
+        conv, A = conv.to(memory_format=torch.channels_last), A.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    (y1, g1), (y2, g2) = _both_ways(conv, A, x)
+    assert y1.shape == y2.shape == (3, 4, *y2.shape[2:])
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    assert len(g1) == len(g2) == (3 if conv.bias is not None else 2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (2, 3, 3, 10)], ids=["2-d", "token-wise"])
+def test_folded_linear_matches_the_two_calls(shape):
+    torch.manual_seed(0)
+    lin, A = nn.Linear(10, 8), nn.Linear(8, 3, bias=False)
+    (y1, g1), (y2, g2) = _both_ways(lin, A, torch.randn(*shape))
+    assert y1.shape == (*shape[:-1], 3)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _layer_outputs(layer):
+    """A forward hook's and a pre-hook's records of ``layer``: (inputs, outputs)."""
+    seen = ([], [])
+    layer.register_forward_pre_hook(lambda m, a: seen[0].append(a[0]))
+    layer.register_forward_hook(lambda m, a, out: seen[1].append(out))
+    return seen
+
+
+def test_a_branch_only_unit_runs_its_conv_at_the_kept_width():
+    torch.manual_seed(0)
+    unit = BranchedUnit(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Identity(), k=4)
+    inputs, outputs = _layer_outputs(unit.conv)
+    x = torch.randn(2, 3, 8, 8)
+    unit.eval()
+    y0 = unit(x, 0.0)
+    assert outputs[-1].shape[1] == 4  # the fold: k channels, the n-channel output never made
+    assert inputs[-1] is x  # hooks on the layer still see what it reads
+    torch.testing.assert_close(y0, unit.branch(unit.conv(x)), rtol=1e-5, atol=1e-5)
+    unit(x, 0.5)  # a blend needs the full output for its original path
+    assert outputs[-1].shape[1] == 16
+
+
+def test_a_branch_only_stream_writer_runs_its_conv_at_the_kept_width():
+    torch.manual_seed(0)
+    writer = StreamWriter(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), k=4).eval()
+    writer.idx = torch.tensor([1, 5, 9, 14])
+    _, outputs = _layer_outputs(writer.conv)
+    x = torch.randn(2, 3, 8, 8)
+    writer.gate = 0.0
+    y0 = writer(x)
+    assert outputs[-1].shape[1] == 4
+    torch.testing.assert_close(y0, writer.branch(writer.conv(x)), rtol=1e-5, atol=1e-5)
+    assert y0[:, [0, 2, 15]].abs().max() == 0  # dropped channels stay zero
