@@ -92,3 +92,32 @@ def test_a_branch_only_stream_writer_runs_its_conv_at_the_kept_width():
     assert outputs[-1].shape[1] == 4
     torch.testing.assert_close(y0, writer.branch(writer.conv(x)), rtol=1e-5, atol=1e-5)
     assert y0[:, [0, 2, 15]].abs().max() == 0  # dropped channels stay zero
+
+
+@pytest.mark.parametrize("gate", [0.0, 0.5])
+def test_a_stream_writer_keeps_channels_last_forward_and_backward(gate):
+    """A channels-first stream (or gradient) would make every layer reading it convert."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    writer = StreamWriter(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), k=4).to(memory_format=cl)
+    writer.idx, writer.gate = torch.tensor([1, 5, 9, 14]), gate
+    v = torch.randn(2, 3, 8, 8).contiguous(memory_format=cl).requires_grad_()
+    seen = []
+    writer.bn2.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0]))
+    y = writer(v)
+    assert y.is_contiguous(memory_format=cl)
+    y.backward(torch.randn(2, 16, 8, 8).contiguous(memory_format=cl))
+    assert seen and seen[0].is_contiguous(memory_format=cl)  # what BN' backward gets
+
+
+def test_a_stream_writer_scatter_passes_the_kept_channels_gradient():
+    torch.manual_seed(0)
+    writer = StreamWriter(nn.Conv2d(3, 6, 1), None, k=2).eval()
+    writer.idx, writer.gate = torch.tensor([4, 1]), 0.0
+    x = torch.randn(1, 3, 2, 2)
+    g = torch.randn(1, 6, 2, 2)
+    writer(x).backward(g)
+    got = writer.A.weight.grad.clone()
+    writer.zero_grad()
+    torch.zeros(1, 6, 2, 2).index_copy(1, writer.idx, writer.A(writer.conv(x))).backward(g)
+    torch.testing.assert_close(got, writer.A.weight.grad)  # index_copy's own backward

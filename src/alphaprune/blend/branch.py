@@ -258,6 +258,32 @@ class UnitTap(nn.Module):
         return b if y is None else torch.lerp(b, self.ops(y), a)
 
 
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+
+
+class _Scatter(torch.autograd.Function):
+    """``v``'s channels at ``idx`` of ``n`` channels, zero elsewhere, in ``v``'s memory layout,
+    and the gradient back to ``v`` in that layout too. ``index_copy`` alone gives a
+    channels-first result and gradient: the stream would then reach every layer that reads
+    it channels-first, and a channels-last BatchNorm's backward on a channels-first
+    gradient runs several times slower (BENCHMARKS.md section 57)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.layout = _layout(v)
+        out = torch.empty((v.shape[0], n, *v.shape[2:]), dtype=v.dtype, device=v.device,
+                          memory_format=ctx.layout)
+        return out.zero_().index_copy_(1, idx, v)  # in place: out keeps its layout
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (idx,) = ctx.saved_tensors
+        return grad.index_select(1, idx).contiguous(memory_format=ctx.layout), None, None
+
+
 class StreamWriter(nn.Module):
     """One conv writing into a residual stream, with its branch (DESIGN.md section 2 with a
     fixed ``B``):
@@ -287,9 +313,7 @@ class StreamWriter(nn.Module):
         return self._scatter(self.A(z))
 
     def _scatter(self, v: torch.Tensor) -> torch.Tensor:
-        v = self.bn2(v)
-        out = v.new_zeros((v.shape[0], self.conv.out_channels, *v.shape[2:]))
-        return out.index_copy(1, self.idx, v)
+        return _Scatter.apply(self.bn2(v), self.idx, self.conv.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate <= 0.0:  # the branch alone: A folded into the conv (module docstring)
