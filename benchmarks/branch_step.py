@@ -1,12 +1,13 @@
-"""One training step of the branched network, as it ran before and after the two changes
-of BENCHMARKS.md section 57, timed side by side in one process (medians over rounds):
+"""One training step of the branched network, as it ran before and after the changes of
+BENCHMARKS.md section 57, timed side by side in one process (medians over rounds):
 
-* ``as_before``: ``A`` applied after the layer's full output, and a stream writer's
-  scatter by ``index_copy`` (a channels-first stream, and a channels-first gradient into
-  BN');
-* ``fold``: ``A`` folded into the layer (``alphaprune.blend.branch.folded``), the old
-  scatter;
-* ``now``: the fold and the layout-keeping scatter (``branch._Scatter``);
+* ``as_before``: ``A`` applied after the layer's full output, a stream writer's scatter by
+  ``index_copy`` (a channels-first stream, and a channels-first gradient into BN'), and a
+  unit's layer reading the ``n`` channels of the unit before it;
+* ``fold``: ``A`` folded into the layer (``alphaprune.blend.branch.folded``);
+* ``layout``: the fold and the layout-keeping scatter (``branch._Scatter``);
+* ``now``: those and the feeders: a layer that takes in a unit's ``B n`` reads ``n``
+  through ``W B``;
 * the original network and the compact network ``fuse`` makes of the branched one: what a
   step of each costs, for reference.
 
@@ -41,8 +42,9 @@ from alphaprune.models import create_model
 FOLDED, SCATTER = branch.folded, branch._Scatter
 
 
-def unfolded(layer, A, x):
-    """The two calls the fold replaces."""
+def unfolded(layer, x, A=None, B_in=None):
+    """The two calls the fold replaces (the feeders are off in the forms that use it)."""
+    assert B_in is None
     return A(layer(x))
 
 
@@ -54,16 +56,28 @@ class OldScatter:
         return v.new_zeros((v.shape[0], n, *v.shape[2:])).index_copy(1, idx, v)
 
 
-FORMS = {"as_before": (unfolded, OldScatter), "fold": (FOLDED, OldScatter), "now": (FOLDED, SCATTER)}
+# (the fold, the scatter, the feeders)
+FORMS = {"as_before": (unfolded, OldScatter, False), "fold": (FOLDED, OldScatter, False),
+         "layout": (FOLDED, SCATTER, False), "now": (FOLDED, SCATTER, True)}
+
+
+def _parts(net):
+    return [p for u in net.features for p in (u.writers if isinstance(u, branch.StreamUnit) else [u])]
 
 
 @contextlib.contextmanager
-def form(name: str):
-    branch.folded, branch._Scatter = FORMS[name]
+def form(name: str, net):
+    fold, scatter, feeders = FORMS[name]
+    wired = [p.feeders for p in _parts(net)]
+    branch.folded, branch._Scatter = fold, scatter
+    for p in _parts(net):
+        p.feeders = p.feeders if feeders else []
     try:
         yield
     finally:
         branch.folded, branch._Scatter = FOLDED, SCATTER
+        for p, f in zip(_parts(net), wired):
+            p.feeders = f
 
 
 def step_time(model, opt, x, y, steps: int) -> float:
@@ -83,7 +97,7 @@ def agreement(model, x, y) -> dict:
     ``as_before``, relative to the tensor's largest entry."""
     got = {}
     for name in FORMS:
-        with form(name):
+        with form(name, model):
             torch.manual_seed(0)  # the same stochastic gates
             model.zero_grad(set_to_none=True)
             out = model(x)
@@ -91,7 +105,7 @@ def agreement(model, x, y) -> dict:
             got[name] = {"output": out.detach()} | {
                 n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     ref, res = got["as_before"], {}
-    for name in ("fold", "now"):
+    for name in ("fold", "layout", "now"):
         rel = {n: float((got[name][n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-30))
                for n in ref}
         worst = max((n for n in rel if n != "output"), key=rel.get)
@@ -143,13 +157,14 @@ def main() -> None:
         times = {k: [] for k in runs}
         for rnd in range(a.rounds + 1):  # the first round warms up
             for k, (model, name) in runs.items():
-                with form(name):
+                with form(name, net):
                     t = step_time(model, opts[model], x, y, a.steps)
                 if rnd:
                     times[k].append(t)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         res[f"alpha{alpha}"] = {"median_ms": med, "as_before_over_now": med["as_before"] / med["now"],
                                 "fold_over_now": med["fold"] / med["now"],
+                                "layout_over_now": med["layout"] / med["now"],
                                 "rounds_ms": {k: [round(1e3 * t, 1) for t in v] for k, v in times.items()}}
     print(json.dumps(res, indent=2))
 

@@ -23,9 +23,9 @@ def _grads(*modules):
 def _both_ways(layer, A, x):
     """(output, gradients) of ``A(layer(x))`` computed folded and as two calls."""
     out = []
-    for fn in (folded, lambda layer, A, x: A(layer(x))):
+    for fn in (folded, lambda layer, x, A: A(layer(x))):
         layer.zero_grad(), A.zero_grad()
-        y = fn(layer, A, x)
+        y = fn(layer, x, A)
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         out.append((y.detach(), _grads(layer, A)))
     return out

@@ -71,6 +71,23 @@ def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
                         tied, taps, excites)
 
 
+def _wire_feeders(structure: Structure, branched: list[nn.Module]) -> None:
+    """Give each branched unit or stream writer whose layer is a traced consumer of a unit
+    that unit as a feeder: when the layer takes in exactly that unit's ``B n``, it reads
+    ``n`` through ``W B`` instead (:mod:`alphaprune.blend.branch`)."""
+    owner = {}
+    for m in branched:
+        for part in (m.writers if isinstance(m, StreamUnit) else [m]):
+            owner[id(part.conv)] = part
+    for u, m in zip(structure.units, branched):
+        if u.kind == "stream":
+            continue
+        for c in u.consumers:
+            part = owner.get(id(structure.gm.get_submodule(c.name)))
+            if part is not None and c.offset == 0 and c.spatial == 1 and c.bn is None:
+                part.feeders.append(m)
+
+
 def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str,
                    inner: tuple[fx.Node, ...] = ()) -> None:
     """Replace the single-user chain ``layer -> ... -> out`` by one call of ``target``;
@@ -148,6 +165,7 @@ class BlendedNet(nn.Module):
         self.structure = structure
         self.handover = handover
         branched = [_branched(structure.gm, u, int(k)) for u, k in zip(structure.units, widths)]
+        _wire_feeders(structure, branched)
         self.net = _rewrite(structure, branched)
         self.register_buffer("alpha", torch.tensor(1.0))
         self.train_original = train_original
@@ -187,7 +205,12 @@ class BlendedNet(nn.Module):
         """One forward pass with explicit per-unit gates."""
         for u, a in zip(self.features, gates):
             u.gate = float(a)
-        return self.net(x)
+        try:
+            return self.net(x)
+        finally:  # the units' held outputs serve this pass alone (a copy of the network
+            for u in self.features:  # could not copy tensors that autograd tracks)
+                if isinstance(u, BranchedUnit):
+                    u.held = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x, self.gates())

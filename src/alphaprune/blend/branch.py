@@ -27,7 +27,12 @@ At a gate of 0 the branch alone runs, and ``A z = (A W) y + A b`` is computed as
 call with ``A`` folded into the layer's weight and bias (:func:`folded`): ``k`` output
 channels instead of ``n``, the same values and the same gradients for ``W``, ``b`` and
 ``A`` (up to rounding). Every step of the α = 0 phase, and every handed-over unit of a
-stochastic step, runs that way.
+stochastic step, runs that way. The same holds on the input side: a unit whose output is
+``B n`` alone (gate 0) keeps ``n`` (its ``held``), and a unit or stream writer whose layer
+takes exactly that tensor in (one of its ``feeders``: the traced consumers that are
+another unit's layer) computes ``W (B n) = (W B) n``, reading ``k`` channels instead of
+``n``. :class:`~alphaprune.blend.blended.BlendedNet` wires the feeders and drops every
+``held`` after each pass.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from torch.func import functional_call
 from alphaprune.graph.units import group_width
 
 __all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
-           "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy", "folded"]
+           "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy", "folded",
+           "compact_source"]
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -55,18 +61,44 @@ def matrix(layer: nn.Module) -> torch.Tensor:
     return layer.weight.view(layer.weight.shape[0], layer.weight.shape[1])
 
 
-def folded(layer: nn.Module, A: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``A(layer(x))`` in one call of ``layer``'s op, ``A`` (a bias-free 1x1 conv or linear,
-    n -> k) folded into its weight and bias: a conv with ``k`` filters instead of ``n``
-    (autograd carries the gradients back to ``layer`` and ``A`` through the product)."""
-    a, weight = matrix(A), layer.weight
-    w = (a @ weight.flatten(1)).view(a.shape[0], *weight.shape[1:])
-    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
+def folded(layer: nn.Module, x: torch.Tensor, A: nn.Module | None = None,
+           B_in: torch.Tensor | None = None) -> torch.Tensor:
+    """``A(layer(B_in x))`` in one call of ``layer``'s op: ``A`` (a bias-free 1x1 conv or
+    linear, n -> k) folded into its weight and bias on the output side, ``B_in`` (an
+    (n_in, k_in) matrix: ``x`` holds the ``k_in`` channels it maps to the layer's input) on
+    the input side. Autograd carries the gradients back to ``layer``, ``A`` and ``B_in``
+    through the products."""
+    w = layer.weight
+    if A is not None:
+        a = matrix(A)
+        w = (a @ w.flatten(1)).view(a.shape[0], *w.shape[1:])
+    if B_in is not None:
+        w = torch.einsum("oi...,ik->ok...", w, B_in)
+    if w.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
         w = w.contiguous(memory_format=torch.channels_last)
-    params = {"weight": w} | ({} if layer.bias is None else {"bias": a @ layer.bias})
-    # the layer's own forward (padding mode, stride, dilation) and its hooks: a consumer's
-    # pre-hook still sees its input
+    params = {"weight": w}
+    if layer.bias is not None:
+        params["bias"] = layer.bias if A is None else matrix(A) @ layer.bias
+    # the layer's own forward (padding mode, stride, dilation) and its hooks
     return functional_call(layer, params, (x,))
+
+
+def compact_source(feeders: list, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x``, or, when ``x`` is exactly the output ``B n`` one of ``feeders`` (branched
+    units) just made, that unit's ``n`` and its ``B`` as a matrix (module docstring)."""
+    for f in feeders:
+        if f.held is not None and f.held[0] is x:
+            return f.held[1], matrix(f.B)
+    return x, None
+
+
+def _layer_on(layer: nn.Module, x: torch.Tensor, feeders: list, A: nn.Module | None = None):
+    """``A(layer(x))`` (no ``A``: ``layer(x)``), folded where that reads fewer channels or
+    writes fewer."""
+    src, B_in = compact_source(feeders, x)
+    if A is None and B_in is None:
+        return layer(x)
+    return folded(layer, src, A, B_in)
 
 
 def _parts(unit: nn.Module) -> list[nn.Module]:
@@ -187,6 +219,10 @@ class BranchedUnit(nn.Module):
                                          for i, m in enumerate(post)])
         self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)  # empty: no state_dict keys
         self.gate = 1.0
+        # plain lists and tuples, not submodules: (output, n) of the last pass whose output
+        # was B n alone, and the units whose output this unit's layer may take in directly
+        self.held: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.feeders: list[BranchedUnit] = []
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(original, narrow copy) of each depthwise conv and BatchNorm in the post chain."""
@@ -220,9 +256,9 @@ class BranchedUnit(nn.Module):
         # At a gate of 0 or 1 only one path matters: skip the other (cheaper, and exactly
         # the same output). The branch alone needs only A z: A folded into the layer.
         if a <= 0.0:
-            y, n = None, self._after_A(folded(self.conv, self.A, x))
+            y, n = None, self._after_A(_layer_on(self.conv, x, self.feeders, self.A))
         else:
-            z = self.conv(x)
+            z = _layer_on(self.conv, x, self.feeders)
             y = self.original(z)
             n = self.narrow(z) if a < 1.0 else None
         for tap in self.taps:  # they run next, on the paths before the mix
@@ -230,7 +266,9 @@ class BranchedUnit(nn.Module):
         if n is None:
             return y
         if y is None:
-            return self.B(n)
+            out = self.B(n)
+            self.held = (out, n)
+            return out
         # lerp = branch + a * (original - branch): one fused kernel forward and backward,
         # measurably cheaper on CPU than two scalings and an add
         return torch.lerp(self.B(n), y, a)
@@ -308,6 +346,7 @@ class StreamWriter(nn.Module):
             self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
         self.register_buffer("idx", torch.arange(k))
         self.gate = 1.0
+        self.feeders: list[BranchedUnit] = []  # as a BranchedUnit's
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self._scatter(self.A(z))
@@ -317,8 +356,8 @@ class StreamWriter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate <= 0.0:  # the branch alone: A folded into the conv (module docstring)
-            return self._scatter(folded(self.conv, self.A, x))
-        z = self.conv(x)
+            return self._scatter(_layer_on(self.conv, x, self.feeders, self.A))
+        z = _layer_on(self.conv, x, self.feeders)
         if self.gate >= 1.0:
             return self.bn(z)
         return torch.lerp(self.branch(z), self.bn(z), self.gate)

@@ -1,0 +1,92 @@
+"""A unit's layer that takes in another unit's ``B n`` reads ``n`` through ``W B`` instead:
+the same outputs and gradients, fewer channels read (``BlendedNet``'s feeders)."""
+
+import copy
+
+import pytest
+import torch
+
+from alphaprune.blend import BlendedNet
+from alphaprune.blend.branch import BranchedUnit, StreamUnit
+from alphaprune.blend.init import init_branches
+from alphaprune.graph import find_units
+from alphaprune.models import create_model
+from tests.graph.zoo import ZOO
+
+X = torch.randn(4, 3, 32, 32)
+
+
+def _net(model, streams=False, handover="stochastic") -> BlendedNet:
+    torch.manual_seed(0)
+    st = find_units(model, torch.randn(2, 3, 32, 32), streams=streams)
+    widths = [max(u.group, u.width // 2 // u.group * u.group) for u in st.units]
+    net = BlendedNet(st, widths, handover=handover)
+    init_branches(net, "random")  # B is no selection: its fold must be exact anyway
+    return net
+
+
+def _parts(net):
+    return [p for u in net.features for p in (u.writers if isinstance(u, StreamUnit) else [u])]
+
+
+def _without_feeders(net):
+    twin = copy.deepcopy(net)
+    for p in _parts(twin):
+        p.feeders = []
+    return twin
+
+
+def _loss_and_grads(net, gates):
+    net.zero_grad(set_to_none=True)
+    out = net.run(X.to(next(net.parameters()).dtype), gates)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out.detach(), {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+
+
+CASES = {"vgg": (lambda: create_model("vgg11", width=0.125), False),
+         "resnet20 streams": (lambda: create_model("resnet20", width=0.5), True),
+         "mobilenet_v2": (ZOO["mobilenet_v2"], False), "convnext": (ZOO["convnext"], False),
+         "inception": (ZOO["inception"], False)}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("gates", ["all 0", "mixed"])
+def test_feeders_change_no_output_or_gradient(case, gates):
+    make, streams = CASES[case]
+    net = _net(make(), streams).train().double()  # in float64 the two agree to rounding
+    n = len(net.features)
+    g = [0.0] * n if gates == "all 0" else [float(i % 2) for i in range(n)]
+    twin = _without_feeders(net)
+    torch.manual_seed(1)
+    out, grads = _loss_and_grads(net, g)
+    torch.manual_seed(1)
+    want, want_grads = _loss_and_grads(twin, g)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == want_grads.keys()
+    for k in grads:
+        scale = want_grads[k].abs().max().clamp_min(1e-12)
+        assert float((grads[k] - want_grads[k]).abs().max() / scale) < 1e-9, k
+
+
+def test_a_consumer_unit_reads_the_kept_channels_at_gate_0():
+    net = _net(create_model("vgg11", width=0.125)).train()
+    first, second = net.features[0], net.features[1]
+    assert second.feeders == [first]  # vgg11's first conv feeds its second through a max pool
+    third = net.features[2]
+    assert third.feeders == [second]  # conv -> conv directly
+    seen = []
+    third.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    for gate in (0.0, 1.0):  # the reader's own gate: either path reads n
+        g = [0.0] * len(net.features)
+        g[2] = gate
+        net.run(X, g)
+    assert seen == [second.width, second.width]
+    net.run(X, [1.0] * len(net.features))  # an original output: read whole
+    assert seen[-1] == second.conv.out_channels
+
+
+def test_held_outputs_last_one_pass():
+    net = _net(create_model("resnet20", width=0.5), streams=True).train()
+    net.set_alpha(0.0)(X).sum().backward()
+    assert all(u.held is None for u in net.features if isinstance(u, BranchedUnit))
+    copy.deepcopy(net)  # a copy cannot hold tensors autograd tracks
