@@ -46,7 +46,7 @@ def _loss_and_grads(net, gates):
 CASES = {"vgg": (lambda: create_model("vgg11", width=0.125), False),
          "resnet20 streams": (lambda: create_model("resnet20", width=0.5), True),
          "mobilenet_v2": (ZOO["mobilenet_v2"], False), "convnext": (ZOO["convnext"], False),
-         "inception": (ZOO["inception"], False)}
+         "inception": (ZOO["inception"], False), "googlenet": (ZOO["googlenet"], False)}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -70,23 +70,41 @@ def test_feeders_change_no_output_or_gradient(case, gates):
 
 def test_a_consumer_unit_reads_the_kept_channels_at_gate_0():
     net = _net(create_model("vgg11", width=0.125)).train()
-    first, second = net.features[0], net.features[1]
-    assert second.feeders == [first]  # vgg11's first conv feeds its second through a max pool
-    third = net.features[2]
-    assert third.feeders == [second]  # conv -> conv directly
+    first, second, third = net.features[0], net.features[1], net.features[2]
+    assert second.feeders == [first]  # vgg11: conv1 -> max pool (in its chain) -> conv2
+    assert third.feeders == [second]
     seen = []
     third.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
-    for gate in (0.0, 1.0):  # the reader's own gate: either path reads n
+    for gate in (0.0, 1.0):  # the reader's own gate: either path reads k
         g = [0.0] * len(net.features)
         g[2] = gate
         net.run(X, g)
-    assert seen == [second.width, second.width]
-    net.run(X, [1.0] * len(net.features))  # an original output: read whole
+    assert seen == [second.width] * 2
+    net.run(X, [0.0, 1.0] + [0.0] * (len(net.features) - 2))  # an original output: read whole
     assert seen[-1] == second.conv.out_channels
 
 
-def test_held_outputs_last_one_pass():
-    net = _net(create_model("resnet20", width=0.5), streams=True).train()
+def test_a_unit_reads_the_kept_channels_through_a_tap():
+    """GoogLeNet's block input feeds three convs directly and a fourth through max pooling
+    (a tap): all four read the ``k`` channels."""
+    net = _net(ZOO["googlenet"]()).train()
+    stem = net.features[0]
+    assert len(stem.taps) == 1
+    names = [u.name for u in net.structure.units]
+    readers = [net.features[names.index(c.name)] for c in net.structure.units[0].consumers]
+    seen = []
+    for r in readers:
+        assert r.feeders[:2] == [stem, stem.taps[0]]
+        r.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    net.set_alpha(0.0)(X)
+    assert len(seen) == 4 and set(seen) == {stem.width}
+
+
+@pytest.mark.parametrize("case", ["resnet20 streams", "googlenet"])
+def test_compact_outputs_last_one_pass(case):
+    make, streams = CASES[case]
+    net = _net(make(), streams).train()
     net.set_alpha(0.0)(X).sum().backward()
-    assert all(u.held is None for u in net.features if isinstance(u, BranchedUnit))
+    assert all(m.compact is None for u in net.features if isinstance(u, BranchedUnit)
+               for m in (u, *u.taps))
     copy.deepcopy(net)  # a copy cannot hold tensors autograd tracks

@@ -2,7 +2,7 @@
 # BENCHMARKS 57: issue 14's resnet20 cell (section 55's command, objective selection only)
 # before and after the fold, side by side: for each seed the two jobs run at the same time,
 # one thread each, so they share the machine's load. OLD and NEW are alphaprune commands
-# running clones of the two commits (session 37: e286961 and 65dd6a9, each a worktree run
+# running clones of the two commits (session 37: e286961 against 65dd6a9, a9c5f3f and 5063561, each a worktree run
 # as `PYTHONPATH=<worktree>/src python -m alphaprune`).
 cd "$(dirname "$0")/../../.."  # the repository root
 export OMP_NUM_THREADS=1 OUT=${OUT:-/tmp/bench/fold_e2e}

@@ -28,11 +28,11 @@ call with ``A`` folded into the layer's weight and bias (:func:`folded`): ``k`` 
 channels instead of ``n``, the same values and the same gradients for ``W``, ``b`` and
 ``A`` (up to rounding). Every step of the α = 0 phase, and every handed-over unit of a
 stochastic step, runs that way. The same holds on the input side: a unit whose output is
-``B n`` alone (gate 0) keeps ``n`` (its ``held``), and a unit or stream writer whose layer
-takes exactly that tensor in (one of its ``feeders``: the traced consumers that are
-another unit's layer) computes ``W (B n) = (W B) n``, reading ``k`` channels instead of
-``n``. :class:`~alphaprune.blend.blended.BlendedNet` wires the feeders and drops every
-``held`` after each pass.
+``B n`` alone (gate 0) keeps ``n`` (its ``compact``), as does a tap for ``B pool(n)``, and a
+unit or stream writer whose layer takes exactly that tensor in (one of its ``feeders``: the
+traced consumers that are another unit's layer) computes ``W (B n) = (W B) n``, reading
+``k`` channels instead of ``n``. :class:`~alphaprune.blend.blended.BlendedNet` wires the
+feeders and drops every ``compact`` after each pass.
 """
 
 from __future__ import annotations
@@ -84,11 +84,11 @@ def folded(layer: nn.Module, x: torch.Tensor, A: nn.Module | None = None,
 
 
 def compact_source(feeders: list, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x``, or, when ``x`` is exactly the output ``B n`` one of ``feeders`` (branched
-    units) just made, that unit's ``n`` and its ``B`` as a matrix (module docstring)."""
+    """``x``, or, when ``x`` is exactly the output ``B n`` one of ``feeders`` (branched units
+    and their taps) just made, that ``n`` and the ``B`` as a matrix (module docstring)."""
     for f in feeders:
-        if f.held is not None and f.held[0] is x:
-            return f.held[1], matrix(f.B)
+        if f.compact is not None and f.compact[0] is x:
+            return f.compact[1], matrix(f.compact[2])
     return x, None
 
 
@@ -219,10 +219,11 @@ class BranchedUnit(nn.Module):
                                          for i, m in enumerate(post)])
         self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)  # empty: no state_dict keys
         self.gate = 1.0
-        # plain lists and tuples, not submodules: (output, n) of the last pass whose output
-        # was B n alone, and the units whose output this unit's layer may take in directly
-        self.held: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.feeders: list[BranchedUnit] = []
+        # plain lists and tuples, not submodules: (output, n, B) of the last pass whose
+        # output was B n alone, and the units (and taps) whose output this unit's layer may
+        # take in directly
+        self.compact: tuple | None = None
+        self.feeders: list[nn.Module] = []
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(original, narrow copy) of each depthwise conv and BatchNorm in the post chain."""
@@ -267,7 +268,7 @@ class BranchedUnit(nn.Module):
             return y
         if y is None:
             out = self.B(n)
-            self.held = (out, n)
+            self.compact = (out, n, self.B)
             return out
         # lerp = branch + a * (original - branch): one fused kernel forward and backward,
         # measurably cheaper on CPU than two scalings and an add
@@ -285,6 +286,7 @@ class UnitTap(nn.Module):
         super().__init__()
         self.ops = ops
         self.held: tuple | None = None
+        self.compact: tuple | None = None  # as a BranchedUnit's: (output, pooled n, B)
 
     def forward(self, _after: torch.Tensor) -> torch.Tensor:
         if self.held is None:
@@ -292,8 +294,12 @@ class UnitTap(nn.Module):
         (y, n, a, B), self.held = self.held, None  # not kept past this pass (deepcopy, memory)
         if n is None:
             return self.ops(y)
-        b = B(self.ops(n))
-        return b if y is None else torch.lerp(b, self.ops(y), a)
+        pooled = self.ops(n)
+        b = B(pooled)
+        if y is None:
+            self.compact = (b, pooled, B)
+            return b
+        return torch.lerp(b, self.ops(y), a)
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:
@@ -306,7 +312,7 @@ class _Scatter(torch.autograd.Function):
     and the gradient back to ``v`` in that layout too. ``index_copy`` alone gives a
     channels-first result and gradient: the stream would then reach every layer that reads
     it channels-first, and a channels-last BatchNorm's backward on a channels-first
-    gradient runs several times slower (BENCHMARKS.md section 57)."""
+    gradient is slow (BENCHMARKS.md section 57)."""
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
@@ -346,7 +352,7 @@ class StreamWriter(nn.Module):
             self.bn2.eps, self.bn2.momentum = bn.eps, bn.momentum
         self.register_buffer("idx", torch.arange(k))
         self.gate = 1.0
-        self.feeders: list[BranchedUnit] = []  # as a BranchedUnit's
+        self.feeders: list[nn.Module] = []  # as a BranchedUnit's
 
     def branch(self, z: torch.Tensor) -> torch.Tensor:
         return self._scatter(self.A(z))
