@@ -5,9 +5,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from alphaprune.blend import BlendedNet
-from alphaprune.blend.branch import BranchedUnit, StreamUnit
+from alphaprune.blend.branch import StreamUnit
 from alphaprune.blend.init import init_branches
 from alphaprune.graph import find_units
 from alphaprune.models import create_model
@@ -68,13 +70,24 @@ def test_feeders_change_no_output_or_gradient(case, gates):
         assert float((grads[k] - want_grads[k]).abs().max() / scale) < 1e-9, k
 
 
+def _widths_read(layer, seen=None) -> list[int]:
+    """The channels ``layer`` takes in, call by call (its ``forward`` wrapped: a hook would
+    make it run unfolded)."""
+    seen, forward = ([] if seen is None else seen), layer.forward
+
+    def recording(x):
+        seen.append(x.shape[1])
+        return forward(x)
+    layer.forward = recording
+    return seen
+
+
 def test_a_consumer_unit_reads_the_kept_channels_at_gate_0():
     net = _net(create_model("vgg11", width=0.125)).train()
     first, second, third = net.features[0], net.features[1], net.features[2]
     assert second.feeders == [first]  # vgg11: conv1 -> max pool (in its chain) -> conv2
     assert third.feeders == [second]
-    seen = []
-    third.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    seen = _widths_read(third.conv)
     for gate in (0.0, 1.0):  # the reader's own gate: either path reads k
         g = [0.0] * len(net.features)
         g[2] = gate
@@ -94,17 +107,46 @@ def test_a_unit_reads_the_kept_channels_through_a_tap():
     readers = [net.features[names.index(c.name)] for c in net.structure.units[0].consumers]
     seen = []
     for r in readers:
-        assert r.feeders[:2] == [stem, stem.taps[0]]
-        r.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+        assert r.feeders[:1] == [stem]
+        seen = _widths_read(r.conv, seen)
     net.set_alpha(0.0)(X)
     assert len(seen) == 4 and set(seen) == {stem.width}
 
 
 @pytest.mark.parametrize("case", ["resnet20 streams", "googlenet"])
-def test_compact_outputs_last_one_pass(case):
+def test_no_module_keeps_a_pass_tensors(case):
     make, streams = CASES[case]
     net = _net(make(), streams).train()
     net.set_alpha(0.0)(X).sum().backward()
-    assert all(m.compact is None for u in net.features if isinstance(u, BranchedUnit)
-               for m in (u, *u.taps))
     copy.deepcopy(net)  # a copy cannot hold tensors autograd tracks
+
+
+class InplaceDropout(nn.Module):
+    """A unit's output read by one conv through an in-place dropout and by another
+    directly: the second must see the dropped values."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.5, inplace=True)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = F.relu(self.b1(self.c1(x)))
+        a = F.relu(self.b2(self.c2(self.drop(h))))
+        b = F.relu(self.b3(self.c3(h)))
+        return self.head(torch.cat([a, b], 1).mean((2, 3)))
+
+
+def test_an_output_changed_in_place_is_read_as_it_is_now():
+    net = _net(InplaceDropout()).train().double()
+    assert any(p.feeders for p in _parts(net))
+    twin = _without_feeders(net)
+    g = [0.0] * len(net.features)
+    torch.manual_seed(1)
+    out, _ = _loss_and_grads(net, g)
+    torch.manual_seed(1)
+    want, _ = _loss_and_grads(twin, g)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from alphaprune.blend.branch import BranchedUnit, StreamWriter, folded
+from alphaprune.blend.branch import BranchedUnit, StreamWriter, compact_source, folded, mark_compact
 
 CONVS = {
     "plain": dict(kernel_size=3, padding=1),
@@ -60,10 +60,15 @@ def test_folded_linear_matches_the_two_calls(shape):
 
 
 def _layer_outputs(layer):
-    """A forward hook's and a pre-hook's records of ``layer``: (inputs, outputs)."""
-    seen = ([], [])
-    layer.register_forward_pre_hook(lambda m, a: seen[0].append(a[0]))
-    layer.register_forward_hook(lambda m, a, out: seen[1].append(out))
+    """Record ``layer``'s inputs and outputs by wrapping its ``forward`` (a hook would make
+    the layer run unfolded): (inputs, outputs)."""
+    seen, forward = ([], []), layer.forward
+
+    def recording(x):
+        seen[0].append(x)
+        seen[1].append(forward(x))
+        return seen[1][-1]
+    layer.forward = recording
     return seen
 
 
@@ -75,7 +80,7 @@ def test_a_branch_only_unit_runs_its_conv_at_the_kept_width():
     unit.eval()
     y0 = unit(x, 0.0)
     assert outputs[-1].shape[1] == 4  # the fold: k channels, the n-channel output never made
-    assert inputs[-1] is x  # hooks on the layer still see what it reads
+    assert inputs[-1] is x
     torch.testing.assert_close(y0, unit.branch(unit.conv(x)), rtol=1e-5, atol=1e-5)
     unit(x, 0.5)  # a blend needs the full output for its original path
     assert outputs[-1].shape[1] == 16
@@ -121,3 +126,45 @@ def test_a_stream_writer_scatter_passes_the_kept_channels_gradient():
     writer.zero_grad()
     torch.zeros(1, 6, 2, 2).index_copy(1, writer.idx, writer.A(writer.conv(x))).backward(g)
     torch.testing.assert_close(got, writer.A.weight.grad)  # index_copy's own backward
+
+
+@pytest.mark.parametrize("kind", ["pruned (a pre-hook)", "spectral norm (a parametrization)"])
+def test_a_layer_with_hooks_or_parametrizations_runs_unfolded(kind):
+    """Such a layer recomputes or reads its weight on each call: folding a weight into the
+    call would be overridden or misread."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, 3, padding=1)
+    if kind.startswith("pruned"):
+        torch.nn.utils.prune.l1_unstructured(conv, "weight", 0.5)
+    else:
+        torch.nn.utils.parametrizations.spectral_norm(conv)
+    unit = BranchedUnit(conv, nn.BatchNorm2d(16), nn.ReLU(), nn.Identity(), k=4).eval()
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(unit(x, 0.0), unit.branch(unit.conv(x)))
+
+
+def test_the_fold_keeps_a_channels_first_network_channels_first():
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for layout in (torch.contiguous_format, cl):
+        a, b = (BranchedUnit(nn.Conv2d(c, 8, k, padding=k // 2), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Identity(), k=4) for c, k in ((3, 3), (8, 1)))
+        b.feeders = [a]
+        a, b = a.to(memory_format=layout), b.to(memory_format=layout)
+        x = torch.randn(2, 3, 8, 8).contiguous(memory_format=layout)
+        y = b(a(x, 0.0), 0.0)  # b's 1x1 conv reads a's n through W B
+        assert y.stride() == y.contiguous(memory_format=layout).stride()
+
+
+def test_compact_source_takes_a_mark_only_from_a_feeder_and_unchanged():
+    unit = BranchedUnit(nn.Conv2d(3, 8, 1), None, nn.ReLU(), nn.Identity(), k=2)
+    n = torch.randn(2, 2, 4, 4)
+    out = mark_compact(unit.B(n), n, unit.B)
+    src, B = compact_source([unit], out)
+    assert src is n and B.shape == (8, 2)
+    assert compact_source([], out)[1] is None  # not from a feeder of the reader
+    other = BranchedUnit(nn.Conv2d(3, 8, 1), None, nn.ReLU(), nn.Identity(), k=2)
+    assert compact_source([other], out)[1] is None
+    with torch.no_grad():
+        out.mul_(0.5)  # changed in place since: read as it is
+    assert compact_source([unit], out) == (out, None)

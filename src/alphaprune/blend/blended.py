@@ -73,8 +73,8 @@ def _branched(gm: fx.GraphModule, u: Unit, k: int) -> BranchedUnit | StreamUnit:
 
 def _wire_feeders(structure: Structure, branched: list[nn.Module]) -> None:
     """Give each branched unit or stream writer whose layer is a traced consumer of a unit
-    that unit and its taps as feeders: when the layer takes in exactly the ``B n`` one of
-    them made, it reads ``n`` through ``W B`` instead (:mod:`alphaprune.blend.branch`)."""
+    that unit as a feeder: when the layer takes in exactly the ``B n`` it (or one of its
+    taps) made, it reads ``n`` through ``W B`` instead (:mod:`alphaprune.blend.branch`)."""
     owner = {}
     for m in branched:
         for part in (m.writers if isinstance(m, StreamUnit) else [m]):
@@ -85,7 +85,7 @@ def _wire_feeders(structure: Structure, branched: list[nn.Module]) -> None:
         for c in u.consumers:
             part = owner.get(id(structure.gm.get_submodule(c.name)))
             if part is not None and c.offset == 0 and c.spatial == 1 and c.bn is None:
-                part.feeders += [m, *m.taps]  # directly, or through a max-pooled path
+                part.feeders.append(m)  # its output, or its taps' (they mark with its B)
 
 
 def _replace_chain(g: fx.Graph, layer: fx.Node, out: fx.Node, target: str,
@@ -205,13 +205,7 @@ class BlendedNet(nn.Module):
         """One forward pass with explicit per-unit gates."""
         for u, a in zip(self.features, gates):
             u.gate = float(a)
-        try:
-            return self.net(x)
-        finally:  # the compact outputs serve this pass alone (a copy of the network
-            for u in self.features:  # could not copy tensors that autograd tracks)
-                if isinstance(u, BranchedUnit):
-                    for m in (u, *u.taps):
-                        m.compact = None
+        return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x, self.gates())

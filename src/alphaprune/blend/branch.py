@@ -28,11 +28,13 @@ call with ``A`` folded into the layer's weight and bias (:func:`folded`): ``k`` 
 channels instead of ``n``, the same values and the same gradients for ``W``, ``b`` and
 ``A`` (up to rounding). Every step of the α = 0 phase, and every handed-over unit of a
 stochastic step, runs that way. The same holds on the input side: a unit whose output is
-``B n`` alone (gate 0) keeps ``n`` (its ``compact``), as does a tap for ``B pool(n)``, and a
-unit or stream writer whose layer takes exactly that tensor in (one of its ``feeders``: the
-traced consumers that are another unit's layer) computes ``W (B n) = (W B) n``, reading
-``k`` channels instead of ``n``. :class:`~alphaprune.blend.blended.BlendedNet` wires the
-feeders and drops every ``compact`` after each pass.
+``B n`` alone (gate 0) marks that tensor with ``n`` and ``B`` (:func:`mark_compact`; a tap
+marks its ``B pool(n)``), and a unit or stream writer whose layer takes exactly that tensor
+in, unchanged since, from one of its ``feeders`` (the units whose traced consumers it is,
+wired by :class:`~alphaprune.blend.blended.BlendedNet`) computes ``W (B n) = (W B) n``,
+reading ``k`` channels instead of ``n``. The mark lives on the tensor, so it is freed with
+it. A layer with hooks or parametrizations (which recompute or read its weight on each
+call) runs unfolded.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.func import functional_call
+from torch.nn.utils import parametrize
 
 from alphaprune.graph.units import group_width
 
 __all__ = ["BranchedUnit", "UnitTap", "Excitation", "StreamUnit", "StreamWriter", "HANDOVER_MODES",
            "channels_first", "matrix", "branch_bns", "original_modules", "narrow_copy", "folded",
-           "compact_source"]
+           "compact_source", "mark_compact"]
+
+# the attribute a unit's output ``B n`` carries: (n, B, the tensor's version when marked)
+_MARK = "_alphaprune_compact"
 
 HANDOVER_MODES = ("blend", "stochastic", "progressive")
 
@@ -74,30 +80,55 @@ def folded(layer: nn.Module, x: torch.Tensor, A: nn.Module | None = None,
         w = (a @ w.flatten(1)).view(a.shape[0], *w.shape[1:])
     if B_in is not None:
         w = torch.einsum("oi...,ik->ok...", w, B_in)
-    if w.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
-        w = w.contiguous(memory_format=torch.channels_last)
+    if w.dim() == 4:  # the layer's own layout, so the output keeps the network's
+        w = w.clone(memory_format=weight_layout(layer.weight))
     params = {"weight": w}
     if layer.bias is not None:
         params["bias"] = layer.bias if A is None else matrix(A) @ layer.bias
-    # the layer's own forward (padding mode, stride, dilation) and its hooks
+    # the layer's own forward: its padding mode, stride and dilation
     return functional_call(layer, params, (x,))
 
 
+def weight_layout(w: torch.Tensor) -> torch.memory_format:
+    """The memory layout of a 4-d tensor: channels-last only when its strides are the
+    canonical channels-last ones and not also the channels-first ones (a 1x1 kernel's
+    strides satisfy both ``is_contiguous`` checks)."""
+    if w.dim() != 4:
+        return torch.contiguous_format
+    cl = torch.empty(w.shape, memory_format=torch.channels_last, device="meta").stride()
+    cf = torch.empty(w.shape, device="meta").stride()
+    return torch.channels_last if w.stride() == cl and cl != cf else torch.contiguous_format
+
+
+def mark_compact(out: torch.Tensor, n: torch.Tensor, B: nn.Module) -> torch.Tensor:
+    """Mark a unit's output ``out = B(n)`` with its compact form (module docstring)."""
+    setattr(out, _MARK, (n, B, out._version))
+    return out
+
+
 def compact_source(feeders: list, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x``, or, when ``x`` is exactly the output ``B n`` one of ``feeders`` (branched units
-    and their taps) just made, that ``n`` and the ``B`` as a matrix (module docstring)."""
-    for f in feeders:
-        if f.compact is not None and f.compact[0] is x:
-            return f.compact[1], matrix(f.compact[2])
-    return x, None
+    """``x``, or, when ``x`` is a marked output ``B n`` that one of ``feeders`` (branched
+    units) made and nothing changed in place since, that ``n`` and ``B`` as a matrix."""
+    mark = getattr(x, _MARK, None)
+    if mark is None or mark[2] != x._version or not any(mark[1] is f.B for f in feeders):
+        return x, None
+    return mark[0], matrix(mark[1])
+
+
+def _plain(layer: nn.Module) -> bool:
+    """No hooks and no parametrization: the layer's weight is its parameter, and a call
+    with another weight computes exactly what the fold needs."""
+    return not (layer._forward_pre_hooks or layer._forward_hooks or
+                parametrize.is_parametrized(layer))
 
 
 def _layer_on(layer: nn.Module, x: torch.Tensor, feeders: list, A: nn.Module | None = None):
     """``A(layer(x))`` (no ``A``: ``layer(x)``), folded where that reads fewer channels or
-    writes fewer."""
+    writes fewer (module docstring)."""
     src, B_in = compact_source(feeders, x)
-    if A is None and B_in is None:
-        return layer(x)
+    if (A is None and B_in is None) or not _plain(layer):
+        z = layer(x)
+        return z if A is None else A(z)
     return folded(layer, src, A, B_in)
 
 
@@ -219,10 +250,8 @@ class BranchedUnit(nn.Module):
                                          for i, m in enumerate(post)])
         self.taps = nn.ModuleList(UnitTap(ops) for ops in taps)  # empty: no state_dict keys
         self.gate = 1.0
-        # plain lists and tuples, not submodules: (output, n, B) of the last pass whose
-        # output was B n alone, and the units (and taps) whose output this unit's layer may
-        # take in directly
-        self.compact: tuple | None = None
+        # a plain list, not submodules: the units whose output this unit's layer may take
+        # in directly (module docstring)
         self.feeders: list[nn.Module] = []
 
     def tied_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -267,9 +296,7 @@ class BranchedUnit(nn.Module):
         if n is None:
             return y
         if y is None:
-            out = self.B(n)
-            self.compact = (out, n, self.B)
-            return out
+            return mark_compact(self.B(n), n, self.B)
         # lerp = branch + a * (original - branch): one fused kernel forward and backward,
         # measurably cheaper on CPU than two scalings and an add
         return torch.lerp(self.B(n), y, a)
@@ -286,7 +313,6 @@ class UnitTap(nn.Module):
         super().__init__()
         self.ops = ops
         self.held: tuple | None = None
-        self.compact: tuple | None = None  # as a BranchedUnit's: (output, pooled n, B)
 
     def forward(self, _after: torch.Tensor) -> torch.Tensor:
         if self.held is None:
@@ -297,27 +323,22 @@ class UnitTap(nn.Module):
         pooled = self.ops(n)
         b = B(pooled)
         if y is None:
-            self.compact = (b, pooled, B)
-            return b
+            return mark_compact(b, pooled, B)
         return torch.lerp(b, self.ops(y), a)
 
 
-def _layout(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
-
-
 class _Scatter(torch.autograd.Function):
-    """``v``'s channels at ``idx`` of ``n`` channels, zero elsewhere, in ``v``'s memory layout,
-    and the gradient back to ``v`` in that layout too. ``index_copy`` alone gives a
+    """``v``'s channels at ``idx`` of ``n`` channels, zero elsewhere, in ``layout`` (the
+    writer's conv's), and the gradient back to ``v`` in that layout too. ``index_copy`` alone gives a
     channels-first result and gradient: the stream would then reach every layer that reads
     it channels-first, and a channels-last BatchNorm's backward on a channels-first
     gradient is slow (BENCHMARKS.md section 57)."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    def forward(ctx, v: torch.Tensor, idx: torch.Tensor, n: int,
+                layout: torch.memory_format) -> torch.Tensor:
         ctx.save_for_backward(idx)
-        ctx.layout = _layout(v)
+        ctx.layout = layout if v.dim() == 4 else torch.contiguous_format
         out = torch.empty((v.shape[0], n, *v.shape[2:]), dtype=v.dtype, device=v.device,
                           memory_format=ctx.layout)
         return out.zero_().index_copy_(1, idx, v)  # in place: out keeps its layout
@@ -325,7 +346,7 @@ class _Scatter(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (idx,) = ctx.saved_tensors
-        return grad.index_select(1, idx).contiguous(memory_format=ctx.layout), None, None
+        return grad.index_select(1, idx).contiguous(memory_format=ctx.layout), None, None, None
 
 
 class StreamWriter(nn.Module):
@@ -358,7 +379,8 @@ class StreamWriter(nn.Module):
         return self._scatter(self.A(z))
 
     def _scatter(self, v: torch.Tensor) -> torch.Tensor:
-        return _Scatter.apply(self.bn2(v), self.idx, self.conv.out_channels)
+        return _Scatter.apply(self.bn2(v), self.idx, self.conv.out_channels,
+                              weight_layout(self.conv.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate <= 0.0:  # the branch alone: A folded into the conv (module docstring)
