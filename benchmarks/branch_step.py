@@ -52,7 +52,7 @@ class OldScatter:
     """The scatter as it was: ``index_copy`` into fresh zeros."""
 
     @staticmethod
-    def apply(v, idx, n):
+    def apply(v, idx, n, layout=None):
         return v.new_zeros((v.shape[0], n, *v.shape[2:])).index_copy(1, idx, v)
 
 
