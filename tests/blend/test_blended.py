@@ -150,3 +150,13 @@ def test_an_output_changed_in_place_is_read_as_it_is_now():
     torch.manual_seed(1)
     want, _ = _loss_and_grads(twin, g)
     torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+
+
+def test_inference_mode_runs_unfolded_inputs():
+    """Inference tensors keep no version counter: their outputs are not marked."""
+    net = _net(create_model("resnet20", width=0.5), streams=True).eval().set_alpha(0.0)
+    with torch.no_grad():
+        want = net(X)
+    with torch.inference_mode():
+        got = net(X)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -101,8 +101,10 @@ def weight_layout(w: torch.Tensor) -> torch.memory_format:
 
 
 def mark_compact(out: torch.Tensor, n: torch.Tensor, B: nn.Module) -> torch.Tensor:
-    """Mark a unit's output ``out = B(n)`` with its compact form (module docstring)."""
-    setattr(out, _MARK, (n, B, out._version))
+    """Mark a unit's output ``out = B(n)`` with its compact form (module docstring). An
+    inference-mode tensor keeps no version to tell an in-place change by: left unmarked."""
+    if not out.is_inference():
+        setattr(out, _MARK, (n, B, out._version))
     return out
 
 
