@@ -74,9 +74,8 @@ def folded(layer: nn.Module, x: torch.Tensor, A: nn.Module | None = None,
     (n_in, k_in) matrix: ``x`` holds the ``k_in`` channels it maps to the layer's input) on
     the input side. Autograd carries the gradients back to ``layer``, ``A`` and ``B_in``
     through the products."""
-    w = layer.weight
-    if A is not None:
-        a = matrix(A)
+    w, a = layer.weight, None if A is None else matrix(A)
+    if a is not None:
         w = (a @ w.flatten(1)).view(a.shape[0], *w.shape[1:])
     if B_in is not None:
         w = torch.einsum("oi...,ik->ok...", w, B_in)
@@ -84,7 +83,7 @@ def folded(layer: nn.Module, x: torch.Tensor, A: nn.Module | None = None,
         w = w.clone(memory_format=weight_layout(layer.weight))
     params = {"weight": w}
     if layer.bias is not None:
-        params["bias"] = layer.bias if A is None else matrix(A) @ layer.bias
+        params["bias"] = layer.bias if a is None else a @ layer.bias
     # the layer's own forward: its padding mode, stride and dilation
     return functional_call(layer, params, (x,))
 
@@ -95,8 +94,8 @@ def weight_layout(w: torch.Tensor) -> torch.memory_format:
     strides satisfy both ``is_contiguous`` checks)."""
     if w.dim() != 4:
         return torch.contiguous_format
-    cl = torch.empty(w.shape, memory_format=torch.channels_last, device="meta").stride()
-    cf = torch.empty(w.shape, device="meta").stride()
+    _, c, h, width = w.shape
+    cl, cf = (c * h * width, 1, width * c, c), (c * h * width, h * width, width, 1)
     return torch.channels_last if w.stride() == cl and cl != cf else torch.contiguous_format
 
 
