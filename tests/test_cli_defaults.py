@@ -56,7 +56,7 @@ def test_prune_options_default_to_pruneconfig():
     assert {"prune", "balance", "handover", "branch_init", "importance", "distill",
             "warmup_steps", "patience", "max_epochs_per_phase", "final_schedule",
             "threshold", "calib_size", "temperature", "feature_distill", "round_to",
-            "accelerator"} <= set(checked)
+            "final_ema", "accelerator"} <= set(checked)
     checked_optim = _assert_same(parsed, _defaults(PruneConfig().optim), skip=("nesterov",))
     assert {"lr", "schedule", "momentum", "weight_decay"} <= set(checked_optim)
 
@@ -77,5 +77,5 @@ def test_compare_options_default_to_compareconfig():
             "patience"} <= set(checked)
     # objective-selection options left unset fall back to PruneConfig's defaults
     for name in ("handover", "branch_init", "importance", "distill", "temperature", "balance",
-                 "warmup_steps", "feature_distill"):
+                 "warmup_steps", "feature_distill", "final_ema"):
         assert parsed[name] is None

@@ -272,6 +272,8 @@ BAD = [
     (["--calib-size", "1"], ["--calib-size"]),
     (["--calib-size", "-5"], ["--calib-size"]),
     (["--warmup-steps", "-1"], ["--warmup-steps"]),
+    (["--final-ema", "-1"], ["--final-ema"]),
+    (["--final-ema", "nan"], ["--final-ema"]),
     (["--balance", "1.5"], ["--balance"]),
 ]
 

@@ -471,3 +471,34 @@ def test_the_default_feature_weight_is_recorded_and_a_resume_keeps_it(reference,
     assert "train_feature_loss" not in _rows(tmp_path / "fresh" / "metrics.csv")[0]
     assert yaml.safe_load((tmp_path / "fresh" / "config.yaml").read_text())["prune"][
         "feature_distill"] == 0.0 and fresh["test_acc_after"] is not None
+
+
+@pytest.fixture(scope="module")
+def reference_ema(tmp_path_factory):
+    """The reference run with an average of the alpha = 0 phase's weights shipped."""
+    return train_and_prune(tmp_path_factory.mktemp("resume_ema"),
+                           lambda ck: replace(_cfg(ck), final_ema=1.0))
+
+
+def test_final_ema_ships_the_average_and_resumes_mid_phase(reference, reference_ema, tmp_path):
+    """A crash inside the alpha = 0 phase resumes with the average it had (checkpointed); the
+    average is what is scored and shipped, so the run differs from the plain one."""
+    checkpoint, ref, ref_summary = reference_ema
+    plain = _rows(reference[1] / "metrics.csv")
+    got_ref = _rows(ref / "metrics.csv")
+    # the same live training up to the alpha = 0 phase; from its first epoch on, its score is
+    # the average's (the live weights train on from the same batches either way)
+    same = [r for r in got_ref if float(r["alpha"]) > 0]
+    assert [r["val_loss"] for r in same] == [r["val_loss"] for r in plain[:len(same)]]
+    final = [(a["val_loss"], b["val_loss"]) for a, b in zip(got_ref, plain) if float(a["alpha"]) == 0]
+    assert final and all(a != b for a, b in final)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prune(replace(_cfg(checkpoint), final_ema=1.0), out, progress=False, callbacks=[Crash(6)])
+    summary = prune(PruneConfig(), out, resume=True, progress=False)
+    got = _rows(out / "metrics.csv")
+    for key in ("val_loss", "train_loss", "ship_val_loss"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in got_ref],
+                                                             abs=1e-6), key
+    for key in ("test_acc_after", "val_acc_after", "epochs"):
+        assert summary[key] == ref_summary[key], key

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
                         "the alpha>0 phases left by stopping early (its lr schedule spans them; "
                         "with --max-acc-drop it leaves room for a retry)")
+    r.add_argument("--final-ema", type=float, default=0.0, metavar="EPOCHS",
+                   help="score and ship an exponential moving average of the alpha=0 phase's "
+                        "weights, time constant EPOCHS (0: off)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,
@@ -280,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--final-takes-rest", action="store_true", default=None,
                    help="objective selection: its alpha=0 phase takes the epochs of --budget "
                         "the alpha>0 phases left (see prune)")
+    c.add_argument("--final-ema", type=float, default=None, metavar="EPOCHS",
+                   help="objective selection: ship an average of its alpha=0 phase's weights "
+                        "(see prune)")
     c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="objective selection (and scratch/kd): cut residual and concatenated "
@@ -380,7 +386,7 @@ def _cmd_prune(a) -> int:
             "decay_rate", "mu",
             "factor", "cooldown", "threshold", "patience", "min_delta", "max_epochs_per_phase",
             "final_patience", "final_max_epochs", "final_lr", "final_schedule", "final_takes_rest",
-            "recipe", "recipe_reason", "warmup_steps",
+            "final_ema", "recipe", "recipe_reason", "warmup_steps",
             "train_original", "handover", "branch_init", "importance", "calib_size", "monitor",
             "distill", "temperature", "feature_distill", "max_acc_drop", "max_retries", "channels_last",
             *HARDWARE]
@@ -444,7 +450,7 @@ def _cmd_compare(a) -> int:
 
     os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
                "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
-               "auto_steps")
+               "auto_steps", "final_ema")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         tp_round_to=a.tp_round_to,

@@ -111,6 +111,9 @@ class PruneConfig:
     # the alpha = 0 phase may also take the epochs of max_total_epochs that the alpha > 0
     # phases left by stopping early (not measured at the full budget yet: off)
     final_takes_rest: bool = False
+    # an exponential moving average of the weights in the alpha = 0 phase, time constant in
+    # epochs (PhaseController); 0: off
+    final_ema: float = 0.0
     # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
     # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
@@ -280,6 +283,8 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
     if cfg.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    if not cfg.final_ema >= 0:
+        raise UserError(f"--final-ema must be a number of epochs >= 0 (0: off), got {cfg.final_ema}")
     if cfg.max_retries < 0:
         raise UserError(f"--max-retries must be >= 0, got {cfg.max_retries}")
     for name in ("patience", "max_epochs_per_phase", "max_total_epochs"):
@@ -551,7 +556,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
         num_classes=ds.num_classes, monitor=monitor, max_acc_drop=cfg.max_acc_drop,
         max_retries=cfg.max_retries, final_schedule=cfg.final_schedule,
         total_epochs=cfg.max_total_epochs if cfg.final_takes_rest else None,
-        warmup_steps=cfg.warmup_steps,
+        warmup_steps=cfg.warmup_steps, final_ema=cfg.final_ema,
         # the first phase of the mixture is held to the pretrained accuracy; the all-branch
         # network (what stochastic mode evaluates) starts lower by design: no reference
         initial_acc=(before["val_acc"] if monitor == "val_loss" and cfg.handover != "stochastic"

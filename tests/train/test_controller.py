@@ -216,3 +216,103 @@ def test_a_resume_with_a_larger_budget_does_not_stretch_the_final_phase(tmp_path
     state = {k: v for k, v in c.state_dict().items() if k != "final_limit"}
     fresh.load_state_dict(state)  # a checkpoint from before the option: set at the phase start
     assert fresh.final_epochs() == 27
+
+
+def _ema_run(tmp_path, final_ema=2.0, batches=4):
+    """A controller at alpha = 0 over a Linear + BatchNorm model, its trainer and module."""
+    from types import SimpleNamespace
+
+    import torch
+
+    c = PhaseController(make_scheduler("step", step_size=1.0), tmp_path / "phases.csv",
+                        final_max_epochs=5, final_ema=final_ema)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    module = SimpleNamespace(model=model, epoch_stats={})
+    trainer = SimpleNamespace(optimizers=[], num_training_batches=batches, should_stop=False,
+                              is_global_zero=True)
+    return c, trainer, module
+
+
+def _step(c, trainer, module, value: float, loss: float = 1.0) -> None:
+    """One 'optimiser step' that sets every float entry to ``value``, then the batch hook."""
+    import torch
+
+    with torch.no_grad():
+        for v in module.model.state_dict().values():
+            v.fill_(value) if v.is_floating_point() else v.add_(1)
+    c.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, None, 0)
+
+
+def test_final_ema_averages_the_alpha_0_phase_with_a_warm_up(tmp_path):
+    import torch
+
+    c, trainer, module = _ema_run(tmp_path, final_ema=0.5, batches=4)  # decay 1 - 1/2
+    assert c.alpha == 0.0 and c.ema is None
+    want = None
+    for t, v in enumerate([1.0, 3.0, -2.0, 5.0, 0.5, 4.0, -1.0, 2.5, 6.0, 0.0, 3.0]):
+        _step(c, trainer, module, v)
+        # the first step copies; then (1 + n) / (10 + n) with n steps in the average, at most
+        # 1/2 (from the eighth step on)
+        d = min(0.5, (1 + t) / (10 + t)) if t else 0.0
+        want = v if t == 0 else d * want + (1 - d) * v
+    assert c.ema_steps == 11
+    for key, shape in (("0.weight", (2, 2)), ("1.running_var", (2,))):
+        assert torch.allclose(c.ema[key], torch.full(shape, want)), key
+    # an integer buffer is not averaged: the count of batches the BatchNorm saw is the live one
+    assert int(c.ema["1.num_batches_tracked"]) == int(module.model[1].num_batches_tracked) == 11
+
+
+def test_final_ema_is_what_validation_scores_and_what_the_phase_keeps(tmp_path):
+    import torch
+
+    c, trainer, module = _ema_run(tmp_path)
+    _step(c, trainer, module, 1.0)
+    _step(c, trainer, module, 3.0)  # ema = 2/11 * 1 + 9/11 * 3; live 3
+    avg = 29 / 11
+    w = module.model[0].weight
+    c.on_validation_epoch_start(trainer, module)
+    assert torch.allclose(w, torch.full_like(w, avg))  # validation sees the average
+    c.on_validation_epoch_end(trainer, module)
+    assert torch.allclose(w, torch.full_like(w, 3.0))  # training goes on from the live weights
+    module.epoch_stats = {"ship_val_loss": 0.5, "val_loss": 0.5, "val_acc": 0.9,
+                          "ship_val_acc": 0.9, "train_loss": 0.4}
+    c.monitor = "ship_val_loss"
+    c.on_train_epoch_end(trainer, module)
+    assert torch.allclose(c.best_state["0.weight"], torch.full((2, 2), avg))  # the average
+    c.best_state["0.weight"].fill_(7.0)  # a copy: later averaging does not change it
+    assert torch.allclose(c.ema["0.weight"], torch.full((2, 2), avg))
+
+
+def test_final_ema_skips_non_finite_steps_and_waits_for_alpha_0(tmp_path):
+    import torch
+
+    c, trainer, module = _ema_run(tmp_path)
+    c.alpha = 0.5  # alpha > 0: nothing is averaged and validation sees the live weights
+    _step(c, trainer, module, 1.0)
+    c.on_validation_epoch_start(trainer, module)
+    assert c.ema is None and c._live is None
+    c.alpha = 0.0
+    _step(c, trainer, module, 2.0)
+    _step(c, trainer, module, float("nan"), loss=float("nan"))
+    assert c.ema_steps == 1 and torch.isfinite(c.ema["0.weight"]).all()
+
+
+def test_final_ema_is_checkpointed_and_off_by_default(tmp_path):
+    c, trainer, module = _ema_run(tmp_path)
+    _step(c, trainer, module, 1.0)
+    _step(c, trainer, module, 3.0)
+    resumed, _, _ = _ema_run(tmp_path)
+    resumed.load_state_dict(c.state_dict())
+    assert resumed.ema_steps == 2 and resumed.ema["0.weight"].tolist() == c.ema["0.weight"].tolist()
+    old = {k: v for k, v in c.state_dict().items() if k not in ("ema", "ema_steps")}
+    resumed.load_state_dict(old)  # a checkpoint from before --final-ema
+    assert resumed.ema is None and resumed.ema_steps == 0
+    plain, trainer, module = _ema_run(tmp_path, final_ema=0.0)
+    _step(plain, trainer, module, 1.0)
+    assert plain.ema is None
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_final_ema_rejects_a_bad_time_constant(tmp_path, bad):
+    with pytest.raises(UserError, match="final-ema"):
+        PhaseController(make_scheduler("step"), tmp_path / "phases.csv", final_ema=bad)

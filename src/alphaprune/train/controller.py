@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 
 from alphaprune.errors import UserError
 from alphaprune.schedules.base import AlphaScheduler
@@ -112,7 +113,7 @@ class PhaseController(pl.Callback):
                  monitor: str = "val_loss", max_acc_drop: float | None = None,
                  max_retries: int = 3, initial_acc: float | None = None,
                  final_schedule: str = "cosine", warmup_steps: int = 0,
-                 total_epochs: int | None = None):
+                 total_epochs: int | None = None, final_ema: float = 0.0):
         if patience < 1:
             raise UserError(f"--patience must be >= 1, got {patience}")
         if min_delta < 0:
@@ -139,6 +140,9 @@ class PhaseController(pl.Callback):
             raise UserError(f"--warmup-steps must be >= 0, got {warmup_steps}")
         self.warmup_steps = warmup_steps
         self.total_epochs = total_epochs
+        if not (final_ema >= 0 and math.isfinite(final_ema)):
+            raise UserError(f"--final-ema must be a number of epochs >= 0, got {final_ema}")
+        self.final_ema = final_ema
         self.acc_key = "ship_val_acc" if monitor == "ship_val_loss" else "val_acc"
         self.max_acc_drop, self.max_retries = max_acc_drop, max_retries
         # state (checkpointed)
@@ -156,6 +160,9 @@ class PhaseController(pl.Callback):
         self.history: list[dict] = []
         self.done = False
         self.final_limit: int | None = None   # set when the alpha = 0 phase starts
+        self.ema: dict | None = None           # the alpha = 0 phase's average (final_ema)
+        self.ema_steps = 0
+        self._live: dict | None = None         # the live weights while validation sees the average
         self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
@@ -243,6 +250,38 @@ class PhaseController(pl.Callback):
         if step <= self.warmup_steps:
             self._set_lr(trainer, self._base_lr() * min(1.0, (step + 1) / self.warmup_steps))
 
+    def _averaging(self) -> bool:
+        return bool(self.final_ema) and self.alpha <= 0.0 and not self.done
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self._averaging():
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            return  # the divergence guard ends the phase; keep the average finite
+        state = pl_module.model.state_dict()
+        if self.ema is None:
+            self.ema, self.ema_steps = {k: v.detach().clone() for k, v in state.items()}, 1
+            return
+        decay = min(1.0 - 1.0 / (self.final_ema * trainer.num_training_batches),
+                    (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
+        for k, v in state.items():
+            if v.is_floating_point():
+                self.ema[k].lerp_(v.detach(), 1.0 - decay)
+            else:
+                self.ema[k].copy_(v)
+        self.ema_steps += 1
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if self._averaging() and self.ema is not None:  # validation scores the average
+            self._live = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+            pl_module.model.load_state_dict(self.ema)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._live is not None:  # training goes on from the live weights
+            pl_module.model.load_state_dict(self._live)
+            self._live = None
+
     def on_train_epoch_end(self, trainer, pl_module):
         if self.done:
             trainer.should_stop = True
@@ -258,7 +297,8 @@ class PhaseController(pl.Callback):
                          "ship_val_acc": stats.get("ship_val_acc", stats["val_acc"]),
                          "epoch": len(self.losses)}
             self.best["acc"] = self.best[self.acc_key]
-            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+            scored = self.ema if self._averaging() and self.ema is not None else None
+            self.best_state = copy.deepcopy(scored or pl_module.model.state_dict())
         patience, max_epochs = self._limits()
         # a retried (halved) step is not the scheduler's own alpha: plain early stopping then
         per_epoch = (self.scheduler.per_epoch and self.alpha > 0.0
@@ -323,6 +363,7 @@ class PhaseController(pl.Callback):
             if self.max_acc_drop is not None:
                 self.prev_state = self.best_state
             if self.alpha <= 0.0:
+                self.ema = None  # what it held is in the model now
                 self.done = True
                 trainer.should_stop = True
                 return
@@ -330,6 +371,7 @@ class PhaseController(pl.Callback):
             self.sched_state = copy.deepcopy(self.scheduler.state_dict())
         self.phase += 1
         self.losses, self.best, self.best_state = [], {}, None
+        self.ema, self.ema_steps = None, 0
         self._apply(pl_module)
 
     def _next_alpha(self, reason: str) -> float:
@@ -347,7 +389,8 @@ class PhaseController(pl.Callback):
                 "best_state": self.best_state, "history": list(self.history), "done": self.done,
                 "prev_acc": self.prev_acc, "prev_alpha": self.prev_alpha,
                 "prev_state": self.prev_state, "retries": self.retries,
-                "sched_state": self.sched_state, "final_limit": self.final_limit}
+                "sched_state": self.sched_state, "final_limit": self.final_limit,
+                "ema": self.ema, "ema_steps": self.ema_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
@@ -355,6 +398,7 @@ class PhaseController(pl.Callback):
                   "prev_alpha", "prev_state", "retries", "sched_state"):
             setattr(self, k, state[k])
         self.final_limit = state.get("final_limit")  # absent before --final-takes-rest
+        self.ema, self.ema_steps = state.get("ema"), state.get("ema_steps", 0)  # before --final-ema
 
     def progress_info(self) -> dict:
         """Phase, alpha, epoch within phase and patience left, for the progress bar."""
