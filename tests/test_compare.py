@@ -75,6 +75,60 @@ def test_rerun_resumes_without_repeating_finished_rows(results, capsys):
     assert (out / "results.jsonl").read_text() == before
 
 
+def test_a_rerun_with_other_settings_or_weights_is_refused_naming_them(results, tmp_path, capsys):
+    """Rows of one comparison share their pretrained weights, data and budget: a rerun that
+    changes them would mix rows, so it is refused, and nothing in the folder changes."""
+    from alphaprune.modelfile import load_checkpoint, save_model
+
+    _, out, _ = results
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    mf = load_checkpoint(out / "pretrained.pt")
+    with torch.no_grad():
+        next(mf.model.parameters()).add_(0.01)
+    other = tmp_path / "other.pt"
+    save_model(other, mf.model, mf.arch, mf.mean, mf.std, mf.classes)
+    for argv, words in (
+            ([str(out / "pretrained.pt"), "--lr", "0.02", "--subset", "200"],
+             ["lr (recorded 0.01, given 0.02)", "data.subset (recorded 300, given 200)"]),
+            ([str(other)], ["pretrained_sha256 (given other weights)"])):
+        capsys.readouterr()
+        rc = main(["compare", "--checkpoint", *argv[:1], *DATA, *argv[1:], "--quick",
+                   "--targets", "0.65,0.5", "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "other settings" in err, err
+        assert all(w in err for w in words), err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_folder_that_is_no_comparison_is_left_alone(results, tmp_path, capsys):
+    """A user's folder is neither read as a comparison (its pretrained.pt is not used) nor
+    written into."""
+    _, out, _ = results
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pretrained.pt").write_bytes((out / "pretrained.pt").read_bytes())
+    (mine / "results.md").write_text("my notes")
+    capsys.readouterr()
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+               "--targets", "0.65", "--out", str(mine), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "not an alphaprune comparison" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["pretrained.pt", "results.md"]
+    assert (mine / "results.md").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("flag, value", [("--targets", "0.5,0.65,0.5"),
+                                         ("--methods", "os-step,tp-l1,os-step")])
+def test_a_target_or_method_listed_twice_is_refused_first(results, tmp_path, capsys, flag, value):
+    _, out, _ = results
+    capsys.readouterr()
+    rc = main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+               flag, value, "--out", str(tmp_path / "c"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{flag} lists" in err and "more than once" in err, err
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("scheduler, opts, budget", [
     ("step", {"step_size": 0.1}, 30), ("step", {"step_size": 0.5}, 4),
     ("exponential", {"decay_rate": 0.5}, 30), ("multiplicative", {"mu": 0.5}, 20),

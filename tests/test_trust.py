@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alphaprune.cli import main
-from alphaprune.rundir import LAST_CKPT
+from alphaprune.rundir import LAST_CKPT, MARKER
 from alphaprune.train.engine import SafeCheckpointIO
 
 TRAIN = ["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits", "--subset", "200",
@@ -331,10 +331,59 @@ def test_compare_out_naming_a_file(tiny_checkpoint, tmp_path, capsys):
 def test_a_folder_left_before_the_first_checkpoint_is_reused_without_force(tmp_path):
     out = tmp_path / "t"
     out.mkdir()
-    (out / "config.yaml").write_text("command: train\ntrain: {}\n")  # killed during epoch 0
+    (out / MARKER).write_text("")  # made by alphaprune, killed during epoch 0
+    (out / "config.yaml").write_text("command: train\ntrain: {}\n")
     (out / "metrics.csv").write_text("epoch\n")
     assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 0
     assert (out / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_users_folder_with_a_config_yaml_is_never_cleared(tmp_path, capsys, force):
+    """Only a folder alphaprune made (it holds the marker) may be cleared: a user's project
+    folder that happens to hold a config.yaml keeps every file, with or without --force."""
+    out = tmp_path / "myproj"
+    (out / "data").mkdir(parents=True)
+    (out / "config.yaml").write_text("lr: 1\n")
+    (out / "thesis.tex").write_text("precious")
+    capsys.readouterr()
+    rc = main([*TRAIN, "--epochs", "1", "--out", str(out), *(["--force"] if force else [])])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and MARKER in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "data", "thesis.tex"]
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_the_current_directory_is_never_cleared(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    for where, arg in ((out, "."), (out / "checkpoints", "..")):
+        monkeypatch.chdir(where)
+        capsys.readouterr()
+        assert main([*TRAIN, "--epochs", "1", "--out", arg, "--force"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "current directory" in err and len(err.splitlines()) == 1, err
+    assert (out / "model.pt").is_file()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_a_second_process_cannot_write_into_a_run_folder_in_use(killed_train_run, tmp_path, capsys):
+    import fcntl
+
+    run = _copy(killed_train_run, tmp_path)
+    fd = os.open(run / MARKER, os.O_RDWR)  # another process's hold on the folder
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        for argv in (["train", "--resume", "--out", str(run)],
+                     [*TRAIN, "--epochs", "1", "--out", str(run), "--force"]):
+            capsys.readouterr()
+            assert main([*argv, "--no-progress"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert "another alphaprune process" in err and len(err.splitlines()) == 1, err
+        assert (run / LAST_CKPT).is_file()  # nothing was cleared
+    finally:
+        os.close(fd)
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0  # free again
 
 
 # --------------------------------------------------------------------------- --config

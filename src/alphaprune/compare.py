@@ -38,6 +38,7 @@ from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_p
 from alphaprune.baselines.fastnas import INSTALL_HINT, fastnas_available, modelopt_fastnas
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import check_width_options
+from alphaprune.compare_folder import check_folder, record_settings
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -52,7 +53,7 @@ from alphaprune.recipe import phase_budget
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import LAST_CKPT, make_dir
+from alphaprune.rundir import LAST_CKPT, claim, make_dir
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -207,6 +208,10 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
     for t in cfg.targets:
         if not 0.0 < t < 1.0:
             raise UserError(f"targets must be between 0 and 1, got {t}")
+    for name, given in (("--targets", cfg.targets), ("--methods", cfg.methods)):
+        twice = sorted({str(v) for v in given if list(given).count(v) > 1})
+        if twice:
+            raise UserError(f"{name} lists {', '.join(twice)} more than once: list each once")
     if cfg.budget < 1:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.match not in MATCHES:
@@ -274,8 +279,10 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     _check_same_widths(done, balance, solver, out, streams)
     _check_same_auto_steps(cfg, out, solver)
     _check_same_tp_round_to(done, cfg.tp_round_to, out)
-    if lead:
-        make_dir(out)
+    settings = check_folder(cfg, mf.model, out)
+    if lead:  # only now that every input checked out is anything written
+        claim(make_dir(out))
+        record_settings(out, settings)
     mean, std = mf.mean or mean, mf.std or std
     ckpt_path = out / "pretrained.pt"
     # objective selection goes through prune, which reads a model file; another rank may

@@ -10,16 +10,26 @@ from pathlib import Path
 
 import yaml
 
+try:
+    import fcntl
+except ImportError:  # Windows: run folders are marked but not locked
+    fcntl = None
+
 from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
+from alphaprune.parallel import is_leader
 
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
-           "pending", "finish", "has_progress",
-           "LAST_CKPT", "CONFIG"]
+           "pending", "finish", "has_progress", "claim", "check_replaceable",
+           "LAST_CKPT", "CONFIG", "MARKER"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
-_RUN_MARKERS = (CONFIG, "metrics.csv")
+# written into every folder alphaprune makes for a run, and locked while a process writes
+# there: only a folder that holds it may be cleared, and two processes cannot share one
+MARKER = ".alphaprune-run"
+_RUN_MARKERS = (MARKER, CONFIG, "metrics.csv")
+_LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, inode) this process holds
 
 
 def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
@@ -44,6 +54,8 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
                             "resume; use --force to start it again")
         if not (out / LAST_CKPT).exists():
             raise UserError(f"run {out} has no checkpoint to resume from: start it without --resume")
+        if is_leader():  # the process that writes; the others read the checkpoint only
+            claim(out)
         return out, out / LAST_CKPT
     if out.is_dir() and any(out.iterdir()):
         if not is_run:
@@ -54,10 +66,53 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
             state = "a finished run" if finished else "an unfinished run"
             raise UserError(f"{out} already holds {state}: pass --resume to continue it, --force "
                             "to replace it, or choose another --out")
-        _refuse_to_delete(out, keep)
+        check_replaceable(out, keep)
         shutil.rmtree(out)
-    make_dir(out)
+    claim(make_dir(out))
     return out, None
+
+
+def check_replaceable(out: Path, keep=()) -> None:
+    """Refuse, in one line, to clear ``out`` unless alphaprune made it (it holds
+    :data:`MARKER`), no other process is writing there, and it holds neither the current
+    directory nor a path in ``keep`` (an input of the run)."""
+    if not (out / MARKER).is_file():
+        raise UserError(f"--out {out} holds a config.yaml or metrics.csv but no {MARKER}: "
+                        "alphaprune did not make it (or a version before the marker did), so it "
+                        "will not delete it; remove it yourself or choose another --out")
+    _refuse_to_delete(out, keep)
+    claim(out)  # a process still writing there holds the lock: refused before anything goes
+
+
+def claim(out: Path) -> Path:
+    """Mark ``out`` as alphaprune's run folder and hold its lock until this process ends (or
+    :func:`finish`): a second process writing into the same folder is refused in one line
+    instead of interleaving its epochs with this one's. Only the writing process (rank 0)
+    calls this. Without ``fcntl`` (Windows) the folder is marked but not locked."""
+    path = Path(out) / MARKER
+    key = str(Path(out).resolve())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    inode = os.fstat(fd).st_ino
+    held = _LOCKS.get(key)
+    if held is not None and held[1] == inode:  # this process holds it already
+        os.close(fd)
+        return Path(out)
+    if held is not None:  # the folder was cleared and made again: the old lock is moot
+        _release(key)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise UserError(f"another alphaprune process is writing to {out}: wait for it to "
+                            "finish, or choose another --out") from e
+    _LOCKS[key] = (fd, inode)
+    return Path(out)
+
+
+def _release(key: str) -> None:
+    fd, _ = _LOCKS.pop(key)
+    os.close(fd)  # closing the descriptor drops the lock
 
 
 def has_progress(out: Path) -> bool:
@@ -95,6 +150,10 @@ def make_dir(out: Path) -> Path:
 
 def _refuse_to_delete(out: Path, keep) -> None:
     root = out.resolve()
+    here = Path.cwd().resolve()
+    if root == here or root in here.parents:
+        raise UserError(f"--out {out} holds the current directory: clearing it would delete the "
+                        "folder you are working in; choose another --out")
     for k in keep:
         if k and (root == Path(k).resolve() or root in Path(k).resolve().parents):
             raise UserError(f"--out {out} holds {k}, an input of this run: --force would delete "
@@ -111,13 +170,16 @@ def finish(out: Path, finished_file: str) -> Path:
     kill leaves a run that ``--resume`` completes (the summary and report are rewritten)."""
     path = Path(out) / finished_file
     os.replace(pending(out, finished_file), path)
+    key = str(Path(out).resolve())
+    if key in _LOCKS:
+        _release(key)
     return path
 
 
-def write_config(out: Path, config: dict) -> None:
+def write_config(out: Path, config: dict, name: str = CONFIG) -> None:
     """Write the resolved settings as YAML, atomically: a resume that records a new budget
     and is killed midway leaves the old file, not a torn one."""
-    atomic_write_text(out / CONFIG, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(out / name, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_json(path: Path, data) -> None:

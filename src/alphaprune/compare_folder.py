@@ -1,0 +1,91 @@
+"""A comparison's folder: what it was run with, so a rerun continues only the same comparison.
+
+``alphaprune compare`` is resumed by running it again into the same ``--out``. Its rows are
+only comparable when they were trained from the same pretrained weights, on the same data,
+for the same budget: the first run records those settings (:data:`SETTINGS`, with the
+pretrained weights' SHA-256), and a rerun that changes any of them is refused, naming each.
+Targets, methods and where it runs may change (new rows are added).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from alphaprune.errors import UserError
+from alphaprune.rundir import MARKER, write_config
+
+__all__ = ["SETTINGS", "RESULTS", "check_folder", "record_settings", "weights_sha256"]
+
+SETTINGS = "compare.yaml"
+RESULTS = "results.jsonl"
+# may differ between the runs of one comparison: they add rows or say where rows are trained
+_FREE = ("targets", "methods", "checkpoint", "accelerator", "devices", "num_nodes", "strategy")
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's weights (names, shapes, dtypes and values of its state_dict): the
+    same network whichever file holds it."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _settings(cfg, model) -> dict:
+    """The settings of ``cfg`` (a CompareConfig) that every row of one comparison shares,
+    with the pretrained ``model``'s weights, as they read back from YAML."""
+    record = {k: v for k, v in asdict(cfg).items() if k not in _FREE}
+    record["pretrained_sha256"] = weights_sha256(model)
+    return yaml.safe_load(yaml.safe_dump(record, sort_keys=True))
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            shown = "other weights" if k == "pretrained_sha256" else f"{b!r}"
+            was = "" if k == "pretrained_sha256" else f"recorded {a!r}, "
+            out.append(f"{prefix}{k} ({was}given {shown})")
+    return out
+
+
+def check_folder(cfg, model, out: Path) -> dict:
+    """Refuse, in one line, an ``--out`` that holds something other than this comparison:
+    a non-empty folder that is no comparison, or one recorded with other settings. Returns
+    the settings to record (nothing is written). ``model``: the pretrained network."""
+    settings = _settings(cfg, model)
+    path = out / SETTINGS
+    if path.is_file():
+        try:
+            old = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is corrupt ({type(e).__name__}): choose another --out") from e
+        if not isinstance(old, dict):
+            raise UserError(f"{path} is corrupt (not a mapping): choose another --out")
+        changed = _changes(old, settings)
+        if changed:
+            raise UserError(f"{out} holds a comparison with other settings: "
+                            f"{'; '.join(changed)}; rerun it with its own settings to continue "
+                            "it, or choose another --out")
+    elif out.is_dir() and not (out / RESULTS).exists() and any(
+            p.name != MARKER for p in out.iterdir()):
+        raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune comparison: "
+                        "choose a new folder")
+    return settings
+
+
+def record_settings(out: Path, settings: dict) -> None:
+    """Write the settings :func:`check_folder` returned, once (atomically): a folder from
+    before they were recorded records the settings of the run that continues it."""
+    if not (out / SETTINGS).exists():
+        write_config(out, settings, SETTINGS)
