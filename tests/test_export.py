@@ -135,6 +135,20 @@ def test_an_existing_file_is_replaced_only_with_force(models, tmp_path, capsys):
     assert rc == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_force_never_replaces_the_model_being_exported(models, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model.pt"
+    shutil.copy(models["vgg"][0], model)
+    before = model.read_bytes()
+    capsys.readouterr()
+    rc = main(["export", str(model), "--format", "torchscript", "--out",
+               str(tmp_path / "." / "model.pt"), "--force"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "being exported" in err and len(err.splitlines()) == 1, err
+    assert model.read_bytes() == before
+
+
 def test_an_export_killed_midway_leaves_a_file_the_next_export_removes(models, tmp_path):
     """kill -9 runs no cleanup: a dead exporter's temporary file beside --out is removed by
     the next export to that file; a live process's is left alone."""

@@ -268,6 +268,17 @@ def test_resume_refuses_a_changed_setting_naming_it(unfinished_prune, capsys):
     assert "--prune-streams (recorded False, given True)" in err  # named by its option
 
 
+def test_resume_refuses_an_abbreviated_option(unfinished_prune, capsys):
+    """An option is spelled in full: a prefix (--subs for --subset) is an error, not a
+    setting that slips past the resume check unseen."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # argparse's own error: exit 2
+        main(["prune", "--resume", "--out", str(unfinished_prune), "--subs", "100",
+              "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "--subs" in err and len(err.splitlines()) == 1, err
+
+
 def test_resume_takes_what_may_change(unfinished_prune):
     # the same value as recorded, where to run and a larger budget are all accepted
     assert main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.5",
@@ -452,3 +463,33 @@ def test_a_reader_that_closes_the_output_early_ends_the_command_quietly(tmp_path
     p.stdout.close()  # the reader is gone before the first line
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_a_prune_without_a_test_split_finishes_and_reports(tiny_checkpoint, tmp_path):
+    """--test-frac 0 leaves no test score: the run still ships its model, summary and report
+    (it used to train to the end, then lose the run to a crash in the report)."""
+    out = tmp_path / "p"
+    assert main([*PRUNE, "--checkpoint", str(tiny_checkpoint), "--test-frac", "0",
+                 "--out", str(out)]) == 0
+    assert (out / "pruned.pt").is_file() and (out / "report.html").is_file()
+    assert "test accuracy – → –" in (out / "report.md").read_text()
+
+
+def test_a_torn_metrics_row_is_dropped_on_resume_and_the_history_kept(unfinished_prune):
+    """A kill in the middle of appending a row leaves a torn last line: the resume drops it
+    (and any row after its checkpoint) and keeps every earlier epoch, in a file rewritten
+    atomically."""
+    import csv
+
+    run = unfinished_prune  # one epoch done and checkpointed (out of budget)
+    whole = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(whole + "1,1,0.51,0.")  # epoch 1's row, cut mid-write
+    assert main(["prune", "--resume", "--out", str(run), "--max-total-epochs", "3",
+                 "--no-progress"]) == 0
+    text = (run / "metrics.csv").read_text()
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(None not in r and None not in r.values() for r in rows)  # no glued or short row
+    assert rows[1]["train_loss"] != "0.51"
+    assert text.startswith(whole) and text.endswith("\n")

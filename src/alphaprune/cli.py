@@ -16,7 +16,13 @@ __all__ = ["main", "build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2, no usage dump)."""
+    """argparse with one-line errors (exit code 2, no usage dump), and without abbreviated
+    options: ``--resume`` compares the options given, by name, with the recorded run's, and
+    a prefix such as ``--subs`` would slip past that check."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

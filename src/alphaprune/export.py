@@ -134,6 +134,9 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         raise UserError(f"unknown --format '{fmt}': use one of {', '.join(FORMATS)}")
     out = Path(out)
     _check_out(out, force)
+    if out.exists() and out.resolve() == Path(model_path).resolve():
+        raise UserError(f"--out {out} is the model file being exported: --force would replace "
+                        "it; pass another --out")
     mf = load_checkpoint(model_path, model_name, model_kwargs=model_kwargs)
     shape = input_shape_of(mf, input_size)
     model = mf.model.eval()

@@ -74,6 +74,11 @@ def _x(v) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _acc(v) -> str:
+    """An accuracy, or a dash where there is none (``--test-frac 0``: no test split)."""
+    return "–" if v is None or v != v else f"{v:.4f}"
+
+
 def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
     """(one sentence, table rows) of a headline for the report page."""
     what = {"flops": "FLOPs", "params": "parameters"}.get(h["target"]["measure"], "latency")
@@ -85,7 +90,7 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
                   + ("met" if sp["shortfall"] == 0 else f"{sp['shortfall']:.0%} short"))
     text = (f"{h['removed_params']:.1%} of the parameters and {flops} of the FLOPs removed "
             f"(target: {target}); test accuracy "
-            f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}; measured "
+            f"{_acc(h['test_acc_before'])} → {_acc(h['test_acc_after'])}; measured "
             f"{_x(h['speedup_b128'])} faster at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
     threads = h.get("latency_threads")
     on = f" ({threads} thread{'s' if threads != 1 else ''}, medians of interleaved rounds)" \
@@ -95,16 +100,16 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
             ["FLOP ratio (before / after)", _x(h["flop_ratio"])],
             [f"measured speed-up, batch 1{on}", _x(h["speedup_b1"])],
             [f"measured speed-up, batch 128{on}", _x(h["speedup_b128"])],
-            ["test accuracy", f"{h['test_acc_before']:.4f} → {h['test_acc_after']:.4f}"],
-            ["val accuracy", f"{h['val_acc_before']:.4f} → {h['val_acc_after']:.4f}"]]
+            ["test accuracy", f"{_acc(h['test_acc_before'])} → {_acc(h['test_acc_after'])}"],
+            ["val accuracy", f"{_acc(h['val_acc_before'])} → {_acc(h['val_acc_after'])}"]]
     f = h.get("folds")
     if f:
-        cv = f"{f['test_acc_mean']:.4f} ± {f['test_acc_std']:.4f}"
+        cv = f"{_acc(f['test_acc_mean'])} ± {_acc(f['test_acc_std'])}"
         text += (f" Over {f['k']} cross-validation folds the test accuracy was {cv} (mean ± "
                  f"std); the model shipped is fold {f['shipped_fold']}'s, the best validation "
                  "accuracy, and the accuracies above are its.")
         rows += [[f"test accuracy over {f['k']} folds (mean ± std)", cv],
                  [f"val accuracy over {f['k']} folds (mean ± std)",
-                  f"{f['val_acc_mean']:.4f} ± {f['val_acc_std']:.4f}"],
+                  f"{_acc(f['val_acc_mean'])} ± {_acc(f['val_acc_std'])}"],
                  ["shipped fold (best val accuracy)", str(f["shipped_fold"])]]
     return text, rows

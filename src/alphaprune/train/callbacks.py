@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+from alphaprune.atomic import atomic_write_text
 
 __all__ = ["MetricsCSV", "BestWeights", "Progress", "append_csv_row"]
 
@@ -22,6 +25,12 @@ def append_csv_row(path: Path, row: dict) -> None:
         if new:
             w.writeheader()
         w.writerow(row)
+
+
+def _whole(row: dict) -> bool:
+    """A row that was written whole: every column present and an integer epoch (a kill in
+    the middle of an append leaves a short or torn last row)."""
+    return None not in row and None not in row.values() and str(row.get("epoch", "")).isdigit()
 
 
 class MetricsCSV(pl.Callback):
@@ -40,13 +49,17 @@ class MetricsCSV(pl.Callback):
         # here, not in on_fit_start: Lightning restores the epoch counter after on_fit_start,
         # and a kill between this epoch's row and its checkpoint leaves a row to drop
         if trainer.is_global_zero and self.path.exists() and trainer.current_epoch > 0:
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f)]
-            keep = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]
-            if len(keep) != len(rows) and keep:
-                self.path.unlink()
-                for r in keep:
-                    append_csv_row(self.path, r)
+            text = self.path.read_text(errors="replace")
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            # a row cut by a kill mid-append is short (and after the checkpoint anyway)
+            keep = [r for r in rows if _whole(r) and int(r["epoch"]) < trainer.current_epoch]
+            if keep and len(keep) != len(rows):
+                # rewritten whole, atomically: a kill now leaves the old file, not half of it
+                buf = io.StringIO(newline="")
+                w = csv.DictWriter(buf, fieldnames=list(keep[0]))
+                w.writeheader()
+                w.writerows(keep)
+                atomic_write_text(self.path, buf.getvalue())
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
