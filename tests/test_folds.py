@@ -236,3 +236,13 @@ def test_a_run_from_before_prune_streams_is_repeated_with_its_streams_whole(tmp_
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump({"command": "prune", "prune": {"flops": 0.5, "streams": None}}))
     assert _config_settings(str(new), "prune")["streams"] is None  # resolved by the target
+
+
+def test_more_folds_than_images_are_refused_at_once(folds_run, tmp_path, capsys):
+    """Checked before the images are dealt: 10**9 parts used to hang the machine."""
+    checkpoint, _, _ = folds_run
+    assert main(["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+                 "--folds", str(10**9), "--out", str(tmp_path / "cv")]) == 2
+    err = capsys.readouterr().err
+    assert f"--folds {10**9} leaves an empty split" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cv").exists()

@@ -34,6 +34,34 @@ def test_the_table_is_measured_once_and_reused_from_its_cache(tiny, tmp_path, mo
     assert again(again.base_widths) == pytest.approx(first(first.base_widths))
 
 
+@pytest.mark.parametrize("blob", ["[]", "null", '{"key": KEY, "entries": []}',
+                                  '{"key": KEY, "entries": BAD}'])
+def test_a_malformed_cache_is_measured_again(tiny, tmp_path, monkeypatch, blob):
+    """A cache that is not this machine's table, or whose timings are not finite positive
+    numbers (-1, NaN, a string), is not trusted: those entries are timed again."""
+    model, structure = tiny
+    first = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    good = json.loads(first.path.read_text())
+    bad = {k: v for k, v in zip(good["entries"], [-1.0, float("nan"), "3", True] * 999)}
+    first.path.write_text(blob.replace("KEY", json.dumps(good["key"]))
+                          .replace("BAD", json.dumps(bad)))
+    timed = []
+    monkeypatch.setattr(latency, "time_ms", lambda *a, **k: timed.append(a) or 1.0)
+    again = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    assert again.measured == first.measured == len(timed)  # every entry timed again
+    assert all(v == 1.0 for v in json.loads(again.path.read_text())["entries"].values())
+
+
+def test_an_unwritable_cache_is_a_warning(tiny, tmp_path, monkeypatch, capsys):
+    model, structure = tiny
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(latency, "atomic_write_text", refuse)
+    lm = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    assert lm(lm.base_widths) > 0
+    assert "cannot write the timing cache" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change", ["threads", "batch", "torch", "wait"])
 def test_another_machine_key_measures_anew(tiny, tmp_path, monkeypatch, change):
     model, structure = tiny

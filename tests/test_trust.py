@@ -310,10 +310,22 @@ def test_corrupt_config_and_wrong_command_on_resume(killed_train_run, tmp_path, 
     run = _copy(killed_train_run, tmp_path)
     assert main(["prune", "--resume", "--out", str(run)]) == 2
     assert "is a 'train' run" in capsys.readouterr().err
-    (run / "config.yaml").write_text("train: [unclosed\n")
-    assert main(["train", "--resume", "--out", str(run)]) == 2
+    for text in ("train: [unclosed\n", "", "command: train\ntrain: abc\n"):
+        (run / "config.yaml").write_text(text)
+        assert main(["train", "--resume", "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "config.yaml is corrupt" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["train", "prune"])
+def test_an_empty_resume_checkpoint_is_a_one_line_error(killed_train_run, unfinished_prune,
+                                                        tmp_path, capsys, command):
+    run = _copy(killed_train_run, tmp_path) if command == "train" else unfinished_prune
+    (run / LAST_CKPT).write_bytes(b"")
+    capsys.readouterr()
+    assert main([command, "--resume", "--out", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "config.yaml is corrupt" in err and len(err.splitlines()) == 1
+    assert "last.ckpt" in err and "corrupt" in err and len(err.splitlines()) == 1, err
 
 
 def test_compare_results_torn_last_line_reruns_that_row_and_corrupt_middle_is_refused(tmp_path):

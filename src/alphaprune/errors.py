@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite"]
+__all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite", "first_line"]
 
 
 class UserError(Exception):
@@ -39,3 +39,10 @@ def _check(value, name: str) -> None:
             _check(v, name)
     elif isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type where the message is empty), cut
+    to ``limit`` characters: for one-line errors that quote what went wrong."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]

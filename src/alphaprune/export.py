@@ -24,7 +24,7 @@ import torch
 
 from alphaprune.allocator import allocator_state, keep_freed_memory
 from alphaprune.atomic import publish, temp_path
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.openmp import wait_policy
 
@@ -149,7 +149,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
             raise
         except Exception as e:
             raise UserError(f"{fmt} export of {model_path} failed ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:200]})") from e
+                            f"{first_line(e, 200)})") from e
         run = _runner(fmt, tmp)
         err = 0.0
         with torch.inference_mode():

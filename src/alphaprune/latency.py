@@ -25,7 +25,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import platform
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,15 +109,26 @@ class LatencyModel:
 
     # -- the table -----------------------------------------------------------------------
     def _read(self) -> dict:
+        """This machine's cached timings; a file that is not such a table is ignored, and an
+        entry that is not a finite positive time is measured again."""
         try:
             blob = json.loads(self.path.read_text())
-            return blob["entries"] if blob.get("key") == self.key else {}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             return {}
+        if not (isinstance(blob, dict) and blob.get("key") == self.key
+                and isinstance(blob.get("entries"), dict)):
+            return {}
+        return {k: float(v) for k, v in blob["entries"].items()
+                if type(v) in (int, float) and math.isfinite(v) and v > 0}
 
     def _write(self) -> None:
-        if self.measured:
+        if not self.measured:
+            return
+        try:
             atomic_write_text(self.path, json.dumps({"key": self.key, "entries": self.table}))
+        except OSError as e:  # the table is a cache: the run goes on, measuring again next time
+            print(f"[latency] cannot write the timing cache {self.path} ({e.strerror or e}); "
+                  "the next run measures again", file=sys.stderr, flush=True)
 
     def _lookup(self, entry: dict, measure) -> float:
         k = json.dumps(entry, sort_keys=True)

@@ -217,8 +217,11 @@ def read_config(out: Path) -> dict:
 def recorded(out: Path, command: str) -> dict:
     """The settings a run of ``command`` recorded (a one-line error for another command's run)."""
     config = read_config(out)
+    other = config.get("command")
+    if other not in ("train", "prune") or not isinstance(config.get(other), dict):
+        raise UserError(f"{Path(out) / CONFIG} is corrupt (no run settings recorded): the run "
+                        "cannot be resumed; start it again with --force")
     if not isinstance(config.get(command), dict):
-        other = config.get("command", "another command")
         raise UserError(f"{out} is a '{other}' run, not a '{command}' run: resume it with "
                         f"'alphaprune {other} --resume --out {out}'")
     return config[command]

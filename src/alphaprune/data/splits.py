@@ -80,6 +80,9 @@ def rotate_fold(y: np.ndarray, splits: Splits, folds: int, fold: int, seed: int 
     if not 1 <= fold <= folds:
         raise UserError(f"fold {fold} is not among folds 1..{folds}")
     pool = np.concatenate([splits.train, splits.val])
+    if folds > len(pool):  # before dealing: a billion parts would exhaust the memory first
+        raise UserError(f"--folds {folds} leaves an empty split on {len(pool)} images: use fewer "
+                        "folds or more data")
     rng = np.random.default_rng(seed + 2)
     val = []
     for c in np.unique(y[pool]):

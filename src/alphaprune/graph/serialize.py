@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 
 __all__ = ["graph_to_data", "graph_from_data", "GRAPH_VERSION"]
 
@@ -224,5 +224,5 @@ def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
     try:
         gm.load_state_dict(state_dict)
     except RuntimeError as e:
-        raise UserError(f"the model file's weights do not fit its graph ({str(e).splitlines()[0]})") from e
+        raise UserError(f"the model file's weights do not fit its graph ({first_line(e)})") from e
     return gm

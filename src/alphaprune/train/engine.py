@@ -15,7 +15,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from alphaprune.atomic import atomic_torch_save
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 from alphaprune.parallel import Processes, any_rank
 from alphaprune.train.callbacks import Progress
 
@@ -62,7 +62,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
             raise UserError(f"checkpoint {path} does not exist: start the run without --resume") from e
         except Exception as e:
             raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:160]}): it is corrupt or was not "
+                            f"{first_line(e)}): it is corrupt or was not "
                             "written by alphaprune; start the run again with --force") from e
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
