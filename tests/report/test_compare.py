@@ -210,3 +210,21 @@ def test_cli_report_truncated_last_metrics_row(tmp_path, capsys):
         rows = _md_rows((tmp_path / "c" / "compare.md").read_text())
         best_ship = max(r["ship_val_acc"] for r in prune_metrics())
         assert rows[0][0] == "partial" and rows[0][3] == f"{best_ship:.4f}"
+
+
+def test_write_comparison_never_writes_into_a_folder_it_did_not_make(prune_run, train_run,
+                                                                      tmp_path):
+    """A user's folder (or a run folder) keeps its files; a comparison's own folder may be
+    written again."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "compare.md").write_text("my notes")
+    with pytest.raises(UserError, match="no earlier comparison made"):
+        write_comparison([prune_run, train_run], mine)
+    assert [p.name for p in mine.iterdir()] == ["compare.md"]
+    with pytest.raises(UserError, match="no earlier comparison made"):
+        write_comparison([prune_run, train_run], prune_run)
+    out = tmp_path / "cmp"
+    write_comparison([prune_run, train_run], out)
+    write_comparison([prune_run], out)  # its own folder: replaced
+    assert len(json.loads((out / "compare.json").read_text())) == 1

@@ -8,6 +8,7 @@ import json
 import statistics
 from pathlib import Path
 
+from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 from alphaprune.report.headline import headline, headline_rows, shipped
 from alphaprune.report.plots import plot_comparison, plot_pareto, plot_run
@@ -190,6 +191,9 @@ def _pareto_point(run: Run) -> dict | None:
             "latency_b128_ms": m.get("latency_b128_ms")}
 
 
+_REPORT_MARKER = ".alphaprune-comparison"
+
+
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     """Compare runs: ``compare.png`` (val accuracy per epoch), ``pareto.png`` (test accuracy
     against measured latency and against parameters), ``compare.md`` and ``.json``."""
@@ -197,12 +201,18 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder for the comparison")
+    if out.is_dir() and any(out.iterdir()) and not (out / _REPORT_MARKER).is_file():
+        raise UserError(f"--out {out} is a non-empty folder that no earlier comparison made: "
+                        "pass a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
+    (out / _REPORT_MARKER).touch()  # later comparisons may replace what this one writes
     png = plot_comparison(runs, out / "compare.png")
     pareto = plot_pareto([p for p in map(_pareto_point, runs) if p], out / "pareto.png")
     rows = [_final_row(r) for r in runs]
-    (out / "compare.md").write_text("# Run comparison\n\n" + markdown_table(_CMP_HEADER, rows)
-                                    + "\n\n![validation accuracy](compare.png)\n"
-                                    + "\n![accuracy against cost](pareto.png)\n")
-    (out / "compare.json").write_text(json.dumps([dict(zip(_CMP_HEADER, r)) for r in rows], indent=2))
+    atomic_write_text(out / "compare.md", "# Run comparison\n\n"
+                      + markdown_table(_CMP_HEADER, rows)
+                      + "\n\n![validation accuracy](compare.png)\n"
+                      + "\n![accuracy against cost](pareto.png)\n")
+    atomic_write_text(out / "compare.json",
+                      json.dumps([dict(zip(_CMP_HEADER, r)) for r in rows], indent=2))
     return {"png": png, "pareto": pareto, "md": out / "compare.md", "json": out / "compare.json"}
