@@ -279,6 +279,15 @@ def test_resume_refuses_an_abbreviated_option(unfinished_prune, capsys):
     assert e.value.code == 2 and "--subs" in err and len(err.splitlines()) == 1, err
 
 
+def test_resume_refuses_a_config_file(unfinished_prune, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("prune: 0.6\nlr: 0.1\n")
+    capsys.readouterr()
+    rc = main(["prune", "--resume", "--out", str(unfinished_prune), "--config",
+               str(tmp_path / "c.yaml"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "drop --config" in err and len(err.splitlines()) == 1, err
+
+
 def test_resume_takes_what_may_change(unfinished_prune):
     # the same value as recorded, where to run and a larger budget are all accepted
     assert main(["prune", "--resume", "--out", str(unfinished_prune), "--prune", "0.5",

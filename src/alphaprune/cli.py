@@ -622,6 +622,10 @@ def _config_settings(path: str, command: str) -> dict:
 def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Defaults of the sub-command from ``--config`` (command-line options still win)."""
     path = _config_path(argv)
+    if path is not None and "--resume" in argv:  # its values would pass the resume check unseen
+        raise UserError(f"--resume continues the run as it recorded it: drop --config {path} "
+                        "(a setting that may change, such as --max-total-epochs, is given as "
+                        "an option)")
     cmd, sp = _subcommand(parser, argv)
     if path is None or cmd is None:
         return
