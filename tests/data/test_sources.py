@@ -250,6 +250,36 @@ def test_corrupt_cache_file_is_decoded_again(imagefolder, cache_dir, monkeypatch
     assert np.array_equal(first.x, again.x)
 
 
+@pytest.mark.parametrize("edit", ["short y", "label out of range", "negative label",
+                                  "float labels", "no classes"])
+def test_a_cache_that_cannot_be_the_dataset_is_decoded_again(imagefolder, cache_dir, monkeypatch,
+                                                             edit):
+    """The right fingerprint on arrays that cannot be the folder's images (edited, or written
+    by something else) is not trusted: training on them would score 0 or crash."""
+    import json
+
+    first = load_dataset(str(imagefolder))
+    (npz,) = cache_dir.glob("*.npz")
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    y, classes = arrays["y"].copy(), json.loads(str(arrays["classes"]))
+    if edit == "short y":
+        y = y[:-3]
+    elif edit == "label out of range":
+        y[0] = len(classes)
+    elif edit == "negative label":
+        y[0] = -1
+    elif edit == "float labels":
+        y = y.astype(np.float32)
+    else:
+        arrays["classes"] = np.array(json.dumps([]))
+    np.savez(npz, **{**arrays, "y": y})
+    calls = _count_decode(monkeypatch)
+    again = load_dataset(str(imagefolder))
+    assert calls == [36]
+    assert np.array_equal(first.y, again.y) and again.classes == first.classes
+
+
 def test_unwritable_cache_is_not_fatal(imagefolder, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

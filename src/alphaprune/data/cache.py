@@ -48,9 +48,18 @@ def _read(p: Path, key: str | None):
         with np.load(p, allow_pickle=False) as z:
             if key is not None and ("key" not in z.files or str(z["key"]) != key):
                 return None
-            return z["x"], z["y"], json.loads(str(z["classes"]))
+            x, y, classes = z["x"], z["y"], json.loads(str(z["classes"]))
     except Exception:  # a torn or foreign file: decode again
         return None
+    return (x, y, classes) if _consistent(x, y, classes) else None
+
+
+def _consistent(x: np.ndarray, y: np.ndarray, classes) -> bool:
+    """Whether cached arrays can be a dataset: one integer label per image, each naming one
+    of the classes (a cache edited or written by something else is decoded again)."""
+    return (isinstance(classes, list) and len(classes) > 0 and x.ndim == 4 and y.ndim == 1
+            and len(x) == len(y) and np.issubdtype(y.dtype, np.integer)
+            and (len(y) == 0 or (int(y.min()) >= 0 and int(y.max()) < len(classes))))
 
 
 def load_cached(slot: str, key: str, cache_dir=None):
