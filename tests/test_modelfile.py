@@ -230,3 +230,53 @@ def test_non_vgg_state_dict_raises_user_error(tmp_path, obj, message):
     torch.save(obj, tmp_path / "sd.pt")
     with pytest.raises(UserError, match=message):
         load_checkpoint(tmp_path / "sd.pt", "vgg11")
+
+
+def _crafted(tmp_path, edit) -> str:
+    """A valid model file with one field edited as a crafted file would have it."""
+    save_model(tmp_path / "m.pt", create_model("vgg11", width=0.0625, num_classes=5), "vgg11",
+               MEAN, STD, CLASSES)
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    edit(blob)
+    torch.save(blob, tmp_path / "crafted.pt")
+    return tmp_path / "crafted.pt"
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda b: b["kwargs"].update(widths=[2**16] * 8), "does not match model 'vgg11'"),
+    (lambda b: b["kwargs"].update(widths=[2**40] * 8), "build no 'vgg11'"),
+    (lambda b: b["kwargs"].update(num_classes="ten"), "build no 'vgg11'"),
+    (lambda b: b.update(kwargs=None), "not a mapping"),
+    (lambda b: b.update(state_dict=None), "holds no weights"),
+    (lambda b: b.update(classes=None), "classes"),
+    (lambda b: b.update(meta=None), "meta"),
+    (lambda b: b.update(std=[0.2, 0.0, 0.3]), "std > 0"),
+    (lambda b: b.update(mean=[0.4, float("nan"), 0.6]), "mean and std"),
+], ids=["huge-widths", "overflowing-widths", "string-classes", "kwargs", "weights", "classes",
+        "meta", "std-0", "nan-mean"])
+def test_a_crafted_model_file_is_refused_in_one_line_before_it_allocates(tmp_path, edit, words):
+    """Huge recorded widths used to try to allocate terabytes; malformed fields crashed in
+    whatever read them later (a NaN loss, an AttributeError)."""
+    path = _crafted(tmp_path, edit)
+    with pytest.raises(UserError, match=words.replace("(", r"\(")) as e:
+        load_model_file(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("channels, words", [(2**16, "do not fit its graph"),
+                                             (2**40, "cannot be built")])
+def test_a_crafted_graph_file_is_refused_before_it_allocates(tmp_path, channels, words):
+    """A graph model file records each layer's sizes: a crafted one asking for a huge conv
+    is refused from the shapes alone (the layers are built on the meta device first)."""
+    from alphaprune.models.user import GRAPH_ARCH
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                            torch.nn.Linear(4, 2))
+    save_model(tmp_path / "g.pt", m, GRAPH_ARCH, MEAN, STD, ["a", "b"])
+    blob = torch.load(tmp_path / "g.pt", weights_only=True)
+    blob["graph"]["modules"]["0"]["args"].update(in_channels=channels, out_channels=channels)
+    torch.save(blob, tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match=words) as e:
+        load_model_file(tmp_path / "crafted.pt")
+    assert "\n" not in str(e.value)

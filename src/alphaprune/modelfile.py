@@ -17,6 +17,7 @@ from allow-listed ``torch.nn`` layers and functions, so it loads without the use
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.atomic import atomic_torch_save
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 from alphaprune.graph.serialize import graph_from_data, graph_to_data
 from alphaprune.graph.trace import trace
 from alphaprune.models import create_model
@@ -130,11 +131,14 @@ def graph_io(gm: fx.GraphModule) -> dict:
 
 
 def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Module:
+    if not isinstance(state_dict, dict):
+        raise UserError(f"{path} is corrupt (it holds no weights): re-save it")
     _check_finite(state_dict, path)
     if arch == GRAPH_ARCH:
         if graph is None:
             raise UserError(f"{path} is a graph model file without its graph: re-save it")
         return graph_from_data(graph, state_dict)
+    _check_shapes(arch, kwargs, state_dict, path)
     model = create_model(arch, **kwargs)
     try:
         model.load_state_dict(state_dict)
@@ -144,6 +148,44 @@ def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Mo
         raise UserError(f"checkpoint {path} does not match model '{arch}' ({hint}): pass the "
                         "model name and width it was trained with") from e
     return model
+
+
+def _check_shapes(arch: str, kwargs, state_dict: dict, path) -> None:
+    """Build ``arch`` on the meta device (no memory) and compare its weights' names and
+    shapes with the file's, so that a file whose arguments would allocate terabytes, or
+    build nothing, is refused before anything is allocated."""
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{path} is corrupt (its model arguments are not a mapping): re-save it")
+    try:
+        with torch.device("meta"):
+            probe = create_model(arch, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path} is corrupt (its arguments build no '{arch}': "
+                        f"{first_line(e)}): re-save it") from e
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if want != got:
+        key = next(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+        raise UserError(f"checkpoint {path} does not match model '{arch}' ({key}: the model has "
+                        f"{want.get(key)}, the file {got.get(key)}): pass the model name and "
+                        "width it was trained with")
+
+
+def _check_fields(blob: dict, path) -> None:
+    """A model file's normalisation, classes and meta must be what :func:`save_model`
+    writes: a crafted file fails here in one line, not in whatever reads them later."""
+    mean, std, classes = blob.get("mean"), blob.get("std"), blob.get("classes")
+    numbers = all(isinstance(v, list) and v and all(type(x) in (int, float) and math.isfinite(x)
+                                                   for x in v) for v in (mean, std))
+    if not (numbers and len(mean) == len(std) and all(x > 0 for x in std)):
+        raise UserError(f"{path} is corrupt (its mean and std are not finite numbers, one per "
+                        "input channel, with std > 0): re-save it")
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{path} is corrupt (its classes are not a list of names): re-save it")
+    if not isinstance(blob.get("meta", {}), dict) or not isinstance(blob.get("arch"), str):
+        raise UserError(f"{path} is corrupt (its arch or meta is malformed): re-save it")
 
 
 def load_model_file(path: str | os.PathLike) -> ModelFile:
@@ -157,7 +199,9 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not an alphaprune model file: pass one written by "
                         "'alphaprune train' or 'prune', or add --model NAME for a raw state_dict")
-    model = _build(blob["arch"], blob["kwargs"], blob["state_dict"], path, blob.get("graph"))
+    _check_fields(blob, path)
+    model = _build(blob["arch"], blob.get("kwargs"), blob.get("state_dict"), path,
+                   blob.get("graph"))
     return ModelFile(model, blob["arch"], blob["kwargs"], blob["mean"], blob["std"],
                      blob["classes"], blob.get("meta", {}))
 

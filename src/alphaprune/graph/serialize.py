@@ -187,6 +187,26 @@ def _set(root: nn.Module, path: str, value) -> None:
         root.register_buffer(leaf, value)
 
 
+def _check_module_shapes(modules: dict, state_dict: dict) -> None:
+    """Build the recorded layers on the meta device (no memory) and compare their weights'
+    shapes with the file's: recorded sizes that would allocate terabytes are refused first."""
+    for path, spec in modules.items():
+        try:
+            with torch.device("meta"):
+                probe = _build_module(spec)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"the model file's layer {path} cannot be built ({first_line(e)}): "
+                            "re-save it") from e
+        for name, t in probe.state_dict().items():
+            got = state_dict.get(f"{path}.{name}")
+            if not isinstance(got, torch.Tensor) or got.shape != t.shape:
+                raise UserError(f"the model file's weights do not fit its graph ({path}.{name}: "
+                                f"the layer has {tuple(t.shape)}, the file "
+                                f"{None if got is None else tuple(getattr(got, 'shape', ()))})")
+
+
 def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
     """Rebuild the ``GraphModule`` that :func:`graph_to_data` described, with these weights.
 
@@ -195,6 +215,7 @@ def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
     """
     if not isinstance(data, dict) or data.get("version") != GRAPH_VERSION:
         raise UserError("the model file's graph has an unknown version: re-save it with this alphaprune")
+    _check_module_shapes(data["modules"], state_dict)
     root = nn.Module()
     for path, spec in data["modules"].items():
         _set(root, path, _build_module(spec))
