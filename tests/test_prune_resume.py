@@ -49,6 +49,8 @@ def _cfg(checkpoint: Path) -> PruneConfig:
                        # the budgets some tests give would turn the feature term on by
                        # default; they compare with the reference run, which has none
                        feature_distill=0.0,
+                       # the plain alpha = 0 phase; the average has its own test below
+                       final_ema=0.0,
                        optim=OptimConfig(lr=0.01, schedule="constant"), data=asdict(DATA))
 
 

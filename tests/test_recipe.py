@@ -90,11 +90,17 @@ def test_a_given_recipe_is_kept_whatever_the_budget():
 def test_onecycle_settings_span_the_budget_and_keep_what_was_given():
     s = recipe_settings(PruneConfig(max_total_epochs=30), "onecycle")
     assert s == {"recipe": "onecycle", "step_size": 1.0, "final_schedule": "onecycle",
-                 "final_max_epochs": 30, "final_patience": 30, "final_lr": recipe.ONECYCLE_LR}
-    s = recipe_settings(PruneConfig(max_total_epochs=30, final_lr=0.02, final_patience=5), "onecycle")
+                 "final_max_epochs": 30, "final_patience": 30, "final_lr": recipe.ONECYCLE_LR,
+                 "final_ema": 0.0}
+    s = recipe_settings(PruneConfig(max_total_epochs=30, final_lr=0.02, final_patience=5,
+                                    final_ema=2.0), "onecycle")
     assert (s["final_lr"], s["final_patience"], s["final_max_epochs"]) == (0.02, 5, 30)
-    assert recipe_settings(PruneConfig(), "handover") == {"recipe": "handover",
-                                                          "final_schedule": "cosine"}
+    assert s["final_ema"] == 2.0
+    # the hand-over averages its alpha = 0 phase by default (BENCHMARKS.md section 58)
+    assert recipe_settings(PruneConfig(), "handover") == {
+        "recipe": "handover", "final_schedule": "cosine", "final_ema": recipe.FINAL_EMA}
+    assert recipe.FINAL_EMA > 0
+    assert recipe_settings(PruneConfig(final_ema=0.0), "handover")["final_ema"] == 0.0
     assert recipe_settings(PruneConfig(final_schedule="constant"), "handover")["final_schedule"] \
         == "constant"
 

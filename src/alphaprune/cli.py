@@ -200,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the alpha=0 phase may also take the epochs of --max-total-epochs that "
                         "the alpha>0 phases left by stopping early (its lr schedule spans them; "
                         "with --max-acc-drop it leaves room for a retry)")
-    r.add_argument("--final-ema", type=float, default=0.0, metavar="EPOCHS",
+    r.add_argument("--final-ema", type=float, default=None, metavar="EPOCHS",
                    help="score and ship an exponential moving average of the alpha=0 phase's "
-                        "weights, time constant EPOCHS (0: off)")
+                        "weights, time constant EPOCHS (0: off; default: 1 with the hand-over "
+                        "recipe, off with onecycle)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,

@@ -112,8 +112,9 @@ class PruneConfig:
     # phases left by stopping early (not measured at the full budget yet: off)
     final_takes_rest: bool = False
     # an exponential moving average of the weights in the alpha = 0 phase, time constant in
-    # epochs (PhaseController); 0: off
-    final_ema: float = 0.0
+    # epochs (PhaseController); 0: off; None: the recipe's (alphaprune.recipe.FINAL_EMA for
+    # the hand-over, off for onecycle), recorded as a number
+    final_ema: float | None = None
     # lr ramp at the start of every phase (PhaseController): +14 points at 90% with the
     # exponential schedule, -0.3 to +1.1 with step (measured, BENCHMARKS.md section 6.3)
     warmup_steps: int = 20
@@ -218,7 +219,7 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
 # untrained auto scores before --auto-steps, no feature term before --feature-distill).
 RECORDED_BEFORE = {"balance": 0.0, "solver": "ratio", "streams": False,
                    "final_takes_rest": False, "auto_steps": 0, "recipe": "handover",
-                   "feature_distill": 0.0}
+                   "feature_distill": 0.0, "final_ema": 0.0}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -283,7 +284,7 @@ def _validate(cfg: PruneConfig) -> None:
         raise UserError(f"--max-acc-drop must be in [0, 1), got {cfg.max_acc_drop}")
     if cfg.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
-    if not cfg.final_ema >= 0:
+    if cfg.final_ema is not None and not cfg.final_ema >= 0:
         raise UserError(f"--final-ema must be a number of epochs >= 0 (0: off), got {cfg.final_ema}")
     if cfg.max_retries < 0:
         raise UserError(f"--max-retries must be >= 0, got {cfg.max_retries}")

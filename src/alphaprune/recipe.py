@@ -45,6 +45,9 @@ ONECYCLE_MAX_CUT_RESIDUAL = 0.70     # a network with sums (resnet20: section 29
 FEATURE_DISTILL = 20.0
 FEATURE_MAX_IMAGE_EPOCHS = 160_000
 FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL = 80_000   # a network with sums (resnet20: section 41)
+# the hand-over ships an average of its alpha = 0 phase's weights (--final-ema) by default,
+# time constant in epochs (BENCHMARKS.md section 58); onecycle's was not measured: off
+FINAL_EMA = 1.0
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
 BUDGET_PATIENCE = 2
 # options that shape the alpha > 0 phases or the alpha = 0 phase's lr: a run that sets one
@@ -173,11 +176,13 @@ def recipe_settings(cfg, recipe: str, budget_given: bool = False) -> dict:
     (:func:`budget_layout`)."""
     if recipe == "handover":
         return {"recipe": recipe, "final_schedule": cfg.final_schedule or "cosine",
+                "final_ema": FINAL_EMA if cfg.final_ema is None else cfg.final_ema,
                 **(budget_layout(cfg) if budget_given else {})}
     epochs = cfg.final_max_epochs or cfg.max_total_epochs
     return {"recipe": recipe, "step_size": 1.0, "final_schedule": "onecycle",
             "final_max_epochs": epochs, "final_patience": cfg.final_patience or epochs,
-            "final_lr": cfg.final_lr or ONECYCLE_LR}
+            "final_lr": cfg.final_lr or ONECYCLE_LR,
+            "final_ema": 0.0 if cfg.final_ema is None else cfg.final_ema}
 
 
 def resolve_recipe(cfg, budget: Budget) -> dict:
