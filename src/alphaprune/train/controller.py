@@ -263,6 +263,9 @@ class PhaseController(pl.Callback):
         if self.ema is None:
             self.ema, self.ema_steps = {k: v.detach().clone() for k, v in state.items()}, 1
             return
+        if any(self.ema[k].device != v.device for k, v in state.items()):
+            # a resumed checkpoint is read onto the CPU; the model may train on a GPU
+            self.ema = {k: self.ema[k].to(v.device) for k, v in state.items()}
         decay = min(1.0 - 1.0 / (self.final_ema * trainer.num_training_batches),
                     (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
         for k, v in state.items():
@@ -297,8 +300,8 @@ class PhaseController(pl.Callback):
                          "ship_val_acc": stats.get("ship_val_acc", stats["val_acc"]),
                          "epoch": len(self.losses)}
             self.best["acc"] = self.best[self.acc_key]
-            scored = self.ema if self._averaging() and self.ema is not None else None
-            self.best_state = copy.deepcopy(scored or pl_module.model.state_dict())
+            averaged = self._averaging() and self.ema is not None
+            self.best_state = copy.deepcopy(self.ema if averaged else pl_module.model.state_dict())
         patience, max_epochs = self._limits()
         # a retried (halved) step is not the scheduler's own alpha: plain early stopping then
         per_epoch = (self.scheduler.per_epoch and self.alpha > 0.0
