@@ -100,6 +100,29 @@ def test_a_rerun_with_other_settings_or_weights_is_refused_naming_them(results, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def test_a_comparison_without_method_rows_takes_new_settings_and_equal_spellings_pass(
+        results, tmp_path, capsys):
+    """Before any method row, a rerun may fix a setting (a failed first try); the data
+    folder's spelling and the cache folder change nothing."""
+    import shutil
+
+    _, out, _ = results
+    fresh = tmp_path / "cmp"
+    fresh.mkdir()
+    for name in ("compare.yaml", ".alphaprune-compare", "pretrained.pt"):
+        shutil.copy(out / name, fresh / name)
+    pretrained_row = (out / "results.jsonl").read_text().splitlines()[0]
+    assert '"pretrained"' in pretrained_row
+    (fresh / "results.jsonl").write_text(pretrained_row + "\n")
+    argv = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick", "--targets",
+            "0.65", "--methods", "unstructured", "--out", str(fresh), "--no-progress"]
+    assert main([*argv, "--lr", "0.02", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert yaml.safe_load((fresh / "compare.yaml").read_text())["lr"] == 0.02
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.03"]) == 2  # now a row was trained at 0.02
+    assert "lr (recorded 0.02, given 0.03)" in capsys.readouterr().err
+
+
 def test_a_folder_that_is_no_comparison_is_left_alone(results, tmp_path, capsys):
     """A user's folder is neither read as a comparison (its pretrained.pt is not used) nor
     written into."""
@@ -117,7 +140,7 @@ def test_a_folder_that_is_no_comparison_is_left_alone(results, tmp_path, capsys)
     assert (mine / "results.md").read_text() == "my notes"
 
 
-@pytest.mark.parametrize("flag, value", [("--targets", "0.5,0.65,0.5"),
+@pytest.mark.parametrize("flag, value", [("--targets", "0.5,0.65,0.5"), ("--targets", "0.6,0.604"),
                                          ("--methods", "os-step,tp-l1,os-step")])
 def test_a_target_or_method_listed_twice_is_refused_first(results, tmp_path, capsys, flag, value):
     _, out, _ = results

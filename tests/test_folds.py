@@ -246,3 +246,40 @@ def test_more_folds_than_images_are_refused_at_once(folds_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"--folds {10**9} leaves an empty split" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cv").exists()
+
+
+def test_folds_without_a_test_split_finish_and_report(folds_run, tmp_path, capsys):
+    """--test-frac 0 leaves each fold no test score: the folds still aggregate (their
+    validation scores), ship the best fold and print the line."""
+    checkpoint, _, _ = folds_run
+    out = tmp_path / "cv"
+    assert main(["prune", "--checkpoint", str(checkpoint), "--data", "digits", "--subset", "300",
+                 "--batch-size", "32", "--folds", "2", "--test-frac", "0", "--prune", "0.5",
+                 "--step-size", "1", "--final-max-epochs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["folds"]["k"] == 2 and "test_acc_after" not in s["folds"]["mean"]
+    assert 0 < s["folds"]["mean"]["val_acc_after"] <= 1
+    assert "2 folds: test acc nan ± nan" in capsys.readouterr().out
+    assert (out / "pruned.pt").is_file() and (out / "report.html").is_file()
+
+
+def test_a_fold_killed_before_its_checkpoint_by_an_older_version_resumes(folds_run, tmp_path):
+    """A folds run made before run folders were marked: its unfinished fold folder (config,
+    no checkpoint, no marker) is the run's own, and resume replaces it."""
+    import shutil
+
+    from alphaprune.rundir import MARKER
+
+    _, out, _ = folds_run
+    old = tmp_path / "cv"
+    shutil.copytree(out, old)
+    for p in old.rglob(MARKER):
+        p.unlink()
+    (old / "pruned.pt").unlink()
+    (old / "summary.json").unlink()
+    shutil.rmtree(old / "fold2")
+    (old / "fold2").mkdir()
+    (old / "fold2" / "config.yaml").write_text("command: prune\nprune: {}\n")
+    assert main(["prune", "--resume", "--out", str(old), "--no-progress"]) == 0
+    assert (old / "fold2" / "pruned.pt").is_file() and (old / "pruned.pt").is_file()

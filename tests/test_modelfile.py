@@ -280,3 +280,32 @@ def test_a_crafted_graph_file_is_refused_before_it_allocates(tmp_path, channels,
     with pytest.raises(UserError, match=words) as e:
         load_model_file(tmp_path / "crafted.pt")
     assert "\n" not in str(e.value)
+
+
+def test_a_raw_state_dict_without_batchnorm_counters_still_loads(tmp_path):
+    """Older or converted checkpoints lack BatchNorm's num_batches_tracked: the shape check
+    leaves missing keys to the strict load, which BatchNorm fills in."""
+    model = create_model("vgg11", width=0.0625)
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(sd, tmp_path / "sd.pt")
+    mf = load_checkpoint(tmp_path / "sd.pt", "vgg11", MEAN, STD, CLASSES[:3])
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(mf.model.eval()(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("edit", [lambda g: g.update(modules=[]), lambda g: g.pop("nodes"),
+                                  lambda g: g.pop("modules")], ids=["list", "no-nodes",
+                                                                    "no-modules"])
+def test_a_malformed_graph_is_a_one_line_error(tmp_path, edit):
+    from alphaprune.models.user import GRAPH_ARCH
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    m(torch.randn(1, 3, 8, 8))
+    save_model(tmp_path / "g.pt", m, GRAPH_ARCH, MEAN, STD, ["a", "b"])
+    blob = torch.load(tmp_path / "g.pt", weights_only=True)
+    edit(blob["graph"])
+    torch.save(blob, tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match="corrupt|graph") as e:
+        load_model_file(tmp_path / "crafted.pt")
+    assert "\n" not in str(e.value)
+

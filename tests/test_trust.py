@@ -514,3 +514,31 @@ def test_a_torn_metrics_row_is_dropped_on_resume_and_the_history_kept(unfinished
     assert all(None not in r and None not in r.values() for r in rows)  # no glued or short row
     assert rows[1]["train_loss"] != "0.51"
     assert text.startswith(whole) and text.endswith("\n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_a_run_that_stops_releases_its_folder(unfinished_prune):
+    """Out of budget, the run returns: its folder is free for another process (a notebook's
+    kernel lives on, and a terminal resumes the run)."""
+    import fcntl
+
+    fd = os.open(unfinished_prune / MARKER, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if this process still held it
+    finally:
+        os.close(fd)
+
+
+def test_train_or_prune_never_clears_a_comparison(tiny_checkpoint, tmp_path, capsys):
+    cmp = tmp_path / "cmp"
+    assert main(["compare", "--checkpoint", str(tiny_checkpoint), "--data", "digits", "--subset",
+                 "200", "--targets", "0.5", "--methods", "unstructured", "--budget", "1",
+                 "--no-progress", "--out", str(cmp)]) == 0
+    before = sorted(p.name for p in cmp.iterdir())
+    for argv in ([*TRAIN, "--epochs", "1"], [*TRAIN, "--epochs", "1", "--force"],
+                 [*PRUNE, "--checkpoint", str(tiny_checkpoint), "--force"]):
+        capsys.readouterr()
+        assert main([*argv, "--out", str(cmp)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "holds an alphaprune comparison" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in cmp.iterdir()) == before

@@ -27,7 +27,15 @@ from alphaprune.pipeline import (  # noqa: F401  (re-exported)
 from alphaprune.report.headline import SCHEMA, model_block
 from alphaprune.report.page import write_report
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import finish, pending, prepare_run_dir, recorded, write_config, write_json
+from alphaprune.rundir import (
+    finish,
+    pending,
+    prepare_run_dir,
+    recorded,
+    releasing_run_dirs,
+    write_config,
+    write_json,
+)
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -63,6 +71,7 @@ def _config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
 
 
+@releasing_run_dirs
 def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None) -> dict:
     """Train a registry model from scratch; keep the epoch with the best validation loss.

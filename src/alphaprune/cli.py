@@ -416,11 +416,12 @@ def _cmd_prune(a) -> int:
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed); FLOPs {s['flops_before']:,} -> "
           f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; {target}); "
-          f"test acc {s['test_acc_before']:.4f} -> {s['test_acc_after']:.4f} -> {a.out}/pruned.pt")
+          f"test acc {_acc(s['test_acc_before'])} -> {_acc(s['test_acc_after'])} -> "
+          f"{a.out}/pruned.pt")
     if "folds" in s:
         f = s["folds"]
-        print(f"{f['k']} folds: test acc {f['mean']['test_acc_after']:.4f} ± "
-              f"{f['std']['test_acc_after']:.4f} (mean ± std); pruned.pt is fold "
+        print(f"{f['k']} folds: test acc {_acc(f['mean'].get('test_acc_after'))} ± "
+              f"{_acc(f['std'].get('test_acc_after'))} (mean ± std); pruned.pt is fold "
               f"{f['shipped_fold']}'s, the best val acc")
     return 0
 
@@ -436,6 +437,11 @@ def _cmd_evaluate(a) -> int:
         print(f"{r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
               f"n={r['n_samples']}  params {r['params']:,}  FLOPs {r['flops']:,}")
     return 0
+
+
+def _acc(v) -> str:
+    """An accuracy for the console; ``nan`` where there is none (no test split)."""
+    return "nan" if v is None else f"{v:.4f}"
 
 
 def _cmd_report(a) -> int:

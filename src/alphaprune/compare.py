@@ -53,7 +53,7 @@ from alphaprune.recipe import phase_budget
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import LAST_CKPT, claim, make_dir
+from alphaprune.rundir import COMPARE_MARKER, LAST_CKPT, claim, make_dir, releasing_run_dirs
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -208,10 +208,13 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
     for t in cfg.targets:
         if not 0.0 < t < 1.0:
             raise UserError(f"targets must be between 0 and 1, got {t}")
-    for name, given in (("--targets", cfg.targets), ("--methods", cfg.methods)):
+    # targets share a folder by the percent (p50): 0.5 and 0.504 would be one row
+    folders = [f"{round(t * 100)}%" for t in cfg.targets]
+    for name, given in (("--targets", folders), ("--methods", cfg.methods)):
         twice = sorted({str(v) for v in given if list(given).count(v) > 1})
         if twice:
-            raise UserError(f"{name} lists {', '.join(twice)} more than once: list each once")
+            raise UserError(f"{name} lists {', '.join(twice)} more than once (targets count to "
+                            "the percent): list each once")
     if cfg.budget < 1:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.match not in MATCHES:
@@ -279,9 +282,9 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     _check_same_widths(done, balance, solver, out, streams)
     _check_same_auto_steps(cfg, out, solver)
     _check_same_tp_round_to(done, cfg.tp_round_to, out)
-    settings = check_folder(cfg, mf.model, out)
+    settings = check_folder(cfg, mf.model, out, done)
     if lead:  # only now that every input checked out is anything written
-        claim(make_dir(out))
+        claim(make_dir(out), COMPARE_MARKER)
         record_settings(out, settings)
     mean, std = mf.mean or mean, mf.std or std
     ckpt_path = out / "pretrained.pt"
@@ -303,6 +306,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     return b, done
 
 
+@releasing_run_dirs
 def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list[dict]:
     """Run the comparison matrix (see the module docstring); return all result rows (none on
     a rank other than 0 of a multi-process run)."""

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from alphaprune.errors import UserError
-from alphaprune.rundir import MARKER, write_config
+from alphaprune.rundir import COMPARE_MARKER, write_config
 
 __all__ = ["SETTINGS", "RESULTS", "check_folder", "record_settings", "weights_sha256"]
 
@@ -42,6 +42,11 @@ def _settings(cfg, model) -> dict:
     """The settings of ``cfg`` (a CompareConfig) that every row of one comparison shares,
     with the pretrained ``model``'s weights, as they read back from YAML."""
     record = {k: v for k, v in asdict(cfg).items() if k not in _FREE}
+    # where the data is cached changes no row; a folder is the same however it is spelled
+    data = {k: v for k, v in record["data"].items() if k != "cache_dir"}
+    if isinstance(data.get("data"), str) and Path(data["data"]).exists():
+        data["data"] = str(Path(data["data"]).resolve())
+    record["data"] = data
     record["pretrained_sha256"] = weights_sha256(model)
     return yaml.safe_load(yaml.safe_dump(record, sort_keys=True))
 
@@ -59,10 +64,12 @@ def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_folder(cfg, model, out: Path) -> dict:
+def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
     """Refuse, in one line, an ``--out`` that holds something other than this comparison:
-    a non-empty folder that is no comparison, or one recorded with other settings. Returns
-    the settings to record (nothing is written). ``model``: the pretrained network."""
+    a non-empty folder that is no comparison, or one whose method rows were trained with
+    other settings (``rows``: those already written; before any, the settings may change,
+    the pretrained weights not). Returns the settings to record (nothing is written).
+    ``model``: the pretrained network."""
     settings = _settings(cfg, model)
     path = out / SETTINGS
     if path.is_file():
@@ -73,19 +80,21 @@ def check_folder(cfg, model, out: Path) -> dict:
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (not a mapping): choose another --out")
         changed = _changes(old, settings)
+        if not any(r.get("method") != "pretrained" for r in rows):
+            # no method row to mismatch yet; the pretrained row was scored on the data
+            changed = [c for c in changed if c.startswith(("pretrained_sha256", "data."))]
         if changed:
             raise UserError(f"{out} holds a comparison with other settings: "
                             f"{'; '.join(changed)}; rerun it with its own settings to continue "
                             "it, or choose another --out")
     elif out.is_dir() and not (out / RESULTS).exists() and any(
-            p.name != MARKER for p in out.iterdir()):
+            p.name != COMPARE_MARKER for p in out.iterdir()):
         raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune comparison: "
                         "choose a new folder")
     return settings
 
 
 def record_settings(out: Path, settings: dict) -> None:
-    """Write the settings :func:`check_folder` returned, once (atomically): a folder from
-    before they were recorded records the settings of the run that continues it."""
-    if not (out / SETTINGS).exists():
-        write_config(out, settings, SETTINGS)
+    """Write the settings :func:`check_folder` returned (atomically): a folder from before
+    they were recorded records the settings of the run that continues it."""
+    write_config(out, settings, SETTINGS)

@@ -23,6 +23,7 @@ progress resumes from its checkpoint, later folds start.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 from dataclasses import asdict, replace
@@ -33,6 +34,7 @@ from alphaprune.parallel import PLACEMENT, hardware, is_leader
 from alphaprune.rundir import (
     CONFIG,
     LAST_CKPT,
+    claim,
     finish,
     pending,
     prepare_run_dir,
@@ -81,6 +83,8 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
     out = Path(out)
     if resume:
         cfg = _recorded(out, cfg)
+        if is_leader():  # the run's folder, held while its folds resume
+            claim(out)
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     cfg = replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"})
@@ -160,7 +164,8 @@ def aggregate(summaries: list[dict]) -> dict:
                 for i, s in enumerate(summaries, start=1)]
     mean, std = {}, {}
     for key in SCORES:
-        vals = [r[key] for r in per_fold if r[key] is not None]
+        # no score (--test-frac 0 leaves no test split): NaN in memory, null on disk
+        vals = [r[key] for r in per_fold if r[key] is not None and math.isfinite(r[key])]
         if vals:
             mean[key] = statistics.fmean(vals)
             std[key] = statistics.stdev(vals) if len(vals) > 1 else 0.0

@@ -137,9 +137,21 @@ def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Mo
     if arch == GRAPH_ARCH:
         if graph is None:
             raise UserError(f"{path} is a graph model file without its graph: re-save it")
-        return graph_from_data(graph, state_dict)
+        try:
+            return graph_from_data(graph, state_dict)
+        except UserError:
+            raise
+        except Exception as e:  # a graph description edited or written by something else
+            raise UserError(f"{path} is corrupt (its graph cannot be rebuilt: {type(e).__name__}"
+                            f" {first_line(e)}): re-save it") from e
     _check_shapes(arch, kwargs, state_dict, path)
-    model = create_model(arch, **kwargs)
+    try:
+        model = create_model(arch, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path} is corrupt (its arguments build no '{arch}': "
+                        f"{first_line(e)}): re-save it") from e
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:
@@ -151,9 +163,11 @@ def _build(arch: str, kwargs: dict, state_dict: dict, path, graph=None) -> nn.Mo
 
 
 def _check_shapes(arch: str, kwargs, state_dict: dict, path) -> None:
-    """Build ``arch`` on the meta device (no memory) and compare its weights' names and
-    shapes with the file's, so that a file whose arguments would allocate terabytes, or
-    build nothing, is refused before anything is allocated."""
+    """Build ``arch`` on the meta device (no memory) and compare the shapes of the weights
+    it shares with the file, so that a file whose arguments would allocate terabytes is
+    refused before anything is allocated. A constructor the meta device cannot run (one
+    that reads a tensor's value) is left to the real build; missing or extra keys are left
+    to the strict load after it (BatchNorm fills in an old file's missing counters)."""
     if not isinstance(kwargs, dict):
         raise UserError(f"{path} is corrupt (its model arguments are not a mapping): re-save it")
     try:
@@ -161,16 +175,14 @@ def _check_shapes(arch: str, kwargs, state_dict: dict, path) -> None:
             probe = create_model(arch, **kwargs)
     except UserError:
         raise
-    except Exception as e:
-        raise UserError(f"{path} is corrupt (its arguments build no '{arch}': "
-                        f"{first_line(e)}): re-save it") from e
-    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    if want != got:
-        key = next(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
-        raise UserError(f"checkpoint {path} does not match model '{arch}' ({key}: the model has "
-                        f"{want.get(key)}, the file {got.get(key)}): pass the model name and "
-                        "width it was trained with")
+    except Exception:
+        return
+    for k, v in probe.state_dict().items():
+        got = state_dict.get(k)
+        if isinstance(got, torch.Tensor) and got.shape != v.shape:
+            raise UserError(f"checkpoint {path} does not match model '{arch}' ({k}: the model "
+                            f"has {tuple(v.shape)}, the file {tuple(got.shape)}): pass the model "
+                            "name and width it was trained with")
 
 
 def _check_fields(blob: dict, path) -> None:

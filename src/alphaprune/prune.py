@@ -46,7 +46,7 @@ from alphaprune.report.headline import SCHEMA, headline, model_block
 from alphaprune.report.page import measure_side_by_side, write_report
 from alphaprune.report.runs import read_csv
 from alphaprune.report.size import count_flops, count_params
-from alphaprune.rundir import finish, pending, prepare_run_dir, write_config, write_json
+from alphaprune.rundir import finish, pending, prepare_run_dir, releasing_run_dirs, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
 from alphaprune.speedup import measured_speedup
@@ -655,6 +655,7 @@ def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
             "shortfall": max(0.0, 1.0 - achieved / cfg.speedup)}
 
 
+@releasing_run_dirs
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None,
           max_total_epochs: int | None = None, model: torch.nn.Module | None = None) -> dict:

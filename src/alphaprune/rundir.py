@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,14 +23,17 @@ from alphaprune.parallel import is_leader
 
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
            "pending", "finish", "has_progress", "claim", "check_replaceable",
-           "LAST_CKPT", "CONFIG", "MARKER"]
+           "releasing_run_dirs", "LAST_CKPT", "CONFIG", "MARKER", "COMPARE_MARKER"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
 # written into every folder alphaprune makes for a run, and locked while a process writes
 # there: only a folder that holds it may be cleared, and two processes cannot share one
 MARKER = ".alphaprune-run"
+# the same for a comparison's folder: not a run, so train and prune never clear it
+COMPARE_MARKER = ".alphaprune-compare"
 _RUN_MARKERS = (MARKER, CONFIG, "metrics.csv")
+_COMPARISON = (COMPARE_MARKER, "results.jsonl")
 _LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, inode) this process holds
 
 
@@ -46,6 +51,9 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
     """
     out = Path(out)
     _check_out(out)
+    if out.is_dir() and any((out / m).exists() for m in _COMPARISON):
+        raise UserError(f"--out {out} holds an alphaprune comparison, not a run: choose another "
+                        "--out")
     is_run = out.is_dir() and any((out / m).exists() for m in _RUN_MARKERS)
     finished = (out / finished_file).exists()
     if resume:
@@ -76,7 +84,10 @@ def check_replaceable(out: Path, keep=()) -> None:
     """Refuse, in one line, to clear ``out`` unless alphaprune made it (it holds
     :data:`MARKER`), no other process is writing there, and it holds neither the current
     directory nor a path in ``keep`` (an input of the run)."""
-    if not (out / MARKER).is_file():
+    # a fold of a --folds run is its run's: made before the marker, the run above holds it
+    # once resumed
+    fold = re.fullmatch(r"fold\d+", out.name) and (out.parent / MARKER).is_file()
+    if not ((out / MARKER).is_file() or fold):
         raise UserError(f"--out {out} holds a config.yaml or metrics.csv but no {MARKER}: "
                         "alphaprune did not make it (or a version before the marker did), so it "
                         "will not delete it; remove it yourself or choose another --out")
@@ -84,12 +95,12 @@ def check_replaceable(out: Path, keep=()) -> None:
     claim(out)  # a process still writing there holds the lock: refused before anything goes
 
 
-def claim(out: Path) -> Path:
+def claim(out: Path, marker: str = MARKER) -> Path:
     """Mark ``out`` as alphaprune's run folder and hold its lock until this process ends (or
     :func:`finish`): a second process writing into the same folder is refused in one line
     instead of interleaving its epochs with this one's. Only the writing process (rank 0)
     calls this. Without ``fcntl`` (Windows) the folder is marked but not locked."""
-    path = Path(out) / MARKER
+    path = Path(out) / marker
     key = str(Path(out).resolve())
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     inode = os.fstat(fd).st_ino
@@ -102,10 +113,12 @@ def claim(out: Path) -> Path:
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        except BlockingIOError as e:  # held: EWOULDBLOCK
             os.close(fd)
             raise UserError(f"another alphaprune process is writing to {out}: wait for it to "
                             "finish, or choose another --out") from e
+        except OSError:  # a file system without locks (some network mounts): marked only
+            pass
     _LOCKS[key] = (fd, inode)
     return Path(out)
 
@@ -113,6 +126,21 @@ def claim(out: Path) -> Path:
 def _release(key: str) -> None:
     fd, _ = _LOCKS.pop(key)
     os.close(fd)  # closing the descriptor drops the lock
+
+
+def releasing_run_dirs(fn):
+    """Decorate a command's function so that the run folders it claimed are released when
+    it returns or raises (finished, out of budget, failed): in a notebook the process lives
+    on, and a terminal must be able to resume the run it left."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = set(_LOCKS)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for key in set(_LOCKS) - before:
+                _release(key)
+    return wrapper
 
 
 def has_progress(out: Path) -> bool:

@@ -219,12 +219,17 @@ def test_write_comparison_never_writes_into_a_folder_it_did_not_make(prune_run, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "compare.md").write_text("my notes")
+    (mine / "thesis.tex").write_text("precious")
     with pytest.raises(UserError, match="no earlier comparison made"):
         write_comparison([prune_run, train_run], mine)
-    assert [p.name for p in mine.iterdir()] == ["compare.md"]
+    assert sorted(p.name for p in mine.iterdir()) == ["compare.md", "thesis.tex"]
+    assert (mine / "compare.md").read_text() == "my notes"
     with pytest.raises(UserError, match="no earlier comparison made"):
         write_comparison([prune_run, train_run], prune_run)
     out = tmp_path / "cmp"
     write_comparison([prune_run, train_run], out)
     write_comparison([prune_run], out)  # its own folder: replaced
     assert len(json.loads((out / "compare.json").read_text())) == 1
+    (out / ".alphaprune-comparison").unlink()  # as a version before the marker left it
+    write_comparison([prune_run, train_run], out)
+    assert len(json.loads((out / "compare.json").read_text())) == 2

@@ -316,3 +316,15 @@ def test_final_ema_is_checkpointed_and_off_by_default(tmp_path):
 def test_final_ema_rejects_a_bad_time_constant(tmp_path, bad):
     with pytest.raises(UserError, match="final-ema"):
         PhaseController(make_scheduler("step"), tmp_path / "phases.csv", final_ema=bad)
+
+
+def test_final_ema_under_one_step_follows_the_live_weights(tmp_path):
+    """0.1 epochs of 4 steps is under one step: the decay is 0, never negative (which would
+    extrapolate away from the weights and blow up)."""
+    import torch
+
+    c, trainer, module = _ema_run(tmp_path, final_ema=0.1, batches=4)
+    for v in (1.0, 3.0, -2.0, 5.0):
+        _step(c, trainer, module, v)
+        assert torch.allclose(c.ema["0.weight"], torch.full((2, 2), v))
+

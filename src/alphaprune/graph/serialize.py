@@ -201,7 +201,7 @@ def _check_module_shapes(modules: dict, state_dict: dict) -> None:
                             "re-save it") from e
         for name, t in probe.state_dict().items():
             got = state_dict.get(f"{path}.{name}")
-            if not isinstance(got, torch.Tensor) or got.shape != t.shape:
+            if isinstance(got, torch.Tensor) and got.shape != t.shape:
                 raise UserError(f"the model file's weights do not fit its graph ({path}.{name}: "
                                 f"the layer has {tuple(t.shape)}, the file "
                                 f"{None if got is None else tuple(getattr(got, 'shape', ()))})")

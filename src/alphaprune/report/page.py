@@ -201,7 +201,10 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder for the comparison")
-    if out.is_dir() and any(out.iterdir()) and not (out / _REPORT_MARKER).is_file():
+    # an earlier comparison: marked, or (written before the marker) only its own files
+    ours = {"compare.png", "pareto.png", "compare.md", "compare.json", _REPORT_MARKER}
+    if out.is_dir() and not (out / _REPORT_MARKER).is_file() and any(
+            p.name not in ours for p in out.iterdir()):
         raise UserError(f"--out {out} is a non-empty folder that no earlier comparison made: "
                         "pass a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)

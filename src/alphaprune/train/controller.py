@@ -266,8 +266,9 @@ class PhaseController(pl.Callback):
         if any(self.ema[k].device != v.device for k, v in state.items()):
             # a resumed checkpoint is read onto the CPU; the model may train on a GPU
             self.ema = {k: self.ema[k].to(v.device) for k, v in state.items()}
-        decay = min(1.0 - 1.0 / (self.final_ema * trainer.num_training_batches),
-                    (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
+        # a time constant under one step is no average (a negative decay would extrapolate)
+        decay = max(0.0, min(1.0 - 1.0 / (self.final_ema * trainer.num_training_batches),
+                             (1.0 + self.ema_steps) / (10.0 + self.ema_steps)))
         for k, v in state.items():
             if v.is_floating_point():
                 self.ema[k].lerp_(v.detach(), 1.0 - decay)
