@@ -96,10 +96,11 @@ def check_replaceable(out: Path, keep=()) -> None:
 
 
 def claim(out: Path, marker: str = MARKER) -> Path:
-    """Mark ``out`` as alphaprune's run folder and hold its lock until this process ends (or
-    :func:`finish`): a second process writing into the same folder is refused in one line
-    instead of interleaving its epochs with this one's. Only the writing process (rank 0)
-    calls this. Without ``fcntl`` (Windows) the folder is marked but not locked."""
+    """Mark ``out`` as alphaprune's run folder (``marker``: a comparison's is another) and
+    hold its lock until :func:`finish` or the command returns (:func:`releasing_run_dirs`):
+    a second process writing into the same folder is refused in one line instead of
+    interleaving its epochs with this one's. Only the writing process (rank 0) calls this.
+    Without ``fcntl`` (Windows) the folder is marked but not locked."""
     path = Path(out) / marker
     key = str(Path(out).resolve())
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
