@@ -309,3 +309,24 @@ def test_a_malformed_graph_is_a_one_line_error(tmp_path, edit):
         load_model_file(tmp_path / "crafted.pt")
     assert "\n" not in str(e.value)
 
+
+
+def test_a_user_model_with_a_non_persistent_buffer_round_trips(tmp_path):
+    """The graph reads the buffer; the model's own state_dict leaves it out: the file keeps
+    the traced graph's weights, so the model loads and computes the same."""
+    from alphaprune.models.user import GRAPH_ARCH
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2)
+            self.register_buffer("scale", torch.tensor([0.5, 2.0, 1.0, 3.0]).view(1, 4, 1, 1),
+                                 persistent=False)
+
+        def forward(self, x):
+            return self.fc((self.conv(x) * self.scale).mean((2, 3)))
+
+    m = Scaled().eval()
+    save_model(tmp_path / "s.pt", m, GRAPH_ARCH, MEAN, STD, ["a", "b"])
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(load_model(tmp_path / "s.pt").eval()(x), m(x))

@@ -73,15 +73,17 @@ def save_model(path: str | os.PathLike, model: nn.Module, arch: str, mean, std,
     if bad:
         raise UserError(f"the model's weights are not finite ({bad}): training diverged, so "
                         f"{path} was not written; lower --lr and start again")
-    graph = None
+    graph, state = None, model.state_dict()
     if arch == GRAPH_ARCH:
         gm = model if isinstance(model, fx.GraphModule) else trace(model)
         graph, kwargs = graph_to_data(gm), graph_io(gm)
+        # the traced graph's: a non-persistent buffer the graph reads is a buffer there too
+        state = gm.state_dict()
     else:
-        kwargs = infer_kwargs(arch, model.state_dict())
+        kwargs = infer_kwargs(arch, state)
     blob = {"format": FORMAT, "version": 1, "arch": arch, "kwargs": kwargs,
             **({"graph": graph} if graph is not None else {}),
-            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "classes": [str(c) for c in classes], "meta": dict(meta or {})}
     atomic_torch_save(blob, Path(path))
