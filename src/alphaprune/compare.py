@@ -210,11 +210,11 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
             raise UserError(f"targets must be between 0 and 1, got {t}")
     # targets share a folder by the percent (p50): 0.5 and 0.504 would be one row
     folders = [f"{round(t * 100)}%" for t in cfg.targets]
-    for name, given in (("--targets", folders), ("--methods", cfg.methods)):
-        twice = sorted({str(v) for v in given if list(given).count(v) > 1})
+    for name, given, hint in (("--targets", folders, " (targets count to the percent)"),
+                              ("--methods", cfg.methods, "")):
+        twice = sorted({v for v in given if given.count(v) > 1})
         if twice:
-            raise UserError(f"{name} lists {', '.join(twice)} more than once (targets count to "
-                            "the percent): list each once")
+            raise UserError(f"{name} lists {', '.join(twice)} more than once{hint}: list each once")
     if cfg.budget < 1:
         raise UserError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.match not in MATCHES:

@@ -34,6 +34,7 @@ from alphaprune.parallel import PLACEMENT, hardware, is_leader
 from alphaprune.rundir import (
     CONFIG,
     LAST_CKPT,
+    MARKER,
     claim,
     finish,
     pending,
@@ -85,6 +86,11 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
         cfg = _recorded(out, cfg)
         if is_leader():  # the run's folder, held while its folds resume
             claim(out)
+            # its folds are its own: marked here if made before the marker existed
+            for i in range(1, int(cfg.data["folds"]) + 1):
+                d = fold_dir(out, i)
+                if d.is_dir() and not (d / MARKER).exists():
+                    (d / MARKER).touch()
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
     cfg = replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"})

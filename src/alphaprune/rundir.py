@@ -6,7 +6,6 @@ import functools
 import json
 import math
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -84,10 +83,7 @@ def check_replaceable(out: Path, keep=()) -> None:
     """Refuse, in one line, to clear ``out`` unless alphaprune made it (it holds
     :data:`MARKER`), no other process is writing there, and it holds neither the current
     directory nor a path in ``keep`` (an input of the run)."""
-    # a fold of a --folds run is its run's: made before the marker, the run above holds it
-    # once resumed
-    fold = re.fullmatch(r"fold\d+", out.name) and (out.parent / MARKER).is_file()
-    if not ((out / MARKER).is_file() or fold):
+    if not (out / MARKER).is_file():
         raise UserError(f"--out {out} holds a config.yaml or metrics.csv but no {MARKER}: "
                         "alphaprune did not make it (or a version before the marker did), so it "
                         "will not delete it; remove it yourself or choose another --out")
