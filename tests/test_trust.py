@@ -83,6 +83,57 @@ def test_a_truncated_checkpoint_is_a_one_line_error(killed_train_run, tmp_path, 
     assert rc == 2 and len(err.splitlines()) == 1 and "--force" in err, err
 
 
+def _flip_tensor_bytes(path, count=7):
+    """Flip ``count`` bytes in the middle of the largest tensor a ``torch.save`` file holds
+    (the file stays a readable archive; ``torch.load`` alone loads it as other numbers)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    for i in range(count):
+        data[start + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+@pytest.mark.parametrize("command", ["train", "prune"])
+def test_flipped_bytes_in_a_resume_checkpoint_are_refused(killed_train_run, unfinished_prune,
+                                                          tmp_path, capsys, command):
+    run = _copy(killed_train_run, tmp_path) if command == "train" else unfinished_prune
+    member = _flip_tensor_bytes(run / LAST_CKPT)
+    torch.load(run / LAST_CKPT, weights_only=True)  # torch alone would resume from it
+    capsys.readouterr()
+    assert main([command, "--resume", "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is damaged" in err and member in err and "--force" in err, err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_flipped_bytes_in_a_model_file_are_refused(tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "flipped.pt"
+    shutil.copy(tiny_checkpoint, bad)
+    member = _flip_tensor_bytes(bad)
+    rc = main([*PRUNE, "--checkpoint", str(bad), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is damaged" in err and member in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_file_saved_without_checksums_still_loads(tiny_checkpoint, tmp_path, monkeypatch):
+    from torch.utils.serialization import config
+
+    from alphaprune.modelfile import load_model
+
+    monkeypatch.setattr(config.save, "compute_crc32", False)
+    plain = tmp_path / "no_crc.pt"
+    torch.save(torch.load(tiny_checkpoint, weights_only=True), plain)
+    assert load_model(plain) is not None
+
+
 def test_a_full_disk_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     io, path = SafeCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)

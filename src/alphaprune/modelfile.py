@@ -27,6 +27,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from alphaprune.atomic import atomic_torch_save
+from alphaprune.checksum import damaged_member
 from alphaprune.errors import UserError, first_line
 from alphaprune.graph.serialize import graph_from_data, graph_to_data
 from alphaprune.graph.trace import trace
@@ -94,6 +95,9 @@ def _torch_load(path: Path):
         raise UserError(f"model file {path} does not exist: check the path")
     if path.is_dir():
         raise UserError(f"{path} is a directory: pass the model file inside it (e.g. model.pt)")
+    if (bad := damaged_member(path)) is not None:
+        raise UserError(f"model file {path} is damaged: the bytes of its '{bad}' do not match "
+                        "the checksum written with them; copy the file again from where it came")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

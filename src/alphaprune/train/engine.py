@@ -15,6 +15,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from alphaprune.atomic import atomic_torch_save
+from alphaprune.checksum import damaged_member
 from alphaprune.errors import UserError, first_line
 from alphaprune.parallel import Processes, any_rank
 from alphaprune.train.callbacks import Progress
@@ -48,14 +49,19 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     * **load**: always ``torch.load(weights_only=True)`` onto the CPU, whatever the caller
       asks: a crafted ``last.ckpt`` in a run folder cannot run code on ``--resume``, and a run
-      checkpointed on a GPU resumes on a machine without one. An unreadable file is a one-line
-      :class:`UserError`.
+      checkpointed on a GPU resumes on a machine without one. An unreadable file, or one whose
+      bytes no longer match the CRC-32s ``torch.save`` recorded
+      (:func:`~alphaprune.checksum.damaged_member`), is a one-line :class:`UserError`.
     * **save**: written to a temporary file in the same folder, flushed and fsynced, then
       renamed over the previous checkpoint, so a crash or a full disk mid-write leaves the
       previous checkpoint whole.
     """
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
+        if (bad := damaged_member(path)) is not None:
+            raise UserError(f"checkpoint {path} is damaged: the bytes of its '{bad}' do not "
+                            "match the checksum written with them; start the run again with "
+                            "--force")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as e:
