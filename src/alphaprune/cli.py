@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="plots and report page of a run, or compare runs")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    rp.add_argument("--out", default="comparison", help="folder for a comparison of several runs")
+    rp.add_argument("--out", default=None,
+                    help="folder for the files: one run's report (default: the run's folder) or "
+                         "a comparison of several runs (default: comparison)")
 
     c = sub.add_parser("compare", help="objective selection vs peers at equal epoch budgets")
     c.add_argument("--checkpoint", required=True, help="pretrained model file")
@@ -448,9 +450,9 @@ def _cmd_report(a) -> int:
     from alphaprune.report import write_comparison, write_report
 
     if len(a.runs) == 1:
-        paths = write_report(a.runs[0])
+        paths = write_report(a.runs[0], a.out)
     else:
-        paths = write_comparison(a.runs, a.out)
+        paths = write_comparison(a.runs, a.out or "comparison")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -102,6 +102,48 @@ def test_cli_report_one_run(prune_run, capsys):
         assert (prune_run / name).is_file(), name
 
 
+def test_cli_report_one_run_out_writes_elsewhere_and_keeps_a_users_folder(prune_run, tmp_path,
+                                                                          capsys):
+    before = sorted(p.name for p in prune_run.iterdir())
+    out = tmp_path / "elsewhere"
+    assert main(["report", str(prune_run), "--out", str(out)]) == 0
+    for name in ("report.md", "report.html", "loss.png", "accuracy.png", "alpha.png"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in prune_run.iterdir()) == before, "the run folder is untouched"
+    assert main(["report", str(prune_run), "--out", str(out)]) == 0  # its own folder again
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    (mine / "thesis.tex").write_text("precious")
+    line = _assert_one_line_error(capsys, main(["report", str(prune_run), "--out", str(mine)]))
+    assert "no earlier report made" in line
+    assert (mine / "report.md").read_text() == "my notes"
+
+
+def test_cli_report_unwritable_run_folder_names_out(prune_run, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import alphaprune.report.page as page
+
+    before = sorted(p.name for p in prune_run.iterdir())
+    # a read-only run folder (chmod does not stop root, so the check is made to see one)
+    monkeypatch.setattr(page.os, "access", lambda path, mode: False)
+    line = _assert_one_line_error(capsys, main(["report", str(prune_run)]))
+    assert f"cannot write the report into {prune_run}" in line and "--out DIR" in line
+    assert sorted(p.name for p in prune_run.iterdir()) == before
+    monkeypatch.undo()
+
+    def read_only(path, text):  # a read-only file system fails the write itself
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(page, "atomic_write_text", read_only)
+    for argv in (["report", str(prune_run)],
+                 ["report", str(prune_run), str(prune_run), "--out", str(tmp_path / "c")]):
+        line = _assert_one_line_error(capsys, main(argv))
+        assert "Read-only file system" in line and "--out DIR" in line, line
+
+
 def test_cli_report_two_runs(prune_run, train_run, tmp_path, capsys):
     out_dir = tmp_path / "cmp_out"
     assert main(["report", str(prune_run), str(train_run), "--out", str(out_dir)]) == 0

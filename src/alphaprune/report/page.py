@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import html
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -139,16 +142,44 @@ def _folds_section(f: dict) -> tuple[str, str, list, list]:
     return ("Cross-validation", f["note"] + ".", _FOLD_COLS, rows)
 
 
-def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write the plots, ``report.md`` and ``report.html`` of a run; return their paths."""
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """Write the plots, ``report.md`` and ``report.html`` of a run; return their paths.
+
+    ``out``: the folder they go to, the run's own by default; another one must be new or one
+    an earlier report made (:func:`_report_folder`). A folder that cannot be written (a
+    read-only run, say) is a one-line :class:`UserError` naming ``--out``.
+    """
     run = read_run(run_dir)
-    imgs = plot_run(run, run.path)
+    dest = run.path if out is None else Path(out)
+    with _writable(dest):
+        if dest.resolve() != run.path.resolve():
+            _report_folder(dest, _REPORT_FILES, "report")
+        elif not os.access(dest, os.W_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return _write_pages(run, dest)
+
+
+@contextlib.contextmanager
+def _writable(dest: Path):
+    """Turn a folder the report cannot be written into (no permission, a read-only file
+    system) into a one-line :class:`UserError` naming ``--out``."""
+    try:
+        yield
+    except OSError as e:
+        if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+            raise
+        raise UserError(f"cannot write the report into {dest} ({e.strerror}): pass --out DIR "
+                        "to write it into a folder of its own") from e
+
+
+def _write_pages(run: Run, dest: Path) -> dict[str, Path]:
+    imgs = plot_run(run, dest)
     blocks = _sections(run)
     md = [f"# Run report: {run.name}", ""]
     for title, text, header, rows in blocks:
         md += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
-    (run.path / "report.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(dest / "report.md", "\n".join(md) + "\n")
     body = [f"<h1>Run report: {html.escape(run.name)}</h1>"]
     for title, text, header, rows in blocks:
         body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _html_table(header, rows)]
@@ -158,10 +189,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         body.append(f'<p><img alt="{p.stem}" src="data:image/png;base64,{data}"></p>')
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
-    (run.path / "report.html").write_text(
+    atomic_write_text(dest / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-    return {"md": run.path / "report.md", "html": run.path / "report.html",
+    return {"md": dest / "report.md", "html": dest / "report.html",
             **{p.stem: p for p in imgs}}
 
 
@@ -191,7 +222,26 @@ def _pareto_point(run: Run) -> dict | None:
             "latency_b128_ms": m.get("latency_b128_ms")}
 
 
+# marks a folder the report command made (for a comparison, or a run's report with --out)
 _REPORT_MARKER = ".alphaprune-comparison"
+_REPORT_FILES = {"report.md", "report.html", "loss.png", "accuracy.png", "alpha.png"}
+
+
+def _report_folder(out: Path, ours: set[str], what: str) -> None:
+    """Make ``out`` ready for the report command's files: a new or empty folder, or one an
+    earlier report made (marked, or, written before the marker, holding only ``ours``).
+
+    Raises:
+        UserError: ``out`` is a file, or a non-empty folder the report command did not make.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: pass a folder for the {what}")
+    if out.is_dir() and not (out / _REPORT_MARKER).is_file() and any(
+            p.name not in ours for p in out.iterdir()):
+        raise UserError(f"--out {out} is a non-empty folder that no earlier {what} made: "
+                        "pass a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _REPORT_MARKER).touch()  # later reports may replace what this one writes
 
 
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
@@ -199,16 +249,12 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, P
     against measured latency and against parameters), ``compare.md`` and ``.json``."""
     runs = [read_run(r) for r in run_dirs]
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: pass a folder for the comparison")
-    # an earlier comparison: marked, or (written before the marker) only its own files
-    ours = {"compare.png", "pareto.png", "compare.md", "compare.json", _REPORT_MARKER}
-    if out.is_dir() and not (out / _REPORT_MARKER).is_file() and any(
-            p.name not in ours for p in out.iterdir()):
-        raise UserError(f"--out {out} is a non-empty folder that no earlier comparison made: "
-                        "pass a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _REPORT_MARKER).touch()  # later comparisons may replace what this one writes
+    with _writable(out):
+        return _write_comparison(runs, out)
+
+
+def _write_comparison(runs: list[Run], out: Path) -> dict[str, Path]:
+    _report_folder(out, {"compare.png", "pareto.png", "compare.md", "compare.json"}, "comparison")
     png = plot_comparison(runs, out / "compare.png")
     pareto = plot_pareto([p for p in map(_pareto_point, runs) if p], out / "pareto.png")
     rows = [_final_row(r) for r in runs]

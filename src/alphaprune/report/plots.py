@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt  # noqa: E402
 
+from alphaprune.atomic import atomic_write  # noqa: E402
 from alphaprune.report.runs import Run  # noqa: E402
 
 __all__ = ["plot_run", "plot_comparison", "plot_pareto", "phase_segments", "alpha_label"]
@@ -63,8 +64,10 @@ def _boundaries(ax, segs):
 
 def _finish(fig, path: Path):
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:  # atomically: a reader never sees half a picture, a failed write keeps the old one
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
+    finally:
+        plt.close(fig)
 
 
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
