@@ -38,7 +38,7 @@ from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_p
 from alphaprune.baselines.fastnas import INSTALL_HINT, fastnas_available, modelopt_fastnas
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import check_width_options
-from alphaprune.compare_folder import check_folder, record_settings
+from alphaprune.compare_folder import RESULTS, check_folder, record_settings
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -266,7 +266,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     """Check the rows already written against this run, load the data and the pretrained
     model, and record the pretrained row; returns the shared context and the rows."""
     lead = is_leader()
-    done = read_results(out / "results.jsonl", repair=lead)
+    done = read_results(out / RESULTS, repair=lead)
     # the widths objective selection will solve, which scratch and kd train too
     picked = resolve_solver(cfg.os_options.get("solver"), cfg.os_options.get("balance"), cfg.match)
     solver, balance = picked["solver"], picked["balance"]
@@ -302,7 +302,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     if lead and ("pretrained", 0.0) not in {(r["method"], r["target"]) for r in done}:
         row = _row("pretrained", 0.0, pretrained, split_scores(pretrained, ds, splits, mean, std),
                    shape, 0, 0.0)
-        _append(out / "results.jsonl", {**row, "model_file": str(ckpt_path)}, done)
+        _append(out / RESULTS, {**row, "model_file": str(ckpt_path)}, done)
     return b, done
 
 
@@ -332,7 +332,7 @@ def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list
                 continue
             row = _run_method(b, method, target, widths, size)
             if row is not None:
-                _append(out / "results.jsonl", {**row, "balance": b.balance, "solver": b.solver,
+                _append(out / RESULTS, {**row, "balance": b.balance, "solver": b.solver,
                                                  "match": cfg.match, **_streams_key(cfg),
                                                  **_tp_key(cfg, method)}, done)
     return _finish(b, done) if b.lead else []

@@ -17,12 +17,12 @@ import torch
 import yaml
 
 from alphaprune.errors import UserError
-from alphaprune.rundir import COMPARE_MARKER, write_config
+from alphaprune.rundir import COMPARE_MARKER, COMPARE_RESULTS, write_config
 
 __all__ = ["SETTINGS", "RESULTS", "check_folder", "record_settings", "weights_sha256"]
 
 SETTINGS = "compare.yaml"
-RESULTS = "results.jsonl"
+RESULTS = COMPARE_RESULTS
 # may differ between the runs of one comparison: they add rows or say where rows are trained
 _FREE = ("targets", "methods", "checkpoint", "accelerator", "devices", "num_nodes", "strategy")
 

@@ -22,7 +22,8 @@ from alphaprune.parallel import is_leader
 
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
            "pending", "finish", "has_progress", "claim", "check_replaceable",
-           "releasing_run_dirs", "LAST_CKPT", "CONFIG", "MARKER", "COMPARE_MARKER"]
+           "releasing_run_dirs", "LAST_CKPT", "CONFIG", "MARKER", "COMPARE_MARKER",
+           "COMPARE_RESULTS"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
@@ -31,8 +32,9 @@ LAST_CKPT = Path("checkpoints") / "last.ckpt"
 MARKER = ".alphaprune-run"
 # the same for a comparison's folder: not a run, so train and prune never clear it
 COMPARE_MARKER = ".alphaprune-compare"
+COMPARE_RESULTS = "results.jsonl"  # a comparison's rows, one JSON object per line
 _RUN_MARKERS = (MARKER, CONFIG, "metrics.csv")
-_COMPARISON = (COMPARE_MARKER, "results.jsonl")
+_COMPARISON = (COMPARE_MARKER, COMPARE_RESULTS)
 _LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, inode) this process holds
 
 
