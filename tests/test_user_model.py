@@ -469,7 +469,12 @@ def test_python_api_prunes_an_nn_module(tmp_path):
 
     cfg = PruneConfig(prune=0.4, step_size=1.0, final_max_epochs=1, round_to=1,
                       data=asdict(DataConfig(data="digits", subset=200, batch_size=32)))
-    s = prune(cfg, tmp_path / "run", progress=False, model=Small())
+    small = Small()
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    s = prune(cfg, tmp_path / "run", progress=False, model=small)
+    # the caller's module is left as it was (a loop over targets starts each from the same one)
+    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())
+    assert small.training and all(p.requires_grad for p in small.parameters())
     # one channel of ``b`` is 3% of this tiny model: the target is met to that resolution
     assert abs(s["achieved_reduction"] - 0.4) <= 0.03 and s["fusion_rel_error"] <= 1e-5
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["prune"]

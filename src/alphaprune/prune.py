@@ -674,7 +674,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
 
     ``model``: prune this ``nn.Module`` (any traceable CNN, already trained) instead of
     ``cfg.checkpoint``; it is saved as ``original.pt`` in the run folder (a graph model
-    file), which the run records as its checkpoint, so ``resume`` needs no module.
+    file), which the run records as its checkpoint, so ``resume`` needs no module. The run
+    works on a copy: ``model`` itself is left as it was.
 
     Several processes (``cfg.devices`` x ``cfg.num_nodes``, :mod:`alphaprune.parallel`) each
     run this whole function; only rank 0 writes, and the other ranks return None after
@@ -692,6 +693,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     lead = is_leader()
     if model is not None and resume:
         raise UserError("resume=True continues from the run folder: do not pass model")
+    if model is not None:  # the caller's module stays as it was: the run trains a copy
+        model = copy.deepcopy(model)
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     note = (lambda m: print(f"[prune] {m}", flush=True)) if progress and lead else None
