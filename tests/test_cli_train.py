@@ -230,6 +230,22 @@ def test_train_and_evaluate_on_a_digits_subset(tmp_path, capsys):
     assert mf.meta["split"]["subset"] == 200
 
 
+@pytest.mark.parametrize("epochs", [4, 6])
+def test_a_one_cycle_of_few_steps_trains(tmp_path, epochs):
+    """One step per epoch: 4 steps is a cosine from the peak (torch's one-cycle divided by
+    zero there), more is the one-cycle with its warm-up."""
+    out = tmp_path / "run"
+    argv = ["train", "--model", "vgg11", "--data", "digits", "--subset", "200", "--epochs",
+            str(epochs), "--out", str(out), "--width", "0.0625", "--batch-size", "512",
+            "--lr", "0.1", "--no-progress"]
+    assert main(argv) == 0
+    with open(out / "metrics.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert len(lrs) == epochs
+    assert lrs[0] == pytest.approx(0.1 if epochs == 4 else 0.01)  # the peak, or the warm-up
+    assert max(lrs) == pytest.approx(0.1, rel=0.2) and lrs[-1] < lrs[1]
+
+
 def test_evaluate_a_raw_state_dict_with_model_name(tmp_path, capsys):
     torch.manual_seed(0)
     torch.save(create_model("vgg11", width=0.0625, in_channels=1).state_dict(), tmp_path / "sd.pt")

@@ -169,11 +169,13 @@ class ClassifierModule(pl.LightningModule):
         if o.schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        if o.schedule == "onecycle":
+        # a one-cycle of 4 steps or fewer has no warm-up step to give (torch's divides by
+        # zero at exactly 4): such a run anneals from the peak like cosine
+        if o.schedule == "onecycle" and total > 4:
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=o.lr, total_steps=total, pct_start=0.25, anneal_strategy="linear",
                 div_factor=10.0, final_div_factor=100.0)
-        elif o.schedule == "cosine":
+        elif o.schedule in ("cosine", "onecycle"):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         else:
             raise ValueError(f"unknown LR schedule {o.schedule!r}")
