@@ -306,6 +306,10 @@ BAD = {
     "empty-val-split": lambda t, d: _train_argv(d, t / "r", 1, "--val-frac", "0"),
     "batch-size-0": lambda t, d: _train_argv(d, t / "r", 1, "--batch-size", "0"),
     "batch-size-negative": lambda t, d: _train_argv(d, t / "r", 1, "--batch-size", "-4"),
+    # digits are 16x16: VGG's last BatchNorm sees one value per channel of each image
+    "batch-size-1": lambda t, d: _train_argv("digits", t / "r", 1, "--subset", "100",
+                                             "--batch-size", "1"),
+    "train-split-of-one": lambda t, d: _train_argv(d, t / "r", 1, "--train-subset", "1"),
     "lr-negative": lambda t, d: _train_argv(d, t / "r", 1, "--lr", "-1"),
     "momentum-negative": lambda t, d: _train_argv(d, t / "r", 1, "--momentum", "-1"),
     "label-smoothing-2": lambda t, d: _train_argv(d, t / "r", 1, "--label-smoothing", "2"),

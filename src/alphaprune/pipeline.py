@@ -108,9 +108,12 @@ def split_meta(cfg: DataConfig) -> dict:
 
 
 def check_splits(splits: Splits) -> None:
-    """Training needs images in its train and val splits."""
+    """Training needs images in its train and val splits, and two in a batch (BatchNorm)."""
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise UserError("the train or val split is empty: use more data or other --val-frac")
+    if len(splits.train) == 1:
+        raise UserError("the train split holds one image, and BatchNorm cannot train on one: "
+                        "use more data (--subset, --train-subset) or a smaller --val-frac")
 
 
 def loaders(ds: Dataset, splits: Splits, mean, std, batch_size: int, seed: int,

@@ -183,6 +183,11 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train_loader, val_loade
         try:
             trainer.fit(module, train_loader, val_loader,
                         ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        except ValueError as e:  # torch's BatchNorm on a batch of one image
+            if not str(e).startswith("Expected more than 1 value per channel when training"):
+                raise
+            raise UserError("a training batch holds one image, and BatchNorm cannot train on "
+                            "one: use --batch-size 2 or more") from e
         except SystemExit as e:  # Lightning turns Ctrl-C into exit(1) after its teardown
             if not trainer.interrupted:
                 raise
