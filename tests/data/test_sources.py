@@ -61,6 +61,7 @@ def test_imagefolder_skips_hidden_folders_and_non_images(imagefolder):
     (imagefolder / ".ipynb_checkpoints").mkdir()
     (imagefolder / "circle" / "notes.txt").write_text("not an image")
     (imagefolder / "README.md").write_text("loose file at the top")
+    (imagefolder / "circle" / "._img_00.png").write_bytes(b"macOS resource fork, not a PNG")
     ds = load_dataset(str(imagefolder))
     assert ds.classes == sorted(IMAGEFOLDER_CLASSES)
     assert len(ds.y) == 36
@@ -72,6 +73,30 @@ def test_imagefolder_converts_grey_and_resizes_odd_sizes(tmp_path):
     ds = load_dataset(str(root))
     _check_layout(ds, 5, 3, (32, 32), 2)
     assert np.all(np.abs(ds.x[-1].astype(int) - 128) <= 1)
+
+
+def test_imagefolder_resizes_to_the_most_common_size_and_says_so(tmp_path, capsys):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    Image.fromarray(np.zeros((96, 128, 3), np.uint8)).save(root / "a" / "0_first_and_big.png")
+    ds = load_dataset(str(root))
+    _check_layout(ds, 5, 3, (32, 32), 2)  # not the first image's 96x128
+    assert "1 of 5 resized to 32x32" in capsys.readouterr().err
+
+
+def test_imagefolder_scales_16_bit_grey_to_8_bits(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    grey = np.array([[0, 257 * 128], [65535, 257 * 200]], np.uint16).repeat(16, 0).repeat(16, 1)
+    Image.fromarray(grey).save(root / "b" / "zz_16bit.png")
+    ds = load_dataset(str(root))
+    assert ds.x[-1, :, 0, 0].tolist() == [0] * 3 and ds.x[-1, :, 0, 16].tolist() == [128] * 3
+    assert ds.x[-1, 0, 16, 0] == 255 and ds.x[-1, 0, 16, 16] == 200
+
+
+def test_imagefolder_refuses_floating_point_pixels(tmp_path):
+    root = write_imagefolder(tmp_path / "imgs", classes=("a", "b"), per_class=2)
+    Image.fromarray(np.full((32, 32), 0.5, np.float32)).save(root / "b" / "float.tif")
+    with pytest.raises(UserError, match="float.tif holds floating-point pixels"):
+        load_dataset(str(root))
 
 
 def test_imagefolder_is_not_a_cifar_dir_because_it_has_a_train_folder(tmp_path):
@@ -114,6 +139,33 @@ def test_cifar_pickle_with_str_keys_also_loads(tmp_path):
     ds = load_dataset(str(root))
     assert ds.x.shape == (2, 3, 32, 32) and ds.y.tolist() == [1, 0]
     assert np.array_equal(ds.x.reshape(2, -1), x.astype(np.uint8))
+
+
+def test_cifar_pickle_at_protocol_5_and_empty_arrays_load(tmp_path):
+    root = tmp_path / "c10"
+    root.mkdir()
+    x = (np.arange(2 * 3072) % 256).astype(np.uint8).reshape(2, 3072)
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": x, b"labels": [1, 0], b"extra": np.zeros(0)}, f, protocol=5)
+    with open(root / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": x, b"labels": [0, 1], b"extra": np.zeros(0)}, f, protocol=2)
+    ds = load_dataset(str(root))
+    assert ds.y.tolist() == [1, 0, 0, 1] and np.array_equal(ds.x[:2].reshape(2, -1), x)
+
+
+@pytest.mark.parametrize("meta, message", [(True, "labels up to 10 but batches.meta names 10"),
+                                           (False, "label of 1000000000 for 36 images")])
+def test_cifar_labels_beyond_the_classes_are_refused(cifar10_dir, meta, message):
+    label = 10 if meta else 10**9
+    if not meta:
+        (cifar10_dir.path / "batches.meta").unlink()
+    with open(cifar10_dir.path / "data_batch_1", "rb") as f:
+        batch = pickle.load(f)
+    batch[b"labels"][0] = label
+    with open(cifar10_dir.path / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(UserError, match=message):
+        load_dataset(str(cifar10_dir.path))
 
 
 @pytest.mark.parametrize("content", [b"garbage, not a pickle", pickle.dumps({b"foo": 1}, protocol=2)])
@@ -337,8 +389,9 @@ def _corrupt_image(tmp_path):
     (_empty_class, "holds no images"),
     (_class_without_images, "holds no images"),
     (_corrupt_image, "cannot decode"),
+    (lambda p: write_imagefolder(p / "one", classes=("a",), per_class=3), "one class folder"),
 ], ids=["missing", "file", "loose-files", "empty-dir", "empty-class", "class-no-images",
-        "corrupt-image"])
+        "corrupt-image", "one-class"])
 def test_bad_inputs_raise_one_line_user_error(tmp_path, make, message):
     path = make(tmp_path)
     with pytest.raises(UserError, match=message) as e:

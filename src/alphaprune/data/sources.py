@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,10 @@ _CIFAR_GLOBALS = frozenset({
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    # a batch pickled again at protocol 5 (its arrays rebuilt from their bytes), and an
+    # empty array at protocol 2 (its bytes as a ``bytes`` call)
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("__builtin__", "bytes"), ("builtins", "bytes"),
 })
 
 
@@ -133,13 +139,19 @@ def _load_cifar_pickle(root: Path) -> Dataset:
         xs.append(x)
         ys.append(yb)
     y = np.concatenate(ys)
-    n_cls = int(y.max()) + 1
-    classes = [str(i) for i in range(n_cls)]
-    if meta.is_file():
-        names = _key(_unpickle(meta), names_key)
-        if names:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return Dataset(np.concatenate(xs), y, classes, str(root))
+    n_cls = int(y.max()) + 1 if len(y) else 0
+    names = _key(_unpickle(meta), names_key) if meta.is_file() else None
+    if names:
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        if n_cls > len(classes):
+            raise UserError(f"{root} has labels up to {n_cls - 1} but {meta.name} names "
+                            f"{len(classes)} classes; re-extract the archive")
+        return Dataset(np.concatenate(xs), y, classes, str(root))
+    # without names, one is made per label: a crafted label of 10**9 would ask for a billion
+    if n_cls > max(len(y), 1000):
+        raise UserError(f"{root} has a label of {n_cls - 1} for {len(y)} images and no "
+                        f"{meta.name} naming its classes; re-extract the archive")
+    return Dataset(np.concatenate(xs), y, [str(i) for i in range(n_cls)], str(root))
 
 
 def _list_imagefolder(root: Path) -> tuple[list[str], list[list[str]]]:
@@ -148,10 +160,13 @@ def _list_imagefolder(root: Path) -> tuple[list[str], list[list[str]]]:
         raise UserError(
             f"{root} is neither an ImageFolder directory (one sub-folder per class) nor a "
             "CIFAR python-pickle directory: point --data at one of those, or use 'digits'")
+    if len(classes) == 1:
+        raise UserError(f"{root} holds one class folder ({classes[0]}): a classifier needs two "
+                        "or more, one sub-folder per class")
     files = []
-    for c in classes:
-        fs = sorted(e.name for e in os.scandir(root / c)
-                    if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    for c in classes:  # hidden files (macOS's ._name.png) are not images
+        fs = sorted(e.name for e in os.scandir(root / c) if e.is_file()
+                    and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS))
         if not fs:
             raise UserError(f"class folder {root / c} holds no images: add images or remove it")
         files.append(fs)
@@ -164,7 +179,16 @@ def _decode(paths: list[str]) -> list[np.ndarray]:
     out = []
     for p in paths:
         with Image.open(p) as im:
-            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            if im.mode.startswith("I"):  # 16-bit grey (I;16*, or I as PIL reads some PNGs)
+                grey = np.asarray(im, dtype=np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise UserError(f"{p} holds 32-bit integer pixels: save it as an 8- or "
+                                    "16-bit image")
+                out.append(np.repeat(((grey + 128) // 257).astype(np.uint8)[..., None], 3, 2))
+            elif im.mode == "F":
+                raise UserError(f"{p} holds floating-point pixels: save it as an 8- or 16-bit image")
+            else:
+                out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
     return out
 
 
@@ -177,10 +201,14 @@ def _load_imagefolder(root: Path, classes: list[str], files: list[list[str]]) ->
         raise
     except Exception as e:
         raise UserError(f"cannot decode an image under {root}: {e}; remove or fix it") from e
-    h, w = imgs[0].shape[:2]
-    if any(im.shape[:2] != (h, w) for im in imgs):
+    sizes = Counter(im.shape[:2] for im in imgs)
+    if len(sizes) > 1:  # to the most common size, not the first image's, and said
         from PIL import Image
 
+        (h, w), n = sizes.most_common(1)[0]
+        print(f"alphaprune: warning: the images under {root} differ in size; "
+              f"{len(imgs) - n} of {len(imgs)} resized to {w}x{h} (the most common size)",
+              file=sys.stderr, flush=True)
         imgs = [im if im.shape[:2] == (h, w) else
                 np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in imgs]
     x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
