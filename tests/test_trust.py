@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from alphaprune.cli import main
+from alphaprune.modelfile import load_model_file
 from alphaprune.rundir import LAST_CKPT, MARKER
 from alphaprune.train.engine import SafeCheckpointIO
 
@@ -123,14 +124,15 @@ def test_flipped_bytes_in_a_model_file_are_refused(tiny_checkpoint, tmp_path, ca
     assert not (tmp_path / "p").exists()
 
 
-def test_a_file_saved_without_checksums_still_loads(tiny_checkpoint, tmp_path, monkeypatch):
+def test_a_file_saved_without_checksums_still_loads(tiny_checkpoint, tmp_path):
     from torch.utils.serialization import config
 
     from alphaprune.modelfile import load_model
 
-    monkeypatch.setattr(config.save, "compute_crc32", False)
     plain = tmp_path / "no_crc.pt"
-    torch.save(torch.load(tiny_checkpoint, weights_only=True), plain)
+    with config.patch({"save.compute_crc32": False}):  # torch's own config patch
+        torch.save(torch.load(tiny_checkpoint, weights_only=True), plain)
+    assert config.save.compute_crc32
     assert load_model(plain) is not None
 
 
@@ -593,3 +595,62 @@ def test_train_or_prune_never_clears_a_comparison(tiny_checkpoint, tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert "holds an alphaprune comparison" in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in cmp.iterdir()) == before
+
+
+# --------------------------------------------------------------------------- splits and paths
+
+
+@pytest.mark.parametrize("subset", ["200", "300"])
+def test_a_test_split_the_pretrained_model_trained_on_is_said(tiny_checkpoint, tmp_path, capsys,
+                                                              subset):
+    """The tiny checkpoint trained on the split of a 300-image subset: another subset's test
+    images include some it trained on, and the result says so; its own split has none."""
+    import json
+
+    argv = [*PRUNE, "--subset", subset, "--checkpoint", str(tiny_checkpoint), "--out",
+            str(tmp_path / "p")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    seen = summary["headline"].get("test_seen_in_pretraining")
+    report = (tmp_path / "p" / "report.md").read_text()
+    if subset == "300":
+        assert seen is None and "warning" not in out and "Caution" not in report
+        return
+    assert seen["images"] > 0 and seen["of"] == 20 and "--subset 300" in seen["split"]
+    assert f"warning: {seen['images']} of the 20 test images" in out
+    assert "Caution" in report and "--subset 300" in report
+
+
+def test_relative_paths_are_recorded_absolute_and_resume_from_anywhere(imagefolder, tmp_path,
+                                                                       monkeypatch, capsys):
+    import json
+
+    import yaml
+
+    monkeypatch.setenv("ALPHAPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(imagefolder.parent)
+    train = ["train", "--model", "vgg11", "--width", "0.0625", "--data", imagefolder.name,
+             "--batch-size", "8", "--epochs", "1", "--seed", "3", "--no-progress", "--out", "t"]
+    assert main(train) == 0
+    rec = yaml.safe_load((imagefolder.parent / "t" / "config.yaml").read_text())["train"]
+    assert rec["data"]["data"] == str(imagefolder)
+    assert load_model_file(imagefolder.parent / "t" / "model.pt").meta["split"]["data"] == str(imagefolder)
+    prune = ["prune", "--checkpoint", "t/model.pt", "--data", imagefolder.name, "--batch-size", "8",
+             "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
+             "--max-total-epochs", "1", "--no-progress", "--out", "p"]
+    main(prune)  # stops on its budget, before the alpha = 0 phase ends
+    rec = yaml.safe_load((imagefolder.parent / "p" / "config.yaml").read_text())["prune"]
+    assert rec["data"]["data"] == str(imagefolder)
+    assert rec["checkpoint"] == str(imagefolder.parent / "t" / "model.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where "t/model.pt" and the data's name mean nothing
+    assert main(["prune", "--resume", "--out", str(imagefolder.parent / "p"), "--no-progress",
+                 "--max-total-epochs", "4"]) == 0
+    # evaluate re-carves the recorded split (seed 3) however the data's path is spelled
+    capsys.readouterr()
+    assert main(["evaluate", str(imagefolder.parent / "t" / "model.pt"), "--data",
+                 os.path.relpath(imagefolder, elsewhere), "--json"]) == 0
+    summary = json.loads((imagefolder.parent / "t" / "summary.json").read_text())
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(summary["test_loss"])

@@ -15,12 +15,14 @@ from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (  # noqa: F401  (re-exported)
     DataConfig,
+    absolute_data,
     check_compatible,
     check_splits,
     evaluate_model,
     fit_classifier,
     load_data,
     loaders,
+    same_data,
     split_meta,
     split_scores,
 )
@@ -109,7 +111,9 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
                              width=cfg.width, widths=cfg.widths)
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "model.pt", force=force)
-        write_config(out, {"command": "train", "train": asdict(cfg)})
+        # the data as an absolute path: a resume from another folder reads the same files
+        data = replace(cfg.data, data=absolute_data(cfg.data.data))
+        write_config(out, {"command": "train", "train": asdict(replace(cfg, data=data))})
     t0 = time.perf_counter()
     model, best_epoch, diverged = fit_classifier(model, out, ckpt, ds, splits, mean, std, cfg.epochs,
                                        cfg.optim, cfg.data, cfg.channels_last, progress, callbacks,
@@ -145,7 +149,7 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
         data = recorded.get("data")
         if data is None:
             raise UserError("no --data given and the model file records none: pass --data")
-    if data_cfg is None and recorded.get("data") == data:
+    if data_cfg is None and same_data(recorded.get("data"), data):
         cfg = DataConfig(**{**asdict(cfg), **recorded})
     cfg.data = data
     ds, splits = load_data(cfg)

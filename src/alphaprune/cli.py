@@ -420,6 +420,10 @@ def _cmd_prune(a) -> int:
           f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; {target}); "
           f"test acc {_acc(s['test_acc_before'])} -> {_acc(s['test_acc_after'])} -> "
           f"{a.out}/pruned.pt")
+    if "test_seen_in_pretraining" in s:
+        from alphaprune.report.headline import seen_note
+
+        print(f"warning: {seen_note(s['test_seen_in_pretraining'])}")
     if "folds" in s:
         f = s["folds"]
         print(f"{f['k']} folds: test acc {_acc(f['mean'].get('test_acc_after'))} ± "

@@ -46,10 +46,17 @@ from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.parallel import Processes, hardware, is_leader
-from alphaprune.pipeline import DataConfig, fit_classifier, load_data, split_scores
+from alphaprune.pipeline import (
+    DataConfig,
+    fit_classifier,
+    load_data,
+    seen_test_images,
+    split_scores,
+)
 from alphaprune.plan import WidthTarget, auto_train_size, search_data, solve_target
 from alphaprune.prune import PruneConfig, checked_config, prune, resolve_solver, resolve_streams
 from alphaprune.recipe import phase_budget
+from alphaprune.report.headline import seen_note
 from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
@@ -276,6 +283,9 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
     mf = load_checkpoint(cfg.checkpoint, cfg.model, mean, std, ds.classes, cfg.model_kwargs)
+    seen = seen_test_images(mf.meta, data, ds, splits)
+    if seen and lead:
+        print(f"[compare] warning: {seen_note(seen)}", flush=True)
     # the target's default, as prune resolves it
     streams = resolve_streams(cfg.os_options.get("streams"), cfg.match)
     cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})

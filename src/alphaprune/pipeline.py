@@ -8,6 +8,7 @@ this module; it never imports them.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,12 +100,54 @@ def carve_splits(cfg: DataConfig, y: np.ndarray) -> Splits:
 
 
 def split_meta(cfg: DataConfig) -> dict:
-    """What a model file records to re-carve the same splits later."""
-    meta = {"data": cfg.data, "seed": cfg.seed, "val_frac": cfg.val_frac,
-            "test_frac": cfg.test_frac, "subset": cfg.subset}
+    """What a model file records to re-carve the same splits later (the data as an absolute
+    path: the same files whichever folder the file is read from)."""
+    meta = {"data": absolute_data(cfg.data), "seed": cfg.seed, "val_frac": cfg.val_frac,
+            "test_frac": cfg.test_frac, "subset": cfg.subset, "train_subset": cfg.train_subset}
     if cfg.fold is not None:
         meta.update(folds=cfg.folds, fold=cfg.fold)
     return meta
+
+
+def absolute_data(spec: str) -> str:
+    """``--data`` as a run records it: a folder as an absolute path (a relative one would
+    name other files from another working directory), ``digits`` as it is."""
+    return spec if spec == "digits" else os.path.abspath(os.path.expanduser(spec))
+
+
+def same_data(a, b) -> bool:
+    """Whether two ``--data`` values name the same dataset, however each is spelled."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    if "digits" in (a, b):
+        return a == b
+    return Path(absolute_data(a)).resolve() == Path(absolute_data(b)).resolve()
+
+
+_SPLIT_KEYS = ("seed", "val_frac", "test_frac", "subset", "train_subset", "folds", "fold")
+
+
+def seen_test_images(meta: dict, cfg: DataConfig, ds: Dataset, splits: Splits) -> dict | None:
+    """The test images of a run that a pretrained model file was trained on, when the run
+    is on the same data (``meta``: the file's metadata, whose ``split`` says how it was
+    carved): ``{"images": n, "of": test images, "split": the options of its split}``, or
+    None when there are none (or its split is unknown). A quick run on another subset may
+    mean to test on such images; its test accuracies then read high, and the run says so.
+    """
+    rec = meta.get("split") if isinstance(meta, dict) else None
+    if not isinstance(rec, dict) or not same_data(rec.get("data"), cfg.data):
+        return None
+    try:
+        theirs = DataConfig(data=cfg.data, **{k: rec[k] for k in _SPLIT_KEYS if k in rec})
+        trained_on = carve_splits(theirs, ds.y).train
+    except (TypeError, ValueError, UserError):  # a split this version cannot carve
+        return None
+    seen = len(np.intersect1d(splits.test, trained_on))
+    if not seen:
+        return None
+    opts = f"--seed {theirs.seed} --val-frac {theirs.val_frac} --test-frac {theirs.test_frac}"
+    opts += f" --subset {theirs.subset}" if theirs.subset is not None else ""
+    return {"images": seen, "of": len(splits.test), "split": opts}
 
 
 def check_splits(splits: Splits) -> None:

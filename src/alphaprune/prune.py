@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,10 +27,12 @@ from alphaprune.openmp import wait_policy
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
     DataConfig,
+    absolute_data,
     check_compatible,
     check_splits,
     load_data,
     loaders,
+    seen_test_images,
     split_meta,
     split_scores,
 )
@@ -326,6 +329,7 @@ class _Source:
     mf: object
     mean: list
     std: list
+    seen: dict | None = None   # test images the pretrained model trained on (seen_test_images)
 
     @property
     def model(self):
@@ -366,6 +370,9 @@ def checked_config(cfg: PruneConfig) -> PruneConfig:
     """
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
+    # files as absolute paths: a resume from another folder reads the same ones
+    cfg = replace(cfg, data={**cfg.data, "data": absolute_data(cfg.data.get("data", "digits"))},
+                  checkpoint=cfg.checkpoint and os.path.abspath(os.path.expanduser(cfg.checkpoint)))
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
@@ -392,7 +399,8 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
                              cfg.model_kwargs)
     check_compatible(mf, ds, cfg.checkpoint or "the model")
     check_splits(splits)
-    return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std)
+    return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std,
+                   seen_test_images(mf.meta, data_cfg, ds, splits))
 
 
 def _plan(cfg: PruneConfig, src: _Source, note: Callable[[str], None] | None = None) -> _Plan:
@@ -616,6 +624,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "file_bytes_after": pending(out, "pruned.pt").stat().st_size,
         "latency": latency,
         **({"speedup": _speedup_check(cfg, original, fused, src.shape)} if cfg.speedup else {}),
+        **({"test_seen_in_pretraining": src.seen} if src.seen else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }

@@ -59,7 +59,16 @@ def headline(s: dict) -> dict:
         "val_acc_before": s["val_acc_before"], "val_acc_after": s["val_acc_after"],
         **({"speedup": s["speedup"]} if "speedup" in s else {}),
         **({"folds": _folds(s["folds"])} if "folds" in s else {}),
+        **({"test_seen_in_pretraining": s["test_seen_in_pretraining"]}
+           if "test_seen_in_pretraining" in s else {}),
     }
+
+
+def seen_note(seen: dict) -> str:
+    """One sentence on :func:`seen_test_images`' result, for the console and the report."""
+    return (f"{seen['images']} of the {seen['of']} test images were in the pretrained model's "
+            f"training split, so test accuracies read high ({seen['split']} carves the split "
+            "it was trained with)")
 
 
 def _folds(f: dict) -> dict:
@@ -102,6 +111,10 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
             [f"measured speed-up, batch 128{on}", _x(h["speedup_b128"])],
             ["test accuracy", f"{_acc(h['test_acc_before'])} → {_acc(h['test_acc_after'])}"],
             ["val accuracy", f"{_acc(h['val_acc_before'])} → {_acc(h['val_acc_after'])}"]]
+    seen = h.get("test_seen_in_pretraining")
+    if seen:
+        text += f" Caution: {seen_note(seen)}."
+        rows.append(["test images the pretrained model trained on", f"{seen['images']} of {seen['of']}"])
     f = h.get("folds")
     if f:
         cv = f"{_acc(f['test_acc_mean'])} ± {_acc(f['test_acc_std'])}"
