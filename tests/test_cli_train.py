@@ -285,6 +285,16 @@ def _vgg_state_dict(tmp: Path, **kw) -> Path:
     return f
 
 
+def _model_of_other_classes(tmp: Path) -> Path:
+    """A model file of three classes named otherwise than the imagefolder fixture's."""
+    from alphaprune.modelfile import save_model
+
+    f = tmp / "other.pt"
+    save_model(f, create_model("vgg11", width=0.0625, num_classes=3), "vgg11", [0.5] * 3,
+               [0.25] * 3, ["ant", "bee", "cow"], {})
+    return f
+
+
 def _non_run_dir(tmp: Path) -> Path:
     d = tmp / "precious"
     d.mkdir()
@@ -323,6 +333,8 @@ BAD = {
                                             "--model", "vgg16", "--data", "digits"],
     "evaluate-state-dict-without-model": lambda t, d: ["evaluate", str(_vgg_state_dict(t)),
                                                       "--data", "digits"],
+    "evaluate-other-class-names": lambda t, d: ["evaluate", str(_model_of_other_classes(t)),
+                                                "--data", str(d)],
     "evaluate-wrong-data": lambda t, d: ["evaluate", str(_vgg_state_dict(t, num_classes=3)),
                                         "--model", "vgg11", "--data", "digits"],
 }

@@ -231,3 +231,9 @@ def check_compatible(mf: ModelFile, ds: Dataset, path) -> None:
             f"model {path} expects {in_ch} input channels and {mf.kwargs.get('num_classes')} "
             f"classes but the data has {ds.in_channels} and {ds.num_classes}: pass the data it "
             "was trained on")
+    if mf.classes and list(mf.classes) != list(ds.classes):
+        diff = next((i for i, (a, b) in enumerate(zip(mf.classes, ds.classes)) if a != b), None)
+        where = (f"named {mf.classes[diff]!r} where the data has {ds.classes[diff]!r} (class "
+                 f"{diff})" if diff is not None else f"{mf.classes} where the data has {ds.classes}")
+        raise UserError(f"model {path} was trained on classes {where}: pass the data it was "
+                        "trained on, its class folders named as then")
