@@ -654,3 +654,44 @@ def test_relative_paths_are_recorded_absolute_and_resume_from_anywhere(imagefold
                  os.path.relpath(imagefolder, elsewhere), "--json"]) == 0
     summary = json.loads((imagefolder.parent / "t" / "summary.json").read_text())
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(summary["test_loss"])
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+def test_the_api_takes_either_config_form_and_paths(tiny_checkpoint, tmp_path):
+    """A notebook passes dicts or dataclasses, strings or paths: each works alike."""
+    import json
+    from pathlib import Path
+
+    from alphaprune.api import DataConfig, TrainConfig, train
+    from alphaprune.prune import PruneConfig, prune
+    from alphaprune.train.module import OptimConfig
+
+    tc = TrainConfig(model="vgg11", width=0.0625, epochs=1, optim={"lr": 0.05},
+                     data={"data": "digits", "subset": 200, "batch_size": 32})
+    assert train(tc, tmp_path / "t", progress=False)["command"] == "train"
+    kw = {"prune": 0.5, "step_size": 1.0, "final_max_epochs": 1}
+    runs = {"dict": PruneConfig(checkpoint=str(tiny_checkpoint),
+                                data={"data": "digits", "subset": 300, "batch_size": 32}, **kw),
+            "dataclass": PruneConfig(checkpoint=Path(tiny_checkpoint),
+                                     optim=OptimConfig(lr=0.01, schedule="constant"),
+                                     data=DataConfig(data="digits", subset=300, batch_size=32), **kw)}
+    accs = {k: prune(c, tmp_path / k, progress=False)["test_acc_after"] for k, c in runs.items()}
+    assert accs["dict"] == accs["dataclass"]
+    assert json.loads((tmp_path / "dict" / "summary.json").read_text())["headline"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data", {"data": "digits", "subsett": 200}, "data: unknown setting 'subsett'"),
+    ("data", "digits", "data must be a DataConfig or a dict of its fields, got str"),
+    ("optim", {"learning_rate": 0.1}, "optim: unknown setting 'learning_rate'"),
+])
+def test_the_api_names_a_wrong_config_field(tiny_checkpoint, tmp_path, field, value, message):
+    from alphaprune.errors import UserError
+    from alphaprune.prune import PruneConfig, prune
+
+    cfg = PruneConfig(checkpoint=str(tiny_checkpoint), **{"data": {"data": "digits"}, field: value})
+    with pytest.raises(UserError, match=message):
+        prune(cfg, tmp_path / "p", progress=False)
+    assert not (tmp_path / "p").exists()

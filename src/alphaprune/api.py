@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from alphaprune.errors import UserError, require_finite
+from alphaprune.errors import UserError, as_config, require_finite
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
@@ -89,6 +89,9 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         The summary dict (also written to ``summary.json``; None on a rank other than 0).
     """
     out, ckpt, lead = Path(out), None, is_leader()
+    # the API takes a DataConfig or a dict of its fields, an OptimConfig or a dict
+    cfg = replace(cfg, data=as_config(cfg.data, DataConfig, "data"),
+                  optim=as_config(cfg.optim, OptimConfig, "optim"))
     if resume:
         out, ckpt = prepare_run_dir(out, "model.pt", resume=True)
         # where to run is the resuming machine's choice, not the recorded one

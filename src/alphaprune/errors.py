@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
-__all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite", "first_line"]
+__all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite", "first_line", "as_config"]
 
 
 class UserError(Exception):
@@ -19,6 +20,28 @@ class OutOfBudget(UserError):
 
 class Unreachable(UserError):
     """A target beyond what the prunable layers can give (the message names the most)."""
+
+
+def as_config(value, cls, name: str):
+    """``value`` as a ``cls`` config dataclass, from itself or a dict of its fields (the
+    Python API takes either); a path value becomes a string.
+
+    Raises:
+        UserError: another type, or a key ``cls`` has no field for (naming it).
+    """
+    if isinstance(value, dict):
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise UserError(f"{name}: unknown setting {unknown[0]!r}; {cls.__name__} has "
+                            f"{', '.join(names)}")
+        value = cls(**value)
+    if not isinstance(value, cls):
+        raise UserError(f"{name} must be a {cls.__name__} or a dict of its fields, got "
+                        f"{type(value).__name__}")
+    paths = {f.name: str(v) for f in dataclasses.fields(value)
+             if isinstance(v := getattr(value, f.name), os.PathLike)}
+    return dataclasses.replace(value, **paths) if paths else value
 
 
 def require_finite(config) -> None:

@@ -17,7 +17,7 @@ from alphaprune.blend.branch import HANDOVER_MODES
 from alphaprune.blend.init import BRANCH_INITS, IMPORTANCE_CRITERIA, init_branches
 from alphaprune.blend.widths import check_width_options, narrowest
 from alphaprune.data import normalize
-from alphaprune.errors import OutOfBudget, Unreachable, UserError, require_finite
+from alphaprune.errors import OutOfBudget, Unreachable, UserError, as_config, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import CostModel, find_units, has_sums
 from alphaprune.graph.units import unit_groups
@@ -370,8 +370,11 @@ def checked_config(cfg: PruneConfig) -> PruneConfig:
     """
     if cfg.prune is None and cfg.flops is None and cfg.speedup is None:  # the default, recorded
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
-    # files as absolute paths: a resume from another folder reads the same ones
-    cfg = replace(cfg, data={**cfg.data, "data": absolute_data(cfg.data.get("data", "digits"))},
+    # the API takes a DataConfig or a dict, an OptimConfig or a dict, str or Path; files as
+    # absolute paths: a resume from another folder reads the same ones
+    data = as_config(cfg.data or {}, DataConfig, "data")
+    data = asdict(replace(data, data=absolute_data(data.data)))
+    cfg = replace(cfg, data=data, optim=as_config(cfg.optim, OptimConfig, "optim"),
                   checkpoint=cfg.checkpoint and os.path.abspath(os.path.expanduser(cfg.checkpoint)))
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
     _validate(cfg)
@@ -693,6 +696,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     Returns:
         The summary dict (None on a rank other than 0).
     """
+    if cfg.data:  # the API takes a DataConfig or a dict of its fields
+        cfg = replace(cfg, data=asdict(as_config(cfg.data, DataConfig, "data")))
     if is_folds_run(cfg.data, Path(out), resume):
         if model is not None:
             raise UserError("--folds prunes a checkpoint file: save the model with "
