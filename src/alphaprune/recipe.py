@@ -46,7 +46,8 @@ FEATURE_DISTILL = 20.0
 FEATURE_MAX_IMAGE_EPOCHS = 160_000
 FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL = 80_000   # a network with sums (resnet20: section 41)
 # the hand-over ships an average of its alpha = 0 phase's weights (--final-ema) by default,
-# time constant in epochs (BENCHMARKS.md section 58); onecycle's was not measured: off
+# time constant in epochs (BENCHMARKS.md sections 58 and 59: resnet20 and VGG-16/4); onecycle's
+# was not measured: off
 FINAL_EMA = 1.0
 BUDGET_STEP = 0.25                   # the hand-over within a budget: compare's os-step layout
 BUDGET_PATIENCE = 2
