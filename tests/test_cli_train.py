@@ -324,6 +324,10 @@ BAD = {
     "momentum-negative": lambda t, d: _train_argv(d, t / "r", 1, "--momentum", "-1"),
     "label-smoothing-2": lambda t, d: _train_argv(d, t / "r", 1, "--label-smoothing", "2"),
     "width-inf": lambda t, d: _train_argv(d, t / "r", 1, "--width", "inf"),
+    # 100 typed for 1.0: terabytes of weights, refused before the kernel kills the process
+    "width-100": lambda t, d: _train_argv(d, t / "r", 1, "--width", "100"),
+    "inspect-input-beyond-memory": lambda t, d: ["inspect", "--model", "vgg11", "--width",
+                                                 "0.0625", "--input-size", "100000"],
     "seed-negative": lambda t, d: _train_argv(d, t / "r", 1, "--seed", "-2"),
     "out-is-a-file": lambda t, d: _train_argv(d, _text_file(t)),
     "out-not-a-run": lambda t, d: _train_argv(d, _non_run_dir(t)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -110,8 +111,12 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
         check_compatible(ModelFile(model, arch, model_io(model), [], [], []), ds, cfg.model)
     else:
         arch = cfg.model
-        model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.in_channels,
-                             width=cfg.width, widths=cfg.widths)
+
+        def make():
+            return create_model(cfg.model, num_classes=ds.num_classes,
+                                in_channels=ds.in_channels, width=cfg.width, widths=cfg.widths)
+        _check_fits(make, "--width" if cfg.widths is None else "--widths")
+        model = make()
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "model.pt", force=force)
         # the data as an absolute path: a resume from another folder reads the same files
@@ -135,6 +140,22 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     write_report(out)
     finish(out, "model.pt")  # the last file: the run is finished only now
     return summary
+
+
+def _check_fits(make, option: str) -> None:
+    """Refuse a model whose training state cannot fit this machine's memory (built first on
+    the meta device: no memory), before the kernel kills the process (a ``--width 25`` typed
+    for 0.25, say). The state counts four copies of the weights: themselves, their gradients,
+    the momentum and the best epoch's copy."""
+    with torch.device("meta"):
+        probe = make()
+    need = 4 * sum(p.numel() * p.element_size() for p in probe.parameters())
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > total:
+        n = sum(p.numel() for p in probe.parameters())
+        raise UserError(f"the model has {n:,} parameters, about {need / 2**30:,.0f} GiB to "
+                        f"train, more than this machine's {total / 2**30:,.0f} GiB: pass a "
+                        f"smaller {option}")
 
 
 def evaluate(model_path: str | Path, data: str | None = None, split: str = "test",

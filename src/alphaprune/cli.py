@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from alphaprune.allocator import keep_freed_memory
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 from alphaprune.recipe import FEATURE_DISTILL, FEATURE_MAX_IMAGE_EPOCHS, FEATURE_MAX_IMAGE_EPOCHS_RESIDUAL
 
 __all__ = ["main", "build_parser"]
@@ -676,6 +677,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alphaprune: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:
+        if not isinstance(e, MemoryError) and "can't allocate memory" not in str(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        what = f"{int(asked.group(1)) / 2**30:,.1f} GiB asked for" if asked else first_line(e, 80)
+        print(f"alphaprune: error: out of memory ({what}): use a smaller model, --batch-size "
+              "or input size", file=sys.stderr)
+        return 2
 
 
 def _after_interrupt(a) -> str:
