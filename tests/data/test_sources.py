@@ -153,6 +153,20 @@ def test_cifar_pickle_at_protocol_5_and_empty_arrays_load(tmp_path):
     assert ds.y.tolist() == [1, 0, 0, 1] and np.array_equal(ds.x[:2].reshape(2, -1), x)
 
 
+class _HugeBytes:
+    """Pickles to ``bytes(10**8)`` (a crafted file would ask for far more)."""
+
+    def __reduce__(self):
+        return (bytes, (10**8,))
+
+
+def test_a_crafted_bytes_call_allocates_nothing(cifar10_dir):
+    with open(cifar10_dir.path / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _HugeBytes(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(UserError, match="data_batch_2.*refused bytes"):
+        load_dataset(str(cifar10_dir.path))
+
+
 @pytest.mark.parametrize("meta, message", [(True, "labels up to 10 but batches.meta names 10"),
                                            (False, "label of 1000000000 for 36 images")])
 def test_cifar_labels_beyond_the_classes_are_refused(cifar10_dir, meta, message):

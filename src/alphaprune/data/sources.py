@@ -85,17 +85,27 @@ _CIFAR_GLOBALS = frozenset({
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    # a batch pickled again at protocol 5 (its arrays rebuilt from their bytes), and an
-    # empty array at protocol 2 (its bytes as a ``bytes`` call)
+    # a batch pickled again at protocol 5 (its arrays rebuilt from the bytes in the file)
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("__builtin__", "bytes"), ("builtins", "bytes"),
 })
+# an empty array at protocol 2 stores its bytes as ``bytes()``; only that call is allowed
+# (``bytes(10**10)`` would allocate ten gigabytes)
+_EMPTY_BYTES = frozenset({("__builtin__", "bytes"), ("builtins", "bytes")})
+
+
+def _empty_bytes(*args):
+    if args:
+        raise pickle.UnpicklingError("refused bytes(...) with arguments: the CIFAR format "
+                                     "holds only arrays, lists and strings")
+    return b""
 
 
 class _CifarUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals of the official CIFAR format."""
 
     def find_class(self, module: str, name: str):
+        if (module, name) in _EMPTY_BYTES:
+            return _empty_bytes
         if (module, name) not in _CIFAR_GLOBALS:
             raise pickle.UnpicklingError(f"refused global {module}.{name}: the CIFAR format "
                                          "holds only arrays, lists and strings")
