@@ -75,6 +75,14 @@ def test_a_crafted_resume_checkpoint_executes_nothing(killed_train_run, tiny_che
     assert rc == 2 and len(err.splitlines()) == 1 and "cannot read checkpoint" in err, err
 
 
+def test_a_missing_checkpoint_is_a_user_error(tmp_path):
+    from alphaprune.errors import UserError
+
+    for path in (tmp_path / "nope.ckpt", tmp_path):  # missing, and a folder
+        with pytest.raises(UserError, match="checkpoint"):
+            SafeCheckpointIO().load_checkpoint(path)
+
+
 def test_a_truncated_checkpoint_is_a_one_line_error(killed_train_run, tmp_path, capsys):
     run = _copy(killed_train_run, tmp_path)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -640,6 +648,9 @@ def test_relative_paths_are_recorded_absolute_and_resume_from_anywhere(imagefold
              "--prune", "0.5", "--step-size", "0.5", "--max-epochs-per-phase", "1",
              "--max-total-epochs", "1", "--no-progress", "--out", "p"]
     main(prune)  # stops on its budget, before the alpha = 0 phase ends
+    capsys.readouterr()
+    main([*prune, "--resume", "--max-total-epochs", "2"])  # its own command plus --resume
+    assert "changed" not in capsys.readouterr().err
     rec = yaml.safe_load((imagefolder.parent / "p" / "config.yaml").read_text())["prune"]
     assert rec["data"]["data"] == str(imagefolder)
     assert rec["checkpoint"] == str(imagefolder.parent / "t" / "model.pt")
@@ -648,6 +659,12 @@ def test_relative_paths_are_recorded_absolute_and_resume_from_anywhere(imagefold
     monkeypatch.chdir(elsewhere)  # where "t/model.pt" and the data's name mean nothing
     assert main(["prune", "--resume", "--out", str(imagefolder.parent / "p"), "--no-progress",
                  "--max-total-epochs", "4"]) == 0
+    monkeypatch.chdir(imagefolder.parent)  # a folds run records its paths absolute too
+    main([*prune[:-1], "f", "--folds", "2", "--max-total-epochs", "1"])
+    rec = yaml.safe_load((imagefolder.parent / "f" / "config.yaml").read_text())["prune"]
+    assert rec["checkpoint"] == str(imagefolder.parent / "t" / "model.pt")
+    assert rec["data"]["data"] == str(imagefolder)
+    monkeypatch.chdir(elsewhere)
     # evaluate re-carves the recorded split (seed 3) however the data's path is spelled
     capsys.readouterr()
     assert main(["evaluate", str(imagefolder.parent / "t" / "model.pt"), "--data",
@@ -673,12 +690,17 @@ def test_the_api_takes_either_config_form_and_paths(tiny_checkpoint, tmp_path):
     assert train(tc, tmp_path / "t", progress=False)["command"] == "train"
     kw = {"prune": 0.5, "step_size": 1.0, "final_max_epochs": 1}
     runs = {"dict": PruneConfig(checkpoint=str(tiny_checkpoint),
+                                optim={"lr": 0.02, "schedule": "constant"},
                                 data={"data": "digits", "subset": 300, "batch_size": 32}, **kw),
             "dataclass": PruneConfig(checkpoint=Path(tiny_checkpoint),
-                                     optim=OptimConfig(lr=0.01, schedule="constant"),
+                                     optim=OptimConfig(lr=0.02, schedule="constant"),
                                      data=DataConfig(data="digits", subset=300, batch_size=32), **kw)}
     accs = {k: prune(c, tmp_path / k, progress=False)["test_acc_after"] for k, c in runs.items()}
     assert accs["dict"] == accs["dataclass"]
+    import yaml
+
+    for k in runs:  # the lr given, not the default 0.01
+        assert yaml.safe_load((tmp_path / k / "config.yaml").read_text())["prune"]["optim"]["lr"] == 0.02
     assert json.loads((tmp_path / "dict" / "summary.json").read_text())["headline"]
 
 

@@ -447,7 +447,7 @@ def test_a_crafted_graph_in_a_model_file_calls_nothing(user_file, tmp_path):
     assert not marker.exists()
 
 
-def test_python_api_prunes_an_nn_module(tmp_path):
+def test_python_api_prunes_an_nn_module(tmp_path, monkeypatch):
     import yaml
 
     from alphaprune.pipeline import DataConfig
@@ -471,7 +471,8 @@ def test_python_api_prunes_an_nn_module(tmp_path):
                       data=asdict(DataConfig(data="digits", subset=200, batch_size=32)))
     small = Small()
     before = {k: v.clone() for k, v in small.state_dict().items()}
-    s = prune(cfg, tmp_path / "run", progress=False, model=small)
+    monkeypatch.chdir(tmp_path)  # a relative folder: the run records original.pt absolute
+    s = prune(cfg, "run", progress=False, model=small)
     # the caller's module is left as it was (a loop over targets starts each from the same one)
     assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())
     assert small.training and all(p.requires_grad for p in small.parameters())

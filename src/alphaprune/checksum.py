@@ -20,7 +20,8 @@ def damaged_member(path: str | Path) -> str | None:
 
     None also where there is nothing to compare: a file that is not a zip archive (the
     legacy format, or one too damaged to open, which ``torch.load`` then refuses itself),
-    or one saved without checksums (``compute_crc32`` off: every CRC-32 is zero).
+    one saved without checksums (``compute_crc32`` off: every CRC-32 is zero), or one that
+    cannot be read (missing, a folder: ``torch.load``'s error says so).
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -28,5 +29,5 @@ def damaged_member(path: str | Path) -> str | None:
             if not any(i.CRC for i in infos if i.file_size):
                 return None
             return zf.testzip()
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError):
-        return None
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError):
+        return None  # torch.load, which the caller runs next, reports what is wrong

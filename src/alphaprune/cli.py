@@ -578,7 +578,7 @@ def _check_resume(a, given: set[str], section: str) -> None:
         value = getattr(a, dest)
         if dest == "model_kwargs":
             value = _model_kwargs(a)
-        if dest in flat and _norm(value) != _norm(flat[dest]):
+        if dest in flat and not _same_setting(dest, value, flat[dest]):
             flag = OPTION_OF.get(dest, f"--{dest.replace('_', '-')}")
             changed.append(f"{flag} (recorded {flat[dest]!r}, given {value!r})")
     if changed:
@@ -589,6 +589,17 @@ def _check_resume(a, given: set[str], section: str) -> None:
 
 def _norm(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def _same_setting(dest: str, given, recorded) -> bool:
+    """Whether a given option equals its recorded value; paths (recorded absolute) compare
+    by the file or folder they name, so the run's own command plus --resume continues it."""
+    from alphaprune.pipeline import same_data
+
+    if dest in ("data", "checkpoint") and isinstance(given, str) and isinstance(recorded, str):
+        return same_data(given, recorded) if dest == "data" else \
+            Path(given).expanduser().resolve() == Path(recorded).expanduser().resolve()
+    return _norm(given) == _norm(recorded)
 
 
 def _config_path(argv: list[str]) -> str | None:

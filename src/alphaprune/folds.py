@@ -93,7 +93,10 @@ def prune_folds(cfg, out, force: bool = False, resume: bool = False, progress: b
                     (d / MARKER).touch()
     if max_total_epochs is not None:
         cfg = replace(cfg, max_total_epochs=max_total_epochs)
-    cfg = replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"})
+    from alphaprune.pipeline import absolute_paths
+
+    # recorded with absolute paths: a resume from another folder reads the same files
+    cfg = absolute_paths(replace(cfg, data={k: v for k, v in cfg.data.items() if k != "fold"}))
     k = int(cfg.data["folds"])
     first = None
     if not resume:

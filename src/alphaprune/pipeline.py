@@ -7,6 +7,7 @@ this module; it never imports them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -113,6 +114,14 @@ def absolute_data(spec: str) -> str:
     """``--data`` as a run records it: a folder as an absolute path (a relative one would
     name other files from another working directory), ``digits`` as it is."""
     return spec if spec == "digits" else os.path.abspath(os.path.expanduser(spec))
+
+
+def absolute_paths(cfg):
+    """A prune config (``data`` a dict) with its data folder and checkpoint as absolute
+    paths, as a run records them."""
+    return dataclasses.replace(
+        cfg, data={**cfg.data, "data": absolute_data(cfg.data.get("data", "digits"))},
+        checkpoint=cfg.checkpoint and os.path.abspath(os.path.expanduser(cfg.checkpoint)))
 
 
 def same_data(a, b) -> bool:

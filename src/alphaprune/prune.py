@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +26,7 @@ from alphaprune.openmp import wait_policy
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
 from alphaprune.pipeline import (
     DataConfig,
-    absolute_data,
+    absolute_paths,
     check_compatible,
     check_splits,
     load_data,
@@ -372,10 +371,8 @@ def checked_config(cfg: PruneConfig) -> PruneConfig:
         cfg = replace(cfg, prune=DEFAULT_PRUNE)
     # the API takes a DataConfig or a dict, an OptimConfig or a dict, str or Path; files as
     # absolute paths: a resume from another folder reads the same ones
-    data = as_config(cfg.data or {}, DataConfig, "data")
-    data = asdict(replace(data, data=absolute_data(data.data)))
-    cfg = replace(cfg, data=data, optim=as_config(cfg.optim, OptimConfig, "optim"),
-                  checkpoint=cfg.checkpoint and os.path.abspath(os.path.expanduser(cfg.checkpoint)))
+    cfg = absolute_paths(replace(cfg, data=asdict(as_config(cfg.data or {}, DataConfig, "data")),
+                                 optim=as_config(cfg.optim, OptimConfig, "optim")))
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
@@ -716,7 +713,7 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     if lead and not resume:  # only now that every input checked out may an old run be replaced
         out, ckpt = prepare_run_dir(out, "pruned.pt", force=force, keep=[cfg.checkpoint])
     if model is not None:
-        cfg = replace(cfg, checkpoint=str(out / "original.pt"), model=None)
+        cfg = replace(cfg, checkpoint=str((out / "original.pt").absolute()), model=None)
         if lead:
             save_model(out / "original.pt", model, GRAPH_ARCH, src.mean, src.std,
                        src.ds.classes, {"source": "prune(model=...)", "input_shape": list(src.shape)})

@@ -234,6 +234,17 @@ def test_explicit_cache_dir_is_used_instead_of_the_default(imagefolder, cache_di
     load_dataset(str(imagefolder), cache_dir=str(other))
 
 
+def test_a_new_decoder_version_decodes_again(imagefolder, monkeypatch):
+    """Arrays an older decoder cached (16-bit images clipped white) are not served."""
+    import alphaprune.data.cache as cache
+
+    load_dataset(str(imagefolder))
+    monkeypatch.setattr(cache, "DECODER_VERSION", cache.DECODER_VERSION + 1)
+    calls = _count_decode(monkeypatch)
+    load_dataset(str(imagefolder))
+    assert calls == [36]
+
+
 def test_changed_file_invalidates_the_cache(imagefolder, monkeypatch):
     load_dataset(str(imagefolder))
     target = imagefolder / "square" / "img_03.png"

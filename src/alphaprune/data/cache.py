@@ -19,10 +19,16 @@ def cache_dir_default() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "alphaprune"
 
 
+# bumped whenever decoding changes what the same files decode to (2: 16-bit images scaled,
+# mixed sizes resized to the most common one), so arrays an older version cached are decoded
+# again
+DECODER_VERSION = 2
+
+
 def cache_key(root: Path, files: list[Path]) -> str:
-    """Fingerprint of a dataset: hash of the root path and every file's relative path, size
-    and mtime."""
-    h = hashlib.sha256(str(root).encode())
+    """Fingerprint of a dataset: hash of the decoder's version, the root path and every
+    file's relative path, size and mtime."""
+    h = hashlib.sha256(f"decoder {DECODER_VERSION}\n{root}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -222,7 +222,9 @@ def _pareto_point(run: Run) -> dict | None:
             "latency_b128_ms": m.get("latency_b128_ms")}
 
 
-# marks a folder the report command made (for a comparison, or a run's report with --out)
+# marks a folder the report command made, for a comparison or (since --out for one run) a
+# run's report; its name is from when it marked comparisons only, kept so older folders
+# are still recognised. Either kind of report may replace the other's files there.
 _REPORT_MARKER = ".alphaprune-comparison"
 _REPORT_FILES = {"report.md", "report.html", "loss.png", "accuracy.png", "alpha.png"}
 
