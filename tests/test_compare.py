@@ -100,6 +100,20 @@ def test_a_rerun_with_other_settings_or_weights_is_refused_naming_them(results, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def test_a_rerun_spelling_out_a_default_continues_and_another_value_is_refused(results, capsys):
+    """``--solver ratio --balance 1 --distill 0.7`` are what the comparison's parameter
+    targets ran with: spelled out they continue it; another distillation weight does not."""
+    _, out, _ = results
+    before = (out / "results.jsonl").read_text()
+    argv = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+            "--targets", "0.65", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--solver", "ratio", "--balance", "1", "--distill", "0.7"]) == 0
+    assert (out / "results.jsonl").read_text() == before
+    capsys.readouterr()
+    assert main([*argv, "--distill", "0.5"]) == 2
+    assert "os_options.distill (recorded None, given 0.5)" in capsys.readouterr().err
+
+
 def test_a_comparison_without_method_rows_takes_new_settings_and_equal_spellings_pass(
         results, tmp_path, capsys):
     """Before any method row, a rerun may fix a setting (a failed first try); the data

@@ -10,7 +10,7 @@ Targets, methods and where it runs may change (new rows are added).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -51,6 +51,23 @@ def _settings(cfg, model) -> dict:
     return yaml.safe_load(yaml.safe_dump(record, sort_keys=True))
 
 
+def _as_run(record: dict) -> dict:
+    """A settings record with objective selection's options as its runs take them: an
+    option given at its default equals one left out (``--solver ratio --balance 1`` on a
+    parameter target, ``--distill 0.7``), so a rerun spelling a default out continues."""
+    from alphaprune.prune import PruneConfig, resolve_solver
+
+    given = dict(record.get("os_options") or {})
+    try:
+        given.update(resolve_solver(given.get("solver"), given.get("balance"),
+                                    record.get("match", "params")))
+    except UserError:  # a contradiction the run itself refuses, naming it
+        return record
+    defaults = {f.name: f.default for f in fields(PruneConfig)}
+    given = {k: v for k, v in given.items() if k not in defaults or v != defaults[k]}
+    return {**record, "os_options": given}
+
+
 def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
@@ -79,7 +96,7 @@ def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
             raise UserError(f"{path} is corrupt ({type(e).__name__}): choose another --out") from e
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (not a mapping): choose another --out")
-        changed = _changes(old, settings)
+        changed = _changes(_as_run(old), _as_run(settings))
         if not any(r.get("method") != "pretrained" for r in rows):
             # no method row to mismatch yet; the pretrained row was scored on the data
             changed = [c for c in changed if c.startswith(("pretrained_sha256", "data."))]
