@@ -100,6 +100,41 @@ def test_a_rerun_with_other_settings_or_weights_is_refused_naming_them(results, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def _copy_without_method_rows(out, dest, keep=lambda row: row["method"] == "pretrained"):
+    """``out`` copied to ``dest`` with only the ``keep`` rows in results.jsonl, as a kill
+    before the others were written leaves it."""
+    import shutil
+
+    shutil.copytree(out, dest)
+    rows = [r for r in (dest / "results.jsonl").read_text().splitlines() if keep(json.loads(r))]
+    (dest / "results.jsonl").write_text("\n".join(rows) + "\n")
+    return dest
+
+
+def test_a_method_finished_but_not_written_is_written_on_rerun(results, tmp_path):
+    """A kill between objective selection's finished run and its row: the rerun writes the
+    row from the finished run (it said "already finished: nothing to resume" for ever)."""
+    _, out, rows = results
+    cmp = _copy_without_method_rows(out, tmp_path / "c", lambda r: r["method"] != "os-step")
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.65", "--out", str(cmp), "--no-progress"]) == 0
+    redone = {json.loads(r)["method"]: json.loads(r)
+              for r in (cmp / "results.jsonl").read_text().splitlines()}
+    first = next(r for r in rows if r["method"] == "os-step")
+    for key in ("test_acc", "val_acc", "params", "flops", "epochs"):
+        assert redone["os-step"][key] == first[key], key
+
+
+def test_a_rerun_after_a_method_started_keeps_its_settings(results, tmp_path, capsys):
+    """No row yet, but a method's run and the target's widths exist: they were made with
+    the recorded settings, so other settings are refused (they were taken, and mixed)."""
+    _, out, _ = results
+    cmp = _copy_without_method_rows(out, tmp_path / "c")
+    assert main(["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
+                 "--targets", "0.65", "--lr", "0.02", "--out", str(cmp), "--no-progress"]) == 2
+    assert "lr (recorded 0.01, given 0.02)" in capsys.readouterr().err
+
+
 def test_a_rerun_spelling_out_a_default_continues_and_another_value_is_refused(results, capsys):
     """``--solver ratio --balance 1 --distill 0.7`` are what the comparison's parameter
     targets ran with: spelled out they continue it; another distillation weight does not."""
@@ -112,6 +147,10 @@ def test_a_rerun_spelling_out_a_default_continues_and_another_value_is_refused(r
     capsys.readouterr()
     assert main([*argv, "--distill", "0.5"]) == 2
     assert "os_options.distill (recorded None, given 0.5)" in capsys.readouterr().err
+    # 0.651 would be the 0.65 run (its folder p65) under another label
+    assert main([*argv[:-5], "--targets", "0.651", *argv[-3:]]) == 2
+    assert "shares the folder p65" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == before
 
 
 def test_a_comparison_without_method_rows_takes_new_settings_and_equal_spellings_pass(

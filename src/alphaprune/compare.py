@@ -279,6 +279,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     solver, balance = picked["solver"], picked["balance"]
     check_width_options(cfg.os_options.get("round_to", PruneConfig.round_to), balance or 0.0)
     _check_same_match(done, cfg.match, out)  # first: another measure changes the balance too
+    _check_target_folders(done, cfg.targets, out)
     data = DataConfig(**cfg.data)
     ds, splits = load_data(data)
     mean, std = ds.mean_std()
@@ -417,11 +418,17 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
     run, ck = _run_dir(b.out / f"p{round(target * 100):02d}" / method, b.lead)
     t0 = time.perf_counter()
     if method in SCHEDULER_METHODS:
-        pcfg = _os_config(cfg, method, target, b.source, widths)
-        s = prune(pcfg, run, resume=ck is not None, progress=b.progress)
-        if not b.lead:
-            return None
         model_file = run / "pruned.pt"
+        if model_file.is_file():  # finished (pruned.pt comes last), killed before its row
+            if not b.lead:
+                return None
+            s = json.loads((run / "summary.json").read_text())
+            t0 -= s.get("seconds", 0.0)
+        else:
+            pcfg = _os_config(cfg, method, target, b.source, widths)
+            s = prune(pcfg, run, resume=ck is not None, progress=b.progress)
+            if not b.lead:
+                return None
         model = load_checkpoint(model_file).model
         acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
     else:
@@ -447,6 +454,18 @@ def _finish(b: _Bench, done: list[dict]) -> list[dict]:
     write_tables(final, b.out)
     plot_pareto(final, b.out / "pareto.png", title=f"{b.mf.arch}: accuracy against measured cost")
     return final
+
+
+def _check_target_folders(done: list[dict], targets: list[float], out: Path) -> None:
+    """A target's runs live in its percent's folder (p65): a target given as 0.651 where
+    0.65 is recorded would continue that run under another label."""
+    recorded = {round(r["target"] * 100): r["target"] for r in done if r["method"] != "pretrained"}
+    for t in targets:
+        other = recorded.get(round(t * 100))
+        if other is not None and other != t:
+            raise UserError(f"target {t:g} shares the folder p{round(t * 100):02d} of {out} with "
+                            f"the recorded target {other:g}: pass {other:g} to continue it, or "
+                            "another --out")
 
 
 def _check_same_match(done: list[dict], match: str, out: Path) -> None:

@@ -97,8 +97,9 @@ def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (not a mapping): choose another --out")
         changed = _changes(_as_run(old), _as_run(settings))
-        if not any(r.get("method") != "pretrained" for r in rows):
-            # no method row to mismatch yet; the pretrained row was scored on the data
+        started = [d for d in out.glob("p*") if d.is_dir()]  # a target's widths, a method's run
+        if not started and not any(r.get("method") != "pretrained" for r in rows):
+            # nothing to mismatch yet; the pretrained row was scored on the data
             changed = [c for c in changed if c.startswith(("pretrained_sha256", "data."))]
         if changed:
             raise UserError(f"{out} holds a comparison with other settings: "
