@@ -152,6 +152,25 @@ def test_a_fold_out_of_budget_names_the_run_to_resume(folds_run, tmp_path):
     summary = prune(PruneConfig(), out, resume=True, progress=False, max_total_epochs=3)
     assert summary["folds"]["k"] == 2 and summary["epochs"] == 3
     assert [int(r["epoch"]) for r in _rows(out / "fold1" / "metrics.csv")] == list(range(3))
+    # both folds ran under the new budget: nothing to say
+    assert [r["max_total_epochs"] for r in summary["folds"]["per_fold"]] == [3, 3]
+    assert "different epoch budgets" not in summary["folds"]["note"]
+
+
+def test_folds_that_ran_under_different_budgets_are_said_so(folds_run, tmp_path):
+    """A resume's new budget reaches only the folds not yet finished: the folds block and
+    the report say their mean mixes schedules."""
+    _, ref, _ = folds_run
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    for name in ("pruned.pt", "summary.json"):  # killed before fold 3 started
+        (out / name).unlink()
+    shutil.rmtree(out / "fold3")
+    summary = prune(PruneConfig(), out, resume=True, progress=False, max_total_epochs=4)
+    budgets = [r["max_total_epochs"] for r in summary["folds"]["per_fold"]]
+    assert budgets[:2] != [4, 4] and budgets[2] == 4
+    assert "different epoch budgets" in summary["folds"]["note"]
+    assert "different epoch budgets" in (out / "report.md").read_text()
 
 
 def test_the_cli_replaces_a_finished_folds_run_only_with_force_and_good_inputs(folds_run,

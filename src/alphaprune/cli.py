@@ -430,6 +430,9 @@ def _cmd_prune(a) -> int:
         print(f"{f['k']} folds: test acc {_acc(f['mean'].get('test_acc_after'))} ± "
               f"{_acc(f['std'].get('test_acc_after'))} (mean ± std); pruned.pt is fold "
               f"{f['shipped_fold']}'s, the best val acc")
+        if len({r.get("max_total_epochs") for r in f["per_fold"]}) > 1:
+            print("warning: the folds ran under different epoch budgets: their mean and "
+                  "spread mix schedules (the report says which)")
     return 0
 
 

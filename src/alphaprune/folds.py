@@ -166,11 +166,15 @@ def _run_fold(cfg, out: Path, i: int, resume: bool, progress, callbacks, max_tot
     return prune_mod.prune(cfg, d, progress=progress, callbacks=callbacks)
 
 
-def aggregate(summaries: list[dict]) -> dict:
+def aggregate(summaries: list[dict], budgets: list | None = None) -> dict:
     """The ``folds`` block: each fold's scores, their mean and sample standard deviation,
-    and the fold that ships (the best validation accuracy; the first of a tie)."""
-    per_fold = [{"fold": i, "run": f"fold{i}", **{key: s.get(key) for key in SCORES}}
-                for i, s in enumerate(summaries, start=1)]
+    and the fold that ships (the best validation accuracy; the first of a tie).
+    ``budgets``: each fold's recorded ``max_total_epochs``; folds that ran under different
+    ones (a resume with a new budget reaches only the folds not finished) are said so."""
+    budgets = budgets or [None] * len(summaries)
+    per_fold = [{"fold": i, "run": f"fold{i}", **{key: s.get(key) for key in SCORES},
+                 "max_total_epochs": budget}
+                for i, (s, budget) in enumerate(zip(summaries, budgets), start=1)]
     mean, std = {}, {}
     for key in SCORES:
         # no score (--test-frac 0 leaves no test split): NaN in memory, null on disk
@@ -184,8 +188,18 @@ def aggregate(summaries: list[dict]) -> dict:
                      f"of the {len(summaries)} folds; each fold validated on its own part of "
                      "the train and val images, all were tested on the same test split. The "
                      "pretrained network was trained on most validation images, so validation "
-                     "scores run high: compare test accuracy"),
+                     "scores run high: compare test accuracy"
+                     + _mixed_budgets(budgets)),
             "per_fold": per_fold, "mean": mean, "std": std}
+
+
+def _mixed_budgets(budgets: list) -> str:
+    if len(set(budgets)) <= 1:
+        return ""
+    shown = ", ".join("none" if b is None else str(b) for b in budgets)
+    return (f". The folds ran under different epoch budgets ({shown}: a resume with a new "
+            "--max-total-epochs reaches only the folds not yet finished), so their mean and "
+            "spread mix schedules; rerun with --force and one budget for comparable folds")
 
 
 def _ship(out: Path, summaries: list[dict]) -> dict:
@@ -193,7 +207,9 @@ def _ship(out: Path, summaries: list[dict]) -> dict:
     from alphaprune.report.headline import headline
     from alphaprune.report.page import write_report
 
-    folds = aggregate(summaries)
+    budgets = [(read_config(fold_dir(out, i)).get("prune") or {}).get("max_total_epochs")
+               for i in range(1, len(summaries) + 1)]
+    folds = aggregate(summaries, budgets)
     src = fold_dir(out, folds["shipped_fold"])
     summary = {**summaries[folds["shipped_fold"] - 1], "folds": folds}
     summary["headline"] = headline(summary)
