@@ -279,7 +279,7 @@ def test_folds_without_a_test_split_finish_and_report(folds_run, tmp_path, capsy
     s = json.loads((out / "summary.json").read_text())
     assert s["folds"]["k"] == 2 and "test_acc_after" not in s["folds"]["mean"]
     assert 0 < s["folds"]["mean"]["val_acc_after"] <= 1
-    assert "2 folds: test acc nan ± nan" in capsys.readouterr().out
+    assert "2 folds: test acc – ± –" in capsys.readouterr().out
     assert (out / "pruned.pt").is_file() and (out / "report.html").is_file()
 
 

@@ -387,6 +387,7 @@ def _cmd_prune(a) -> int:
 
     from alphaprune.parallel import HARDWARE
     from alphaprune.prune import PruneConfig, prune
+    from alphaprune.report.headline import fmt_acc, seen_note
 
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
@@ -419,16 +420,14 @@ def _cmd_prune(a) -> int:
     print(f"pruned {s['arch']}: {s['params_before']:,} -> {s['params_after']:,} params "
           f"({s['achieved_reduction']:.1%} removed); FLOPs {s['flops_before']:,} -> "
           f"{s['flops_after']:,} ({s['achieved_flops_reduction']:.1%} removed; {target}); "
-          f"test acc {_acc(s['test_acc_before'])} -> {_acc(s['test_acc_after'])} -> "
+          f"test acc {fmt_acc(s['test_acc_before'])} -> {fmt_acc(s['test_acc_after'])} -> "
           f"{a.out}/pruned.pt")
     if "test_seen_in_pretraining" in s:
-        from alphaprune.report.headline import seen_note
-
         print(f"warning: {seen_note(s['test_seen_in_pretraining'])}")
     if "folds" in s:
         f = s["folds"]
-        print(f"{f['k']} folds: test acc {_acc(f['mean'].get('test_acc_after'))} ± "
-              f"{_acc(f['std'].get('test_acc_after'))} (mean ± std); pruned.pt is fold "
+        print(f"{f['k']} folds: test acc {fmt_acc(f['mean'].get('test_acc_after'))} ± "
+              f"{fmt_acc(f['std'].get('test_acc_after'))} (mean ± std); pruned.pt is fold "
               f"{f['shipped_fold']}'s, the best val acc")
         if len({r.get("max_total_epochs") for r in f["per_fold"]}) > 1:
             print("warning: the folds ran under different epoch budgets: their mean and "
@@ -447,11 +446,6 @@ def _cmd_evaluate(a) -> int:
         print(f"{r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
               f"n={r['n_samples']}  params {r['params']:,}  FLOPs {r['flops']:,}")
     return 0
-
-
-def _acc(v) -> str:
-    """An accuracy for the console; ``nan`` where there is none (no test split)."""
-    return "nan" if v is None else f"{v:.4f}"
 
 
 def _cmd_report(a) -> int:
@@ -600,8 +594,7 @@ def _same_setting(dest: str, given, recorded) -> bool:
     from alphaprune.pipeline import same_data
 
     if dest in ("data", "checkpoint") and isinstance(given, str) and isinstance(recorded, str):
-        return same_data(given, recorded) if dest == "data" else \
-            Path(given).expanduser().resolve() == Path(recorded).expanduser().resolve()
+        return same_data(given, recorded)  # a checkpoint is a path as a data folder is
     return _norm(given) == _norm(recorded)
 
 

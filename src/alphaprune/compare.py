@@ -216,8 +216,8 @@ def _checked(cfg: CompareConfig) -> CompareConfig:
         if not 0.0 < t < 1.0:
             raise UserError(f"targets must be between 0 and 1, got {t}")
     # targets share a folder by the percent (p50): 0.5 and 0.504 would be one row
-    folders = [f"{round(t * 100)}%" for t in cfg.targets]
-    for name, given, hint in (("--targets", folders, " (targets count to the percent)"),
+    folders = [_folder(t) for t in cfg.targets]
+    for name, given, hint in (("--targets", folders, " (targets share a folder by the percent)"),
                               ("--methods", cfg.methods, "")):
         twice = sorted({v for v in given if given.count(v) > 1})
         if twice:
@@ -355,7 +355,7 @@ def _target_widths(b: _Bench, target: float, arch: str | None, memo: dict) -> li
     solve, such as a latency match, could come out otherwise the second time). ``memo``
     keeps what every target's solve shares: the search images and sensitivity table."""
     cfg = b.cfg
-    path = b.out / f"p{round(target * 100):02d}" / "widths.json"
+    path = b.out / _folder(target) / "widths.json"
     if path.exists():
         recorded = json.loads(path.read_text())
         if bool(recorded.get("streams")) != bool(cfg.os_options.get("streams")):
@@ -415,7 +415,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
     cfg = b.cfg
     if b.lead:
         print(f"[compare] target {target:.0%} removed: {method}", flush=True)
-    run, ck = _run_dir(b.out / f"p{round(target * 100):02d}" / method, b.lead)
+    run, ck = _run_dir(b.out / _folder(target) / method, b.lead)
     t0 = time.perf_counter()
     if method in SCHEDULER_METHODS:
         model_file = run / "pruned.pt"
@@ -423,7 +423,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
             if not b.lead:
                 return None
             s = json.loads((run / "summary.json").read_text())
-            t0 -= s.get("seconds", 0.0)
+            t0 -= s.get("seconds", 0.0)  # the row's seconds are the finished run's
         else:
             pcfg = _os_config(cfg, method, target, b.source, widths)
             s = prune(pcfg, run, resume=ck is not None, progress=b.progress)
@@ -456,14 +456,20 @@ def _finish(b: _Bench, done: list[dict]) -> list[dict]:
     return final
 
 
+def _folder(target: float) -> str:
+    """The folder of a target's widths and runs: its percent (``p65``), so targets that
+    round to the same percent share one."""
+    return f"p{round(target * 100):02d}"
+
+
 def _check_target_folders(done: list[dict], targets: list[float], out: Path) -> None:
     """A target's runs live in its percent's folder (p65): a target given as 0.651 where
     0.65 is recorded would continue that run under another label."""
-    recorded = {round(r["target"] * 100): r["target"] for r in done if r["method"] != "pretrained"}
+    recorded = {_folder(r["target"]): r["target"] for r in done if r["method"] != "pretrained"}
     for t in targets:
-        other = recorded.get(round(t * 100))
+        other = recorded.get(_folder(t))
         if other is not None and other != t:
-            raise UserError(f"target {t:g} shares the folder p{round(t * 100):02d} of {out} with "
+            raise UserError(f"target {t:g} shares the folder {_folder(t)} of {out} with "
                             f"the recorded target {other:g}: pass {other:g} to continue it, or "
                             "another --out")
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from alphaprune.errors import UserError
+from alphaprune.pipeline import canonical_data
 from alphaprune.rundir import COMPARE_MARKER, COMPARE_RESULTS, write_config
 
 __all__ = ["SETTINGS", "RESULTS", "check_folder", "record_settings", "weights_sha256"]
@@ -44,8 +45,8 @@ def _settings(cfg, model) -> dict:
     record = {k: v for k, v in asdict(cfg).items() if k not in _FREE}
     # where the data is cached changes no row; a folder is the same however it is spelled
     data = {k: v for k, v in record["data"].items() if k != "cache_dir"}
-    if isinstance(data.get("data"), str) and Path(data["data"]).exists():
-        data["data"] = str(Path(data["data"]).resolve())
+    if isinstance(data.get("data"), str):
+        data["data"] = canonical_data(data["data"])
     record["data"] = data
     record["pretrained_sha256"] = weights_sha256(model)
     return yaml.safe_load(yaml.safe_dump(record, sort_keys=True))

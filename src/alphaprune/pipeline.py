@@ -124,13 +124,15 @@ def absolute_paths(cfg):
         checkpoint=cfg.checkpoint and os.path.abspath(os.path.expanduser(cfg.checkpoint)))
 
 
+def canonical_data(spec: str) -> str:
+    """One spelling of a ``--data`` value: a folder as its resolved absolute path (links
+    followed), ``digits`` as it is; two values name the same dataset when these are equal."""
+    return spec if spec == "digits" else str(Path(spec).expanduser().resolve())
+
+
 def same_data(a, b) -> bool:
     """Whether two ``--data`` values name the same dataset, however each is spelled."""
-    if not isinstance(a, str) or not isinstance(b, str):
-        return False
-    if "digits" in (a, b):
-        return a == b
-    return Path(absolute_data(a)).resolve() == Path(absolute_data(b)).resolve()
+    return isinstance(a, str) and isinstance(b, str) and canonical_data(a) == canonical_data(b)
 
 
 _SPLIT_KEYS = ("seed", "val_frac", "test_frac", "subset", "train_subset", "folds", "fold")

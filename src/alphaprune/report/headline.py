@@ -8,7 +8,8 @@ readers of earlier runs."""
 
 from __future__ import annotations
 
-__all__ = ["headline", "headline_rows", "model_block", "shipped", "MODEL_KEYS", "SCHEMA"]
+__all__ = ["headline", "headline_rows", "model_block", "shipped", "fmt_acc", "seen_note", "MODEL_KEYS",
+           "SCHEMA"]
 
 SCHEMA = 2
 MODEL_KEYS = ("params", "flops", "val_acc", "val_loss", "test_acc", "test_loss",
@@ -83,8 +84,9 @@ def _x(v) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
-def _acc(v) -> str:
-    """An accuracy, or a dash where there is none (``--test-frac 0``: no test split)."""
+def fmt_acc(v) -> str:
+    """An accuracy, or a dash where there is none (``--test-frac 0``: no test split), for
+    the report page and the console."""
     return "–" if v is None or v != v else f"{v:.4f}"
 
 
@@ -99,7 +101,7 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
                   + ("met" if sp["shortfall"] == 0 else f"{sp['shortfall']:.0%} short"))
     text = (f"{h['removed_params']:.1%} of the parameters and {flops} of the FLOPs removed "
             f"(target: {target}); test accuracy "
-            f"{_acc(h['test_acc_before'])} → {_acc(h['test_acc_after'])}; measured "
+            f"{fmt_acc(h['test_acc_before'])} → {fmt_acc(h['test_acc_after'])}; measured "
             f"{_x(h['speedup_b128'])} faster at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
     threads = h.get("latency_threads")
     on = f" ({threads} thread{'s' if threads != 1 else ''}, medians of interleaved rounds)" \
@@ -109,20 +111,20 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
             ["FLOP ratio (before / after)", _x(h["flop_ratio"])],
             [f"measured speed-up, batch 1{on}", _x(h["speedup_b1"])],
             [f"measured speed-up, batch 128{on}", _x(h["speedup_b128"])],
-            ["test accuracy", f"{_acc(h['test_acc_before'])} → {_acc(h['test_acc_after'])}"],
-            ["val accuracy", f"{_acc(h['val_acc_before'])} → {_acc(h['val_acc_after'])}"]]
+            ["test accuracy", f"{fmt_acc(h['test_acc_before'])} → {fmt_acc(h['test_acc_after'])}"],
+            ["val accuracy", f"{fmt_acc(h['val_acc_before'])} → {fmt_acc(h['val_acc_after'])}"]]
     seen = h.get("test_seen_in_pretraining")
     if seen:
         text += f" Caution: {seen_note(seen)}."
         rows.append(["test images the pretrained model trained on", f"{seen['images']} of {seen['of']}"])
     f = h.get("folds")
     if f:
-        cv = f"{_acc(f['test_acc_mean'])} ± {_acc(f['test_acc_std'])}"
+        cv = f"{fmt_acc(f['test_acc_mean'])} ± {fmt_acc(f['test_acc_std'])}"
         text += (f" Over {f['k']} cross-validation folds the test accuracy was {cv} (mean ± "
                  f"std); the model shipped is fold {f['shipped_fold']}'s, the best validation "
                  "accuracy, and the accuracies above are its.")
         rows += [[f"test accuracy over {f['k']} folds (mean ± std)", cv],
                  [f"val accuracy over {f['k']} folds (mean ± std)",
-                  f"{_acc(f['val_acc_mean'])} ± {_acc(f['val_acc_std'])}"],
+                  f"{fmt_acc(f['val_acc_mean'])} ± {fmt_acc(f['val_acc_std'])}"],
                  ["shipped fold (best val accuracy)", str(f["shipped_fold"])]]
     return text, rows
