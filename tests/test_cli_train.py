@@ -355,6 +355,27 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, imagefolder, capfd, case):
     assert not list(tmp_path.rglob("model.pt"))
 
 
+def test_a_container_limit_under_the_machine_memory_is_what_train_checks(tmp_path, imagefolder,
+                                                                          capfd, monkeypatch):
+    """In a container the kernel kills a process over the cgroup's limit, however much memory
+    the machine has: a model that fits the machine but not the container is refused."""
+    import alphaprune.api as api
+
+    limit = tmp_path / "memory.max"
+    limit.write_text(f"{2**20}\n")  # 1 MiB: VGG-11 at full width needs hundreds
+    monkeypatch.setattr(api, "CGROUP_LIMITS", (str(tmp_path / "absent"), str(limit)))
+    assert api.memory_limit() == (2**20, f"this container (its limit in {limit})")
+    argv = _train_argv(imagefolder, tmp_path / "r", 1, "--width", "1")
+    capfd.readouterr()
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    _assert_one_line_error(err)
+    assert "this container" in err and "smaller --width" in err
+    assert not (tmp_path / "r").exists()
+    limit.write_text("max\n")  # cgroup v2's "no limit": the machine's memory counts
+    assert api.memory_limit()[1] == "this machine"
+
+
 def test_images_smaller_than_32px_train_or_fail_cleanly(tmp_path, capfd):
     """28x28 images (MNIST-sized) either train or give a one-line error, never a traceback."""
     data = write_imagefolder(tmp_path / "small", per_class=12, size=28)

@@ -150,12 +150,32 @@ def _check_fits(make, option: str) -> None:
     with torch.device("meta"):
         probe = make()
     need = 4 * sum(p.numel() * p.element_size() for p in probe.parameters())
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    total, where = memory_limit()
     if need > total:
         n = sum(p.numel() for p in probe.parameters())
-        raise UserError(f"the model has {n:,} parameters, about {need / 2**30:,.0f} GiB to "
-                        f"train, more than this machine's {total / 2**30:,.0f} GiB: pass a "
+        raise UserError(f"the model has {n:,} parameters, about {need / 2**30:,.1f} GiB to "
+                        f"train, more than {where}'s {total / 2**30:,.1f} GiB: pass a "
                         f"smaller {option}")
+
+
+# where a container's memory limit is read: cgroup v2, then v1 (no limit reads "max" or a
+# number near 2**63)
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_limit() -> tuple[int, str]:
+    """``(bytes, what)``: the memory this process may use, the machine's physical memory or,
+    where smaller, its container's cgroup limit (a container's kernel kills a process over
+    its limit however much the machine has)."""
+    limit, where = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
+    for path in CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit() and int(text) < limit:
+            limit, where = int(text), f"this container (its limit in {path})"
+    return limit, where
 
 
 def evaluate(model_path: str | Path, data: str | None = None, split: str = "test",
