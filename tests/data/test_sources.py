@@ -167,6 +167,21 @@ def test_a_crafted_bytes_call_allocates_nothing(cifar10_dir):
         load_dataset(str(cifar10_dir.path))
 
 
+class _HugeArray:
+    """Pickles as numpy's array rebuilder asked for 10**8 bytes up front (numpy itself asks
+    for none and fills the array from the file's bytes)."""
+
+    def __reduce__(self):
+        return (np.ndarray.__reduce__(np.zeros(1, np.uint8))[0], (np.ndarray, (10**8,), b"b"))
+
+
+def test_a_crafted_array_shape_allocates_nothing(cifar10_dir):
+    with open(cifar10_dir.path / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _HugeArray(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(UserError, match=r"data_batch_2.*refused an array pickled with shape"):
+        load_dataset(str(cifar10_dir.path))
+
+
 @pytest.mark.parametrize("meta, message", [(True, "labels up to 10 but batches.meta names 10"),
                                            (False, "label of 1000000000 for 36 images")])
 def test_cifar_labels_beyond_the_classes_are_refused(cifar10_dir, meta, message):

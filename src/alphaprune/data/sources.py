@@ -100,12 +100,29 @@ def _empty_bytes(*args):
     return b""
 
 
+# numpy pickles an array as an empty one (shape (0,)) that its state then fills with the
+# bytes in the file; a crafted shape would allocate as much as it names before any state
+_RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"),
+                          ("numpy._core.multiarray", "_reconstruct")})
+
+
+def _empty_array(reconstruct):
+    def rebuild(subtype, shape, dtype):
+        if tuple(shape) != (0,):
+            raise pickle.UnpicklingError(f"refused an array pickled with shape {shape}: numpy "
+                                         "writes (0,) and fills it from the file's bytes")
+        return reconstruct(subtype, shape, dtype)
+    return rebuild
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals of the official CIFAR format."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _EMPTY_BYTES:
             return _empty_bytes
+        if (module, name) in _RECONSTRUCT:
+            return _empty_array(super().find_class(module, name))
         if (module, name) not in _CIFAR_GLOBALS:
             raise pickle.UnpicklingError(f"refused global {module}.{name}: the CIFAR format "
                                          "holds only arrays, lists and strings")
