@@ -178,6 +178,25 @@ def test_cli_report_not_a_run(tmp_path, capsys):
     assert not (folder / "report.md").exists()
 
 
+def test_cli_report_of_a_comparison_or_its_peer_folder_names_the_comparisons_page(tmp_path,
+                                                                                 capsys):
+    """compare writes its own page; a peer's folder (Torch-Pruning's: its model and metrics,
+    no settings) is no run: its report read as an empty, settings-less run."""
+    cmp = tmp_path / "cmp"
+    os_run = write_prune_run(cmp / "p50" / "os-step")
+    peer = write_train_run(cmp / "p50" / "tp-l1")
+    (peer / "config.yaml").unlink()  # what compare leaves in a peer's folder: no settings
+    (cmp / "results.jsonl").write_text('{"method": "pretrained"}\n')
+    line = _assert_one_line_error(capsys, main(["report", str(cmp)]))
+    assert "is a comparison, not a run" in line and str(cmp / "results.md") in line
+    assert f"e.g. {os_run}" in line
+    line = _assert_one_line_error(capsys, main(["report", str(peer)]))
+    assert f"tp-l1's folder in the comparison {cmp}" in line
+    assert not (peer / "report.md").exists()
+    assert main(["report", str(os_run)]) == 0  # a comparison's own runs report as before
+    assert (os_run / "report.md").is_file()
+
+
 def test_cli_report_header_only_metrics(tmp_path, capsys):
     run = tmp_path / "starting"
     run.mkdir()

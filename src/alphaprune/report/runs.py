@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alphaprune.errors import UserError
+from alphaprune.rundir import COMPARE_RESULTS
 
 __all__ = ["Run", "read_run"]
 
@@ -48,6 +49,26 @@ class Run:
         return self.config.get("command", "prune" if self.phases else "train")
 
 
+def _is_comparison(path: Path) -> bool:
+    return (path / COMPARE_RESULTS).is_file() or (path / "compare.yaml").is_file()
+
+
+def _refuse_comparison(path: Path) -> None:
+    """A comparison's folder, or a peer method's folder inside one (Torch-Pruning's, say: a
+    model and its metrics, no settings of its own), is no run: name the page that holds it."""
+    if path.is_dir() and _is_comparison(path):
+        runs = sorted(path.glob("p*/os-*/config.yaml"))
+        such = f", e.g. {runs[0].parent}" if runs else ""
+        raise UserError(f"{path} is a comparison, not a run: its page is {path / 'results.md'} "
+                        "(with pareto.png), written by compare; report one of its objective "
+                        f"selection runs{such}")
+    root = path.parent.parent
+    if path.is_dir() and not (path / "config.yaml").exists() and _is_comparison(root):
+        raise UserError(f"{path} is {path.name}'s folder in the comparison {root}: its row is in "
+                        f"{root / 'results.md'}; report only runs with their own settings "
+                        "(the comparison's os-* folders)")
+
+
 def read_run(path: str | Path) -> Run:
     """Load a run folder.
 
@@ -57,6 +78,7 @@ def read_run(path: str | Path) -> Run:
     import yaml
 
     path = Path(path)
+    _refuse_comparison(path)
     if not path.is_dir() or not ((path / "config.yaml").exists() or (path / "metrics.csv").exists()):
         raise UserError(f"{path} is not an alphaprune run folder (no config.yaml or metrics.csv): "
                         "pass the --out folder of 'train' or 'prune'")
