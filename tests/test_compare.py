@@ -142,11 +142,14 @@ def test_a_rerun_spelling_out_a_default_continues_and_another_value_is_refused(r
     before = (out / "results.jsonl").read_text()
     argv = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick",
             "--targets", "0.65", "--out", str(out), "--no-progress"]
-    assert main([*argv, "--solver", "ratio", "--balance", "1", "--distill", "0.7"]) == 0
+    assert main([*argv, "--solver", "ratio", "--balance", "1", "--distill", "0.7",
+                 "--final-ema", "1"]) == 0
     assert (out / "results.jsonl").read_text() == before
     capsys.readouterr()
     assert main([*argv, "--distill", "0.5"]) == 2
     assert "os_options.distill (recorded None, given 0.5)" in capsys.readouterr().err
+    assert main([*argv, "--final-ema", "0"]) == 2
+    assert "os_options.final_ema (recorded None, given 0.0)" in capsys.readouterr().err
     # 0.651 would be the 0.65 run (its folder p65) under another label
     assert main([*argv[:-5], "--targets", "0.651", *argv[-3:]]) == 2
     assert "shares the folder p65" in capsys.readouterr().err

@@ -57,6 +57,7 @@ def _as_run(record: dict) -> dict:
     option given at its default equals one left out (``--solver ratio --balance 1`` on a
     parameter target, ``--distill 0.7``), so a rerun spelling a default out continues."""
     from alphaprune.prune import PruneConfig, resolve_solver
+    from alphaprune.recipe import FINAL_EMA
 
     given = dict(record.get("os_options") or {})
     try:
@@ -65,6 +66,9 @@ def _as_run(record: dict) -> dict:
     except UserError:  # a contradiction the run itself refuses, naming it
         return record
     defaults = {f.name: f.default for f in fields(PruneConfig)}
+    # compare's os- rows always run the hand-over (their scheduler's options are given),
+    # whose recipe resolves an unset --final-ema to FINAL_EMA
+    defaults["final_ema"] = FINAL_EMA if given.get("final_ema") == FINAL_EMA else None
     given = {k: v for k, v in given.items() if k not in defaults or v != defaults[k]}
     return {**record, "os_options": given}
 
