@@ -179,6 +179,28 @@ def test_a_comparison_without_method_rows_takes_new_settings_and_equal_spellings
     assert "lr (recorded 0.02, given 0.03)" in capsys.readouterr().err
 
 
+def test_a_comparison_from_before_recorded_settings_says_its_rows_are_unchecked(results, tmp_path,
+                                                                                capsys):
+    """A comparison made before compare.yaml existed continues (its rows are kept) and says
+    that they cannot be checked against this run's settings, which it now records."""
+    import shutil
+
+    _, out, _ = results
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "compare.yaml").unlink()
+    before = (old / "results.jsonl").read_text()
+    argv = ["compare", "--checkpoint", str(out / "pretrained.pt"), *DATA, "--quick", "--targets",
+            "0.65", "--out", str(old), "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "made before comparisons recorded their settings" in said
+    assert (old / "results.jsonl").read_text() == before and (old / "compare.yaml").is_file()
+    assert main(argv) == 0  # recorded now: nothing more to say
+    assert "recorded their settings" not in capsys.readouterr().out
+
+
 def test_a_folder_that_is_no_comparison_is_left_alone(results, tmp_path, capsys):
     """A user's folder is neither read as a comparison (its pretrained.pt is not used) nor
     written into."""

@@ -38,7 +38,13 @@ from alphaprune.baselines import magnitude_unstructured, make_permanent, torch_p
 from alphaprune.baselines.fastnas import INSTALL_HINT, fastnas_available, modelopt_fastnas
 from alphaprune.blend.fuse import fused_architecture
 from alphaprune.blend.widths import check_width_options
-from alphaprune.compare_folder import RESULTS, check_folder, record_settings
+from alphaprune.compare_folder import (
+    RESULTS,
+    SETTINGS,
+    check_folder,
+    predates_settings,
+    record_settings,
+)
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
 from alphaprune.graph import CostModel, find_units
@@ -294,6 +300,10 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     _check_same_auto_steps(cfg, out, solver)
     _check_same_tp_round_to(done, cfg.tp_round_to, out)
     settings = check_folder(cfg, mf.model, out, done)
+    if lead and predates_settings(out, done):
+        print(f"[compare] warning: {out} was made before comparisons recorded their settings "
+              f"({SETTINGS}): its rows cannot be checked against this run's; it now records "
+              "this run's, so continue it only with the command that made it", flush=True)
     if lead:  # only now that every input checked out is anything written
         claim(make_dir(out), COMPARE_MARKER)
         record_settings(out, settings)

@@ -20,7 +20,8 @@ from alphaprune.errors import UserError
 from alphaprune.pipeline import canonical_data
 from alphaprune.rundir import COMPARE_MARKER, COMPARE_RESULTS, write_config
 
-__all__ = ["SETTINGS", "RESULTS", "check_folder", "record_settings", "weights_sha256"]
+__all__ = ["SETTINGS", "RESULTS", "check_folder", "predates_settings", "record_settings",
+           "weights_sha256"]
 
 SETTINGS = "compare.yaml"
 RESULTS = COMPARE_RESULTS
@@ -115,6 +116,14 @@ def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
         raise UserError(f"--out {out} is a non-empty folder that is not an alphaprune comparison: "
                         "choose a new folder")
     return settings
+
+
+def predates_settings(out: Path, rows: list[dict]) -> bool:
+    """``out`` holds a comparison's rows or runs but no recorded settings (it was made
+    before they were recorded): its rows cannot be checked against this run's settings."""
+    started = any(r.get("method") != "pretrained" for r in rows) or any(
+        d.is_dir() for d in out.glob("p*"))
+    return started and not (out / SETTINGS).is_file()
 
 
 def record_settings(out: Path, settings: dict) -> None:
