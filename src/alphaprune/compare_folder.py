@@ -18,12 +18,12 @@ import yaml
 
 from alphaprune.errors import UserError
 from alphaprune.pipeline import canonical_data
-from alphaprune.rundir import COMPARE_MARKER, COMPARE_RESULTS, write_config
+from alphaprune.rundir import COMPARE_MARKER, COMPARE_RESULTS, COMPARE_SETTINGS, write_config
 
 __all__ = ["SETTINGS", "RESULTS", "check_folder", "predates_settings", "record_settings",
            "weights_sha256"]
 
-SETTINGS = "compare.yaml"
+SETTINGS = COMPARE_SETTINGS
 RESULTS = COMPARE_RESULTS
 # may differ between the runs of one comparison: they add rows or say where rows are trained
 _FREE = ("targets", "methods", "checkpoint", "accelerator", "devices", "num_nodes", "strategy")

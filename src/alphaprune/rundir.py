@@ -23,7 +23,7 @@ from alphaprune.parallel import is_leader
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
            "pending", "finish", "has_progress", "claim", "check_replaceable",
            "releasing_run_dirs", "LAST_CKPT", "CONFIG", "MARKER", "COMPARE_MARKER",
-           "COMPARE_RESULTS"]
+           "COMPARE_RESULTS", "COMPARE_SETTINGS"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
@@ -33,6 +33,7 @@ MARKER = ".alphaprune-run"
 # the same for a comparison's folder: not a run, so train and prune never clear it
 COMPARE_MARKER = ".alphaprune-compare"
 COMPARE_RESULTS = "results.jsonl"  # a comparison's rows, one JSON object per line
+COMPARE_SETTINGS = "compare.yaml"  # what every row of a comparison shares
 _RUN_MARKERS = (MARKER, CONFIG, "metrics.csv")
 _COMPARISON = (COMPARE_MARKER, COMPARE_RESULTS)
 _LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, inode) this process holds

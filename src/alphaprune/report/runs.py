@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alphaprune.errors import UserError
-from alphaprune.rundir import COMPARE_RESULTS
+from alphaprune.rundir import COMPARE_RESULTS, COMPARE_SETTINGS
 
 __all__ = ["Run", "read_run"]
 
@@ -50,7 +50,7 @@ class Run:
 
 
 def _is_comparison(path: Path) -> bool:
-    return (path / COMPARE_RESULTS).is_file() or (path / "compare.yaml").is_file()
+    return (path / COMPARE_RESULTS).is_file() or (path / COMPARE_SETTINGS).is_file()
 
 
 def _refuse_comparison(path: Path) -> None:
