@@ -166,3 +166,23 @@ def test_an_export_killed_midway_leaves_a_file_the_next_export_removes(models, t
     export_model(models["vgg"][0], "onnx", out, latency_batches=(1,))
     assert not torn.exists() and live.exists() and out.stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name])
+
+
+def test_an_export_that_disagrees_with_pytorch_is_not_written(models, tmp_path, monkeypatch):
+    """The check is a gate, not a printout: an exported file whose outputs differ from
+    PyTorch's (here its runner is made to add noise) is refused and nothing is written."""
+    import alphaprune.export as export
+
+    real = export._runner
+
+    def noisy(fmt, path):
+        run = real(fmt, path)
+        return lambda x: run(x) + 0.5 * np.abs(run(x)).max()
+
+    monkeypatch.setattr(export, "_runner", noisy)
+    path, _ = models["user"]
+    out = tmp_path / "m.ts"
+    with pytest.raises(export.UserError, match=r"disagrees with PyTorch \(max relative error "
+                                               r"5\.0e-01.*was not written"):
+        export_model(path, "torchscript", out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -515,3 +515,138 @@ def test_feature_distillation_with_no_unit_to_compare_is_refused_before_the_run(
     assert err.startswith("alphaprune: error: --feature-distill has no unit to compare") and \
         len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+FUNCTIONAL_CODE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+
+    class Net(nn.Module):
+        """The classic flatten (x.view) and a functional dropout that follows the mode."""
+
+        def __init__(self, classes=10, literal=False):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8 * 8 * 8, classes)
+            self.literal = literal
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.b1(self.c1(x))), 2)
+            x = x.view(x.size(0), -1)
+            if self.literal:  # F.dropout's default: on in both modes, as written
+                return self.fc(F.dropout(x, 0.5))
+            return self.fc(F.dropout(x, 0.5, training=self.training))
+
+
+    def make(classes=10, literal=False):
+        return Net(classes, literal)
+''')
+
+
+def test_a_functional_dropout_follows_the_mode_and_a_view_flatten_is_a_reshape(tmp_path):
+    """fx records ``self.training`` as the constant of the mode it traced in: a model file
+    saved from that graph dropped activations in eval mode too (evaluate moved from run to
+    run). Such a dropout becomes a module that follows the mode; a dropout written on stays
+    on. ``x.view(x.size(0), -1)`` becomes a reshape, which channels-last maps allow."""
+    from alphaprune.graph.trace import trace
+
+    path = tmp_path / "functional.py"
+    path.write_text(FUNCTIONAL_CODE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import functional
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(0)
+    net, x = functional.make(), torch.randn(4, 1, 16, 16)
+    for mode in (True, False):  # traced in either mode, the graph follows the mode it runs in
+        gm = trace(net.train(mode))
+        assert isinstance(gm.functional_dropout_0, torch.nn.Dropout)
+        assert torch.equal(gm.eval()(x), net.eval()(x))
+        assert not torch.equal(gm.train()(x), gm.train()(x))  # on while training
+    lit = functional.make(literal=True).eval()
+    gm = trace(lit)
+    assert not hasattr(gm, "functional_dropout_0")
+    assert not torch.equal(gm.eval()(x), gm.eval()(x))  # the user wrote it on
+    import copy
+
+    cl = trace(copy.deepcopy(net)).eval().to(memory_format=torch.channels_last)
+    assert torch.allclose(cl(x.contiguous(memory_format=torch.channels_last)), net.eval()(x),
+                          atol=1e-6)
+    # end to end: the saved model scores the same on every evaluation, as train said
+    out = tmp_path / "t"
+    assert main(["train", "--model", f"{path}:make", *DATA, "--epochs", "2",
+                 "--no-channels-last", "--out", str(out)]) == 0
+    said = json.loads((out / "summary.json").read_text())["test_acc"]
+    from alphaprune.api import evaluate
+
+    for _ in range(2):
+        assert evaluate(out / "model.pt")["accuracy"] == pytest.approx(said, abs=1e-9)
+
+
+BAD_USER_CODE = textwrap.dedent('''
+    import torch.nn as nn
+
+
+    def convt(classes=10):
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                             nn.ConvTranspose2d(4, 4, 2, stride=2), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(4, classes))
+
+
+    class Pair(nn.Module):
+        def __init__(self, classes=10):
+            super().__init__()
+            self.fc = nn.Linear(256, classes)
+
+        def forward(self, x):
+            y = self.fc(x.flatten(1))
+            return y, x
+
+
+    def pair(classes=10):
+        return Pair(classes)
+
+
+    def boom(classes=10):
+        raise ValueError("boom from factory")
+
+
+    def typo(classes=10):
+        return len(5)
+''')
+
+
+@pytest.mark.parametrize("factory, extra, message", [
+    ("convt", [], "ConvTranspose2d layers are not supported"),
+    ("pair", [], "Pair returns a tuple: alphaprune trains and prunes classifiers whose forward "
+                 "returns one tensor"),
+    ("boom", [], "the factory failed (ValueError: boom from factory)"),
+    ("typo", [], "the factory failed (TypeError: object of type 'int' has no len())"),
+    ("functional", ["--width", "0.5"], "--width and --widths size the registry's models"),
+    ("functional", [], "fails on channels-last maps (view size is not compatible"),
+])
+def test_what_a_user_model_cannot_do_is_refused_before_any_epoch(tmp_path, capsys, factory, extra,
+                                                                 message):
+    """Each was a traceback, or a refusal only after training (a layer a model file cannot
+    store), or silently ignored (--width); now one line before anything is written."""
+    (tmp_path / "bad.py").write_text(BAD_USER_CODE)
+    (tmp_path / "functional.py").write_text(FUNCTIONAL_CODE)
+    spec = f"{tmp_path / 'functional.py'}:make" if factory == "functional" else \
+        f"{tmp_path / 'bad.py'}:{factory}"
+    capsys.readouterr()
+    rc = main(["train", "--model", spec, *extra, *DATA, "--epochs", "1",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_package_module_that_fails_to_import_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken_pkg_x.py").write_text("def make(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["inspect", "--model", "broken_pkg_x:make"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "importing it failed (SyntaxError" in err and len(err.splitlines()) == 1

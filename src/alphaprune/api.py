@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
-from alphaprune.errors import UserError, as_config, require_finite
+from alphaprune.errors import UserError, as_config, first_line, require_finite
 from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
@@ -107,8 +109,14 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     mean, std = ds.mean_std()
     torch.manual_seed(cfg.data.run_seed)  # the initial weights follow --seed / --train-seed too
     if is_user_spec(cfg.model):  # saved as its traced graph: loads without the user's code
+        if cfg.width != 1.0 or cfg.widths is not None:
+            raise UserError(f"--width and --widths size the registry's models; --model "
+                            f"{cfg.model} is built by your factory: drop them and size it with "
+                            "--model-kwargs")
         arch, model = GRAPH_ARCH, build_user_model(cfg.model, cfg.model_kwargs)
         check_compatible(ModelFile(model, arch, model_io(model), [], [], []), ds, cfg.model)
+        if cfg.channels_last:
+            _check_channels_last(model, tuple(ds.x.shape[1:]), cfg.model)
     else:
         arch = cfg.model
 
@@ -140,6 +148,21 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     write_report(out)
     finish(out, "model.pt")  # the last file: the run is finished only now
     return summary
+
+
+def _check_channels_last(model: nn.Module, shape: tuple[int, ...], spec: str) -> None:
+    """A user model trains through its own forward: refuse, before any epoch, one that fails
+    on the channels-last maps training hands it (``x.view(x.size(0), -1)``: the classic
+    flatten needs row-major strides)."""
+    probe = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            probe(x)
+    except RuntimeError as e:
+        raise UserError(f"--model {spec} fails on channels-last maps ({first_line(e).split(' (')[0]}): "
+                        "flatten with torch.flatten(x, 1) or x.reshape(...) instead of "
+                        "x.view(...), or pass --no-channels-last") from e
 
 
 def _check_fits(make, option: str) -> None:

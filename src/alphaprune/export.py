@@ -32,6 +32,9 @@ __all__ = ["FORMATS", "export_model", "input_shape_of"]
 
 FORMATS = ("onnx", "torchscript", "pt2")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
+# the most the exported outputs may differ from PyTorch's, relative to the largest output:
+# float rounding differs between runtimes by far less; more means other arithmetic
+MAX_REL_ERROR = 1e-3
 
 
 def input_shape_of(mf, input_size: int | None) -> tuple[int, int, int]:
@@ -162,6 +165,10 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
             def torch_fn(x):
                 return model(torch.from_numpy(x))
 
+            if not err <= MAX_REL_ERROR:  # NaN included
+                raise UserError(f"the {fmt} export of {model_path} disagrees with PyTorch (max "
+                                f"relative error {err:.1e} on random inputs, more than "
+                                f"{MAX_REL_ERROR:.0e}): {out} was not written")
             latency = {b: _latency(torch_fn, run, shape, b) for b in latency_batches}
         publish(tmp, out)
     finally:

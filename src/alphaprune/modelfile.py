@@ -30,7 +30,7 @@ from alphaprune.atomic import atomic_torch_save
 from alphaprune.checksum import damaged_member
 from alphaprune.errors import UserError, first_line
 from alphaprune.graph.serialize import graph_from_data, graph_to_data
-from alphaprune.graph.trace import trace
+from alphaprune.graph.trace import check_one_output, trace
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs, raw_checkpoint_problem
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
@@ -121,8 +121,12 @@ def _check_finite(state_dict: dict, path) -> None:
 
 
 def model_io(model: nn.Module) -> dict:
-    """:func:`graph_io` of any traceable module (a user model before it is saved)."""
-    return graph_io(model if isinstance(model, fx.GraphModule) else trace(model))
+    """:func:`graph_io` of any traceable module (a user model before it is saved); a layer,
+    function or method that a model file cannot store is refused here, before any training."""
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    check_one_output(gm, type(model).__name__)
+    graph_to_data(gm)
+    return graph_io(gm)
 
 
 def graph_io(gm: fx.GraphModule) -> dict:

@@ -41,14 +41,15 @@ _FUNCTION_NAMES = {
     "operator": ["add", "sub", "mul", "truediv", "floordiv", "matmul", "neg", "getitem",
                  "iadd", "imul", "isub", "pow", "mod"],
     "torch": ["flatten", "cat", "concat", "concatenate", "stack", "relu", "sigmoid", "tanh",
-              "add", "sub", "mul", "div", "mean", "sum", "amax", "reshape", "softmax",
+              "add", "sub", "mul", "div", "mean", "sum", "amax", "reshape", "softmax", "relu_",
               "log_softmax", "chunk", "split",
               "transpose", "permute", "squeeze", "unsqueeze", "clamp", "abs", "exp", "sqrt",
               "maximum", "minimum", "matmul", "conv2d", "max_pool2d"],
     "torch.nn.functional": ["relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "hardswish",
                             "hardsigmoid", "mish", "sigmoid", "tanh", "hardtanh", "selu", "celu",
                             "softplus", "softmax", "log_softmax", "max_pool2d", "avg_pool2d",
-                            "adaptive_avg_pool2d", "adaptive_max_pool2d", "dropout", "dropout2d",
+                            "adaptive_avg_pool2d", "adaptive_max_pool2d", "dropout", "dropout1d",
+                            "dropout2d", "alpha_dropout",
                             "interpolate", "pad", "linear", "conv2d", "batch_norm", "layer_norm"],
     "builtins": ["getattr"],
 }
@@ -60,15 +61,17 @@ _METHODS = frozenset({"view", "reshape", "flatten", "size", "mean", "sum", "amax
                       "relu_", "sigmoid", "tanh", "permute", "transpose", "contiguous", "add",
                       "add_", "mul", "mul_", "sub", "div", "chunk", "split", "squeeze",
                       "unsqueeze", "softmax", "log_softmax", "expand", "expand_as", "repeat",
-                      "clamp", "abs", "exp", "pow", "max", "min", "view_as", "neg", "dim"})
+                      "clamp", "abs", "exp", "pow", "max", "min", "view_as", "reshape_as", "neg",
+                      "dim"})
 _ATTRS = frozenset({"shape", "dtype", "device", "ndim"})
 
 
 def _module_data(m: nn.Module) -> dict:
     name = type(m).__name__
     if _MODULES.get(name) is not type(m):
-        raise UserError(f"cannot save a model with a {type(m).__module__}.{name} leaf module: "
-                        "only torch.nn layers can be stored without your code")
+        raise UserError(f"{type(m).__module__}.{name} layers are not supported: a model file "
+                        "holds only the layers alphaprune rebuilds without your code (convs, "
+                        "linears, norms, activations, pooling, dropout; graph/serialize.py)")
     args = {}
     for p in inspect.signature(type(m).__init__).parameters.values():
         if p.name in _SKIP_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

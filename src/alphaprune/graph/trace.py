@@ -19,7 +19,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from alphaprune.errors import UserError
 
-__all__ = ["trace", "shape_of", "split_max_pools", "merge_max_pools", "is_max_pool", "cat_args"]
+__all__ = ["trace", "check_one_output", "shape_of", "split_max_pools", "merge_max_pools",
+           "is_max_pool", "cat_args"]
 
 # max pooling, channel by channel: it can run on each part of a concatenation instead
 MAX_POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
@@ -63,6 +64,8 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
                         f"{what}; make that forward free of data-dependent Python control flow, "
                         "or prune a model that torch.fx can trace") from e
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    _mode_dropouts(model, gm)
+    _views_to_reshapes(gm)
     if example is None:
         return gm
     was = model.training
@@ -85,6 +88,79 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
         tm = n.meta.get("tensor_meta")
         n.meta["shape"] = tuple(tm.shape) if hasattr(tm, "shape") else None
     return gm
+
+
+# functional dropouts and the module that follows the model's mode as they do when the
+# user writes ``training=self.training``
+DROPOUT_FUNCTIONS = {F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d, F.dropout2d: nn.Dropout2d,
+                     F.alpha_dropout: nn.AlphaDropout}
+
+
+def _dropouts(graph: fx.Graph) -> list[fx.Node]:
+    return [n for n in graph.nodes if n.op == "call_function" and n.target in DROPOUT_FUNCTIONS]
+
+
+def _training_arg(n: fx.Node):
+    return n.kwargs.get("training", n.args[2] if len(n.args) > 2 else True)
+
+
+def _mode_dropouts(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Make each functional dropout written ``training=self.training`` a dropout module.
+
+    The tracer records ``self.training`` as the constant of the mode it traced in, so the
+    graph (and a model file saved from it) would drop activations in eval mode too, or
+    never in training. A dropout whose ``training`` differs between a trace in each mode
+    follows the mode: it becomes ``nn.Dropout`` (or its kind), which does the same.
+    """
+    drops = _dropouts(gm.graph)
+    if not drops:
+        return
+    was = model.training
+    try:
+        model.train(not was)
+        other = _dropouts(fx.Tracer().trace(model))
+    except Exception:  # traces in one mode only: leave the graph as traced
+        return
+    finally:
+        model.train(was)
+    if len(other) != len(drops):  # the modes trace other graphs: nothing to pair
+        return
+    for i, (n, o) in enumerate(zip(drops, other, strict=True)):
+        if _training_arg(n) == _training_arg(o):
+            continue  # a constant the user wrote (F.dropout's default is training=True)
+        p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else 0.5)
+        name = f"functional_dropout_{i}"
+        gm.add_submodule(name, DROPOUT_FUNCTIONS[n.target](p))
+        with gm.graph.inserting_after(n):
+            m = gm.graph.call_module(name, (n.args[0] if n.args else n.kwargs["input"],))
+        n.replace_all_uses_with(m)
+        gm.graph.erase_node(n)
+    gm.recompile()
+
+
+def _views_to_reshapes(gm: fx.GraphModule) -> None:
+    """``x.view(shape)`` as ``x.reshape(shape)``: the same values, and no error where the
+    tensor's strides do not allow a view (``x.view(x.size(0), -1)`` on a channels-last map,
+    the classic flatten)."""
+    changed = False
+    for n in gm.graph.nodes:
+        if n.op == "call_method" and n.target in ("view", "view_as") and not any(
+                isinstance(a, torch.dtype) for a in (*n.args, *n.kwargs.values())):
+            n.target, changed = "reshape" if n.target == "view" else "reshape_as", True
+    if changed:
+        gm.recompile()
+
+
+def check_one_output(gm: fx.GraphModule, name: str) -> None:
+    """Refuse a classifier whose forward returns a tuple, list or dict (an auxiliary head,
+    features beside the logits): training and pruning read one tensor of logits."""
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if not isinstance(out, fx.Node):
+        kind = next((k.__name__ for k in (dict, tuple, list) if isinstance(out, k)),
+                    type(out).__name__)
+        raise UserError(f"{name} returns a {kind}: alphaprune trains and prunes classifiers "
+                        "whose forward returns one tensor of logits (batch, classes); return "
+                        "only those")
 
 
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:

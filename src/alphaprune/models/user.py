@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from alphaprune.errors import UserError
+from alphaprune.errors import UserError, first_line
 
 __all__ = ["is_user_spec", "build_user_model", "parse_model_kwargs", "GRAPH_ARCH"]
 
@@ -61,6 +61,9 @@ def _load_module(where: str):
     except ImportError as e:
         raise UserError(f"--model {where}: cannot import it ({e}); pass FILE.py:FACTORY or an "
                         "importable package.module:FACTORY") from e
+    except Exception as e:  # the module's own code failed (a SyntaxError, a raise)
+        raise UserError(f"--model {where}: importing it failed ({type(e).__name__}: "
+                        f"{first_line(e)})") from e
 
 
 def build_user_model(spec: str, kwargs: dict | None = None) -> nn.Module:
@@ -78,8 +81,11 @@ def build_user_model(spec: str, kwargs: dict | None = None) -> nn.Module:
         raise UserError(f"--model {spec}: {where} has no callable {factory!r}")
     try:
         model = fn(**(kwargs or {}))
-    except TypeError as e:
-        raise UserError(f"--model {spec}: the factory refused --model-kwargs ({e})") from e
+    except Exception as e:  # the user's code: one line, whatever it raised
+        refused = isinstance(e, TypeError) and kwargs and "argument" in str(e)
+        what = "refused --model-kwargs" if refused else "failed"
+        raise UserError(f"--model {spec}: the factory {what} ({type(e).__name__}: "
+                        f"{first_line(e)})") from e
     if not isinstance(model, nn.Module):
         raise UserError(f"--model {spec}: the factory returned a {type(model).__name__}, not an nn.Module")
     return model
