@@ -515,6 +515,41 @@ def test_config_values_are_overridden_by_flags_and_unknown_keys_refused(tmp_path
     assert "unknown key(s) widht" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("text, message", [
+    ("epochs: 1.7", "epochs takes an integer, got 1.7"),        # failed deep in Lightning
+    ("epochs: [1, 2]", "epochs takes an integer, got [1, 2]"),
+    ("lr: true", "lr takes a number, got True"),                # trained at lr 1.0
+    ("nesterov: 'false'", "nesterov takes true or false"),      # Nesterov stayed on
+    ("force: 'no'", "force takes true or false"),               # acted as --force
+    ("schedule: bogus", "schedule is one of onecycle, cosine, constant"),
+    ("widths: '8,x'", "widths takes integers"),
+    ("resume: true", "pass --resume on the command line"),      # skipped the resume check
+])
+def test_config_values_are_checked_as_the_options_parse_them(tmp_path, capsys, text, message):
+    """YAML's numbers, booleans and lists do not pass through argparse's types: each value
+    is checked as its option would parse it, in one line, before anything is written."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: vgg11\nwidth: 0.0625\ndata: digits\n{text}\n")
+    assert main(["train", "--config", str(cfg), "--no-progress", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()
+
+
+def test_config_lists_and_nulls_read_as_a_runs_config_yaml_records_them(tmp_path):
+    """A run's config.yaml records --widths as a list and unset options as null."""
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: vgg11\nwidths: [4, 4, 8, 8, 8, 8, 8, 8]\nwidth: null\ndata: digits\n"
+                   "subset: 200\nbatch_size: 32\nepochs: 1\nlr: '0.05'\n")
+    out = tmp_path / "t"
+    assert main(["train", "--config", str(cfg), "--no-progress", "--out", str(out)]) == 0
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert recorded["widths"] == [4, 4, 8, 8, 8, 8, 8, 8] and recorded["width"] == 1.0
+    assert recorded["optim"]["lr"] == 0.05
+
+
 def test_training_that_diverges_after_a_good_epoch_ships_the_best_one(tmp_path):
     import lightning.pytorch as pl
 

@@ -656,11 +656,48 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     if unknown:
         raise UserError(f"--config {path}: unknown key(s) {', '.join(unknown)} for "
                         f"'alphaprune {cmd}': use the long option names with _ (see --help)")
+    if "resume" in settings:
+        raise UserError(f"--config {path}: 'resume' continues a run as it recorded it, with no "
+                        "config: pass --resume on the command line instead")
     if isinstance(settings.get("model_kwargs"), dict):
         settings["model_kwargs"] = json.dumps(settings["model_kwargs"])
+    settings = {k: _config_value(actions[k], v, f"--config {path}: {k}") for k, v in settings.items()}
     for k in settings:
         actions[k].required = False
     sp.set_defaults(**settings)
+
+
+_LISTS = (_floats, _widths)  # options written "a,b,c" that a run's config.yaml records as lists
+
+
+def _config_value(action: argparse.Action, value, where: str):
+    """A ``--config`` value as the option would parse it: YAML's numbers, booleans and
+    lists do not pass through argparse's ``type``, so they are checked here (``epochs:
+    1.7`` failed deep in training; ``nesterov: 'false'`` and ``lr: true`` were taken)."""
+    if value is None:  # a run's config.yaml records an option left unset as null
+        return action.default
+    if action.nargs == 0:  # a switch: --force, --no-channels-last, ...
+        if not isinstance(value, bool):
+            raise UserError(f"{where} takes true or false, got {value!r}")
+        return value
+    if action.type is json.loads and not isinstance(value, str):
+        return value  # a recorded structure (the solver's widths)
+    if isinstance(value, list) and (action.type in _LISTS or action.dest == "methods"):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, (bool, list, dict)) or (action.type is None and not isinstance(value, str)):
+        raise UserError(f"{where} takes {_kind(action)}, got {value!r}")
+    try:
+        got = action.type(str(value)) if action.type is not None else value
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise UserError(f"{where} takes {_kind(action)}, got {value!r}") from None
+    if action.choices is not None and got not in action.choices:
+        raise UserError(f"{where} is one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return got
+
+
+def _kind(action: argparse.Action) -> str:
+    return {int: "an integer", float: "a number", _floats: "numbers (a list or 'a,b')",
+            _widths: "integers (a list or 'a,b')"}.get(action.type, "text")
 
 
 def main(argv: list[str] | None = None) -> int:
