@@ -75,6 +75,17 @@ def test_the_pareto_points_are_the_shipped_models(prune_run, train_run, tmp_path
     assert _pareto_point(read_run(partial)) is None
 
 
+def test_runs_with_the_same_folder_name_are_told_apart_and_a_run_twice_refused(tmp_path):
+    """``report a/p b/p`` labelled both rows "p"; the same run twice made two rows."""
+    a = write_prune_run(tmp_path / "a" / "p")
+    b = write_prune_run(tmp_path / "b" / "p")
+    paths = write_comparison([a, b], tmp_path / "cmp")
+    assert [r["run"] for r in json.loads(paths["json"].read_text())] == ["a/p", "b/p"]
+    with pytest.raises(UserError, match="is given twice"):
+        write_comparison([a, tmp_path / "a" / ".." / "a" / "p"], tmp_path / "cmp2")
+    assert not (tmp_path / "cmp2").exists()
+
+
 def test_write_comparison_marks_unfinished_runs(prune_run, tmp_path):
     partial = write_prune_run(tmp_path / "partial", phases=[(0.75, 2)], summary=None)
     paths = write_comparison([prune_run, partial], tmp_path / "cmp")
@@ -120,7 +131,8 @@ def test_cli_report_one_run_out_writes_elsewhere_and_keeps_a_users_folder(prune_
     assert (mine / "report.md").read_text() == "my notes"
 
 
-def test_cli_report_unwritable_run_folder_names_out(prune_run, tmp_path, capsys, monkeypatch):
+def test_cli_report_unwritable_run_folder_names_out(prune_run, train_run, tmp_path, capsys,
+                                                    monkeypatch):
     import errno
     import os
 
@@ -139,7 +151,7 @@ def test_cli_report_unwritable_run_folder_names_out(prune_run, tmp_path, capsys,
 
     monkeypatch.setattr(page, "atomic_write_text", read_only)
     for argv in (["report", str(prune_run)],
-                 ["report", str(prune_run), str(prune_run), "--out", str(tmp_path / "c")]):
+                 ["report", str(prune_run), str(train_run), "--out", str(tmp_path / "c")]):
         line = _assert_one_line_error(capsys, main(argv))
         assert "Read-only file system" in line and "--out DIR" in line, line
 

@@ -15,7 +15,7 @@ from alphaprune.atomic import atomic_write_text
 from alphaprune.errors import UserError
 from alphaprune.report.headline import headline, headline_rows, shipped
 from alphaprune.report.plots import plot_comparison, plot_pareto, plot_run
-from alphaprune.report.runs import Run, read_run
+from alphaprune.report.runs import Run, label_runs, read_run
 from alphaprune.report.size import measure_latency
 
 __all__ = ["write_report", "write_comparison", "measure_models", "measure_side_by_side",
@@ -250,6 +250,7 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> dict[str, P
     """Compare runs: ``compare.png`` (val accuracy per epoch), ``pareto.png`` (test accuracy
     against measured latency and against parameters), ``compare.md`` and ``.json``."""
     runs = [read_run(r) for r in run_dirs]
+    label_runs(runs)
     out = Path(out)
     with _writable(out):
         return _write_comparison(runs, out)

@@ -10,7 +10,7 @@ from pathlib import Path
 from alphaprune.errors import UserError
 from alphaprune.rundir import COMPARE_RESULTS, COMPARE_SETTINGS
 
-__all__ = ["Run", "read_run"]
+__all__ = ["Run", "read_run", "label_runs"]
 
 
 def _float(v: str):
@@ -39,10 +39,11 @@ class Run:
     phases: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    label: str | None = None  # set where runs are shown together and folder names repeat
 
     @property
     def name(self) -> str:
-        return self.path.resolve().name
+        return self.label or self.path.resolve().name
 
     @property
     def command(self) -> str:
@@ -95,3 +96,22 @@ def read_run(path: str | Path) -> Run:
         raise UserError(f"run {path} has a corrupt config.yaml or summary.json ({type(e).__name__}): "
                         "restore it or rerun with --force") from e
     return Run(path, metrics, read_csv(path / "phases.csv"), summary, config)
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Label runs shown together by the shortest tail of their paths that tells them apart
+    (``a/p`` and ``b/p``, not ``p`` twice).
+
+    Raises:
+        UserError: a run given twice.
+    """
+    paths = [r.path.resolve() for r in runs]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice is not None:
+        raise UserError(f"run {twice} is given twice: name each run once")
+    for k in range(1, max(len(p.parts) for p in paths) + 1):
+        tails = ["/".join(p.parts[-k:]) for p in paths]
+        if len(set(tails)) == len(tails):
+            break
+    for r, tail in zip(runs, tails, strict=True):
+        r.label = tail
