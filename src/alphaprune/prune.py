@@ -471,6 +471,29 @@ def planned(cfg: PruneConfig, src: _Source,
     return cfg, plan
 
 
+# how far the solved widths may land from a parameter or FLOP target (README)
+TARGET_TOLERANCE = {"params": 0.005, "flops": 0.01}
+
+
+def target_gap(cfg: PruneConfig, plan: _Plan) -> str | None:
+    """Where the solved widths remove a share of the parameters or FLOPs further from the
+    target than :data:`TARGET_TOLERANCE` (units too narrow for ``--round-to`` steps to come
+    closer), what was asked against what the widths give, and the option that would come
+    closer; else None."""
+    measure, fraction = cfg.target()
+    if measure not in TARGET_TOLERANCE or cfg.widths is not None:
+        return None
+    cost = CostModel(plan.structure)
+    count = cost.params if measure == "params" else cost.flops
+    got = 1.0 - count(plan.widths) / count(plan.base_widths)
+    if abs(got - fraction) <= TARGET_TOLERANCE[measure]:
+        return None
+    fix = (f"; --round-to 1 comes closer (widths in steps of {cfg.round_to} are all this "
+           "model's narrow units allow)" if cfg.round_to > 1 else "")
+    return (f"the widths remove {got:.1%} of the {measure}, not the {fraction:.0%} asked, the "
+            f"nearest they can{fix}")
+
+
 def _budget_given(cfg: PruneConfig) -> bool:
     return cfg.max_total_epochs != PruneConfig.max_total_epochs
 
@@ -722,6 +745,8 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         write_config(out, {"command": "prune", "prune": asdict(cfg)})
     if lead:
         print(f"[prune] recipe {cfg.recipe}: {cfg.recipe_reason}", flush=True)
+        if (off := target_gap(cfg, plan)) is not None:
+            print(f"[prune] warning: {off}", flush=True)
     before = {"params": count_params(src.model), "flops": count_flops(src.model, src.shape),
               **split_scores(src.model, src.ds, src.splits, src.mean, src.std)}
     blended, history = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
