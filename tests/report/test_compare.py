@@ -86,6 +86,17 @@ def test_runs_with_the_same_folder_name_are_told_apart_and_a_run_twice_refused(t
     assert not (tmp_path / "cmp2").exists()
 
 
+def test_a_onecycle_run_shows_no_alpha_scheduler(tmp_path):
+    """A onecycle run records the scheduler field's default (step), but none ran."""
+    from .synthetic import PRUNE_SETTINGS
+
+    one = write_prune_run(tmp_path / "one", settings={**PRUNE_SETTINGS, "recipe": "onecycle"})
+    step = write_prune_run(tmp_path / "step")
+    paths = write_comparison([one, step], tmp_path / "cmp")
+    rows = json.loads(paths["json"].read_text())
+    assert [r["scheduler"] for r in rows] == ["none (onecycle)", PRUNE_SETTINGS["scheduler"]]
+
+
 def test_write_comparison_marks_unfinished_runs(prune_run, tmp_path):
     partial = write_prune_run(tmp_path / "partial", phases=[(0.75, 2)], summary=None)
     paths = write_comparison([prune_run, partial], tmp_path / "cmp")

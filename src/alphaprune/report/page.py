@@ -201,7 +201,11 @@ def _final_row(run: Run) -> list:
     key = "ship_val_acc" if "ship_val_acc" in last else "val_acc"
     best_val = max(r[key] for r in run.metrics)
     m = shipped(s)
-    return [run.name, run.config.get(run.command, {}).get("scheduler", "–"), len(run.metrics),
+    settings = run.config.get(run.command, {})
+    # onecycle goes straight to alpha = 0: no alpha-scheduler ran, whatever the field holds
+    sched = "none (onecycle)" if settings.get("recipe") == "onecycle" else \
+        settings.get("scheduler", "–")
+    return [run.name, sched, len(run.metrics),
             f"{best_val:.4f}", _fmt(m.get("val_acc"), ".4f"), _fmt(m.get("test_acc"), ".4f"),
             _fmt(m.get("params")),
             _fmt(s.get("achieved_reduction"), ".2%") if "achieved_reduction" in s else "–",
