@@ -363,8 +363,8 @@ def test_a_container_limit_under_the_machine_memory_is_what_train_checks(tmp_pat
 
     limit = tmp_path / "memory.max"
     limit.write_text(f"{2**20}\n")  # 1 MiB: VGG-11 at full width needs hundreds
-    monkeypatch.setattr(api, "CGROUP_LIMITS", (str(tmp_path / "absent"), str(limit)))
-    assert api.memory_limit() == (2**20, f"this container (its limit in {limit})")
+    monkeypatch.setattr(api, "cgroup_files", lambda: [str(tmp_path / "absent"), str(limit)])
+    assert api.memory_limit() == (2**20, f"this container ({limit})")
     argv = _train_argv(imagefolder, tmp_path / "r", 1, "--width", "1")
     capfd.readouterr()
     assert main(argv) == 2
@@ -374,6 +374,14 @@ def test_a_container_limit_under_the_machine_memory_is_what_train_checks(tmp_pat
     assert not (tmp_path / "r").exists()
     limit.write_text("max\n")  # cgroup v2's "no limit": the machine's memory counts
     assert api.memory_limit()[1] == "this machine"
+    # a limit may sit on the process's own, nested group (v1 and v2 spellings)
+    monkeypatch.undo()
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/jobs/a\n0::/user/b\n3:cpu:/x\n")
+    assert api.cgroup_files(str(proc)) == [
+        *api.CGROUP_LIMITS, "/sys/fs/cgroup/memory/jobs/a/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/jobs/memory.limit_in_bytes", "/sys/fs/cgroup/user/b/memory.max",
+        "/sys/fs/cgroup/user/memory.max"]
 
 
 def test_images_smaller_than_32px_train_or_fail_cleanly(tmp_path, capfd):

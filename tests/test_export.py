@@ -186,3 +186,7 @@ def test_an_export_that_disagrees_with_pytorch_is_not_written(models, tmp_path, 
                                                r"5\.0e-01.*was not written"):
         export_model(path, "torchscript", out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export, "_runner", lambda fmt, p: lambda x: real(fmt, p)(x) * np.nan)
+    with pytest.raises(export.UserError, match=r"max relative error nan"):
+        export_model(path, "torchscript", out)
+    assert not out.exists()

@@ -536,6 +536,14 @@ def test_config_values_are_checked_as_the_options_parse_them(tmp_path, capsys, t
     assert not (tmp_path / "t").exists()
 
 
+def test_a_config_null_for_a_required_option_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: vgg11\ndata: digits\nout: null\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "out is required: give it a value" in err and len(err.splitlines()) == 1
+
+
 def test_config_lists_and_nulls_read_as_a_runs_config_yaml_records_them(tmp_path):
     """A run's config.yaml records --widths as a list and unset options as null."""
     import yaml

@@ -616,6 +616,15 @@ BAD_USER_CODE = textwrap.dedent('''
 
     def typo(classes=10):
         return len(5)
+
+
+    def typo_kw(classes=10, width=4):  # a typo inside, with kwargs that are fine
+        return nn.Conv2d(1, width, 3, paddin=1)
+
+
+    def wrong_size(classes=10):  # built for 32x32 images, given 16x16 digits
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 32 * 32, classes))
 ''')
 
 
@@ -625,6 +634,8 @@ BAD_USER_CODE = textwrap.dedent('''
                  "returns one tensor"),
     ("boom", [], "the factory failed (ValueError: boom from factory)"),
     ("typo", [], "the factory failed (TypeError: object of type 'int' has no len())"),
+    ("typo_kw", ["--model-kwargs", '{"width": 4}'], "the factory failed (TypeError: "),
+    ("wrong_size", [], "fails on the data's images of shape (1, 16, 16) (mat1 and mat2"),
     ("functional", ["--width", "0.5"], "--width and --widths size the registry's models"),
     ("functional", [], "fails on channels-last maps (view size is not compatible"),
 ])
@@ -650,3 +661,19 @@ def test_a_package_module_that_fails_to_import_is_a_one_line_error(tmp_path, cap
     rc = main(["inspect", "--model", "broken_pkg_x:make"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "importing it failed (SyntaxError" in err and len(err.splitlines()) == 1
+
+
+def test_a_layer_a_file_cannot_store_still_evaluates_from_a_state_dict(tmp_path, capsys):
+    """Only train and prune write the model as its graph; evaluate of a raw state_dict
+    reads what it can run (it was refused as unstorable for a while)."""
+    (tmp_path / "bad.py").write_text(BAD_USER_CODE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import bad
+    finally:
+        sys.path.remove(str(tmp_path))
+    sd = tmp_path / "sd.pt"
+    torch.save(bad.convt().state_dict(), sd)
+    assert main(["evaluate", str(sd), "--model", f"{tmp_path / 'bad.py'}:convt",
+                 "--data", "digits"]) == 0
+    assert "accuracy" in capsys.readouterr().out

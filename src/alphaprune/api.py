@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.errors import UserError, as_config, first_line, require_finite
-from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
+from alphaprune.modelfile import ModelFile, check_storable, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
@@ -109,14 +109,14 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     mean, std = ds.mean_std()
     torch.manual_seed(cfg.data.run_seed)  # the initial weights follow --seed / --train-seed too
     if is_user_spec(cfg.model):  # saved as its traced graph: loads without the user's code
-        if cfg.width != 1.0 or cfg.widths is not None:
+        if not resume and (cfg.width != 1.0 or cfg.widths is not None):  # a resume keeps its record
             raise UserError(f"--width and --widths size the registry's models; --model "
                             f"{cfg.model} is built by your factory: drop them and size it with "
                             "--model-kwargs")
         arch, model = GRAPH_ARCH, build_user_model(cfg.model, cfg.model_kwargs)
         check_compatible(ModelFile(model, arch, model_io(model), [], [], []), ds, cfg.model)
-        if cfg.channels_last:
-            _check_channels_last(model, tuple(ds.x.shape[1:]), cfg.model)
+        check_storable(model)
+        _check_forward(model, tuple(ds.x.shape[1:]), cfg.model, cfg.channels_last)
     else:
         arch = cfg.model
 
@@ -150,19 +150,28 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
     return summary
 
 
-def _check_channels_last(model: nn.Module, shape: tuple[int, ...], spec: str) -> None:
+def _check_forward(model: nn.Module, shape: tuple[int, ...], spec: str,
+                   channels_last: bool) -> None:
     """A user model trains through its own forward: refuse, before any epoch, one that fails
-    on the channels-last maps training hands it (``x.view(x.size(0), -1)``: the classic
-    flatten needs row-major strides)."""
-    probe = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
-    try:
-        with torch.no_grad():
-            probe(x)
-    except RuntimeError as e:
-        raise UserError(f"--model {spec} fails on channels-last maps ({first_line(e).split(' (')[0]}): "
-                        "flatten with torch.flatten(x, 1) or x.reshape(...) instead of "
-                        "x.view(...), or pass --no-channels-last") from e
+    on the data's images, or (``channels_last``) on the channels-last maps training hands
+    it (``x.view(x.size(0), -1)``: the classic flatten needs row-major strides)."""
+    probe = copy.deepcopy(model).eval()
+    x = torch.randn(2, *shape)
+    for layout in ("row-major", "channels-last") if channels_last else ("row-major",):
+        if layout == "channels-last":
+            probe = probe.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                probe(x)
+        except RuntimeError as e:
+            what = first_line(e).split(" (")[0]
+            if layout == "row-major":
+                raise UserError(f"--model {spec} fails on the data's images of shape {shape} "
+                                f"({what}): pass data of the size it was built for") from e
+            raise UserError(f"--model {spec} fails on channels-last maps ({what}): flatten "
+                            "with torch.flatten(x, 1) or x.reshape(...) instead of x.view(...), "
+                            "or pass --no-channels-last") from e
 
 
 def _check_fits(make, option: str) -> None:
@@ -177,7 +186,7 @@ def _check_fits(make, option: str) -> None:
     if need > total:
         n = sum(p.numel() for p in probe.parameters())
         raise UserError(f"the model has {n:,} parameters, about {need / 2**30:,.1f} GiB to "
-                        f"train, more than {where}'s {total / 2**30:,.1f} GiB: pass a "
+                        f"train, more than the {total / 2**30:,.1f} GiB {where} allows: pass a "
                         f"smaller {option}")
 
 
@@ -186,18 +195,37 @@ def _check_fits(make, option: str) -> None:
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
+def cgroup_files(proc: str = "/proc/self/cgroup") -> list[str]:
+    """:data:`CGROUP_LIMITS` and the same files of this process's own cgroup and those
+    above it (``proc``): a limit may sit on a nested group."""
+    files = list(CGROUP_LIMITS)
+    try:
+        lines = Path(proc).read_text().splitlines()
+    except OSError:
+        return files
+    for line in lines:  # "0::/path" (v2) or "4:memory:/path" (v1)
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if controllers not in ("", "memory") or not group.startswith("/"):
+            continue
+        root = "/sys/fs/cgroup" if controllers == "" else "/sys/fs/cgroup/memory"
+        name = "memory.max" if controllers == "" else "memory.limit_in_bytes"
+        parts = Path(group).parts[1:]
+        files += [str(Path(root, *parts[:i], name)) for i in range(len(parts), 0, -1)]
+    return files
+
+
 def memory_limit() -> tuple[int, str]:
     """``(bytes, what)``: the memory this process may use, the machine's physical memory or,
-    where smaller, its container's cgroup limit (a container's kernel kills a process over
-    its limit however much the machine has)."""
+    where smaller, a cgroup limit on it (a container's kernel kills a process over its limit
+    however much the machine has)."""
     limit, where = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
-    for path in CGROUP_LIMITS:
+    for path in cgroup_files():
         try:
             text = Path(path).read_text().strip()
         except (OSError, UnicodeDecodeError):
             continue
         if text.isdigit() and int(text) < limit:
-            limit, where = int(text), f"this container (its limit in {path})"
+            limit, where = int(text), f"this container ({path})"
     return limit, where
 
 

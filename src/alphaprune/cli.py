@@ -675,6 +675,8 @@ def _config_value(action: argparse.Action, value, where: str):
     lists do not pass through argparse's ``type``, so they are checked here (``epochs:
     1.7`` failed deep in training; ``nesterov: 'false'`` and ``lr: true`` were taken)."""
     if value is None:  # a run's config.yaml records an option left unset as null
+        if action.required:
+            raise UserError(f"{where} is required: give it a value")
         return action.default
     if action.nargs == 0:  # a switch: --force, --no-channels-last, ...
         if not isinstance(value, bool):

@@ -121,12 +121,17 @@ def _check_finite(state_dict: dict, path) -> None:
 
 
 def model_io(model: nn.Module) -> dict:
-    """:func:`graph_io` of any traceable module (a user model before it is saved); a layer,
-    function or method that a model file cannot store is refused here, before any training."""
+    """:func:`graph_io` of any traceable module (a user model before it is saved); one whose
+    forward returns more than one tensor is refused."""
     gm = model if isinstance(model, fx.GraphModule) else trace(model)
     check_one_output(gm, type(model).__name__)
-    graph_to_data(gm)
     return graph_io(gm)
+
+
+def check_storable(model: nn.Module) -> None:
+    """Refuse, before any training, a model whose file could not be written: a layer,
+    function or method the stored graph cannot hold (:mod:`alphaprune.graph.serialize`)."""
+    graph_to_data(model if isinstance(model, fx.GraphModule) else trace(model))
 
 
 def graph_io(gm: fx.GraphModule) -> dict:

@@ -20,7 +20,7 @@ from alphaprune.errors import OutOfBudget, Unreachable, UserError, as_config, re
 from alphaprune.folds import is_folds_run, prune_folds
 from alphaprune.graph import CostModel, find_units, has_sums
 from alphaprune.graph.units import unit_groups
-from alphaprune.modelfile import ModelFile, load_checkpoint, model_io, save_model
+from alphaprune.modelfile import ModelFile, check_storable, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.openmp import wait_policy
 from alphaprune.parallel import PLACEMENT, Processes, hardware, is_leader
@@ -398,6 +398,8 @@ def _load(cfg: PruneConfig, model: torch.nn.Module | None = None) -> _Source:
         mf = load_checkpoint(cfg.checkpoint, cfg.model, ds_mean, ds_std, ds.classes,
                              cfg.model_kwargs)
     check_compatible(mf, ds, cfg.checkpoint or "the model")
+    if mf.arch == GRAPH_ARCH:
+        check_storable(mf.model)  # original.pt and pruned.pt are written as its graph
     check_splits(splits)
     return _Source(ds, splits, data_cfg, mf, mf.mean or ds_mean, mf.std or ds_std,
                    seen_test_images(mf.meta, data_cfg, ds, splits))
@@ -488,9 +490,9 @@ def target_gap(cfg: PruneConfig, plan: _Plan) -> str | None:
     got = 1.0 - count(plan.widths) / count(plan.base_widths)
     if abs(got - fraction) <= TARGET_TOLERANCE[measure]:
         return None
-    fix = (f"; --round-to 1 comes closer (widths in steps of {cfg.round_to} are all this "
+    fix = (f"; --round-to 1 may come closer (widths in steps of {cfg.round_to} are all this "
            "model's narrow units allow)" if cfg.round_to > 1 else "")
-    return (f"the widths remove {got:.1%} of the {measure}, not the {fraction:.0%} asked, the "
+    return (f"the widths remove {got:.1%} of the {measure}, not the {fraction:.4g} asked, the "
             f"nearest they can{fix}")
 
 

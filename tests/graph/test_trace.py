@@ -6,6 +6,8 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from alphaprune.errors import UserError
 from alphaprune.graph.trace import is_max_pool, merge_max_pools, shape_of, split_max_pools, trace
@@ -97,3 +99,56 @@ def test_merging_undoes_the_split_and_leaves_a_pool_read_twice_alone():
             return torch.cat([p, p], 1)
 
     assert merge_max_pools(trace(Twice(), x)) == 0
+
+
+class _Reinterpret(nn.Module):
+    """``view`` with a dtype read off a tensor reinterprets bytes: no reshape can."""
+
+    def forward(self, x):
+        return x.view(x.dtype) + x.view(x.size(0), -1).sum(1).view(-1, 1, 1, 1)
+
+
+class _InplaceDropout(nn.Module):
+    """An in-place functional dropout whose result is not used: it acts on ``x`` itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        F.dropout(x, 0.5, self.training, True)
+        return self.fc(x)
+
+
+class _OneModeDropout(nn.Module):
+    def forward(self, x):
+        if self.training:
+            x = F.dropout(x, 0.5)
+        return x
+
+
+def test_only_a_shape_view_becomes_a_reshape():
+    gm = trace(_Reinterpret())
+    assert [n.target for n in gm.graph.nodes if n.op == "call_method"] == [
+        "view", "size", "reshape", "sum", "reshape"]
+    x = torch.randn(2, 1, 2, 2)
+    assert torch.equal(gm(x), _Reinterpret()(x))
+
+
+def test_an_inplace_dropout_stays_in_place_and_follows_the_mode():
+    torch.manual_seed(0)
+    model = _InplaceDropout()
+    gm = trace(model)
+    assert gm.functional_dropout_0.inplace
+    x = torch.ones(64, 8)
+    assert not torch.equal(gm.train()(x.clone()), gm.train()(x.clone()))  # drops in training
+    assert torch.equal(gm.eval()(x.clone()), model.eval()(x.clone()))
+
+
+def test_a_dropout_called_in_one_mode_only_is_warned_of_once(capfd):
+    tr = sys.modules["alphaprune.graph.trace"]  # the package's `trace` names the function
+    tr._WARNED.discard("_OneModeDropout")
+    trace(_OneModeDropout().train())
+    trace(_OneModeDropout().train())
+    err = capfd.readouterr().err
+    assert err.count("dropout only in one mode") == 1 and "training=self.training" in err

@@ -81,6 +81,10 @@ def test_runs_with_the_same_folder_name_are_told_apart_and_a_run_twice_refused(t
     b = write_prune_run(tmp_path / "b" / "p")
     paths = write_comparison([a, b], tmp_path / "cmp")
     assert [r["run"] for r in json.loads(paths["json"].read_text())] == ["a/p", "b/p"]
+    deeper = write_prune_run(tmp_path / "x" / "a" / "p")  # a/p twice: one more part each
+    paths = write_comparison([a, deeper], tmp_path / "cmp3")
+    assert [r["run"] for r in json.loads(paths["json"].read_text())] == [
+        f"{tmp_path.name}/a/p", "x/a/p"]
     with pytest.raises(UserError, match="is given twice"):
         write_comparison([a, tmp_path / "a" / ".." / "a" / "p"], tmp_path / "cmp2")
     assert not (tmp_path / "cmp2").exists()
@@ -202,7 +206,8 @@ def test_cli_report_not_a_run(tmp_path, capsys):
 
 
 def test_cli_report_of_a_comparison_or_its_peer_folder_names_the_comparisons_page(tmp_path,
-                                                                                 capsys):
+                                                                                 capsys,
+                                                                                 monkeypatch):
     """compare writes its own page; a peer's folder (Torch-Pruning's: its model and metrics,
     no settings) is no run: its report read as an empty, settings-less run."""
     cmp = tmp_path / "cmp"
@@ -218,6 +223,9 @@ def test_cli_report_of_a_comparison_or_its_peer_folder_names_the_comparisons_pag
     assert not (peer / "report.md").exists()
     assert main(["report", str(os_run)]) == 0  # a comparison's own runs report as before
     assert (os_run / "report.md").is_file()
+    monkeypatch.chdir(cmp / "p50")  # relative: the comparison is above the path as typed
+    line = _assert_one_line_error(capsys, main(["report", "tp-l1"]))
+    assert f"tp-l1's folder in the comparison {cmp.resolve()}" in line
 
 
 def test_cli_report_header_only_metrics(tmp_path, capsys):

@@ -77,17 +77,8 @@ class BatchLoader:
             xb = normalize(xb, self.mean, self.std)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            elif xb.dim() == 4 and xb.stride() != _row_major(xb.shape):
+            elif xb.stride() != torch.empty(xb.shape, device="meta").stride():
                 # one-channel images can be channels-last and "contiguous" at once: a conv
                 # then writes channels-last maps, which --no-channels-last is asked to avoid
                 xb = xb.clone(memory_format=torch.contiguous_format)
             yield xb, yb
-
-
-def _row_major(shape) -> tuple[int, ...]:
-    """The strides of a freshly allocated (row-major) tensor of ``shape``."""
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))

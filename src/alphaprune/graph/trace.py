@@ -92,6 +92,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
 
 # functional dropouts and the module that follows the model's mode as they do when the
 # user writes ``training=self.training``
+_WARNED: set[str] = set()  # models whose one-mode dropout was warned of (once per process)
 DROPOUT_FUNCTIONS = {F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d, F.dropout2d: nn.Dropout2d,
                      F.alpha_dropout: nn.AlphaDropout}
 
@@ -124,18 +125,32 @@ def _mode_dropouts(model: nn.Module, gm: fx.GraphModule) -> None:
     finally:
         model.train(was)
     if len(other) != len(drops):  # the modes trace other graphs: nothing to pair
+        name = type(model).__name__
+        if name not in _WARNED:
+            _WARNED.add(name)
+            print(f"alphaprune: warning: {name}'s forward calls dropout only in one mode (`if "
+                  "self.training:`): its stored graph keeps the mode it was traced in; pass "
+                  "training=self.training to the dropout instead", file=sys.stderr, flush=True)
         return
     for i, (n, o) in enumerate(zip(drops, other, strict=True)):
         if _training_arg(n) == _training_arg(o):
             continue  # a constant the user wrote (F.dropout's default is training=True)
         p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else 0.5)
+        inplace = n.kwargs.get("inplace", n.args[3] if len(n.args) > 3 else False)
         name = f"functional_dropout_{i}"
-        gm.add_submodule(name, DROPOUT_FUNCTIONS[n.target](p))
+        gm.add_submodule(name, DROPOUT_FUNCTIONS[n.target](p, inplace))
         with gm.graph.inserting_after(n):
             m = gm.graph.call_module(name, (n.args[0] if n.args else n.kwargs["input"],))
         n.replace_all_uses_with(m)
         gm.graph.erase_node(n)
     gm.recompile()
+
+
+def _is_dtype(a) -> bool:
+    """A dtype, written or read off a tensor (``x.view(y.dtype)`` reinterprets bytes)."""
+    return isinstance(a, torch.dtype) or (
+        isinstance(a, fx.Node) and a.op == "call_function" and a.target is getattr
+        and len(a.args) > 1 and a.args[1] == "dtype")
 
 
 def _views_to_reshapes(gm: fx.GraphModule) -> None:
@@ -145,7 +160,7 @@ def _views_to_reshapes(gm: fx.GraphModule) -> None:
     changed = False
     for n in gm.graph.nodes:
         if n.op == "call_method" and n.target in ("view", "view_as") and not any(
-                isinstance(a, torch.dtype) for a in (*n.args, *n.kwargs.values())):
+                _is_dtype(a) for a in (*n.args, *n.kwargs.values())):
             n.target, changed = "reshape" if n.target == "view" else "reshape_as", True
     if changed:
         gm.recompile()

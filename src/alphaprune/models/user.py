@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -80,11 +81,15 @@ def build_user_model(spec: str, kwargs: dict | None = None) -> nn.Module:
     if not callable(fn):
         raise UserError(f"--model {spec}: {where} has no callable {factory!r}")
     try:
+        inspect.signature(fn).bind(**(kwargs or {}))
+    except TypeError as e:
+        raise UserError(f"--model {spec}: the factory refused --model-kwargs ({e})") from e
+    except ValueError:  # a callable without a signature (a builtin): let the call say
+        pass
+    try:
         model = fn(**(kwargs or {}))
     except Exception as e:  # the user's code: one line, whatever it raised
-        refused = isinstance(e, TypeError) and kwargs and "argument" in str(e)
-        what = "refused --model-kwargs" if refused else "failed"
-        raise UserError(f"--model {spec}: the factory {what} ({type(e).__name__}: "
+        raise UserError(f"--model {spec}: the factory failed ({type(e).__name__}: "
                         f"{first_line(e)})") from e
     if not isinstance(model, nn.Module):
         raise UserError(f"--model {spec}: the factory returned a {type(model).__name__}, not an nn.Module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from alphaprune.errors import UserError
 from alphaprune.rundir import COMPARE_RESULTS, COMPARE_SETTINGS
@@ -57,6 +57,7 @@ def _is_comparison(path: Path) -> bool:
 def _refuse_comparison(path: Path) -> None:
     """A comparison's folder, or a peer method's folder inside one (Torch-Pruning's, say: a
     model and its metrics, no settings of its own), is no run: name the page that holds it."""
+    path = path.resolve()  # "." or a relative peer folder has its comparison above it
     if path.is_dir() and _is_comparison(path):
         runs = sorted(path.glob("p*/os-*/config.yaml"))
         such = f", e.g. {runs[0].parent}" if runs else ""
@@ -109,9 +110,11 @@ def label_runs(runs: list[Run]) -> None:
     twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
     if twice is not None:
         raise UserError(f"run {twice} is given twice: name each run once")
-    for k in range(1, max(len(p.parts) for p in paths) + 1):
-        tails = ["/".join(p.parts[-k:]) for p in paths]
-        if len(set(tails)) == len(tails):
+    tails = [p.as_posix() for p in paths]
+    for k in range(1, max((len(p.parts) for p in paths), default=0)):
+        short = [PurePosixPath(*p.parts[-k:]).as_posix() for p in paths]
+        if len(set(short)) == len(short):
+            tails = short
             break
     for r, tail in zip(runs, tails, strict=True):
         r.label = tail
