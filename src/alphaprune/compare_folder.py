@@ -103,8 +103,7 @@ def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
         if not isinstance(old, dict):
             raise UserError(f"{path} is corrupt (not a mapping): choose another --out")
         changed = _changes(_as_run(old), _as_run(settings))
-        started = [d for d in out.glob("p*") if d.is_dir()]  # a target's widths, a method's run
-        if not started and not any(r.get("method") != "pretrained" for r in rows):
+        if not _started(out, rows):
             # nothing to mismatch yet; the pretrained row was scored on the data
             changed = [c for c in changed if c.startswith(("pretrained_sha256", "data."))]
         if changed:
@@ -121,9 +120,13 @@ def check_folder(cfg, model, out: Path, rows: list[dict]) -> dict:
 def predates_settings(out: Path, rows: list[dict]) -> bool:
     """``out`` holds a comparison's rows or runs but no recorded settings (it was made
     before they were recorded): its rows cannot be checked against this run's settings."""
-    started = any(r.get("method") != "pretrained" for r in rows) or any(
+    return _started(out, rows) and not (out / SETTINGS).is_file()
+
+
+def _started(out: Path, rows: list[dict]) -> bool:
+    """A method row, or a target's folder (its widths, a method's run), exists."""
+    return any(r.get("method") != "pretrained" for r in rows) or any(
         d.is_dir() for d in out.glob("p*"))
-    return started and not (out / SETTINGS).is_file()
 
 
 def record_settings(out: Path, settings: dict) -> None:
