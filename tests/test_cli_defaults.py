@@ -77,5 +77,16 @@ def test_compare_options_default_to_compareconfig():
             "patience"} <= set(checked)
     # objective-selection options left unset fall back to PruneConfig's defaults
     for name in ("handover", "branch_init", "importance", "distill", "temperature", "balance",
-                 "warmup_steps", "feature_distill", "final_ema"):
+                 "warmup_steps", "feature_distill", "final_ema", "final_lr"):
         assert parsed[name] is None
+
+
+def test_compare_hands_the_alpha_0_phases_lr_to_objective_selection():
+    from alphaprune.compare import _os_config
+
+    parsed = _parsed(["compare", "--checkpoint", "c", "--data", "d", "--out", "o",
+                      "--final-lr", "0.02"])
+    assert parsed["final_lr"] == 0.02
+    cfg = CompareConfig(os_options={"final_lr": 0.02}, budget=8, step_size=0.25)
+    pcfg = _os_config(cfg, "os-step", 0.5, {"checkpoint": "c"})
+    assert pcfg.final_lr == 0.02 and pcfg.optim.lr == cfg.lr

@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--final-ema", type=float, default=None, metavar="EPOCHS",
                    help="objective selection: ship an average of its alpha=0 phase's weights "
                         "(see prune)")
+    c.add_argument("--final-lr", type=float, default=None,
+                   help="objective selection: its alpha=0 phase's peak lr (default --lr)")
     c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="objective selection (and scratch/kd): cut residual and concatenated "
@@ -467,7 +469,7 @@ def _cmd_compare(a) -> int:
 
     os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
                "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
-               "auto_steps", "final_ema")
+               "auto_steps", "final_ema", "final_lr")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         tp_round_to=a.tp_round_to,
