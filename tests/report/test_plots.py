@@ -17,12 +17,17 @@ RED = "#d62728"
 
 
 def _plot_keeping_figures(fn, *args):
-    """Call a plotting function, keeping the figures it closes, to inspect their artists."""
-    kept, close = [], plots.plt.close
+    """Call a plotting function, keeping the figures it writes, to inspect their artists."""
+    kept, finish = [], plots._finish
+
+    def keep(fig, path):
+        kept.append(fig)
+        return finish(fig, path)
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(plots.plt, "close", kept.append)
+        mp.setattr(plots, "_finish", keep)
         result = fn(*args)
-    return result, kept, close
+    return result, kept, lambda fig: None  # figures without pyplot need no closing
 
 
 @pytest.fixture(scope="module")
@@ -224,13 +229,15 @@ def test_pareto_plot_draws_each_method_and_skips_rows_without_latency(tmp_path, 
     from alphaprune.report.plots import plot_pareto
 
     drawn = []
-    real = plots.plt.Axes.plot
+    from matplotlib.axes import Axes
+
+    real = Axes.plot
 
     def spy(ax, *args, **kwargs):
         drawn.append((kwargs.get("label"), [list(a) for a in args]))
         return real(ax, *args, **kwargs)
 
-    monkeypatch.setattr(plots.plt.Axes, "plot", spy)
+    monkeypatch.setattr(Axes, "plot", spy)
     rows = [{"method": "pretrained", "test_acc": 0.85, "params": 900, "latency_b128_ms": 70.0},
             {"method": "os", "test_acc": 0.84, "params": 300, "latency_b128_ms": 40.0},
             {"method": "os", "test_acc": 0.80, "params": 100, "latency_b128_ms": 25.0},
@@ -241,3 +248,15 @@ def test_pareto_plot_draws_each_method_and_skips_rows_without_latency(tmp_path, 
     assert ("os", [[25.0, 40.0], [0.80, 0.84]]) in drawn
     assert ("os", [[100, 300], [0.80, 0.84]]) in drawn
     assert [d for d in drawn if d[0] == "tp"] == [("tp", [[310], [0.75]])]
+
+
+def test_importing_the_api_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """plots chose Agg on import: a notebook's inline backend was replaced. The figures are
+    drawn without pyplot now."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import alphaprune.api; "
+            "import alphaprune.report.plots; print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+# figures drawn without pyplot: no backend is chosen, so a caller's (a notebook's inline
+# one) is left as it was, and nothing needs a display
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on these machines
-import matplotlib.pyplot as plt  # noqa: E402
-
-from alphaprune.atomic import atomic_write  # noqa: E402
-from alphaprune.report.runs import Run  # noqa: E402
+from alphaprune.atomic import atomic_write
+from alphaprune.report.runs import Run
 
 __all__ = ["plot_run", "plot_comparison", "plot_pareto", "phase_segments", "alpha_label"]
 
@@ -62,12 +61,16 @@ def _boundaries(ax, segs):
         ax.axvline(int(rows[0]["epoch"]) + 0.5, color="#cccccc", linestyle=":", linewidth=1)
 
 
+def _subplots(*grid, figsize, **kw):
+    """``plt.subplots`` without pyplot: a figure and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
 def _finish(fig, path: Path):
     fig.tight_layout()
-    try:  # atomically: a reader never sees half a picture, a failed write keeps the old one
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
-    finally:
-        plt.close(fig)
+    # atomically: a reader never sees half a picture, a failed write keeps the old one
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
 
 
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
@@ -77,7 +80,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     title = f"{run.name}: " if run.name else ""
     paths = []
 
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    fig, ax = _subplots(figsize=(9.5, 4.5))
     _draw(ax, segs, "train_loss", "--", False)
     _draw(ax, segs, "val_loss", "-", True, "validation")
     _boundaries(ax, segs)
@@ -90,7 +93,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     paths.append(out_dir / "loss.png")
     _finish(fig, paths[-1])
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
+    fig, (a1, a2) = _subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
     _draw(a1, segs, "train_acc", "-", True, "train")
     _draw(a2, segs, "val_acc", "-", False)
     if has_alpha:
@@ -111,7 +114,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     _finish(fig, paths[-1])
 
     if has_alpha:
-        fig, ax = plt.subplots(figsize=(8, 3))
+        fig, ax = _subplots(figsize=(8, 3))
         ax.step(_epochs(run.metrics), [r["alpha"] for r in run.metrics], where="mid", color="k")
         ax.set(title=f"{title}α per epoch", xlabel="epoch", ylabel="α (weight of original path)",
                ylim=(-0.05, 1.05))
@@ -123,7 +126,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
 
 def plot_comparison(runs: list[Run], path: Path) -> Path:
     """Validation accuracy against epoch for several runs on one figure."""
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = _subplots(figsize=(9, 5))
     for i, run in enumerate(runs):
         key = "ship_val_acc" if "ship_val_acc" in run.metrics[0] else "val_acc"
         ax.plot(_epochs(run.metrics), [r[key] for r in run.metrics], "-o", markersize=3,
@@ -140,7 +143,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "") -> Path:
     """Test accuracy against measured latency (batch 128) and against parameters, one marker
     per row, labelled by ``method``; each method's points joined in order of size, so its
     frontier shows. Rows without a latency are left out of the left panel."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = _subplots(1, 2, figsize=(12, 4.5))
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "pretrained", m))
     for i, method in enumerate(methods):
         mine = [r for r in rows if r["method"] == method]
