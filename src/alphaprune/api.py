@@ -41,6 +41,7 @@ from alphaprune.rundir import (
     write_config,
     write_json,
 )
+from alphaprune.scope import isolated
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -77,6 +78,7 @@ def _config_from_dict(d: dict) -> TrainConfig:
 
 
 @releasing_run_dirs
+@isolated
 def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None) -> dict:
     """Train a registry model from scratch; keep the epoch with the best validation loss.
@@ -229,6 +231,7 @@ def memory_limit() -> tuple[int, str]:
     return limit, where
 
 
+@isolated
 def evaluate(model_path: str | Path, data: str | None = None, split: str = "test",
              model_name: str | None = None, data_cfg: DataConfig | None = None,
              model_kwargs: dict | None = None) -> dict:
@@ -237,16 +240,18 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     The split is carved exactly as when the model was trained (seed and fractions recorded
     in the model file) whenever ``data`` is the same dataset; otherwise ``data_cfg``'s.
     """
-    cfg = data_cfg or DataConfig()
+    cfg = as_config(data_cfg or DataConfig(), DataConfig, "data_cfg")  # a copy: the caller's stays
     mf = load_checkpoint(model_path, model_name, model_kwargs=model_kwargs)
     recorded = mf.meta.get("split", {})
+    if data is None and data_cfg is not None and cfg.data != DataConfig.data:
+        data = cfg.data  # the data the caller's config names
     if data is None:
         data = recorded.get("data")
         if data is None:
             raise UserError("no --data given and the model file records none: pass --data")
     if data_cfg is None and same_data(recorded.get("data"), data):
         cfg = DataConfig(**{**asdict(cfg), **recorded})
-    cfg.data = data
+    cfg = replace(cfg, data=data)
     ds, splits = load_data(cfg)
     check_compatible(mf, ds, model_path)
     # a raw state_dict records no normalisation: the data's own constants stand in

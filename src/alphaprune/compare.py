@@ -67,6 +67,7 @@ from alphaprune.report.page import markdown_table, measure_side_by_side
 from alphaprune.report.plots import plot_pareto
 from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import COMPARE_MARKER, LAST_CKPT, claim, make_dir, releasing_run_dirs
+from alphaprune.scope import isolated
 from alphaprune.train.engine import resolve_accelerator
 from alphaprune.train.module import OptimConfig
 
@@ -328,6 +329,7 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
 
 
 @releasing_run_dirs
+@isolated
 def compare(cfg: CompareConfig, out: str | Path, progress: bool = False) -> list[dict]:
     """Run the comparison matrix (see the module docstring); return all result rows (none on
     a rank other than 0 of a multi-process run)."""

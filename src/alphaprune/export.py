@@ -27,6 +27,7 @@ from alphaprune.atomic import publish, temp_path
 from alphaprune.errors import UserError, first_line
 from alphaprune.modelfile import load_checkpoint
 from alphaprune.openmp import wait_policy
+from alphaprune.scope import isolated
 
 __all__ = ["FORMATS", "export_model", "input_shape_of"]
 
@@ -123,6 +124,7 @@ def _latency(torch_fn, exported_fn, shape, batch: int, rounds: int = 3) -> dict:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+@isolated
 def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike,
                  force: bool = False, input_size: int | None = None,
                  model_name: str | None = None, model_kwargs: dict | None = None,

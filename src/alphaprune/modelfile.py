@@ -35,6 +35,7 @@ from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs, raw_checkpoint_problem
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.models.vgg import infer_vgg_kwargs
+from alphaprune.scope import isolated
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
            "infer_vgg_kwargs", "FORMAT"]
@@ -233,6 +234,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
                      blob["classes"], blob.get("meta", {}))
 
 
+@isolated
 def load_model(path: str | os.PathLike) -> nn.Module:
     """Rebuild the module stored in a model file (see :func:`load_model_file`)."""
     return load_model_file(path).model

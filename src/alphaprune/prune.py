@@ -51,6 +51,7 @@ from alphaprune.report.size import count_flops, count_params
 from alphaprune.rundir import finish, pending, prepare_run_dir, releasing_run_dirs, write_config, write_json
 from alphaprune.rundir import recorded as recorded_config
 from alphaprune.schedules import make_scheduler
+from alphaprune.scope import isolated
 from alphaprune.speedup import measured_speedup
 from alphaprune.train.blend_module import BlendModule
 from alphaprune.train.callbacks import MetricsCSV
@@ -690,6 +691,7 @@ def _speedup_check(cfg: PruneConfig, original, fused, shape) -> dict:
 
 
 @releasing_run_dirs
+@isolated
 def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool = False,
           progress: bool = True, callbacks: list | None = None,
           max_total_epochs: int | None = None, model: torch.nn.Module | None = None) -> dict:
@@ -729,8 +731,10 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
     lead = is_leader()
     if model is not None and resume:
         raise UserError("resume=True continues from the run folder: do not pass model")
-    if model is not None:  # the caller's module stays as it was: the run trains a copy
-        model = copy.deepcopy(model)
+    if model is not None:  # the caller's module stays as it was: the run trains a copy,
+        # all of it, as a run from a file does (a frozen module trained only its branches,
+        # and its own config or a resume then gave another network)
+        model = copy.deepcopy(model).requires_grad_(True)
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     note = (lambda m: print(f"[prune] {m}", flush=True)) if progress and lead else None
