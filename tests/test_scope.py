@@ -88,3 +88,14 @@ def test_evaluate_reads_the_data_a_data_cfg_names_and_leaves_it_as_it_was(tiny_c
     assert evaluate(tiny_checkpoint, data_cfg={"subset": 300})["n_samples"] == r["n_samples"]
     with pytest.raises(UserError, match="/no/such/holdout"):  # read, not ignored
         evaluate(tiny_checkpoint, data_cfg=DataConfig(data="/no/such/holdout"))
+
+
+def test_a_callers_hooks_stay_on_its_module_and_out_of_the_run(tiny_checkpoint, tmp_path, capsys):
+    """A hook collecting outputs fired on every step of the run's copy (and filled the
+    caller's list); the stored graph keeps no hook, so a resume ran without it."""
+    m = alphaprune.load_model(tiny_checkpoint)
+    seen = []
+    m.features[0].register_forward_hook(lambda mod, i, o: seen.append(o.detach()))
+    prune(PruneConfig(**TINY_PRUNE), tmp_path / "p", model=m)
+    assert seen == [] and len(m.features[0]._forward_hooks) == 1
+    assert "1 forward/backward hook(s) do not run in the pruning run" in capsys.readouterr().out

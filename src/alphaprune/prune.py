@@ -474,6 +474,23 @@ def planned(cfg: PruneConfig, src: _Source,
     return cfg, plan
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _drop_hooks(model: torch.nn.Module) -> int:
+    """Remove the forward and backward hooks of ``model`` (a copy of the caller's module),
+    returning how many: a stored graph keeps none, so a run with them could not be repeated
+    from its own files, and a caller's hook that collects outputs would fill up."""
+    n = 0
+    for m in model.modules():
+        for name in _HOOKS:
+            hooks = getattr(m, name, None)
+            if hooks:
+                n += len(hooks)
+                hooks.clear()
+    return n
+
+
 # how far the solved widths may land from a parameter or FLOP target (README)
 TARGET_TOLERANCE = {"params": 0.005, "flops": 0.01}
 
@@ -735,6 +752,10 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
         # all of it, as a run from a file does (a frozen module trained only its branches,
         # and its own config or a resume then gave another network)
         model = copy.deepcopy(model).requires_grad_(True)
+        if (hooks := _drop_hooks(model)) and lead:
+            print(f"[prune] note: the model's {hooks} forward/backward hook(s) do not run in "
+                  "the pruning run or its files (its copy runs without them, as a resume or "
+                  "the saved graph would)", flush=True)
     cfg, out, ckpt, recorded = _settings(cfg, Path(out), resume, max_total_epochs)
     src = _load(cfg, model)                             # load: data, splits, pretrained model
     note = (lambda m: print(f"[prune] {m}", flush=True)) if progress and lead else None
