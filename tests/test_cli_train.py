@@ -377,7 +377,7 @@ def test_a_container_limit_under_the_machine_memory_is_what_train_checks(tmp_pat
     # a limit may sit on the process's own, nested group (v1 and v2 spellings)
     monkeypatch.undo()
     proc = tmp_path / "cgroup"
-    proc.write_text("4:memory:/jobs/a\n0::/user/b\n3:cpu:/x\n")
+    proc.write_text("4:cpu,memory:/jobs/a\n0::/user/b\n3:cpu:/x\n")
     assert api.cgroup_files(str(proc)) == [
         *api.CGROUP_LIMITS, "/sys/fs/cgroup/memory/jobs/a/memory.limit_in_bytes",
         "/sys/fs/cgroup/memory/jobs/memory.limit_in_bytes", "/sys/fs/cgroup/user/b/memory.max",

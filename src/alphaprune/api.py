@@ -207,10 +207,11 @@ def cgroup_files(proc: str = "/proc/self/cgroup") -> list[str]:
         return files
     for line in lines:  # "0::/path" (v2) or "4:memory:/path" (v1)
         _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
-        if controllers not in ("", "memory") or not group.startswith("/"):
+        v1 = "memory" in controllers.split(",")  # v1 may list it with others ("cpu,memory")
+        if (controllers and not v1) or not group.startswith("/"):
             continue
-        root = "/sys/fs/cgroup" if controllers == "" else "/sys/fs/cgroup/memory"
-        name = "memory.max" if controllers == "" else "memory.limit_in_bytes"
+        root = "/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup"
+        name = "memory.limit_in_bytes" if v1 else "memory.max"
         parts = Path(group).parts[1:]
         files += [str(Path(root, *parts[:i], name)) for i in range(len(parts), 0, -1)]
     return files
