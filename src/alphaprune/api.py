@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from alphaprune.errors import UserError, as_config, first_line, require_finite
+from alphaprune.graph.trace import trace
 from alphaprune.modelfile import ModelFile, check_storable, load_checkpoint, model_io, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
@@ -116,8 +117,9 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, resume: bool =
                             f"{cfg.model} is built by your factory: drop them and size it with "
                             "--model-kwargs")
         arch, model = GRAPH_ARCH, build_user_model(cfg.model, cfg.model_kwargs)
-        check_compatible(ModelFile(model, arch, model_io(model), [], [], []), ds, cfg.model)
-        check_storable(model)
+        graph = trace(model)  # traced once for its inputs and outputs and to check it stores
+        check_compatible(ModelFile(model, arch, model_io(graph), [], [], []), ds, cfg.model)
+        check_storable(graph)
         _check_forward(model, tuple(ds.x.shape[1:]), cfg.model, cfg.channels_last)
     else:
         arch = cfg.model

@@ -66,10 +66,9 @@ def _as_run(record: dict) -> dict:
                                     record.get("match", "params")))
     except UserError:  # a contradiction the run itself refuses, naming it
         return record
-    defaults = {f.name: f.default for f in fields(PruneConfig)}
     # compare's os- rows always run the hand-over (their scheduler's options are given),
     # whose recipe resolves an unset --final-ema to FINAL_EMA
-    defaults["final_ema"] = FINAL_EMA if given.get("final_ema") == FINAL_EMA else None
+    defaults = {f.name: f.default for f in fields(PruneConfig)} | {"final_ema": FINAL_EMA}
     given = {k: v for k, v in given.items() if k not in defaults or v != defaults[k]}
     return {**record, "os_options": given}
 

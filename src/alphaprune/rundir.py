@@ -23,7 +23,7 @@ from alphaprune.parallel import is_leader
 __all__ = ["prepare_run_dir", "write_config", "read_config", "recorded", "make_dir", "write_json",
            "pending", "finish", "has_progress", "claim", "check_replaceable",
            "releasing_run_dirs", "LAST_CKPT", "CONFIG", "MARKER", "COMPARE_MARKER",
-           "COMPARE_RESULTS", "COMPARE_SETTINGS"]
+           "COMPARE_RESULTS", "COMPARE_SETTINGS", "is_comparison"]
 
 CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
@@ -35,8 +35,14 @@ COMPARE_MARKER = ".alphaprune-compare"
 COMPARE_RESULTS = "results.jsonl"  # a comparison's rows, one JSON object per line
 COMPARE_SETTINGS = "compare.yaml"  # what every row of a comparison shares
 _RUN_MARKERS = (MARKER, CONFIG, "metrics.csv")
-_COMPARISON = (COMPARE_MARKER, COMPARE_RESULTS)
+_COMPARISON = (COMPARE_MARKER, COMPARE_RESULTS, COMPARE_SETTINGS)
 _LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, inode) this process holds
+
+
+def is_comparison(path: Path) -> bool:
+    """Whether ``path`` is a folder ``alphaprune compare`` made (its marker, rows or
+    settings)."""
+    return path.is_dir() and any((path / m).exists() for m in _COMPARISON)
 
 
 def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
@@ -53,7 +59,7 @@ def prepare_run_dir(out: str | Path, finished_file: str, force: bool = False,
     """
     out = Path(out)
     _check_out(out)
-    if out.is_dir() and any((out / m).exists() for m in _COMPARISON):
+    if is_comparison(out):
         raise UserError(f"--out {out} holds an alphaprune comparison, not a run: choose another "
                         "--out")
     is_run = out.is_dir() and any((out / m).exists() for m in _RUN_MARKERS)

@@ -78,11 +78,11 @@ def _is_cifar_pickle(root: Path) -> bool:
 
 
 # What the official CIFAR python batches hold: dicts of numpy arrays, lists, ints and
-# strings. ``_codecs.encode`` is how Python 3 writes bytes at protocol 2; numpy's array and
-# scalar rebuilders construct plain data. Anything else (``os.system``, ``eval``, ...) is a
-# crafted file: a plain ``pickle.load`` would run it.
+# strings. ``_codecs.encode`` is how Python 3 writes bytes at protocol 2; numpy's scalar
+# rebuilder and its array rebuilder (below, :data:`_RECONSTRUCT`) construct plain data.
+# Anything else (``os.system``, ``eval``, ...) is a crafted file: a plain ``pickle.load``
+# would run it.
 _CIFAR_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     # a batch pickled again at protocol 5 (its arrays rebuilt from the bytes in the file)

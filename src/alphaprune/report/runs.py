@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from alphaprune.errors import UserError
-from alphaprune.rundir import COMPARE_RESULTS, COMPARE_SETTINGS
+from alphaprune.rundir import is_comparison
 
 __all__ = ["Run", "read_run", "label_runs"]
 
@@ -50,22 +50,18 @@ class Run:
         return self.config.get("command", "prune" if self.phases else "train")
 
 
-def _is_comparison(path: Path) -> bool:
-    return (path / COMPARE_RESULTS).is_file() or (path / COMPARE_SETTINGS).is_file()
-
-
 def _refuse_comparison(path: Path) -> None:
     """A comparison's folder, or a peer method's folder inside one (Torch-Pruning's, say: a
     model and its metrics, no settings of its own), is no run: name the page that holds it."""
     path = path.resolve()  # "." or a relative peer folder has its comparison above it
-    if path.is_dir() and _is_comparison(path):
+    if path.is_dir() and is_comparison(path):
         runs = sorted(path.glob("p*/os-*/config.yaml"))
         such = f", e.g. {runs[0].parent}" if runs else ""
         raise UserError(f"{path} is a comparison, not a run: its page is {path / 'results.md'} "
                         "(with pareto.png), written by compare; report one of its objective "
                         f"selection runs{such}")
     root = path.parent.parent
-    if path.is_dir() and not (path / "config.yaml").exists() and _is_comparison(root):
+    if path.is_dir() and not (path / "config.yaml").exists() and is_comparison(root):
         raise UserError(f"{path} is {path.name}'s folder in the comparison {root}: its row is in "
                         f"{root / 'results.md'}; report only runs with their own settings "
                         "(the comparison's os-* folders)")
