@@ -599,3 +599,19 @@ def test_objective_selection_rows_at_a_scarce_budget_get_the_default_feature_ter
         assert "--feature-distill 20" in recorded["recipe_reason"]
         header = (out / "p65" / method / "metrics.csv").read_text().splitlines()[0]
         assert "train_feature_loss" in header.split(",")
+
+
+def test_objective_selection_rows_carry_the_live_weights_beside_the_average(results):
+    """A row of a method that ships an average of its alpha = 0 phase's weights (the
+    hand-over's default) also carries the live weights' scores from its run's summary."""
+    from alphaprune.compare import SCHEDULER_METHODS
+
+    rc, out, rows = results
+    averaged = [r for r in rows if r["method"] in SCHEDULER_METHODS]
+    assert averaged
+    for r in rows:
+        if r["method"] not in SCHEDULER_METHODS:
+            assert "live_test_acc" not in r, r["method"]
+            continue
+        live = json.loads((out / "p65" / r["method"] / "summary.json").read_text())["final_ema"]["live"]
+        assert (r["live_val_acc"], r["live_test_acc"]) == (live["val_acc"], live["test_acc"])

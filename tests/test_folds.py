@@ -281,6 +281,11 @@ def test_folds_without_a_test_split_finish_and_report(folds_run, tmp_path, capsy
     assert 0 < s["folds"]["mean"]["val_acc_after"] <= 1
     assert "2 folds: test acc – ± –" in capsys.readouterr().out
     assert (out / "pruned.pt").is_file() and (out / "report.html").is_file()
+    # the shipped average beside the live weights: no test images, no test difference
+    fold = json.loads((out / "fold1" / "summary.json").read_text())["final_ema"]
+    assert fold["test_acc_gain"] is None and fold["live"]["test_acc"] is None
+    assert fold["val_acc_gain"] == fold["averaged"]["val_acc"] - fold["live"]["val_acc"]
+    assert "the live weights: – on test" in (out / "fold1" / "report.md").read_text()
 
 
 def test_a_fold_killed_before_its_checkpoint_by_an_older_version_resumes(folds_run, tmp_path):

@@ -504,3 +504,24 @@ def test_final_ema_ships_the_average_and_resumes_mid_phase(reference, reference_
                                                              abs=1e-6), key
     for key in ("test_acc_after", "val_acc_after", "epochs"):
         assert summary[key] == ref_summary[key], key
+    assert summary["final_ema"] == ref_summary["final_ema"]  # the live weights' best, checkpointed
+
+
+def test_final_ema_scores_the_live_weights_as_the_plain_run_ships_them(reference, reference_ema):
+    """Beside the average, a run scores the live weights of the alpha = 0 phase's best epoch:
+    on the same trajectory (same seed; both phases run all three epochs) they are exactly
+    what the run without the average ships, and the report shows both."""
+    plain = reference[2]
+    avg = reference_ema[2]["final_ema"]
+    assert "final_ema" not in plain  # nothing averaged: nothing to compare
+    assert avg["epochs"] == 1.0
+    for key in ("test_acc", "val_acc", "test_loss", "val_loss"):
+        assert avg["live"][key] == pytest.approx(plain[f"{key}_after"], abs=1e-9), key
+        assert avg["averaged"][key] == reference_ema[2][f"{key}_after"], key
+    assert avg["live"]["epoch"] == plain["phases"][-1]["best_epoch"]
+    assert avg["averaged"]["epoch"] == reference_ema[2]["phases"][-1]["best_epoch"]
+    assert avg["test_acc_gain"] == pytest.approx(avg["averaged"]["test_acc"] - plain["test_acc_after"])
+    page = (reference_ema[1] / "report.md").read_text()
+    assert "## Weight average" in page and "live weights" in page
+    assert f"{100 * avg['test_acc_gain']:+.2f} points on test" in page
+    assert "## Weight average" not in (reference[1] / "report.md").read_text()

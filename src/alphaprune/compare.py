@@ -429,6 +429,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
         print(f"[compare] target {target:.0%} removed: {method}", flush=True)
     run, ck = _run_dir(b.out / _folder(target) / method, b.lead)
     t0 = time.perf_counter()
+    live = {}
     if method in SCHEDULER_METHODS:
         model_file = run / "pruned.pt"
         if model_file.is_file():  # finished (pruned.pt comes last), killed before its row
@@ -443,6 +444,8 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
                 return None
         model = load_checkpoint(model_file).model
         acc, epochs = {"val_acc": s["val_acc_after"], "test_acc": s["test_acc_after"]}, s["epochs"]
+        if "final_ema" in s:  # the live weights the shipped average was taken from
+            live = {f"live_{k}": s["final_ema"]["live"][k] for k in ("val_acc", "test_acc")}
     else:
         model, epochs, _ = _baseline(b, method, widths, size, run, ck)
         if not b.lead:
@@ -453,7 +456,7 @@ def _run_method(b: _Bench, method: str, target: float, widths, size: dict) -> di
                    {"method": method, "target": target, "input_shape": list(b.shape)})
     row = _row(method, target, model, acc, b.shape, epochs, time.perf_counter() - t0,
                nonzero=method == "unstructured")
-    return {**row, "model_file": str(model_file)}
+    return {**row, **live, "model_file": str(model_file)}
 
 
 def _finish(b: _Bench, done: list[dict]) -> list[dict]:

@@ -575,8 +575,9 @@ def _checked_widths(widths: list[int], structure, arch: str) -> list[int]:
 
 
 def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, before: dict,
-               progress: bool, callbacks) -> tuple[BlendedNet, list[dict]]:
-    """Branch every unit, initialise the branches and train through the alpha phases."""
+               progress: bool, callbacks) -> tuple[BlendedNet, PhaseController]:
+    """Branch every unit, initialise the branches and train through the alpha phases; the
+    trained network and its controller (the phases' history, the live weights' best epoch)."""
     ds, splits, data_cfg = src.ds, src.splits, src.data_cfg
     scheduler = _scheduler(cfg)
     torch.manual_seed(data_cfg.run_seed)
@@ -629,7 +630,7 @@ def _hand_over(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, ckpt, bef
                         f"(--max-total-epochs {cfg.max_total_epochs}): continue it with "
                         f"'alphaprune prune --out {out} --resume --max-total-epochs N' "
                         f"(N > {cfg.max_total_epochs})")
-    return module.model.to(memory_format=torch.contiguous_format), controller.history
+    return module.model.to(memory_format=torch.contiguous_format), controller
 
 
 def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fused, before: dict,
@@ -671,6 +672,26 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "seconds": round(time.perf_counter() - t0, 2),
         "train_seconds": round(sum(float(r["seconds"]) for r in read_csv(out / "metrics.csv")), 2),
     }
+
+
+def average_check(cfg: PruneConfig, src: _Source, blended: BlendedNet, arch: str | None,
+                  controller: PhaseController, summary: dict) -> dict:
+    """What ``--final-ema`` gave on this run: the shipped average beside the live weights of
+    the averaged phase's best epoch by their own validation loss (the weights ``--final-ema
+    0`` keeps when early stopping takes the same epochs, as onecycle's every-epoch phase
+    does), fused and scored on the same splits."""
+    twin = copy.deepcopy(blended)
+    twin.load_state_dict(controller.live_best_state)
+    live = split_scores(fuse(twin, arch), src.ds, src.splits, src.mean, src.std)
+    return {"epochs": cfg.final_ema,
+            "averaged": {**after_scores(summary), "epoch": controller.history[-1]["best_epoch"]},
+            "live": {**live, "epoch": controller.live_best["epoch"]},
+            **{f"{k}_gain": _minus(summary[f"{k}_after"], live[k]) for k in ("test_acc", "val_acc")}}
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    """``a - b``; None where a split has no images (no test split)."""
+    return None if a is None or b is None else a - b
 
 
 def _with_schema(s: dict) -> dict:
@@ -776,11 +797,14 @@ def prune(cfg: PruneConfig, out: str | Path, force: bool = False, resume: bool =
             print(f"[prune] warning: {off}", flush=True)
     before = {"params": count_params(src.model), "flops": count_flops(src.model, src.shape),
               **split_scores(src.model, src.ds, src.splits, src.mean, src.std)}
-    blended, history = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
+    blended, controller = _hand_over(cfg, src, plan, out, ckpt, before, progress, callbacks)
     if not lead:
         return None  # rank 0 fuses, measures and writes
-    fused = fuse(blended, None if src.mf.arch == GRAPH_ARCH else src.mf.arch)  # fuse
-    summary = _measure(cfg, src, plan, out, blended, fused, before, history, t0)  # measure
+    arch = None if src.mf.arch == GRAPH_ARCH else src.mf.arch
+    fused = fuse(blended, arch)  # fuse
+    summary = _measure(cfg, src, plan, out, blended, fused, before, controller.history, t0)
+    if controller.live_best_state is not None:  # the average beside the weights it averaged
+        summary["final_ema"] = average_check(cfg, src, blended, arch, controller, summary)
     summary = _with_schema(summary)
     write_json(out / "summary.json", summary)
     write_report(out)

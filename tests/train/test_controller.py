@@ -328,3 +328,36 @@ def test_final_ema_under_one_step_follows_the_live_weights(tmp_path):
         _step(c, trainer, module, v)
         assert torch.allclose(c.ema["0.weight"], torch.full((2, 2), v))
 
+
+
+def test_final_ema_keeps_the_live_weights_best_epoch_by_their_own_loss(tmp_path):
+    """While validation scores the average, ``live_weights`` lends the module the weights
+    being trained; the phase keeps those of their own best epoch beside the average's."""
+    import torch
+
+    c, trainer, module = _ema_run(tmp_path)
+    w = module.model[0].weight
+    with c.live_weights(module.model) as swapped:  # nothing averaged yet: nothing to lend
+        assert not swapped
+    stats = {"ship_val_loss": 0.5, "val_loss": 0.5, "val_acc": 0.9, "ship_val_acc": 0.9,
+             "train_loss": 0.4}
+    c.monitor = "ship_val_loss"
+    for value, live_loss in ((3.0, 0.7), (5.0, 0.9), (4.0, 0.6)):
+        _step(c, trainer, module, value)
+        c.on_validation_epoch_start(trainer, module)
+        average = c.ema["0.weight"].clone()
+        with c.live_weights(module.model) as swapped:
+            assert swapped and torch.allclose(w, torch.full_like(w, value))
+        assert torch.allclose(w, average)  # the rest of validation scores the average again
+        c.on_validation_epoch_end(trainer, module)
+        module.epoch_stats = stats
+        module.live_stats = {"live_val_loss": live_loss, "live_val_acc": 1 - live_loss}
+        c.on_train_epoch_end(trainer, module)
+        if value == 5.0:  # a worse live loss keeps the first epoch's weights
+            assert c.live_best["epoch"] == 1 and float(c.live_best_state["0.weight"][0, 0]) == 3.0
+    assert c.live_best == {"val_loss": 0.6, "val_acc": pytest.approx(0.4), "epoch": 3}
+    assert torch.allclose(c.live_best_state["0.weight"], torch.full((2, 2), 4.0))
+    resumed, _, _ = _ema_run(tmp_path)
+    resumed.load_state_dict(c.state_dict())
+    assert resumed.live_best == c.live_best
+    assert resumed.live_best_state["0.weight"].tolist() == c.live_best_state["0.weight"].tolist()

@@ -124,8 +124,30 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
         out.append(("Before / after", text, ["", "before", "after"], _before_after(s)))
     elif s:
         out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
+    if "final_ema" in s:
+        out.append(_average_section(s["final_ema"]))
     out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
     return out
+
+
+def _average_section(e: dict) -> tuple[str, str, list, list]:
+    """The shipped average of the alpha = 0 phase's weights beside its live weights."""
+    a, live = e["averaged"], e["live"]
+    rows = [[label, _fmt(a[key], ".4f"), _fmt(live[key], ".4f")]
+            for key, label in (("test_acc", "test accuracy"), ("val_acc", "val accuracy"),
+                               ("test_loss", "test loss"), ("val_loss", "val loss"))]
+    rows.append(["best epoch of the phase", _fmt(a["epoch"]), _fmt(live["epoch"])])
+    text = (f"The α = 0 phase shipped an exponential moving average of its weights (--final-ema "
+            f"{e['epochs']:g}: time constant in epochs). Beside it, the live weights of that "
+            "phase at their own best epoch, fused and scored the same way. The average minus "
+            f"the live weights: {_points(e['test_acc_gain'])} on test, "
+            f"{_points(e['val_acc_gain'])} on validation.")
+    return ("Weight average", text, ["", "shipped (the average)", "live weights"], rows)
+
+
+def _points(gain: float | None) -> str:
+    """An accuracy difference in points; a dash where the split has no images."""
+    return "–" if gain is None else f"{100 * gain:+.2f} points"
 
 
 _FOLD_COLS = ["fold", "test_acc_after", "val_acc_after", "params_after", "flops_after"]

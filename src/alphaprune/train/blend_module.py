@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
-from alphaprune.parallel import all_reduce_sums
+from alphaprune.parallel import all_reduce_sums, broadcast_floats
 from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
@@ -20,7 +20,10 @@ class BlendModule(ClassifierModule):
     """``ClassifierModule`` for a :class:`~alphaprune.blend.BlendedNet`.
 
     ``epoch_stats`` gains ``alpha``, ``ship_val_loss`` and ``ship_val_acc`` (all branches,
-    alpha = 0: exactly the fused model's accuracy).
+    alpha = 0: exactly the fused model's accuracy). While the controller's validation scores
+    an average of the weights (``--final-ema``), the live weights are scored too:
+    ``live_stats`` holds their ``live_val_loss`` and ``live_val_acc`` (empty otherwise; kept
+    out of ``epoch_stats`` so metrics.csv keeps one set of columns).
 
     ``calib``: normalised training images. While alpha > 0 the all-branch network is scored
     with its branch BN statistics re-measured on them (:mod:`alphaprune.blend.recalibrate`);
@@ -53,6 +56,8 @@ class BlendModule(ClassifierModule):
         self.controller = None  # set by the caller, for progress_info
         self._ship = RunningStats()
         self._ship_bn = None
+        self._live, self._live_scored = RunningStats(), False
+        self.live_stats: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -94,6 +99,7 @@ class BlendModule(ClassifierModule):
         super().on_validation_epoch_start()
         self._ship = RunningStats()
         self._ship_bn = None
+        self._live, self._live_scored = RunningStats(), False
         if self.calib is not None and float(self.model.alpha) > 0.0:
             self._ship_bn = ship_bn_stats(self.model, self.calib.to(self.device))
 
@@ -111,6 +117,21 @@ class BlendModule(ClassifierModule):
                 logits = self(x)
             self.model.set_alpha(alpha)
         self._ship.update(F.cross_entropy(logits, y), logits, y)
+        if self.controller is None:
+            return
+        with self.controller.live_weights(self.model) as swapped:
+            if swapped:  # the model held the average: score the weights being trained too
+                logits = self(x)
+                self._live.update(F.cross_entropy(logits, y), logits, y)
+                self._live_scored = True
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.live_stats = {}
+        if self._live_scored:  # the same on every rank: the controller's state is
+            loss, acc = self._live.reduced(self.device).result()
+            loss, acc = broadcast_floats([loss, acc], self.device)
+            self.live_stats = {"live_val_loss": loss, "live_val_acc": acc}
 
     def compute_epoch_stats(self) -> dict[str, float]:
         """The parent's, plus alpha, the ship network's validation scores and, with feature

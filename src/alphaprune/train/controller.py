@@ -6,6 +6,7 @@ Its decision logic is the pure :func:`phase_decision`; the Lightning callback
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -163,6 +164,10 @@ class PhaseController(pl.Callback):
         self.ema: dict | None = None           # the alpha = 0 phase's average (final_ema)
         self.ema_steps = 0
         self._live: dict | None = None         # the live weights while validation sees the average
+        # the live weights' best epoch of the averaged phase (what --final-ema 0 would have
+        # kept), scored beside the average so a run shows what the average gave
+        self.live_best: dict = {}
+        self.live_best_state: dict | None = None
         self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
@@ -281,6 +286,30 @@ class PhaseController(pl.Callback):
             self._live = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
             pl_module.model.load_state_dict(self.ema)
 
+    @contextlib.contextmanager
+    def live_weights(self, model):
+        """Within it, ``model`` holds the live weights while validation otherwise scores the
+        average (nothing changes when no average is being scored)."""
+        if self._live is None:
+            yield False
+            return
+        model.load_state_dict(self._live)
+        try:
+            yield True
+        finally:
+            model.load_state_dict(self.ema)
+
+    def _track_live(self, pl_module) -> None:
+        """Keep the live weights of the averaged phase's best epoch by their own validation
+        loss (read from ``pl_module.live_stats``; the model holds the live weights now)."""
+        live = getattr(pl_module, "live_stats", None)
+        if not (self._averaging() and live):
+            return
+        if not self.live_best or live["live_val_loss"] < self.live_best["val_loss"]:
+            self.live_best = {"val_loss": live["live_val_loss"], "val_acc": live["live_val_acc"],
+                              "epoch": len(self.losses)}
+            self.live_best_state = copy.deepcopy(pl_module.model.state_dict())
+
     def on_validation_epoch_end(self, trainer, pl_module):
         if self._live is not None:  # training goes on from the live weights
             pl_module.model.load_state_dict(self._live)
@@ -296,6 +325,7 @@ class PhaseController(pl.Callback):
             self._diverged(trainer, pl_module, loss)
             return
         self.losses.append(loss)
+        self._track_live(pl_module)
         if not self.best or loss < self.best["loss"]:
             self.best = {"loss": loss, "val_acc": stats["val_acc"],
                          "ship_val_acc": stats.get("ship_val_acc", stats["val_acc"]),
@@ -376,6 +406,7 @@ class PhaseController(pl.Callback):
         self.phase += 1
         self.losses, self.best, self.best_state = [], {}, None
         self.ema, self.ema_steps = None, 0
+        self.live_best, self.live_best_state = {}, None
         self._apply(pl_module)
 
     def _next_alpha(self, reason: str) -> float:
@@ -394,7 +425,8 @@ class PhaseController(pl.Callback):
                 "prev_acc": self.prev_acc, "prev_alpha": self.prev_alpha,
                 "prev_state": self.prev_state, "retries": self.retries,
                 "sched_state": self.sched_state, "final_limit": self.final_limit,
-                "ema": self.ema, "ema_steps": self.ema_steps}
+                "ema": self.ema, "ema_steps": self.ema_steps,
+                "live_best": dict(self.live_best), "live_best_state": self.live_best_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
@@ -403,6 +435,8 @@ class PhaseController(pl.Callback):
             setattr(self, k, state[k])
         self.final_limit = state.get("final_limit")  # absent before --final-takes-rest
         self.ema, self.ema_steps = state.get("ema"), state.get("ema_steps", 0)  # before --final-ema
+        # absent before the live weights were scored beside the average
+        self.live_best, self.live_best_state = state.get("live_best", {}), state.get("live_best_state")
 
     def progress_info(self) -> dict:
         """Phase, alpha, epoch within phase and patience left, for the progress bar."""
