@@ -29,7 +29,7 @@ import torch.nn as nn
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.checksum import damaged_member
 from alphaprune.errors import UserError, first_line
-from alphaprune.graph.serialize import graph_from_data, graph_to_data
+from alphaprune.graph.serialize import graph_from_data, graph_to_data, shape_mismatch
 from alphaprune.graph.trace import check_one_output, trace
 from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs, raw_checkpoint_problem
@@ -193,12 +193,11 @@ def _check_shapes(arch: str, kwargs, state_dict: dict, path) -> None:
         raise
     except Exception:
         return
-    for k, v in probe.state_dict().items():
-        got = state_dict.get(k)
-        if isinstance(got, torch.Tensor) and got.shape != v.shape:
-            raise UserError(f"checkpoint {path} does not match model '{arch}' ({k}: the model "
-                            f"has {tuple(v.shape)}, the file {tuple(got.shape)}): pass the model "
-                            "name and width it was trained with")
+    if (bad := shape_mismatch(probe, state_dict)) is not None:
+        key, want, got = bad
+        raise UserError(f"checkpoint {path} does not match model '{arch}' ({key}: the model "
+                        f"has {want}, the file {got}): pass the model name and width it was "
+                        "trained with")
 
 
 def _check_fields(blob: dict, path) -> None:

@@ -38,3 +38,28 @@ def test_a_memory_format_the_file_names_must_be_one(name):
     data = json.loads(json.dumps(graph_to_data(gm)).replace('"channels_last"', json.dumps(name)))
     with pytest.raises(UserError, match="unknown memory format"):
         graph_from_data(data, gm.state_dict())
+
+
+def test_a_graph_with_dropout_on_in_eval_mode_warns_on_load(capsys):
+    """A stored ``F.dropout`` with training=True drops activations at inference too (as
+    written, or an earlier version's frozen ``training=self.training``): loading says so."""
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self, on: bool):
+            super().__init__()
+            self.fc, self.on = nn.Linear(4, 2), on
+
+        def forward(self, x):
+            x = F.dropout(x, 0.5) if self.on else F.dropout(x, 0.5, training=False)
+            return self.fc(F.dropout(x, 0.0))  # p = 0 drops nothing
+
+    for on in (True, False):
+        gm = fx.symbolic_trace(Net(on))
+        data = json.loads(json.dumps(graph_to_data(gm)))
+        back = graph_from_data(data, gm.state_dict())
+        err = capsys.readouterr().err
+        assert ("applies dropout in eval mode too (dropout: training=True)" in err) is on, err
+        assert "dropout_1" not in err
+        x = torch.ones(8, 4)
+        assert torch.equal(back.eval()(x), back.eval()(x)) is not on

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import operator
+import sys
 
 import torch
 import torch.fx as fx
@@ -20,8 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from alphaprune.errors import UserError, first_line
+from alphaprune.graph.trace import always_on_dropouts
 
-__all__ = ["graph_to_data", "graph_from_data", "GRAPH_VERSION"]
+__all__ = ["graph_to_data", "graph_from_data", "shape_mismatch", "GRAPH_VERSION"]
 
 GRAPH_VERSION = 1
 
@@ -202,12 +204,21 @@ def _check_module_shapes(modules: dict, state_dict: dict) -> None:
         except Exception as e:
             raise UserError(f"the model file's layer {path} cannot be built ({first_line(e)}): "
                             "re-save it") from e
-        for name, t in probe.state_dict().items():
-            got = state_dict.get(f"{path}.{name}")
-            if isinstance(got, torch.Tensor) and got.shape != t.shape:
-                raise UserError(f"the model file's weights do not fit its graph ({path}.{name}: "
-                                f"the layer has {tuple(t.shape)}, the file "
-                                f"{None if got is None else tuple(getattr(got, 'shape', ()))})")
+        if (bad := shape_mismatch(probe, state_dict, f"{path}.")) is not None:
+            key, want, got = bad
+            raise UserError(f"the model file's weights do not fit its graph ({key}: the layer "
+                            f"has {want}, the file {got})")
+
+
+def shape_mismatch(probe: nn.Module, state_dict: dict, prefix: str = ""):
+    """The first entry of ``probe``'s state (a meta-device build) whose tensor in
+    ``state_dict`` (under ``prefix``) has another shape: (key, its shape, the file's), or
+    None. Missing or non-tensor entries are left to the strict load."""
+    for name, t in probe.state_dict().items():
+        got = state_dict.get(prefix + name)
+        if isinstance(got, torch.Tensor) and got.shape != t.shape:
+            return prefix + name, tuple(t.shape), tuple(got.shape)
+    return None
 
 
 def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
@@ -249,4 +260,10 @@ def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
         gm.load_state_dict(state_dict)
     except RuntimeError as e:
         raise UserError(f"the model file's weights do not fit its graph ({first_line(e)})") from e
+    if drops := always_on_dropouts(gm.graph):
+        print(f"alphaprune: warning: the model file's graph applies dropout in eval mode too "
+              f"({', '.join(n.name for n in drops)}: training=True), so its outputs are random "
+              "at inference; if its model wrote training=self.training (earlier alphaprune "
+              "versions stored that frozen), save it again from its module with this version",
+              file=sys.stderr, flush=True)
     return gm

@@ -105,6 +105,14 @@ def _training_arg(n: fx.Node):
     return n.kwargs.get("training", n.args[2] if len(n.args) > 2 else True)
 
 
+def always_on_dropouts(graph: fx.Graph) -> list[fx.Node]:
+    """The functional dropouts of ``graph`` that drop activations in eval mode too: a
+    ``training`` of True (F.dropout's default), p > 0."""
+    def p(n):
+        return n.kwargs.get("p", n.args[1] if len(n.args) > 1 else 0.5)
+    return [n for n in _dropouts(graph) if _training_arg(n) is True and p(n) != 0]
+
+
 def _mode_dropouts(model: nn.Module, gm: fx.GraphModule) -> None:
     """Make each functional dropout written ``training=self.training`` a dropout module.
 
