@@ -3,8 +3,9 @@ means, spreads and the per-seed differences.
 
     python benchmarks/arm_table.py DIR ARM_A,ARM_B [--seeds 0,1,2] [--method os-step]
 
-DIR holds ``{ARM}_s{SEED}_results.jsonl`` (as ``benchmarks/results/ema/`` does) or
-``{ARM}_s{SEED}/results.jsonl`` (a run's own folders).
+DIR holds ``{ARM}_s{SEED}_results.jsonl`` (as ``benchmarks/results/ema/`` does),
+``{ARM}_s{SEED}/results.jsonl`` (a comparison's own folders), or ``{ARM}_s{SEED}/summary.json``
+or ``{ARM}_s{SEED}_summary.json`` (a prune run's; ``--method`` does not apply).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from pathlib import Path
 
 
 def _row(root: Path, arm: str, seed: int, method: str) -> dict | None:
+    for f in (root / f"{arm}_s{seed}_summary.json", root / f"{arm}_s{seed}" / "summary.json"):
+        if f.is_file():  # a prune run: its fused model's scores
+            s = json.loads(f.read_text())
+            return {"test_acc": s["test_acc_after"], "val_acc": s["val_acc_after"],
+                    "seconds": s["seconds"]}
     for f in (root / f"{arm}_s{seed}_results.jsonl", root / f"{arm}_s{seed}" / "results.jsonl"):
         if f.is_file():
             rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]

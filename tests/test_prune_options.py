@@ -574,3 +574,43 @@ def test_widths_that_cannot_come_near_the_target_are_said_with_the_option_that_c
     share = 1 - cost.params([8] * len(base)) / cost.params(base)
     assert prune_mod.target_gap(replace(cfg, prune=share), half) is None  # on target: silent
     assert prune_mod.target_gap(replace(cfg, widths=[8] * len(base)), half) is None  # given
+
+
+def test_kept_units_stay_whole_and_the_others_meet_the_target(tiny_checkpoint, tmp_path, capsys):
+    """--keep names units (or a module around them, or a pattern): they keep every channel
+    in the fused model, and the other units are cut harder to meet the same target."""
+    out = tmp_path / "run"
+    assert main(_argv(tiny_checkpoint, out, "--keep", "features.0,features.7*")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["kept_whole"] == ["features.0.conv", "features.7.conv"]
+    original = alphaprune.load_model(tiny_checkpoint)
+    fused = alphaprune.load_model(out / "pruned.pt")
+    for name in s["kept_whole"]:
+        assert fused.get_submodule(name).out_channels == original.get_submodule(name).out_channels
+    assert len(s["widths_after"]) == len(s["widths_before"]) == 6  # vgg11's 8 convs, less 2
+    assert sum(s["widths_after"]) < sum(s["widths_before"])  # the others are cut
+    assert abs(s["achieved_reduction"] - 0.5) <= 0.03
+    cfg = yaml.safe_load((out / "config.yaml").read_text())["prune"]
+    assert cfg["keep"] == ["features.0", "features.7*"]
+    # the same keep from the recorded config.yaml builds the same widths
+    again = tmp_path / "again"
+    assert main(["prune", "--config", str(out / "config.yaml"), "--out", str(again),
+                 "--max-total-epochs", "1000", "--no-progress"]) == 0
+    assert json.loads((again / "summary.json").read_text())["widths_after"] == s["widths_after"]
+
+
+@pytest.mark.parametrize("keep, words", [
+    ("classifier", "--keep 'classifier' matches no prunable unit: the units are features.0.conv"),
+    ("features.*", "keeps every prunable unit whole: nothing is left to prune"),
+    ("a,,b", "--keep takes comma-separated unit names or patterns"),
+])
+def test_a_keep_that_names_no_unit_or_every_unit_exits_2(tiny_checkpoint, tmp_path, capsys, keep,
+                                                           words):
+    out = tmp_path / "run"
+    try:
+        rc = main(_argv(tiny_checkpoint, out, "--keep", keep))
+    except SystemExit as e:  # argparse refuses an empty name itself
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert words in err and not out.exists() and len(err.splitlines()) == 1

@@ -43,6 +43,14 @@ def _widths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--widths takes comma-separated integers, got {text!r}") from None
 
 
+def _names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--keep takes comma-separated unit names or patterns, "
+                                         f"got {text!r}")
+    return names
+
+
 def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", required=required, default=None if required else None,
                    help="ImageFolder dir, CIFAR python-pickle dir, or 'digits' (bundled)")
@@ -142,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "run records the ones its measured search chose)")
     r.add_argument("--round-to", type=int, default=8,
                    help="widths in multiples of this (8: faster on CPU; 1: finest fit)")
+    r.add_argument("--keep", type=_names, default=None, metavar="UNITS",
+                   help="keep these units whole: comma-separated names or shell patterns "
+                        "('features.0,layer4.*'; `alphaprune inspect` lists the units); the "
+                        "target is met by cutting the others harder")
     r.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="cut residual streams too: every conv writing into a chain of sums "
@@ -335,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--prune-streams", dest="streams", action="store_true",
                    help="list residual and concatenated streams as units, as prune "
                         "--prune-streams cuts them")
+    i.add_argument("--keep", type=_names, default=None, metavar="UNITS",
+                   help="list these units as kept whole, as prune --keep keeps them")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     for sp in sub.choices.values():
         sp.add_argument("--config", default=None, metavar="FILE.yaml",
@@ -394,6 +408,7 @@ def _cmd_prune(a) -> int:
     if not a.resume and (a.checkpoint is None or a.data is None):
         raise UserError("--checkpoint and --data are required (or --resume with --out of a run)")
     keys = ["checkpoint", "model", "prune", "flops", "speedup", "latency_batch", "widths", "round_to",
+            "keep",
             "streams", "balance", "solver", "solved", "search_size", "auto_steps", "scheduler",
             "step_size",
             "decay_rate", "mu",
@@ -504,7 +519,7 @@ def _cmd_inspect(a) -> int:
         model = create_model(a.model, width=a.width, num_classes=a.num_classes,
                              in_channels=a.in_channels)
         in_ch = a.in_channels
-    r = inspect_model(model, (in_ch, a.input_size, a.input_size), streams=a.streams)
+    r = inspect_model(model, (in_ch, a.input_size, a.input_size), streams=a.streams, keep=a.keep)
     print(json.dumps(r) if a.json else format_inspection(r))
     return 0
 
@@ -669,7 +684,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     sp.set_defaults(**settings)
 
 
-_LISTS = (_floats, _widths)  # options written "a,b,c" that a run's config.yaml records as lists
+_LISTS = (_floats, _widths, _names)  # options written "a,b,c" that a run's config.yaml records as lists
 
 
 def _config_value(action: argparse.Action, value, where: str):
@@ -701,7 +716,8 @@ def _config_value(action: argparse.Action, value, where: str):
 
 def _kind(action: argparse.Action) -> str:
     return {int: "an integer", float: "a number", _floats: "numbers (a list or 'a,b')",
-            _widths: "integers (a list or 'a,b')"}.get(action.type, "text")
+            _widths: "integers (a list or 'a,b')",
+            _names: "unit names (a list or 'a,b')"}.get(action.type, "text")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from alphaprune.graph import CostModel, find_units
+from alphaprune.graph import CostModel, find_units, keep_whole
 from alphaprune.graph.chunks import split_parts
 from alphaprune.report.size import count_flops, count_params, layer_flops
 
@@ -40,10 +40,12 @@ def _part_of(parts: dict, name: str) -> dict:
     return {"part_of": piece.names[0], "part": piece.part} if piece else {}
 
 
-def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool = False) -> dict:
+def inspect_model(model: nn.Module, input_shape: tuple[int, ...], streams: bool = False,
+                  keep: list[str] | None = None) -> dict:
     """Units, unprunable layers and prunable shares of ``model`` for inputs of ``input_shape``
-    (C, H, W), as one JSON-ready dict; with ``streams``, residual streams are units too."""
-    structure = find_units(model, torch.zeros(2, *input_shape), streams=streams)
+    (C, H, W), as one JSON-ready dict; with ``streams``, residual streams are units too; the
+    units ``keep`` names (:func:`~alphaprune.graph.keep_whole`) are listed as kept whole."""
+    structure = keep_whole(find_units(model, torch.zeros(2, *input_shape), streams=streams), keep)
     cost = CostModel(structure)
     flops = layer_flops(structure.gm, input_shape)  # by the graph's names: a split layer's parts
     parts = split_parts(structure.gm)

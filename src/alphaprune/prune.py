@@ -18,8 +18,8 @@ from alphaprune.blend.widths import check_width_options, narrowest
 from alphaprune.data import normalize
 from alphaprune.errors import OutOfBudget, Unreachable, UserError, as_config, require_finite
 from alphaprune.folds import is_folds_run, prune_folds
-from alphaprune.graph import CostModel, find_units, has_sums
-from alphaprune.graph.units import unit_groups
+from alphaprune.graph import CostModel, find_units, has_sums, keep_whole
+from alphaprune.graph.units import kept_units, unit_groups
 from alphaprune.modelfile import ModelFile, check_storable, load_checkpoint, model_io, save_model
 from alphaprune.models.user import GRAPH_ARCH
 from alphaprune.openmp import wait_policy
@@ -81,6 +81,9 @@ class PruneConfig:
     # network without measuring again; changed settings solve anew
     solved: dict | None = None
     round_to: int = 8                 # widths in multiples of 8 run faster on CPU (measured)
+    # units kept whole, by name pattern (fnmatch; graph.units.keep_whole): the target is
+    # met by cutting the others harder
+    keep: list[str] | None = None
     # cut the residual streams too (every conv writing into a chain of sums keeps one set
     # of channels): without it a ResNet's stream convs, shortcuts and stem keep their width;
     # None: the target's measured default (DEFAULT_STREAMS), recorded as a bool
@@ -256,6 +259,9 @@ def _validate(cfg: PruneConfig) -> None:
                         "twice as fast as the original")
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
+    if cfg.keep is not None and not (isinstance(cfg.keep, list) and all(
+            isinstance(k, str) and k.strip() for k in cfg.keep)):
+        raise UserError(f"--keep takes unit name patterns (comma-separated), got {cfg.keep!r}")
     if (cfg.speedup is not None and cfg.devices * cfg.num_nodes > 1 and cfg.widths is None
             and (cfg.solved or {}).get("for") != solved_for(cfg)):
         # each process would time the machine itself and could build another network
@@ -412,7 +418,7 @@ def _plan(cfg: PruneConfig, src: _Source, note: Callable[[str], None] | None = N
     (:mod:`alphaprune.speedup`), or the recorded ``widths``. ``note``: where the search's
     progress lines go."""
     example = normalize(torch.as_tensor(src.ds.x[src.splits.train[:2]]), src.mean, src.std)
-    structure = find_units(src.model, example, streams=cfg.streams)
+    structure = keep_whole(find_units(src.model, example, streams=cfg.streams), cfg.keep)
     if not structure.units:
         raise UserError(f"{src.mf.arch} has no prunable unit: "
                         + "; ".join(f"{s.name}: {s.reason}" for s in structure.skipped[:3]))
@@ -444,7 +450,10 @@ def _streams_reach(cfg: PruneConfig, model, example) -> bool | None:
     measure, fraction = cfg.target()
     if cfg.streams:
         return False
-    structure = find_units(model, example, streams=True)
+    try:
+        structure = keep_whole(find_units(model, example, streams=True), cfg.keep)
+    except UserError:  # a kept name is a stream writer there, not a unit: cannot tell
+        return None
     if not any(u.kind == "stream" for u in structure.units):
         return False
     if measure == "latency":
@@ -549,6 +558,7 @@ def solved_for(cfg: PruneConfig) -> dict:
             "round_to": cfg.round_to, "balance": cfg.balance, "importance": cfg.importance,
             # only when set: the widths recorded before --prune-streams existed still match
             **({"streams": True} if cfg.streams else {}),
+            **({"keep": list(cfg.keep)} if cfg.keep else {}),
             **({"auto_steps": cfg.auto_steps} if cfg.solver == "auto" and cfg.auto_steps else {}),
             "latency_batch": cfg.latency_batch, "search_size": cfg.search_size}
 
@@ -661,6 +671,7 @@ def _measure(cfg: PruneConfig, src: _Source, plan: _Plan, out: Path, blended, fu
         "test_loss_before": before["test_loss"], "test_loss_after": after["test_loss"],
         "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
         "widths_before": plan.base_widths, "widths_after": plan.widths, "fusion_rel_error": err,
+        **({"kept_whole": kept_units(plan.structure)} if cfg.keep else {}),
         "solver": cfg.solver, "width_search": plan.search,
         "recipe": cfg.recipe, "recipe_reason": cfg.recipe_reason,
         "phases": history, "epochs": sum(p["epochs"] for p in history),

@@ -472,3 +472,39 @@ def test_a_deep_structure_copies_with_its_units_pointing_into_the_copied_graph()
     assert t.units[0].act.name == s.units[0].act.name and t.units[0].act is not s.units[0].act
     with torch.no_grad():
         assert torch.equal(twin.eval().set_alpha(0.5)(X), blended.eval().set_alpha(0.5)(X))
+
+
+def test_keep_whole_takes_the_named_units_out_and_their_layers_count_as_fixed():
+    """--keep: a unit named, inside a named module, or matched by a pattern leaves the units
+    (listed as kept whole); the cost model then counts its layer as fixed."""
+    from alphaprune.graph import CostModel, keep_whole
+    from alphaprune.graph.units import kept_units
+
+    full = find_units(create_model("resnet20"), X)
+    kept = keep_whole(full, ["layer1.0", "layer3.*.conv1"])
+    units, skipped = _names(kept)
+    assert units == [f"layer{s}.{b}.conv1" for s in (1, 2) for b in range(3) if (s, b) != (1, 0)]
+    assert kept_units(kept) == ["layer1.0.conv1", "layer3.0.conv1", "layer3.1.conv1",
+                                "layer3.2.conv1"]
+    assert skipped["layer1.0.conv1"] == "kept whole (--keep layer1.0)"
+    assert skipped["layer3.2.conv1"] == "kept whole (--keep layer3.*.conv1)"
+    assert keep_whole(full, None) is full and _names(full)[0][0] == "layer1.0.conv1"  # untouched
+    base, cost = [u.width for u in kept.units], CostModel(kept)
+    assert cost.params(base) == CostModel(full).params([u.width for u in full.units])
+    # at the narrowest widths, the kept units still hold all their channels
+    narrow_full = CostModel(full).params([1] * len(full.units))
+    assert cost.params([1] * len(base)) > narrow_full
+    with pytest.raises(UserError, match="matches no prunable unit"):
+        keep_whole(full, ["layer1.0.conv2"])  # a stream writer, not a unit
+
+
+def test_inspect_previews_the_units_keep_keeps_whole(capsys):
+    import json
+
+    assert main(["inspect", "--model", "vgg11", "--width", "0.125", "--keep", "features.0",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [u["name"] for u in r["units"]][0] == "features.1.conv" and len(r["units"]) == 7
+    assert {"name": "features.0.conv", "reason": "kept whole (--keep features.0)"} in r["unprunable"]
+    assert main(["inspect", "--model", "vgg11", "--keep", "fc"]) == 2
+    assert "--keep 'fc' matches no prunable unit" in capsys.readouterr().err

@@ -56,6 +56,7 @@ layer takes each dropped channel's constant in its bias.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 import operator
 from dataclasses import dataclass, field
@@ -65,11 +66,12 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from alphaprune.errors import UserError
 from alphaprune.graph.chunks import split_chunked_layers
 from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Excite", "Writer", "Skipped", "Structure", "find_units",
-           "has_sums", "is_activation", "group_width", "unit_groups"]
+           "has_sums", "is_activation", "group_width", "unit_groups", "keep_whole", "kept_units"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -707,6 +709,44 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
     if streams:
         units, skipped = _with_streams(gm, calls, units, skipped)
     return Structure(gm, units, skipped)
+
+
+KEPT = "kept whole"  # the reason keep_whole lists a unit under
+
+
+def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
+    """``structure`` without the units whose names match one of ``patterns`` (shell-style,
+    :mod:`fnmatch`: ``features.0.conv``, ``layer4.*``, ``stream@*``), or that lie inside a
+    module a pattern names (``features.0`` keeps ``features.0.conv``): they keep every
+    channel, as layers that are no unit do, and are listed as skipped with the pattern.
+
+    Raises:
+        UserError: a pattern that matches no unit (the units are named), or patterns that
+            leave no unit to prune.
+    """
+    if not patterns:
+        return structure
+    names = [u.name for u in structure.units]
+
+    def hit(name: str, pat: str) -> bool:
+        return fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, pat + ".*")
+
+    for pat in patterns:
+        if not any(hit(n, pat) for n in names):
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)} units)" if len(names) > 12 else "")
+            raise UserError(f"--keep {pat!r} matches no prunable unit: the units are {shown} "
+                            "(alphaprune inspect lists them)")
+    kept = {n: next(p for p in patterns if hit(n, p)) for n in names if any(hit(n, p) for p in patterns)}
+    if len(kept) == len(names):
+        raise UserError(f"--keep {','.join(patterns)} keeps every prunable unit whole: nothing "
+                        "is left to prune; keep fewer")
+    return Structure(structure.gm, [u for u in structure.units if u.name not in kept],
+                     structure.skipped + [Skipped(n, f"{KEPT} (--keep {p})") for n, p in kept.items()])
+
+
+def kept_units(structure: Structure) -> list[str]:
+    """The units :func:`keep_whole` took out of ``structure``, by name."""
+    return [s.name for s in structure.skipped if s.reason.startswith(KEPT + " (")]
 
 
 def unit_groups(structure: Structure) -> list[int]:
