@@ -597,6 +597,20 @@ def test_kept_units_stay_whole_and_the_others_meet_the_target(tiny_checkpoint, t
     assert main(["prune", "--config", str(out / "config.yaml"), "--out", str(again),
                  "--max-total-epochs", "1000", "--no-progress"]) == 0
     assert json.loads((again / "summary.json").read_text())["widths_after"] == s["widths_after"]
+    # a run recorded before --keep existed kept nothing: a resume may not start keeping
+    doc = yaml.safe_load((again / "config.yaml").read_text())
+    del doc["prune"]["keep"]
+    (again / "config.yaml").write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    assert main(["prune", "--out", str(again), "--resume", "--keep", "features.0",
+                 "--no-progress"]) == 2
+    assert "--keep (recorded None, given ['features.0']) changed" in capsys.readouterr().err
+    # through the API, an empty list keeps nothing, and a name cannot hold a comma
+    cfg = prune_mod.checked_config(prune_mod.PruneConfig(checkpoint=str(tiny_checkpoint), keep=[]))
+    assert cfg.keep is None
+    with pytest.raises(alphaprune.UserError, match="no comma inside one"):
+        prune_mod.checked_config(prune_mod.PruneConfig(checkpoint=str(tiny_checkpoint),
+                                                       keep=["a,b"]))
 
 
 @pytest.mark.parametrize("keep, words", [

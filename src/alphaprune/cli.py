@@ -584,6 +584,10 @@ def _check_resume(a, given: set[str], section: str) -> None:
     from alphaprune.rundir import recorded as recorded_config
 
     recorded = recorded_config(Path(a.out), section)
+    if section == "prune":  # an option added since the run was made: it ran without it
+        from alphaprune.prune import RECORDED_BEFORE
+
+        recorded = {**RECORDED_BEFORE, **recorded}
     flat = {k: v for k, v in recorded.items() if not isinstance(v, dict)}
     for nested in ("optim", "data"):
         flat.update(recorded.get(nested) or {})

@@ -225,7 +225,7 @@ def resolve_solver(solver: str | None, balance: float | None, measure: str) -> d
 # untrained auto scores before --auto-steps, no feature term before --feature-distill).
 RECORDED_BEFORE = {"balance": 0.0, "solver": "ratio", "streams": False,
                    "final_takes_rest": False, "auto_steps": 0, "recipe": "handover",
-                   "feature_distill": 0.0, "final_ema": 0.0}
+                   "feature_distill": 0.0, "final_ema": 0.0, "keep": None}
 
 
 def _config_from_dict(d: dict) -> PruneConfig:
@@ -260,8 +260,9 @@ def _validate(cfg: PruneConfig) -> None:
     if cfg.latency_batch < 1:
         raise UserError(f"--latency-batch must be >= 1, got {cfg.latency_batch}")
     if cfg.keep is not None and not (isinstance(cfg.keep, list) and all(
-            isinstance(k, str) and k.strip() for k in cfg.keep)):
-        raise UserError(f"--keep takes unit name patterns (comma-separated), got {cfg.keep!r}")
+            isinstance(k, str) and k.strip() and "," not in k for k in cfg.keep)):
+        raise UserError(f"--keep takes unit names or patterns, a list or 'a,b' (no empty name, "
+                        f"no comma inside one), got {cfg.keep!r}")
     if (cfg.speedup is not None and cfg.devices * cfg.num_nodes > 1 and cfg.widths is None
             and (cfg.solved or {}).get("for") != solved_for(cfg)):
         # each process would time the machine itself and could build another network
@@ -381,6 +382,8 @@ def checked_config(cfg: PruneConfig) -> PruneConfig:
     cfg = absolute_paths(replace(cfg, data=asdict(as_config(cfg.data or {}, DataConfig, "data")),
                                  optim=as_config(cfg.optim, OptimConfig, "optim")))
     cfg = replace(cfg, **resolve_solver(cfg.solver, cfg.balance, cfg.target()[0]))
+    if isinstance(cfg.keep, (list, tuple)):  # the API's list or tuple; none kept is no keep
+        cfg = replace(cfg, keep=list(cfg.keep) or None)
     _validate(cfg)
     _scheduler(cfg)  # its options are checked before anything is written
     return cfg
@@ -573,9 +576,10 @@ def width_target(cfg: PruneConfig) -> WidthTarget:
 def _checked_widths(widths: list[int], structure, arch: str) -> list[int]:
     base = [u.width for u in structure.units]
     if len(widths) != len(base) or not all(1 <= w <= b for w, b in zip(widths, base)):
+        kept = f" (besides the {n} --keep keeps whole)" if (n := len(kept_units(structure))) else ""
         raise UserError(f"--widths {','.join(map(str, widths))} does not fit {arch}: it has "
-                        f"{len(base)} prunable units of widths {','.join(map(str, base))}; give "
-                        "one width per unit, each between 1 and the unit's own")
+                        f"{len(base)} prunable units{kept} of widths {','.join(map(str, base))}; "
+                        "give one width per unit, each between 1 and the unit's own")
     for u, w in zip(structure.units, widths):
         if w % u.group:
             raise UserError(f"--widths gives unit {u.name} {w} channels, but its grouped convs "

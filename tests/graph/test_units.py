@@ -496,6 +496,12 @@ def test_keep_whole_takes_the_named_units_out_and_their_layers_count_as_fixed():
     assert cost.params([1] * len(base)) > narrow_full
     with pytest.raises(UserError, match="matches no prunable unit"):
         keep_whole(full, ["layer1.0.conv2"])  # a stream writer, not a unit
+    # with the streams cut, a stream is kept whole when a pattern names one of its writers
+    streams = find_units(create_model("resnet20"), X, streams=True)
+    kept = kept_units(keep_whole(streams, ["layer3"]))
+    assert kept == ["stream@layer3.0.downsample.0", "layer3.0.conv1", "layer3.1.conv1",
+                    "layer3.2.conv1"]
+    assert kept_units(keep_whole(streams, ["layer2.1.conv2"])) == ["stream@layer2.0.downsample.0"]
 
 
 def test_inspect_previews_the_units_keep_keeps_whole(capsys):

@@ -331,25 +331,24 @@ def test_final_ema_under_one_step_follows_the_live_weights(tmp_path):
 
 
 def test_final_ema_keeps_the_live_weights_best_epoch_by_their_own_loss(tmp_path):
-    """While validation scores the average, ``live_weights`` lends the module the weights
-    being trained; the phase keeps those of their own best epoch beside the average's."""
+    """While validation scores the average, ``live_state`` holds the weights being trained
+    for the module to score too; the phase keeps those of their own best epoch beside the
+    average's (by their own loss), checkpointed."""
     import torch
 
     c, trainer, module = _ema_run(tmp_path)
     w = module.model[0].weight
-    with c.live_weights(module.model) as swapped:  # nothing averaged yet: nothing to lend
-        assert not swapped
+    assert c.live_state() is None  # nothing averaged yet: nothing to score beside it
     stats = {"ship_val_loss": 0.5, "val_loss": 0.5, "val_acc": 0.9, "ship_val_acc": 0.9,
              "train_loss": 0.4}
     c.monitor = "ship_val_loss"
     for value, live_loss in ((3.0, 0.7), (5.0, 0.9), (4.0, 0.6)):
         _step(c, trainer, module, value)
         c.on_validation_epoch_start(trainer, module)
-        average = c.ema["0.weight"].clone()
-        with c.live_weights(module.model) as swapped:
-            assert swapped and torch.allclose(w, torch.full_like(w, value))
-        assert torch.allclose(w, average)  # the rest of validation scores the average again
+        assert torch.allclose(c.live_state()["0.weight"], torch.full((2, 2), value))
+        assert torch.allclose(w, c.ema["0.weight"])  # validation scores the average
         c.on_validation_epoch_end(trainer, module)
+        assert c.live_state() is None and torch.allclose(w, torch.full_like(w, value))
         module.epoch_stats = stats
         module.live_stats = {"live_val_loss": live_loss, "live_val_acc": 1 - live_loss}
         c.on_train_epoch_end(trainer, module)
@@ -359,5 +358,19 @@ def test_final_ema_keeps_the_live_weights_best_epoch_by_their_own_loss(tmp_path)
     assert torch.allclose(c.live_best_state["0.weight"], torch.full((2, 2), 4.0))
     resumed, _, _ = _ema_run(tmp_path)
     resumed.load_state_dict(c.state_dict())
-    assert resumed.live_best == c.live_best
+    assert resumed.live_best == c.live_best and not resumed.live_untracked
     assert resumed.live_best_state["0.weight"].tolist() == c.live_best_state["0.weight"].tolist()
+    # a checkpoint from before the live weights were tracked, taken mid-phase: the epochs
+    # already done went unscored, so the phase reports no live best rather than a partial one
+    old = {k: v for k, v in c.state_dict().items()
+           if k not in ("live_best", "live_best_state", "live_untracked")}
+    older, trainer, module = _ema_run(tmp_path)
+    older.load_state_dict(old)
+    assert older.live_untracked and older.live_best_state is None
+    _step(older, trainer, module, 1.0)
+    older.on_validation_epoch_start(trainer, module)
+    older.on_validation_epoch_end(trainer, module)
+    module.epoch_stats, older.monitor = stats, "ship_val_loss"
+    module.live_stats = {"live_val_loss": 0.1, "live_val_acc": 0.9}
+    older.on_train_epoch_end(trainer, module)
+    assert older.live_best_state is None

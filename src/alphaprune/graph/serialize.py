@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import json
 import operator
 import sys
 
@@ -260,10 +261,22 @@ def graph_from_data(data: dict, state_dict: dict) -> fx.GraphModule:
         gm.load_state_dict(state_dict)
     except RuntimeError as e:
         raise UserError(f"the model file's weights do not fit its graph ({first_line(e)})") from e
-    if drops := always_on_dropouts(gm.graph):
-        print(f"alphaprune: warning: the model file's graph applies dropout in eval mode too "
-              f"({', '.join(n.name for n in drops)}: training=True), so its outputs are random "
-              "at inference; if its model wrote training=self.training (earlier alphaprune "
-              "versions stored that frozen), save it again from its module with this version",
-              file=sys.stderr, flush=True)
+    _warn_dropouts(gm, data)
     return gm
+
+
+_WARNED: set[str] = set()  # graphs warned of (once per process: runs load a file many times)
+
+
+def _warn_dropouts(gm: fx.GraphModule, data: dict) -> None:
+    """Say so when the graph drops activations in eval mode too."""
+    drops = always_on_dropouts(gm.graph)
+    key = json.dumps(data["nodes"], sort_keys=True, default=str)
+    if not drops or key in _WARNED:
+        return
+    _WARNED.add(key)
+    print(f"alphaprune: warning: the model file's graph applies dropout in eval mode too "
+          f"({', '.join(n.name for n in drops)}: training=True), so its outputs are random at "
+          "inference; if its model wrote training=self.training (earlier alphaprune versions "
+          "stored that frozen), train or save it again from its module with this version and "
+          "prune that file", file=sys.stderr, flush=True)

@@ -717,8 +717,10 @@ KEPT = "kept whole"  # the reason keep_whole lists a unit under
 def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
     """``structure`` without the units whose names match one of ``patterns`` (shell-style,
     :mod:`fnmatch`: ``features.0.conv``, ``layer4.*``, ``stream@*``), or that lie inside a
-    module a pattern names (``features.0`` keeps ``features.0.conv``): they keep every
-    channel, as layers that are no unit do, and are listed as skipped with the pattern.
+    module a pattern names (``features.0`` keeps ``features.0.conv``); a stream is matched by
+    any of its writers (``layer3`` keeps the stream its convs write into, and with it every
+    other writer of that stream). They keep every channel, as layers that are no unit do,
+    and are listed as skipped with the pattern.
 
     Raises:
         UserError: a pattern that matches no unit (the units are named), or patterns that
@@ -727,9 +729,11 @@ def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
     if not patterns:
         return structure
     names = [u.name for u in structure.units]
+    layers = {u.name: [u.name] + [w.conv for w in u.writers] for u in structure.units}
 
     def hit(name: str, pat: str) -> bool:
-        return fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, pat + ".*")
+        return any(fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n, pat + ".*")
+                   for n in layers[name])
 
     for pat in patterns:
         if not any(hit(n, pat) for n in names):

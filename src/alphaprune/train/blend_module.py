@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alphaprune.blend.recalibrate import ship_bn_stats, using_bn_stats
-from alphaprune.parallel import all_reduce_sums, broadcast_floats
+from alphaprune.parallel import all_reduce_sums, broadcast_buffers, broadcast_floats
 from alphaprune.train.features import OriginalNet, UnitTaps, feature_loss
 from alphaprune.train.module import ClassifierModule, OptimConfig, RunningStats
 
@@ -56,7 +56,7 @@ class BlendModule(ClassifierModule):
         self.controller = None  # set by the caller, for progress_info
         self._ship = RunningStats()
         self._ship_bn = None
-        self._live, self._live_scored = RunningStats(), False
+        self._live, self._states = RunningStats(), None
         self.live_stats: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
@@ -99,7 +99,10 @@ class BlendModule(ClassifierModule):
         super().on_validation_epoch_start()
         self._ship = RunningStats()
         self._ship_bn = None
-        self._live, self._live_scored = RunningStats(), False
+        self._live, self._states = RunningStats(), None
+        live = self.controller.live_state() if self.controller is not None else None
+        if live is not None:
+            self._states = self._live_pair(live)
         if self.calib is not None and float(self.model.alpha) > 0.0:
             self._ship_bn = ship_bn_stats(self.model, self.calib.to(self.device))
 
@@ -117,18 +120,33 @@ class BlendModule(ClassifierModule):
                 logits = self(x)
             self.model.set_alpha(alpha)
         self._ship.update(F.cross_entropy(logits, y), logits, y)
-        if self.controller is None:
-            return
-        with self.controller.live_weights(self.model) as swapped:
-            if swapped:  # the model held the average: score the weights being trained too
+        if self._states is not None:  # the model holds the average: score the live weights too
+            average, live = self._states
+            self.model.load_state_dict(live)
+            try:
                 logits = self(x)
-                self._live.update(F.cross_entropy(logits, y), logits, y)
-                self._live_scored = True
+            finally:
+                self.model.load_state_dict(average)
+            self._live.update(F.cross_entropy(logits, y), logits, y)
+
+    def _live_pair(self, live: dict) -> tuple[dict, dict]:
+        """(the average as validation scores it, the live weights as they are scored): each
+        with rank 0's BatchNorm statistics, as every rank scores rank 0's network (taken
+        once per validation, on every rank, so the broadcasts pair up)."""
+        def held():
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+        average = held()  # the parent broadcast rank 0's buffers into the average
+        self.model.load_state_dict(live)
+        broadcast_buffers(self.model)
+        live = held()
+        self.model.load_state_dict(average)
+        return average, live
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         self.live_stats = {}
-        if self._live_scored:  # the same on every rank: the controller's state is
+        if self._states is not None:  # the same on every rank: the controller's state is
             loss, acc = self._live.reduced(self.device).result()
             loss, acc = broadcast_floats([loss, acc], self.device)
             self.live_stats = {"live_val_loss": loss, "live_val_acc": acc}

@@ -6,7 +6,6 @@ Its decision logic is the pure :func:`phase_decision`; the Lightning callback
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from pathlib import Path
@@ -168,6 +167,9 @@ class PhaseController(pl.Callback):
         # kept), scored beside the average so a run shows what the average gave
         self.live_best: dict = {}
         self.live_best_state: dict | None = None
+        # resumed mid-phase from a checkpoint that did not track them: a best of the later
+        # epochs alone would pass for the phase's, so the phase reports none
+        self.live_untracked = False
         self._writer = True
 
     # -- helpers -----------------------------------------------------------------------
@@ -286,24 +288,16 @@ class PhaseController(pl.Callback):
             self._live = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
             pl_module.model.load_state_dict(self.ema)
 
-    @contextlib.contextmanager
-    def live_weights(self, model):
-        """Within it, ``model`` holds the live weights while validation otherwise scores the
-        average (nothing changes when no average is being scored)."""
-        if self._live is None:
-            yield False
-            return
-        model.load_state_dict(self._live)
-        try:
-            yield True
-        finally:
-            model.load_state_dict(self.ema)
+    def live_state(self) -> dict | None:
+        """The live weights while validation scores the average in their place (set by this
+        callback's ``on_validation_epoch_start``, which runs before the module's), else None."""
+        return self._live
 
     def _track_live(self, pl_module) -> None:
         """Keep the live weights of the averaged phase's best epoch by their own validation
         loss (read from ``pl_module.live_stats``; the model holds the live weights now)."""
         live = getattr(pl_module, "live_stats", None)
-        if not (self._averaging() and live):
+        if not (self._averaging() and live) or self.live_untracked:
             return
         if not self.live_best or live["live_val_loss"] < self.live_best["val_loss"]:
             self.live_best = {"val_loss": live["live_val_loss"], "val_acc": live["live_val_acc"],
@@ -406,7 +400,7 @@ class PhaseController(pl.Callback):
         self.phase += 1
         self.losses, self.best, self.best_state = [], {}, None
         self.ema, self.ema_steps = None, 0
-        self.live_best, self.live_best_state = {}, None
+        self.live_best, self.live_best_state, self.live_untracked = {}, None, False
         self._apply(pl_module)
 
     def _next_alpha(self, reason: str) -> float:
@@ -426,7 +420,8 @@ class PhaseController(pl.Callback):
                 "prev_state": self.prev_state, "retries": self.retries,
                 "sched_state": self.sched_state, "final_limit": self.final_limit,
                 "ema": self.ema, "ema_steps": self.ema_steps,
-                "live_best": dict(self.live_best), "live_best_state": self.live_best_state}
+                "live_best": dict(self.live_best), "live_best_state": self.live_best_state,
+                "live_untracked": self.live_untracked}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
@@ -435,8 +430,11 @@ class PhaseController(pl.Callback):
             setattr(self, k, state[k])
         self.final_limit = state.get("final_limit")  # absent before --final-takes-rest
         self.ema, self.ema_steps = state.get("ema"), state.get("ema_steps", 0)  # before --final-ema
-        # absent before the live weights were scored beside the average
+        # absent before the live weights were scored beside the average: a phase under way
+        # then has epochs whose live weights nobody scored
         self.live_best, self.live_best_state = state.get("live_best", {}), state.get("live_best_state")
+        self.live_untracked = state.get("live_untracked", "live_best" not in state and bool(
+            self.ema is not None and self.losses))
 
     def progress_info(self) -> dict:
         """Phase, alpha, epoch within phase and patience left, for the progress bar."""
