@@ -615,3 +615,33 @@ def test_objective_selection_rows_carry_the_live_weights_beside_the_average(resu
             continue
         live = json.loads((out / "p65" / r["method"] / "summary.json").read_text())["final_ema"]["live"]
         assert (r["live_val_acc"], r["live_test_acc"]) == (live["val_acc"], live["test_acc"])
+
+
+def test_keep_holds_the_same_units_whole_in_objective_selection_and_torch_pruning(results, tmp_path,
+                                                                                  capsys):
+    """compare --keep: objective selection keeps the units whole, Torch-Pruning (sized to
+    the same parameters) is told to leave the same layers alone; a name that matches no
+    unit is refused before the folder is made."""
+    import alphaprune
+
+    ckpt = results[1].parent / "train" / "model.pt"
+    argv = ["compare", "--checkpoint", str(ckpt), *DATA, "--quick", "--targets", "0.5",
+            "--methods", "os-step,tp-l1", "--no-progress"]
+    assert main([*argv, "--keep", "classifier", "--out", str(tmp_path / "bad")]) == 2
+    assert "matches no prunable unit" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "cmp"
+    assert main([*argv, "--keep", "features.0,features.7", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    original = alphaprune.load_model(ckpt)
+    for method in ("os-step", "tp-l1"):
+        model = alphaprune.load_model(rows[method]["model_file"])
+        for name in ("features.0.conv", "features.7.conv"):
+            assert model.get_submodule(name).out_channels == \
+                original.get_submodule(name).out_channels, (method, name)
+        def channels(m):
+            return sum(c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d))
+        assert channels(model) < channels(original), method  # the other units were cut
+    assert abs(rows["tp-l1"]["params"] - rows["os-step"]["params"]) <= 0.01 * rows["os-step"]["params"]
+    summary = json.loads((out / "p50" / "os-step" / "summary.json").read_text())
+    assert summary["kept_whole"] == ["features.0.conv", "features.7.conv"]

@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(see prune)")
     c.add_argument("--final-lr", type=float, default=None,
                    help="objective selection: its alpha=0 phase's peak lr (default --lr)")
+    c.add_argument("--keep", type=_names, default=None, metavar="UNITS",
+                   help="units kept whole (see prune) by objective selection, scratch, kd and "
+                        "Torch-Pruning (its ignored_layers); FastNAS and unstructured pruning "
+                        "search or cut every layer")
     c.add_argument("--prune-streams", dest="streams", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="objective selection (and scratch/kd): cut residual and concatenated "
@@ -484,7 +488,7 @@ def _cmd_compare(a) -> int:
 
     os_keys = ("handover", "branch_init", "importance", "distill", "temperature", "feature_distill",
                "max_acc_drop", "warmup_steps", "balance", "solver", "streams", "final_takes_rest",
-               "auto_steps", "final_ema", "final_lr")
+               "auto_steps", "final_ema", "final_lr", "keep")
     cfg = CompareConfig(checkpoint=a.checkpoint, model=a.model, model_kwargs=_model_kwargs(a),
                         targets=a.targets, match=a.match, latency_batch=a.latency_batch,
                         tp_round_to=a.tp_round_to,

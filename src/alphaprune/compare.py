@@ -47,7 +47,8 @@ from alphaprune.compare_folder import (
 )
 from alphaprune.data import normalize
 from alphaprune.errors import UserError, require_finite
-from alphaprune.graph import CostModel, find_units
+from alphaprune.graph import CostModel, find_units, keep_whole
+from alphaprune.graph.units import kept_layers
 from alphaprune.modelfile import load_checkpoint, save_model
 from alphaprune.models import create_model
 from alphaprune.models.user import GRAPH_ARCH
@@ -297,6 +298,9 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     # the target's default, as prune resolves it
     streams = resolve_streams(cfg.os_options.get("streams"), cfg.match)
     cfg = replace(cfg, os_options={**cfg.os_options, "streams": streams})
+    shape = tuple(ds.x.shape[1:])  # units at the data's size; --keep checked before any write
+    structure = keep_whole(find_units(mf.model.eval(), torch.zeros(2, *shape), streams=streams),
+                           cfg.os_options.get("keep"))
     _check_same_widths(done, balance, solver, out, streams)
     _check_same_auto_steps(cfg, out, solver)
     _check_same_tp_round_to(done, cfg.tp_round_to, out)
@@ -314,9 +318,8 @@ def _setup(cfg: CompareConfig, out: Path, progress: bool) -> tuple[_Bench, list[
     # not see rank 0's copy yet and reads the same weights from the source
     source = {"checkpoint": str(ckpt_path)} if lead else {
         "checkpoint": str(cfg.checkpoint), "model": cfg.model, "model_kwargs": cfg.model_kwargs}
-    pretrained, shape = mf.model.eval(), tuple(ds.x.shape[1:])
-    b = _Bench(cfg, out, lead, progress, data, ds, splits, mean, std, mf, source,
-               find_units(pretrained, torch.zeros(2, *shape), streams=streams),  # at the data's size
+    pretrained = mf.model.eval()
+    b = _Bench(cfg, out, lead, progress, data, ds, splits, mean, std, mf, source, structure,
                balance, solver)
     if lead and not ckpt_path.exists():
         save_model(ckpt_path, pretrained, mf.arch, mean, std, b.classes,
@@ -640,7 +643,8 @@ def _peer_cut(b: _Bench, method: str, size: dict, run: Path, ck) -> torch.nn.Mod
         return load_checkpoint(path).model
     if method == "tp-l1":
         model = torch_pruning_l1(b.mf.model, size[cfg.match], b.shape, measure=cfg.match,
-                                 latency_batch=cfg.latency_batch, round_to=cfg.tp_round_to)
+                                 latency_batch=cfg.latency_batch, round_to=cfg.tp_round_to,
+                                 keep=kept_layers(b.structure))
     else:
         model = modelopt_fastnas(b.mf.model, size[cfg.match], b.shape, cfg.match,
                                  *_fastnas_data(cfg, b.ds, b.splits, b.mean, b.std, b.data),

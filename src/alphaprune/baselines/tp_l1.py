@@ -94,7 +94,8 @@ def _trim(m: nn.Module, target: int, input_shape, keep: list[str], count) -> nn.
 
 
 def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "params",
-                     latency_batch: int = 1, round_to: int | None = None) -> nn.Module:
+                     latency_batch: int = 1, round_to: int | None = None,
+                     keep: list[str] | None = None) -> nn.Module:
     """Channel-prune a copy of ``model`` with Torch-Pruning (L1 of each filter, per layer).
 
     The per-layer channel ratio is found by bisection so the ``measure`` (``params``, or
@@ -103,14 +104,16 @@ def torch_pruning_l1(model: nn.Module, target, input_shape, measure: str = "para
     ``target`` is a model to run as fast as, at ``latency_batch`` on this machine
     (:func:`match_latency`). ``round_to`` (Torch-Pruning's own option) keeps every cut
     layer's width a multiple of it, as objective selection's ``--round-to`` does; the
-    single-channel trim is then skipped, so the fit to ``target`` is coarser.
+    single-channel trim is then skipped, so the fit to ``target`` is coarser. ``keep``: more
+    layers (by name) whose outputs stay whole, Torch-Pruning's ``ignored_layers``.
     """
     if measure == "latency":
-        return match_latency(model, target, input_shape, latency_batch, round_to=round_to)
+        return match_latency(model, target, input_shape, latency_batch, round_to=round_to,
+                             keep=keep)
     if measure not in ("params", "flops"):
         raise ValueError(f"unknown measure {measure!r}")
     count = count_params if measure == "params" else (lambda m: count_flops(m, input_shape))
-    keep = output_layers(model, input_shape)
+    keep = output_layers(model, input_shape) + list(keep or [])
     model = with_split_layers(model, input_shape)
     lo, hi = 0.0, 0.99
     for _ in range(14):
@@ -149,14 +152,15 @@ def _merged(m: nn.Module) -> nn.Module:
 
 
 def match_latency(model: nn.Module, reference: nn.Module, input_shape, batch: int,
-                  steps: int = 8, round_to: int | None = None) -> nn.Module:
+                  steps: int = 8, round_to: int | None = None,
+                  keep: list[str] | None = None) -> nn.Module:
     """The Torch-Pruning L1 cut of ``model`` that runs as fast as ``reference``: bisection
     on the per-layer ratio, each candidate timed against ``reference`` side by side
     (alternating single passes, the median of their ratios: timings of the same moment, steadier than
     either); the candidate whose speed ratio came closest to 1."""
     from alphaprune.speedup import measured_speedup
 
-    keep = output_layers(model, input_shape)
+    keep = output_layers(model, input_shape) + list(keep or [])
     model = with_split_layers(model, input_shape)
     lo, hi, best = 0.0, 0.99, None
     for _ in range(steps):

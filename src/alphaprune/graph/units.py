@@ -71,7 +71,8 @@ from alphaprune.graph.chunks import split_chunked_layers
 from alphaprune.graph.trace import CAT_FUNCTIONS, cat_args, is_max_pool, shape_of, split_max_pools, trace
 
 __all__ = ["Consumer", "Unit", "Excite", "Writer", "Skipped", "Structure", "find_units",
-           "has_sums", "is_activation", "group_width", "unit_groups", "keep_whole", "kept_units"]
+           "has_sums", "is_activation", "group_width", "unit_groups", "keep_whole", "kept_units",
+           "kept_layers"]
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.CELU, nn.SELU, nn.Softplus)
@@ -178,6 +179,7 @@ class Structure:
     gm: fx.GraphModule
     units: list[Unit]
     skipped: list[Skipped]
+    kept: list[Unit] = field(default_factory=list)   # units --keep holds whole (keep_whole)
 
     def unit(self, name: str) -> Unit:
         return next(u for u in self.units if u.name == name)
@@ -190,7 +192,8 @@ class Structure:
         now = {n.name: n for n in gm.graph.nodes}
         for n in self.gm.graph.nodes:
             memo[id(n)] = now[n.name]
-        new = Structure(gm, copy.deepcopy(self.units, memo), copy.deepcopy(self.skipped, memo))
+        new = Structure(gm, copy.deepcopy(self.units, memo), copy.deepcopy(self.skipped, memo),
+                        copy.deepcopy(self.kept, memo))
         memo[id(self)] = new
         return new
 
@@ -711,9 +714,6 @@ def find_units(model: nn.Module, example: torch.Tensor, streams: bool = False) -
     return Structure(gm, units, skipped)
 
 
-KEPT = "kept whole"  # the reason keep_whole lists a unit under
-
-
 def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
     """``structure`` without the units whose names match one of ``patterns`` (shell-style,
     :mod:`fnmatch`: ``features.0.conv``, ``layer4.*``, ``stream@*``), or that lie inside a
@@ -745,12 +745,20 @@ def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
         raise UserError(f"--keep {','.join(patterns)} keeps every prunable unit whole: nothing "
                         "is left to prune; keep fewer")
     return Structure(structure.gm, [u for u in structure.units if u.name not in kept],
-                     structure.skipped + [Skipped(n, f"{KEPT} (--keep {p})") for n, p in kept.items()])
+                     structure.skipped + [Skipped(n, f"kept whole (--keep {p})") for n, p in kept.items()],
+                     structure.kept + [u for u in structure.units if u.name in kept])
 
 
 def kept_units(structure: Structure) -> list[str]:
     """The units :func:`keep_whole` took out of ``structure``, by name."""
-    return [s.name for s in structure.skipped if s.reason.startswith(KEPT + " (")]
+    return [u.name for u in structure.kept]
+
+
+def kept_layers(structure: Structure) -> list[str]:
+    """The layers whose outputs :func:`keep_whole` keeps: each kept unit's conv or linear,
+    a kept stream's writers (what a peer such as Torch-Pruning is told to leave alone)."""
+    return [n for u in structure.kept
+            for n in ([w.conv for w in u.writers] if u.kind == "stream" else [u.name])]
 
 
 def unit_groups(structure: Structure) -> list[int]:
