@@ -190,3 +190,66 @@ def test_an_export_that_disagrees_with_pytorch_is_not_written(models, tmp_path, 
     with pytest.raises(export.UserError, match=r"max relative error nan"):
         export_model(path, "torchscript", out)
     assert not out.exists()
+
+
+def test_force_never_replaces_what_is_not_a_regular_file(models, tmp_path, capsys):
+    """A FIFO (or a device such as /dev/null) named as --out is refused even with --force:
+    replacing it would swap a system file for the export."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    rc = main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(fifo),
+               "--force"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not a regular file" in err and len(err.strip().splitlines()) == 1
+    assert fifo.is_fifo()
+
+
+def test_a_file_another_writer_made_during_the_export_is_kept(models, tmp_path, monkeypatch,
+                                                             capsys):
+    """Without --force the export lands only where nothing is at that moment: a file another
+    process wrote after the check stays, and the export says so."""
+    import alphaprune.export as export_mod
+
+    out = tmp_path / "m.ts"
+    real = export_mod._write
+
+    def racing(model, fmt, example, path):
+        real(model, fmt, example, path)
+        out.write_bytes(b"the other writer's")
+
+    monkeypatch.setattr(export_mod, "_write", racing)
+    rc = main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "appeared while exporting" in err
+    assert out.read_bytes() == b"the other writer's"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ts"]  # no temporary file left
+
+
+def test_an_input_the_model_cannot_take_is_one_line(models, tmp_path, capsys):
+    """A model whose head reads a flattened map of its training size cannot take another
+    size: one line naming the shape and the fix, in every format, nothing written (the
+    exporters printed tracebacks and colour codes); a pooled head takes any size."""
+    assert main(["export", str(models["user"][0]), "--format", "onnx", "--out",
+                 str(tmp_path / "u.onnx"), "--input-size", "8"]) == 0
+    capsys.readouterr()
+    flat = tmp_path / "flat.pt"
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 20 * 20, 5)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+    save_model(flat, Flat().eval(), GRAPH_ARCH, [0.5] * 3, [0.25] * 3, list("abcde"),
+               {"input_shape": [3, 20, 20]})
+    for fmt in FORMATS:
+        rc = main(["export", str(flat), "--format", fmt, "--out", str(tmp_path / f"f.{fmt}"),
+                   "--input-size", "32"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert "does not take inputs of shape (3, 32, 32)" in err and "drop --input-size" in err
+        assert "\x1b[" not in err and not (tmp_path / f"f.{fmt}").exists()

@@ -46,12 +46,18 @@ def temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
-def publish(tmp: Path, path: str | os.PathLike) -> None:
+def publish(tmp: Path, path: str | os.PathLike, replace: bool = True) -> None:
     """Rename a finished temporary file (:func:`temp_path`) to ``path``, durably: the file's
-    data and then the rename are synced to disk."""
+    data and then the rename are synced to disk. ``replace=False``: only where nothing is
+    at ``path`` when it lands (a hard link, which fails on an existing name: another
+    writer that got there first raises ``FileExistsError``), never by a check made earlier."""
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if replace:
+        os.replace(tmp, path)
+    else:
+        os.link(tmp, path)
+        tmp.unlink()
     _fsync_dir(Path(path).parent)
 
 

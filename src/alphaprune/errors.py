@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 
 __all__ = ["UserError", "OutOfBudget", "Unreachable", "require_finite", "first_line", "as_config"]
 
@@ -67,5 +68,8 @@ def _check(value, name: str) -> None:
 def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (its type where the message is empty), cut
     to ``limit`` characters: for one-line errors that quote what went wrong."""
-    lines = str(e).strip().splitlines()
+    lines = _ANSI.sub("", str(e)).strip().splitlines()
     return (lines[0] if lines else type(e).__name__)[:limit]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours (torch.export's messages carry them)

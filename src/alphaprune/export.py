@@ -52,12 +52,27 @@ def input_shape_of(mf, input_size: int | None) -> tuple[int, int, int]:
 def _check_out(out: Path, force: bool) -> None:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: pass a file path such as model.onnx")
+    if out.exists() and not out.is_file():  # a device, a FIFO: --force must not replace it
+        raise UserError(f"--out {out} is not a regular file: pass a file path such as model.onnx")
     if out.exists() and not force:
         raise UserError(f"{out} exists: pass --force to replace it, or another --out")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"--out {out}: the folder {out.parent} is not writable")
+
+
+def _check_input(model, shape, model_path, input_size) -> None:
+    """Run the model once on inputs of ``shape``: an input it cannot take is one line
+    here, not a traceback from inside an exporter."""
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *shape))
+    except Exception as e:
+        hint = ("drop --input-size to use the size it records" if input_size is not None else
+                "pass --input-size with the size it was trained at")
+        raise UserError(f"{model_path} does not take inputs of shape {tuple(shape)} "
+                        f"({type(e).__name__}: {first_line(e, 160)}): {hint}") from None
 
 
 def _write(model, fmt: str, example: torch.Tensor, path: Path) -> None:
@@ -146,6 +161,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     shape = input_shape_of(mf, input_size)
     model = mf.model.eval()
     gen = torch.Generator().manual_seed(0)
+    _check_input(model, shape, model_path, input_size)
     tmp = temp_path(out, _SUFFIX[fmt])
     try:
         try:
@@ -172,7 +188,11 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
                                 f"relative error {err:.1e} on random inputs, more than "
                                 f"{MAX_REL_ERROR:.0e}): {out} was not written")
             latency = {b: _latency(torch_fn, run, shape, b) for b in latency_batches}
-        publish(tmp, out)
+        try:
+            publish(tmp, out, replace=force)
+        except FileExistsError:
+            raise UserError(f"{out} appeared while exporting (another writer): pass --force to "
+                            "replace it, or another --out") from None
     finally:
         tmp.unlink(missing_ok=True)
     return {"format": fmt, "path": str(out), "input_shape": list(shape), "max_rel_error": err,
