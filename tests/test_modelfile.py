@@ -149,7 +149,10 @@ def test_random_file_raises_not_a_model_file(tmp_path, content):
 def test_missing_file_and_directory_raise_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_model(tmp_path / "nope.pt")
-    with pytest.raises(UserError, match="is a directory"):
+    with pytest.raises(UserError, match=r"is a directory: .* model.pt \(train\) or pruned.pt"):
+        load_model(tmp_path)
+    (tmp_path / "pruned.pt").write_bytes(b"")  # a prune run's folder: its file is named
+    with pytest.raises(UserError, match=r"is a directory: pass the model file inside it \(.*pruned.pt\)"):
         load_model(tmp_path)
 
 

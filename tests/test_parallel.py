@@ -53,6 +53,16 @@ def test_settings_that_cannot_run_are_one_line_errors(kw, accelerator, batch, me
         Processes(**kw).validate(accelerator, batch)
 
 
+def test_several_nodes_need_a_launcher(monkeypatch):
+    """--num-nodes 2 with nothing launching the nodes waited for the other node for ever."""
+    for var in ("WORLD_SIZE", "RANK", "SLURM_NTASKS", "NODE_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(UserError, match="needs each node started by torchrun or srun"):
+        Processes(devices=2, num_nodes=2).validate("cpu", 128)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun's
+    Processes(devices=2, num_nodes=2).validate("cpu", 128)
+
+
 def test_a_bad_process_setting_is_refused_before_the_run_folder_is_made(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--model", "vgg11", "--width", "0.0625", "--data", "digits", "--subset",

@@ -481,13 +481,21 @@ def test_speedup_is_met_or_the_shortfall_is_said(tiny_checkpoint, tmp_path, caps
     assert "1.1× faster at batch 128" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_an_unreachable_speedup_names_the_measured_most(tiny_checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("most, lower", [(2.5, "pass --speedup 2.38 or less, or a larger"),
+                                         (1.04, "pass a larger --latency-batch")])
+def test_an_unreachable_speedup_names_the_measured_most(tiny_checkpoint, tmp_path, capsys,
+                                                        monkeypatch, most, lower):
+    """The narrowest model's measured speed-up is named, with a target that could be met,
+    only where one above 1 is left (--speedup must be above 1)."""
+    import alphaprune.speedup as speedup_mod
+
+    monkeypatch.setattr(speedup_mod, "measured_speedup", lambda *a, **k: (most, 10.0, 10.0 / most))
     argv = _target_argv(tiny_checkpoint, tmp_path / "run", "--speedup", "1000")
     assert main(argv) == 2
     err = capsys.readouterr().err
     _assert_one_line_error(err)
-    assert "--speedup 1000 cannot be reached at batch 1" in err and "pass --speedup" in err
-    assert not (tmp_path / "run").exists()
+    assert "--speedup 1000 cannot be reached at batch 1" in err and f"ran {most:.2f}x faster" in err
+    assert lower in err and not (tmp_path / "run").exists()
 
 
 def test_the_widths_a_speedup_search_chose_are_recorded_for_resume_and_repeats(

@@ -95,7 +95,9 @@ def _torch_load(path: Path):
     if not path.exists():
         raise UserError(f"model file {path} does not exist: check the path")
     if path.is_dir():
-        raise UserError(f"{path} is a directory: pass the model file inside it (e.g. model.pt)")
+        inside = [n for n in ("pruned.pt", "model.pt") if (path / n).is_file()]
+        name = path / inside[0] if inside else "its model.pt (train) or pruned.pt (prune)"
+        raise UserError(f"{path} is a directory: pass the model file inside it ({name})")
     if (bad := damaged_member(path)) is not None:
         raise UserError(f"model file {path} is damaged: the bytes of its '{bad}' do not match "
                         "the checksum written with them; copy the file again from where it came")

@@ -80,6 +80,11 @@ class Processes:
         if self.precision == "16-mixed" and accelerator == "cpu":
             raise UserError("--precision 16-mixed needs a GPU: use bf16-mixed (or 32-true) on "
                             "the CPU")
+        if self.num_nodes > 1 and not any(v in os.environ for v in _NODE_LAUNCH):
+            # Lightning would start this node's processes and wait for the others for ever
+            raise UserError(f"--num-nodes {self.num_nodes} needs each node started by torchrun "
+                            "or srun (README: several processes); on one machine pass "
+                            "--devices N alone")
         if batch_size % self.world:
             raise UserError(f"--batch-size {batch_size} must be a multiple of the number of "
                             f"processes ({self.devices} devices x {self.num_nodes} nodes = "
@@ -96,6 +101,10 @@ class Processes:
 
         return {**kw, "strategy": DDPStrategy(find_unused_parameters=find_unused,
                                               checkpoint_io=checkpoint_io)}
+
+
+# what a multi-node launcher sets on every node (torchrun; srun; Lightning's own variables)
+_NODE_LAUNCH = ("WORLD_SIZE", "RANK", "SLURM_NTASKS", "NODE_RANK", "MASTER_ADDR")
 
 
 def _env_int(name: str) -> int:

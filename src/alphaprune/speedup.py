@@ -150,11 +150,12 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
         model, fused_architecture(structure, narrowest, arch).eval(), shape, batch)
     threads = torch.get_num_threads()
     if most < speedup * (1 - TOLERANCE):
+        lower = (f"--speedup {most * 0.95:.2f} or less, or " if most * 0.95 > 1.0 else "")
         raise Unreachable(
             f"--speedup {speedup:g} cannot be reached at batch {batch} on this machine "
             f"({threads} thread(s)): with every prunable unit at its narrowest the model ran "
             f"{most:.2f}x faster (the rest of its time is in layers no width changes); pass "
-            f"--speedup {most * 0.95:.2f} or less, or a larger --latency-batch")
+            f"{lower}a larger --latency-batch")
     count = calibrated(lm, [(base, t_base), (narrowest, t_narrow)])
     keep, tried = 1.0 / speedup, []
     for _ in range(iterations):

@@ -99,6 +99,16 @@ def test_md_before_after_table_has_summary_numbers(prune_report):
     assert "64.12% of the parameters removed (target 65% of the parameters)" in section
 
 
+def test_a_slower_model_is_called_slower(tmp_path):
+    """A measured ratio under 1 is a slow-down, said as one (\"0.64× faster\" before)."""
+    from alphaprune.report.headline import headline, headline_rows
+
+    h = headline(PRUNE_SUMMARY)
+    text, _ = headline_rows({**h, "speedup_b128": 0.64})
+    assert "measured 1.56× slower at batch 128" in text
+    assert "measured 2.28× faster at batch 128" in headline_rows(h)[0]
+
+
 def test_the_page_opens_with_the_result_and_ends_with_the_settings(prune_report):
     md = prune_report[2]
     titles = list(_sections(md))

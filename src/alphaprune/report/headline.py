@@ -84,6 +84,13 @@ def _x(v) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _speed(v) -> str:
+    """A measured speed-up in words: a ratio under 1 is a slow-down."""
+    if v is None:
+        return "– faster"
+    return f"{v:.2f}× faster" if v >= 1 else f"{1 / v:.2f}× slower"
+
+
 def fmt_acc(v) -> str:
     """An accuracy, or a dash where there is none (``--test-frac 0``: no test split), for
     the report page and the console."""
@@ -102,7 +109,7 @@ def headline_rows(h: dict) -> tuple[str, list[list[str]]]:
     text = (f"{h['removed_params']:.1%} of the parameters and {flops} of the FLOPs removed "
             f"(target: {target}); test accuracy "
             f"{fmt_acc(h['test_acc_before'])} → {fmt_acc(h['test_acc_after'])}; measured "
-            f"{_x(h['speedup_b128'])} faster at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
+            f"{_speed(h['speedup_b128'])} at batch 128 for a FLOP ratio of {_x(h['flop_ratio'])}.")
     threads = h.get("latency_threads")
     on = f" ({threads} thread{'s' if threads != 1 else ''}, medians of interleaved rounds)" \
         if threads else ""
