@@ -444,3 +444,29 @@ def test_a_units_max_pooled_taps_are_timed_with_it(tmp_path, monkeypatch):
     assert stem and isinstance(stem[0][-1].paths[0][0], torch.nn.MaxPool2d)
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(stem[0](x), torch.nn.Sequential(*stem[0][:-1])(x))  # passed on unchanged
+
+
+def test_runs_measuring_side_by_side_keep_each_others_entries(tiny, tmp_path, monkeypatch):
+    """Two models' tables built from the same (empty) cache, written one after the other:
+    the file holds both (each read the table, then the last writer replaced the other's),
+    and the whole-model time is keyed by the input size too."""
+    model, structure = tiny
+    monkeypatch.setattr(latency, "time_ms", lambda *a, **k: 1.0)
+    other = create_model("resnet20", width=0.25, num_classes=10, in_channels=1).eval()
+    real_write = LatencyModel._write
+    monkeypatch.setattr(LatencyModel, "_write", lambda self: None)  # both read an empty cache
+    a = LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    b = LatencyModel(find_units(other, torch.zeros(2, 1, 16, 16)), other, (1, 16, 16), batch=4,
+                     cache_dir=tmp_path)
+    real_write(a)
+    real_write(b)
+    entries = json.loads(a.path.read_text())["entries"]
+    assert set(a.table) | set(b.table) == set(entries)
+    assert any('"shape": [1, 16, 16]' in k for k in entries)
+    monkeypatch.setattr(LatencyModel, "_write", real_write)
+    timed = []
+    monkeypatch.setattr(latency, "time_ms", lambda *a, **k: timed.append(a) or 1.0)
+    LatencyModel(structure, model, (1, 16, 16), batch=4, cache_dir=tmp_path)
+    assert timed == []  # the first model's run finds all its entries
+    LatencyModel(structure, model, (1, 24, 24), batch=4, cache_dir=tmp_path)
+    assert timed  # another input size: its layers and whole time are measured

@@ -22,6 +22,7 @@ original at the end of the run, and that measurement is what is reported.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -76,6 +77,24 @@ def time_ms(model: nn.Module, input_shape, batch: int, channels_last: bool = Tru
                            warmup=3, channels_last=channels_last) * 1e3
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path``'s sidecar ``.lock`` file for the block (none where the
+    platform has no ``fcntl``: the merge still keeps all but a simultaneous writer's)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class LatencyModel:
     """Predicted ms per batch of the fused model for any unit widths (module docstring)."""
 
@@ -102,7 +121,8 @@ class LatencyModel:
             self.layers.append((sig, lay, tails.get(name, [])))
         self.coefs = [self._fit(sig, lay, t) for sig, lay, t in self.layers]
         full = self.layers_ms(self.base_widths)
-        whole = self._lookup({"whole": _digest(repr(model))},
+        # the input size is part of it: the same layers run on other images take another time
+        whole = self._lookup({"whole": _digest(repr(model)), "shape": list(input_shape)},
                              lambda: time_ms(model, input_shape, batch))
         self.rest = max(0.0, whole - full)
         self._write()
@@ -122,10 +142,14 @@ class LatencyModel:
                 if type(v) in (int, float) and math.isfinite(v) and v > 0}
 
     def _write(self) -> None:
+        """Add this run's timings to the table on disk: read again and merged under a lock,
+        so runs measuring side by side keep each other's entries."""
         if not self.measured:
             return
         try:
-            atomic_write_text(self.path, json.dumps({"key": self.key, "entries": self.table}))
+            with _locked(self.path):
+                merged = {**self._read(), **self.table}
+                atomic_write_text(self.path, json.dumps({"key": self.key, "entries": merged}))
         except OSError as e:  # the table is a cache: the run goes on, measuring again next time
             print(f"[latency] cannot write the timing cache {self.path} ({e.strerror or e}); "
                   "the next run measures again", file=sys.stderr, flush=True)
