@@ -196,6 +196,10 @@ def test_unfinished_prune_run_report_has_no_before_after(tmp_path, no_plots):
     sections = _sections(md)
     assert "Before / after" not in sections and "Result" not in sections
     assert len(_table(sections["Phases (one per α)"])) == 2
+    # it opens by saying the run is unfinished and how to go on
+    assert list(sections)[0] == "Unfinished"
+    assert f"`alphaprune prune --out {run} --resume`" in sections["Unfinished"]
+    assert "|" not in sections["Unfinished"]
 
 
 # ---------------------------------------------------------------------------------------- measure_models

@@ -103,6 +103,10 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
     flat = {k: v for k, v in settings.items() if not isinstance(v, dict)}
     for sub in ("optim", "data"):
         flat.update({f"{sub}.{k}": v for k, v in (settings.get(sub) or {}).items()})
+    if not s:  # no summary yet: say so first, and how to go on
+        out.append(("Unfinished", f"This run has no summary.json yet: it stopped before its end "
+                    f"(or is still running). Continue it with `alphaprune {run.command} --out "
+                    f"{run.path} --resume`; this page then shows its result.", [], []))
     if "params_before" in s:  # the result first: what was removed, gained and kept
         text, rows = headline_rows(s.get("headline") or headline(s))
         out.append(("Result", text, ["", ""], rows))
@@ -199,12 +203,13 @@ def _write_pages(run: Run, dest: Path) -> dict[str, Path]:
     blocks = _sections(run)
     md = [f"# Run report: {run.name}", ""]
     for title, text, header, rows in blocks:
-        md += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
+        md += [f"## {title}", "", text, ""] + ([markdown_table(header, rows), ""] if header else [])
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
     atomic_write_text(dest / "report.md", "\n".join(md) + "\n")
     body = [f"<h1>Run report: {html.escape(run.name)}</h1>"]
     for title, text, header, rows in blocks:
-        body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _html_table(header, rows)]
+        body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>"]
+        body += [_html_table(header, rows)] if header else []
     body.append("<h2>Plots</h2>")
     for p in imgs:
         data = base64.b64encode(p.read_bytes()).decode()
