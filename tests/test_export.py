@@ -135,6 +135,17 @@ def test_an_existing_file_is_replaced_only_with_force(models, tmp_path, capsys):
     assert rc == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_an_extension_of_another_format_is_warned_of(models, tmp_path, capsys):
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "has the pt2 extension (.pt2), but the file is torchscript (usually .ts)" in err
+    assert torch.jit.load(str(out)) is not None
+    assert main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out",
+                 str(tmp_path / "m.ts")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_force_never_replaces_the_model_being_exported(models, tmp_path, capsys):
     import shutil
 

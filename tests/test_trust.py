@@ -53,6 +53,23 @@ def test_the_killed_run_resumes(killed_train_run, tmp_path, capsys):
     assert (run / "model.pt").is_file()
 
 
+def test_a_runs_training_checkpoint_given_as_a_model_names_the_model_file(killed_train_run,
+                                                                         tmp_path, capsys):
+    """evaluate/export of checkpoints/last.ckpt (Lightning's, for --resume) names the run's
+    model file, with or without --model (it suggested --model NAME)."""
+    run = _copy(killed_train_run, tmp_path)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    for extra in ([], ["--model", "vgg11"]):
+        assert main(["evaluate", ckpt, "--data", "digits", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is the run's training checkpoint (for --resume), not a model file" in err
+        assert "model.pt or pruned.pt once the run has finished" in err
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["export", ckpt, "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 2
+    assert f"not a model file: pass {run / 'model.pt'}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["train", "prune"])
 def test_a_crafted_resume_checkpoint_executes_nothing(killed_train_run, tiny_checkpoint, tmp_path,
                                                       capsys, command):

@@ -529,8 +529,13 @@ def _cmd_inspect(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from alphaprune.export import export_model
+    from alphaprune.export import SUFFIXES, export_model
 
+    ext = Path(a.out).suffix.lower()
+    owner = next((f for f, sfx in SUFFIXES.items() if sfx == ext and f != a.format), None)
+    if owner is not None:  # a file named for another format misleads whoever opens it
+        print(f"alphaprune: warning: --out {a.out} has the {owner} extension ({ext}), but the "
+              f"file is {a.format} (usually {SUFFIXES[a.format]})", file=sys.stderr, flush=True)
     r = export_model(a.model_path, a.format, a.out, force=a.force, input_size=a.input_size,
                      model_name=a.model, model_kwargs=_model_kwargs(a))
     if a.json:

@@ -32,7 +32,7 @@ from alphaprune.scope import isolated
 __all__ = ["FORMATS", "export_model", "input_shape_of"]
 
 FORMATS = ("onnx", "torchscript", "pt2")
-_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
 # the most the exported outputs may differ from PyTorch's, relative to the largest output:
 # float rounding differs between runtimes by far less; more means other arithmetic
 MAX_REL_ERROR = 1e-3
@@ -162,7 +162,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     model = mf.model.eval()
     gen = torch.Generator().manual_seed(0)
     _check_input(model, shape, model_path, input_size)
-    tmp = temp_path(out, _SUFFIX[fmt])
+    tmp = temp_path(out, SUFFIXES[fmt])
     try:
         try:
             _write(model, fmt, torch.randn(2, *shape, generator=gen), tmp)

@@ -226,6 +226,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     path = Path(path)
     blob = _torch_load(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        _refuse_run_checkpoint(path, blob)
         raise UserError(f"{path} is not an alphaprune model file: pass one written by "
                         "'alphaprune train' or 'prune', or add --model NAME for a raw state_dict")
     _check_fields(blob, path)
@@ -233,6 +234,20 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
                    blob.get("graph"))
     return ModelFile(model, blob["arch"], blob["kwargs"], blob["mean"], blob["std"],
                      blob["classes"], blob.get("meta", {}))
+
+
+def _refuse_run_checkpoint(path: Path, blob) -> None:
+    """A run's own training checkpoint (``checkpoints/last.ckpt``: Lightning's, for
+    ``--resume``; a prune run's holds the branched network) is no model to load: name the
+    run's model file instead."""
+    run = path.parent.parent
+    if not (isinstance(blob, dict) and "pytorch-lightning_version" in blob
+            and path.parent.name == "checkpoints" and (run / "config.yaml").is_file()):
+        return
+    files = [run / n for n in ("pruned.pt", "model.pt") if (run / n).is_file()]
+    name = files[0] if files else f"{run}/model.pt or pruned.pt once the run has finished"
+    raise UserError(f"{path} is the run's training checkpoint (for --resume), not a model "
+                    f"file: pass {name}")
 
 
 @isolated
@@ -258,6 +273,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
             raise UserError(f"{path} holds a '{mf.arch}' model, not '{model_name}': drop --model "
                             f"or pass --model {mf.arch}")
         return mf
+    _refuse_run_checkpoint(path, blob)
     if not model_name:
         raise UserError(f"{path} is not an alphaprune model file: pass --model NAME to load it "
                         "as a raw state_dict")

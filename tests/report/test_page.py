@@ -99,6 +99,13 @@ def test_md_before_after_table_has_summary_numbers(prune_report):
     assert "64.12% of the parameters removed (target 65% of the parameters)" in section
 
 
+def test_the_settings_list_what_was_set_and_count_the_rest(prune_report):
+    section = _sections(prune_report[2])["Settings"]
+    rows = dict(_table(section))
+    assert "None" not in rows.values() and "decay_rate" not in rows and rows["prune"] == "0.65"
+    assert re.search(r"\d+ options left unset \(their defaults applied\) are not listed", section)
+
+
 def test_a_slower_model_is_called_slower(tmp_path):
     """A measured ratio under 1 is a slow-down, said as one (\"0.64× faster\" before)."""
     from alphaprune.report.headline import headline, headline_rows

@@ -130,7 +130,10 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
         out.append(("Result", "", ["metric", "value"], [[k, v] for k, v in s.items()]))
     if "final_ema" in s:
         out.append(_average_section(s["final_ema"]))
-    out.append(("Settings", "", ["setting", "value"], [[k, v] for k, v in flat.items()]))
+    unset = sum(v is None for v in flat.values())
+    out.append(("Settings", f"{unset} options left unset (their defaults applied) are not listed."
+                if unset else "", ["setting", "value"],
+                [[k, v] for k, v in flat.items() if v is not None]))
     return out
 
 
