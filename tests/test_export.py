@@ -262,5 +262,29 @@ def test_an_input_the_model_cannot_take_is_one_line(models, tmp_path, capsys):
                    "--input-size", "32"])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1, err
-        assert "does not take inputs of shape (3, 32, 32)" in err and "drop --input-size" in err
+        assert "fails on inputs of shape (3, 32, 32)" in err and "drop --input-size" in err
         assert "\x1b[" not in err and not (tmp_path / f"f.{fmt}").exists()
+
+
+def test_without_hard_links_the_export_still_lands_and_never_replaces(models, tmp_path,
+                                                                     monkeypatch, capsys):
+    """A file system without hard links (FAT, SMB, some FUSE mounts): the name is claimed
+    with an exclusive create, then the export renamed over the claim."""
+    import errno
+    import os
+
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "m.ts"
+    assert main(["export", str(models["vgg"][0]), "--format", "torchscript", "--out", str(out)]) == 0
+    assert torch.jit.load(str(out)) is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ts"]
+    from alphaprune.atomic import publish
+
+    tmp = tmp_path / ".x.tmp"
+    tmp.write_bytes(b"new")
+    with pytest.raises(FileExistsError):  # the exclusive create refuses an existing name
+        publish(tmp, out, replace=False)
+    assert out.read_bytes() != b"new"

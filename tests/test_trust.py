@@ -59,11 +59,13 @@ def test_a_runs_training_checkpoint_given_as_a_model_names_the_model_file(killed
     model file, with or without --model (it suggested --model NAME)."""
     run = _copy(killed_train_run, tmp_path)
     ckpt = str(run / "checkpoints" / "last.ckpt")
-    for extra in ([], ["--model", "vgg11"]):
-        assert main(["evaluate", ckpt, "--data", "digits", *extra]) == 2
-        err = capsys.readouterr().err
-        assert "is the run's training checkpoint (for --resume), not a model file" in err
-        assert "model.pt or pruned.pt once the run has finished" in err
+    assert main(["evaluate", ckpt, "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "is the run's training checkpoint (for --resume), not a model file" in err
+    assert "model.pt or pruned.pt once the run has finished, or add --model NAME" in err
+    # a train run's weights as of its last epoch, read as a raw state_dict, as before
+    assert main(["evaluate", ckpt, "--data", "digits", "--model", "vgg11", "--model-kwargs",
+                 '{"width": 0.0625, "in_channels": 1}']) == 0
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["export", ckpt, "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 2
@@ -777,3 +779,13 @@ def test_the_api_names_a_wrong_config_field(tiny_checkpoint, tmp_path, field, va
     with pytest.raises(UserError, match=message):
         prune(cfg, tmp_path / "p", progress=False)
     assert not (tmp_path / "p").exists()
+
+
+def test_a_prune_runs_checkpoint_is_no_model_even_with_a_model_name(unfinished_prune, capsys):
+    """A prune run's last.ckpt holds the branched network: no --model rebuilds it."""
+    ckpt = str(unfinished_prune / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(["evaluate", ckpt, "--data", "digits", "--model", "vgg11"]) == 2
+    err = capsys.readouterr().err
+    assert "is the run's training checkpoint (for --resume), not a model file" in err
+    assert "--model NAME" not in err and len(err.strip().splitlines()) == 1

@@ -56,8 +56,15 @@ def publish(tmp: Path, path: str | os.PathLike, replace: bool = True) -> None:
     if replace:
         os.replace(tmp, path)
     else:
-        os.link(tmp, path)
-        tmp.unlink()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, SMB, some FUSE mounts): claim the name
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # or raise
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
     _fsync_dir(Path(path).parent)
 
 

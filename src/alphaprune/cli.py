@@ -533,7 +533,8 @@ def _cmd_export(a) -> int:
 
     ext = Path(a.out).suffix.lower()
     owner = next((f for f, sfx in SUFFIXES.items() if sfx == ext and f != a.format), None)
-    if owner is not None:  # a file named for another format misleads whoever opens it
+    # named for another format misleads whoever opens it (an unknown format: export says so)
+    if owner is not None and a.format in SUFFIXES:
         print(f"alphaprune: warning: --out {a.out} has the {owner} extension ({ext}), but the "
               f"file is {a.format} (usually {SUFFIXES[a.format]})", file=sys.stderr, flush=True)
     r = export_model(a.model_path, a.format, a.out, force=a.force, input_size=a.input_size,

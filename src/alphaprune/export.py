@@ -54,7 +54,7 @@ def _check_out(out: Path, force: bool) -> None:
         raise UserError(f"--out {out} is a folder: pass a file path such as model.onnx")
     if out.exists() and not out.is_file():  # a device, a FIFO: --force must not replace it
         raise UserError(f"--out {out} is not a regular file: pass a file path such as model.onnx")
-    if out.exists() and not force:
+    if (out.exists() or out.is_symlink()) and not force:  # a dangling link too
         raise UserError(f"{out} exists: pass --force to replace it, or another --out")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
@@ -68,11 +68,14 @@ def _check_input(model, shape, model_path, input_size) -> None:
     try:
         with torch.inference_mode():
             model(torch.zeros(1, *shape))
-    except Exception as e:
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
         hint = ("drop --input-size to use the size it records" if input_size is not None else
                 "pass --input-size with the size it was trained at")
-        raise UserError(f"{model_path} does not take inputs of shape {tuple(shape)} "
-                        f"({type(e).__name__}: {first_line(e, 160)}): {hint}") from None
+        raise UserError(f"{model_path} fails on inputs of shape {tuple(shape)} "
+                        f"({type(e).__name__}: {first_line(e, 160)}): if it was trained at "
+                        f"another size, {hint}") from None
 
 
 def _write(model, fmt: str, example: torch.Tensor, path: Path) -> None:

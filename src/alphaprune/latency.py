@@ -88,7 +88,11 @@ def _locked(path: Path):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some NFS, FUSE): merge unlocked
+            yield
+            return
         try:
             yield
         finally:

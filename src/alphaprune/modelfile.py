@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import yaml
 
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.checksum import damaged_member
@@ -236,18 +237,27 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
                      blob["classes"], blob.get("meta", {}))
 
 
-def _refuse_run_checkpoint(path: Path, blob) -> None:
+def _refuse_run_checkpoint(path: Path, blob, model_name: str | None = None) -> None:
     """A run's own training checkpoint (``checkpoints/last.ckpt``: Lightning's, for
-    ``--resume``; a prune run's holds the branched network) is no model to load: name the
-    run's model file instead."""
+    ``--resume``) is no model file: name the run's model file instead. A train run's
+    weights as of its last epoch still load as a raw state_dict with ``model_name``; a
+    prune run's checkpoint holds the branched network, which no model name rebuilds."""
     run = path.parent.parent
     if not (isinstance(blob, dict) and "pytorch-lightning_version" in blob
             and path.parent.name == "checkpoints" and (run / "config.yaml").is_file()):
         return
+    try:
+        command = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("command")
+    except (OSError, yaml.YAMLError, AttributeError):
+        command = None
+    if model_name and command == "train":
+        return
     files = [run / n for n in ("pruned.pt", "model.pt") if (run / n).is_file()]
     name = files[0] if files else f"{run}/model.pt or pruned.pt once the run has finished"
+    also = (", or add --model NAME to read its weights as of its last epoch"
+            if command == "train" else "")
     raise UserError(f"{path} is the run's training checkpoint (for --resume), not a model "
-                    f"file: pass {name}")
+                    f"file: pass {name}{also}")
 
 
 @isolated
@@ -273,7 +283,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
             raise UserError(f"{path} holds a '{mf.arch}' model, not '{model_name}': drop --model "
                             f"or pass --model {mf.arch}")
         return mf
-    _refuse_run_checkpoint(path, blob)
+    _refuse_run_checkpoint(path, blob, model_name)
     if not model_name:
         raise UserError(f"{path} is not an alphaprune model file: pass --model NAME to load it "
                         "as a raw state_dict")

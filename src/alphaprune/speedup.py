@@ -150,11 +150,13 @@ def solve_speedup(structure, model: nn.Module, arch: str | None, shape, speedup:
         model, fused_architecture(structure, narrowest, arch).eval(), shape, batch)
     threads = torch.get_num_threads()
     if most < speedup * (1 - TOLERANCE):
-        lower = (f"--speedup {most * 0.95:.2f} or less, or " if most * 0.95 > 1.0 else "")
+        below = math.floor(most * 0.95 * 100) / 100  # as printed: a value --speedup takes
+        lower = f"--speedup {below:.2f} or less, or " if below > 1.0 else ""
+        ran = f"{most:.2f}x faster" if most >= 1 else f"{1 / most:.2f}x slower"
         raise Unreachable(
             f"--speedup {speedup:g} cannot be reached at batch {batch} on this machine "
             f"({threads} thread(s)): with every prunable unit at its narrowest the model ran "
-            f"{most:.2f}x faster (the rest of its time is in layers no width changes); pass "
+            f"{ran} (the rest of its time is in layers no width changes); pass "
             f"{lower}a larger --latency-batch")
     count = calibrated(lm, [(base, t_base), (narrowest, t_narrow)])
     keep, tried = 1.0 / speedup, []

@@ -203,10 +203,14 @@ def test_unfinished_prune_run_report_has_no_before_after(tmp_path, no_plots):
     sections = _sections(md)
     assert "Before / after" not in sections and "Result" not in sections
     assert len(_table(sections["Phases (one per α)"])) == 2
-    # it opens by saying the run is unfinished and how to go on
+    # it opens by saying the run is unfinished and how it may go on
     assert list(sections)[0] == "Unfinished"
-    assert f"`alphaprune prune --out {run} --resume`" in sections["Unfinished"]
+    assert "wrote no checkpoint to resume from" in sections["Unfinished"]
     assert "|" not in sections["Unfinished"]
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    text = _sections(write_report(run)["md"].read_text())["Unfinished"]
+    assert f"If it was interrupted, `alphaprune prune --out {run} --resume` continues it" in text
 
 
 # ---------------------------------------------------------------------------------------- measure_models

@@ -227,7 +227,7 @@ def _ema_run(tmp_path, final_ema=2.0, batches=4):
     c = PhaseController(make_scheduler("step", step_size=1.0), tmp_path / "phases.csv",
                         final_max_epochs=5, final_ema=final_ema)
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    module = SimpleNamespace(model=model, epoch_stats={})
+    module = SimpleNamespace(model=model, epoch_stats={}, device=torch.device("cpu"))
     trainer = SimpleNamespace(optimizers=[], num_training_batches=batches, should_stop=False,
                               is_global_zero=True)
     return c, trainer, module
@@ -374,3 +374,21 @@ def test_final_ema_keeps_the_live_weights_best_epoch_by_their_own_loss(tmp_path)
     module.live_stats = {"live_val_loss": 0.1, "live_val_acc": 0.9}
     older.on_train_epoch_end(trainer, module)
     assert older.live_best_state is None
+
+
+def test_final_ema_skips_a_step_any_rank_found_non_finite(tmp_path, monkeypatch):
+    """One rank's non-finite loss makes every rank's step non-finite (summed gradients): the
+    skip is decided across the ranks, so their averages start and stay together."""
+    import torch
+
+    import alphaprune.train.controller as controller_mod
+
+    asked = []
+    monkeypatch.setattr(controller_mod, "any_rank",
+                        lambda flag, device: asked.append(flag) or True)  # another rank's NaN
+    c, trainer, module = _ema_run(tmp_path)
+    _step(c, trainer, module, 1.0)  # a finite loss here
+    assert asked == [False] and c.ema is None  # skipped all the same
+    monkeypatch.setattr(controller_mod, "any_rank", lambda flag, device: flag)
+    _step(c, trainer, module, 1.0)
+    assert c.ema is not None and torch.allclose(c.ema["0.weight"], torch.ones(2, 2))

@@ -8,6 +8,7 @@ import errno
 import html
 import json
 import os
+import shlex
 import statistics
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from alphaprune.report.headline import headline, headline_rows, shipped
 from alphaprune.report.plots import plot_comparison, plot_pareto, plot_run
 from alphaprune.report.runs import Run, label_runs, read_run
 from alphaprune.report.size import measure_latency
+from alphaprune.rundir import has_progress
 
 __all__ = ["write_report", "write_comparison", "measure_models", "measure_side_by_side",
            "markdown_table"]
@@ -104,9 +106,7 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
     for sub in ("optim", "data"):
         flat.update({f"{sub}.{k}": v for k, v in (settings.get(sub) or {}).items()})
     if not s:  # no summary yet: say so first, and how to go on
-        out.append(("Unfinished", f"This run has no summary.json yet: it stopped before its end "
-                    f"(or is still running). Continue it with `alphaprune {run.command} --out "
-                    f"{run.path} --resume`; this page then shows its result.", [], []))
+        out.append(("Unfinished", _unfinished_text(run), [], []))
     if "params_before" in s:  # the result first: what was removed, gained and kept
         text, rows = headline_rows(s.get("headline") or headline(s))
         out.append(("Result", text, ["", ""], rows))
@@ -135,6 +135,19 @@ def _sections(run: Run) -> list[tuple[str, str, list, list]]:
                 if unset else "", ["setting", "value"],
                 [[k, v] for k, v in flat.items() if v is not None]))
     return out
+
+
+def _unfinished_text(run: Run) -> str:
+    """What a page without a summary says: the run has not ended, and how it may go on."""
+    text = "This run has no summary.json yet: it is still running, or it stopped before its end."
+    if has_progress(run.path):
+        text += (f" If it was interrupted, `alphaprune {run.command} --out "
+                 f"{shlex.quote(str(run.path))} --resume` continues it (its console said so if "
+                 "it stopped on its epoch budget, which needs --max-total-epochs N, or diverged, "
+                 "which needs a new start); this page then shows its result.")
+    else:
+        text += " It wrote no checkpoint to resume from: run its command again."
+    return text
 
 
 def _average_section(e: dict) -> tuple[str, str, list, list]:

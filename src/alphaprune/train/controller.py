@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 
 from alphaprune.errors import UserError
+from alphaprune.parallel import any_rank
 from alphaprune.schedules.base import AlphaScheduler
 from alphaprune.train.callbacks import append_csv_row
 
@@ -264,8 +265,11 @@ class PhaseController(pl.Callback):
         if not self._averaging():
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            return  # the divergence guard ends the phase; keep the average finite
+        # the divergence guard ends the phase; keep the average finite. Decided on every
+        # rank alike: one rank's non-finite loss makes every rank's step non-finite (the
+        # gradients are summed), and the ranks' averages must start and stay together
+        if any_rank(loss is not None and not bool(torch.isfinite(loss).all()), pl_module.device):
+            return
         state = pl_module.model.state_dict()
         if self.ema is None:
             self.ema, self.ema_steps = {k: v.detach().clone() for k, v in state.items()}, 1
