@@ -78,12 +78,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 class DivergenceGuard(pl.Callback):
-    """Acts on the first non-finite training loss of an epoch: skips the rest of it and
-    records where it happened (``diverged``).
+    """Acts on the first non-finite training loss of an epoch: records where it happened
+    (``diverged``).
 
     ``stop`` (training a classifier): training ends there; the best epoch before it is
-    what ships. ``skip`` (pruning): the phase controller sees the non-finite losses at the
-    epoch's end and restores the phase's best weights.
+    what ships. ``skip`` (pruning): the epoch runs to its end (its later steps non-finite:
+    Lightning ignores a callback's -1, and a module's would end the epoch without its
+    validation, whose statistics the phase controller reads), then the controller sees the
+    non-finite losses and restores the phase's best weights.
     """
 
     def __init__(self, mode: str = "stop"):
@@ -94,9 +96,6 @@ class DivergenceGuard(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.tripped = False
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        return -1 if self.tripped else None  # -1: Lightning skips the rest of the epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
