@@ -215,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --max-acc-drop it leaves room for a retry)")
     r.add_argument("--final-ema", type=float, default=None, metavar="EPOCHS",
                    help="score and ship an exponential moving average of the alpha=0 phase's "
-                        "weights, time constant EPOCHS (0: off; default: 1 with the hand-over "
-                        "recipe, off with onecycle)")
+                        "weights, time constant EPOCHS (0: off; default: 1)")
     r.add_argument("--warmup-steps", type=int, default=20,
                    help="ramp the lr up linearly over the first N steps of every phase (0: off)")
     r.add_argument("--max-total-epochs", type=int, default=None,
