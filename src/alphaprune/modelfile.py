@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import yaml
 
 from alphaprune.atomic import atomic_torch_save
 from alphaprune.checksum import damaged_member
@@ -36,6 +35,7 @@ from alphaprune.models import create_model
 from alphaprune.models.registry import infer_kwargs, raw_checkpoint_problem
 from alphaprune.models.user import GRAPH_ARCH, build_user_model, is_user_spec
 from alphaprune.models.vgg import infer_vgg_kwargs
+from alphaprune.rundir import read_config
 from alphaprune.scope import isolated
 
 __all__ = ["ModelFile", "load_model", "load_model_file", "save_model", "load_checkpoint",
@@ -247,8 +247,8 @@ def _refuse_run_checkpoint(path: Path, blob, model_name: str | None = None) -> N
             and path.parent.name == "checkpoints" and (run / "config.yaml").is_file()):
         return
     try:
-        command = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("command")
-    except (OSError, yaml.YAMLError, AttributeError):
+        command = read_config(run).get("command")
+    except UserError:  # a corrupt config: name the model file all the same
         command = None
     if model_name and command == "train":
         return

@@ -271,8 +271,10 @@ _WARNED: set[str] = set()  # graphs warned of (once per process: runs load a fil
 def _warn_dropouts(gm: fx.GraphModule, data: dict) -> None:
     """Say so when the graph drops activations in eval mode too."""
     drops = always_on_dropouts(gm.graph)
+    if not drops:
+        return
     key = json.dumps(data["nodes"], sort_keys=True, default=str)
-    if not drops or key in _WARNED:
+    if key in _WARNED:
         return
     _WARNED.add(key)
     print(f"alphaprune: warning: the model file's graph applies dropout in eval mode too "

@@ -101,16 +101,20 @@ def _dropouts(graph: fx.Graph) -> list[fx.Node]:
     return [n for n in graph.nodes if n.op == "call_function" and n.target in DROPOUT_FUNCTIONS]
 
 
-def _training_arg(n: fx.Node):
-    return n.kwargs.get("training", n.args[2] if len(n.args) > 2 else True)
+_DROPOUT_ARGS = {"p": (1, 0.5), "training": (2, True), "inplace": (3, False)}  # position, default
+
+
+def _dropout_arg(n: fx.Node, name: str):
+    """A functional dropout call's argument, given by keyword, by position or by default."""
+    pos, default = _DROPOUT_ARGS[name]
+    return n.kwargs.get(name, n.args[pos] if len(n.args) > pos else default)
 
 
 def always_on_dropouts(graph: fx.Graph) -> list[fx.Node]:
     """The functional dropouts of ``graph`` that drop activations in eval mode too: a
     ``training`` of True (F.dropout's default), p > 0."""
-    def p(n):
-        return n.kwargs.get("p", n.args[1] if len(n.args) > 1 else 0.5)
-    return [n for n in _dropouts(graph) if _training_arg(n) is True and p(n) != 0]
+    return [n for n in _dropouts(graph)
+            if _dropout_arg(n, "training") is True and _dropout_arg(n, "p") != 0]
 
 
 def _mode_dropouts(model: nn.Module, gm: fx.GraphModule) -> None:
@@ -141,12 +145,11 @@ def _mode_dropouts(model: nn.Module, gm: fx.GraphModule) -> None:
                   "training=self.training to the dropout instead", file=sys.stderr, flush=True)
         return
     for i, (n, o) in enumerate(zip(drops, other, strict=True)):
-        if _training_arg(n) == _training_arg(o):
+        if _dropout_arg(n, "training") == _dropout_arg(o, "training"):
             continue  # a constant the user wrote (F.dropout's default is training=True)
-        p = n.kwargs.get("p", n.args[1] if len(n.args) > 1 else 0.5)
-        inplace = n.kwargs.get("inplace", n.args[3] if len(n.args) > 3 else False)
         name = f"functional_dropout_{i}"
-        gm.add_submodule(name, DROPOUT_FUNCTIONS[n.target](p, inplace))
+        gm.add_submodule(name, DROPOUT_FUNCTIONS[n.target](_dropout_arg(n, "p"),
+                                                           _dropout_arg(n, "inplace")))
         with gm.graph.inserting_after(n):
             m = gm.graph.call_module(name, (n.args[0] if n.args else n.kwargs["input"],))
         n.replace_all_uses_with(m)

@@ -740,7 +740,8 @@ def keep_whole(structure: Structure, patterns: list[str] | None) -> Structure:
             shown = ", ".join(names[:12]) + (f", ... ({len(names)} units)" if len(names) > 12 else "")
             raise UserError(f"--keep {pat!r} matches no prunable unit: the units are {shown} "
                             "(alphaprune inspect lists them)")
-    kept = {n: next(p for p in patterns if hit(n, p)) for n in names if any(hit(n, p) for p in patterns)}
+    first = {n: next((p for p in patterns if hit(n, p)), None) for n in names}
+    kept = {n: p for n, p in first.items() if p is not None}  # each by the first pattern it matches
     if len(kept) == len(names):
         raise UserError(f"--keep {','.join(patterns)} keeps every prunable unit whole: nothing "
                         "is left to prune; keep fewer")
